@@ -1,0 +1,175 @@
+//! `exec`: a new process in a running container. The runtime forks an
+//! intermediate that enters the container's namespaces and clones the
+//! process with CLONE_PARENT (so it is in the container's pid namespace and
+//! our child); the runtime puts it in the container's cgroup, and learns
+//! that the exec succeeded when the close-on-exec sync channel hits EOF.
+
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use crate::container::SignalForwarder;
+use crate::error::{Error, Result};
+use crate::namespaces::Plan;
+use crate::process;
+use crate::spec::{NamespaceType, Process};
+use crate::state::{ContainerDir, Status};
+use crate::sync::{Channel, Message};
+use crate::util;
+
+#[derive(Debug, Clone, Default)]
+pub struct ExecOptions {
+    pub id: String,
+    pub process: Process,
+    pub console_socket: Option<PathBuf>,
+    pub pid_file: Option<PathBuf>,
+    pub detach: bool,
+    pub preserve_fds: u32,
+    pub ignore_paused: bool,
+}
+
+/// Runs the process; returns its exit code (foreground) or 0 (detached).
+pub fn exec(root: &Path, opts: &ExecOptions) -> Result<i32> {
+    let dir = ContainerDir::new(root, &opts.id)?;
+    let state = dir.load()?;
+    match dir.status(&state) {
+        Status::Stopped => return Err(Error::msg("cannot exec in a stopped container")),
+        Status::Paused if !opts.ignore_paused => {
+            return Err(Error::msg("cannot exec in a paused container"));
+        }
+        _ => {}
+    }
+    if opts.process.args.is_empty() {
+        return Err(Error::msg("exec: process args must not be empty"));
+    }
+    if opts.process.terminal && opts.console_socket.is_none() {
+        return Err(Error::msg(
+            "cannot allocate tty if runc will detach without setting console socket",
+        ));
+    }
+    let spec = dir.load_config()?;
+    let plan = Plan::for_process(&spec, state.pid)?;
+    let console = match &opts.console_socket {
+        Some(path) if opts.process.terminal => Some(crate::console::connect(path)?),
+        _ => None,
+    };
+    let forwarder = if opts.detach {
+        None
+    } else {
+        Some(SignalForwarder::block()?)
+    };
+    let (parent, child) = Channel::pair()?;
+    let in_user_ns = spec.namespace(NamespaceType::User).is_some();
+    let ctx = Child {
+        plan: &plan,
+        process: &opts.process,
+        seccomp: spec.linux().seccomp.as_ref(),
+        channel: &child,
+        console: console.as_ref(),
+        preserve_fds: opts.preserve_fds,
+        in_user_ns,
+    };
+    let Some(intermediate) = process::fork()? else {
+        ctx.intermediate();
+    };
+    drop(child);
+    drop(console);
+
+    let mut pid = None;
+    let outcome = (|| -> Result<()> {
+        loop {
+            match parent.recv()? {
+                Some(Message::Pid(p)) => {
+                    process::wait_child(intermediate)?;
+                    pid = Some(p);
+                    state.cgroup.add_pid(p)?;
+                    parent.send(&Message::Continue(String::new()))?;
+                }
+                Some(Message::Failed(msg)) => return Err(Error::Msg(msg)),
+                Some(other) => return Err(Error::msg(format!("unexpected message: {other:?}"))),
+                // EOF: the process exec'd (the channel is close-on-exec).
+                None if pid.is_some() => return Ok(()),
+                None => return Err(Error::msg("exec: the process exited before it started")),
+            }
+        }
+    })();
+    if let Err(e) = outcome {
+        match pid {
+            Some(p) => {
+                let _ = process::wait_child(p);
+            }
+            None => {
+                let _ = process::wait_child(intermediate);
+            }
+        }
+        return Err(e);
+    }
+    let pid = pid.expect("set before Ok");
+    if let Some(pid_file) = &opts.pid_file {
+        util::write_atomic(pid_file, pid.to_string().as_bytes())?;
+    }
+    match forwarder {
+        None => Ok(0),
+        Some(forwarder) => forwarder.wait(pid),
+    }
+}
+
+struct Child<'a> {
+    plan: &'a Plan,
+    process: &'a Process,
+    seccomp: Option<&'a crate::spec::Seccomp>,
+    channel: &'a Channel,
+    console: Option<&'a OwnedFd>,
+    preserve_fds: u32,
+    in_user_ns: bool,
+}
+
+impl Child<'_> {
+    fn intermediate(&self) -> ! {
+        process::set_parent_death_signal(libc::SIGKILL);
+        let result = (|| -> Result<()> {
+            self.plan.enter()?;
+            match process::clone_parent()? {
+                None => self.run(),
+                Some(pid) => self.channel.send(&Message::Pid(pid)),
+            }
+        })();
+        match result {
+            Ok(()) => process::exit_child(0),
+            Err(e) => {
+                let _ = self.channel.send(&Message::Failed(e.to_string()));
+                process::exit_child(1)
+            }
+        }
+    }
+
+    fn run(&self) -> ! {
+        process::set_parent_death_signal(libc::SIGKILL);
+        let error = match self.steps() {
+            Ok(prepared) => prepared.exec(),
+            Err(e) => e,
+        };
+        let _ = self.channel.send(&Message::Failed(error.to_string()));
+        let _ = std::io::stderr().flush();
+        process::exit_child(127)
+    }
+
+    fn steps(&self) -> Result<process::Prepared> {
+        match self.channel.recv()? {
+            Some(Message::Continue(_)) => {}
+            _ => return Err(Error::msg("runtime went away")),
+        }
+        if let Some(socket) = self.console {
+            nix::unistd::setsid().map_err(|e| Error::sys("setsid", e))?;
+            crate::console::setup(socket, self.process.console_size, false)?;
+        }
+        let prepared = process::prepare(&process::Settings {
+            process: self.process,
+            seccomp: self.seccomp,
+            preserve_fds: self.preserve_fds,
+            in_user_ns: self.in_user_ns,
+        })?;
+        process::set_parent_death_signal(0);
+        Ok(prepared)
+    }
+}

@@ -1,0 +1,3 @@
+fn main() {
+    keel_runtime::cli::main()
+}

@@ -297,6 +297,14 @@ pub fn main() {
     if cli.debug {
         logger.install_debug();
     }
+    if matches!(
+        cli.command,
+        Some(Command::Create(_) | Command::Run(_) | Command::Exec(_))
+    ) && let Err(e) = crate::sealed::reexec()
+    {
+        logger.error(&e.to_string());
+        std::process::exit(1);
+    }
     match dispatch(cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
@@ -306,7 +314,10 @@ pub fn main() {
     }
 }
 
-/// go-runc and urfave/cli accept `-flag` for long flags; clap does not.
+/// go-runc and urfave/cli accept `-flag` for long flags (go-runc sends
+/// `-no-subreaper`); clap does not. Known long flags written with one dash
+/// are rewritten, except in `exec` and `ps`, whose trailing arguments belong
+/// to the container's command.
 fn normalize_args(args: Vec<String>) -> Vec<String> {
     const LONG: &[&str] = &[
         "-root",
@@ -322,19 +333,21 @@ fn normalize_args(args: Vec<String>) -> Vec<String> {
         "-detach",
         "-keep",
         "-force",
+        "-no-new-keyring",
+        "-preserve-fds",
     ];
     let mut out = Vec::with_capacity(args.len());
-    let mut positional_seen = 0;
-    for (i, arg) in args.into_iter().enumerate() {
+    let mut trailing = false;
+    for arg in args {
+        if arg == "exec" || arg == "ps" {
+            trailing = true;
+        }
         let name = arg.split('=').next().unwrap_or("");
-        if i > 0 && positional_seen < 2 && LONG.contains(&name) {
+        if !trailing && LONG.contains(&name) {
             out.push(format!("-{arg}"));
-            continue;
+        } else {
+            out.push(arg);
         }
-        if i > 0 && !arg.starts_with('-') {
-            positional_seen += 1;
-        }
-        out.push(arg);
     }
     out
 }

@@ -188,9 +188,18 @@ pub fn create(root: &Path, opts: &CreateOptions) -> Result<i32> {
     let fifo_path = dir.fifo();
     nix::unistd::mkfifo(&fifo_path, nix::sys::stat::Mode::from_bits_truncate(0o622))
         .context(|| format!("mkfifo {}", fifo_path.display()))?;
+    // Init holds both ends: the read end to wait on, and a write end so
+    // that the read blocks (a FIFO without writers reads as EOF at once)
+    // until `start` opens the path and writes.
     let fifo: OwnedFd = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(&fifo_path)
+        .context(|| format!("open {}", fifo_path.display()))?
+        .into();
+    let fifo_writer: OwnedFd = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
         .open(&fifo_path)
         .context(|| format!("open {}", fifo_path.display()))?
         .into();
@@ -207,11 +216,13 @@ pub fn create(root: &Path, opts: &CreateOptions) -> Result<i32> {
         console: console.as_ref(),
         opts,
     };
+    let _ = &fifo_writer;
     let Some(intermediate) = process::fork()? else {
         init.intermediate();
     };
     drop(child);
     drop(console);
+    drop(fifo_writer);
 
     let mut state = State {
         id: opts.id.clone(),
@@ -480,8 +491,8 @@ fn join_session_keyring(id: &str) {
     unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, name.as_ptr()) };
 }
 
-/// Blocks until `start` writes to exec.fifo. EOF without a byte means
-/// whoever opened it gave up: exit quietly, as nothing was started.
+/// Blocks until `start` writes to exec.fifo (init also holds a write end,
+/// so the read cannot see EOF while it waits).
 fn wait_for_start(fifo: &OwnedFd) -> Result<()> {
     // SAFETY: clearing O_NONBLOCK on our own fd.
     unsafe {
@@ -492,11 +503,7 @@ fn wait_for_start(fifo: &OwnedFd) -> Result<()> {
     loop {
         match nix::unistd::read(fifo.as_fd(), &mut byte) {
             Ok(1) => return Ok(()),
-            Ok(_) => {
-                // A writer came and went without writing: wait for the
-                // next one.
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
+            Ok(_) => return Err(Error::msg("exec.fifo closed before start")),
             Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(Error::sys("wait for start", e)),
         }

@@ -19,6 +19,7 @@ pub mod mounts;
 pub mod namespaces;
 pub mod process;
 pub mod rootfs;
+pub mod sealed;
 pub mod seccomp;
 pub mod spec;
 pub mod state;

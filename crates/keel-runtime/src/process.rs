@@ -182,40 +182,6 @@ pub fn execute(path: &Path, args: &[String], env: &[String]) -> Error {
     Error::sys(format!("exec {}", path.display()), errno)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lookup_uses_process_path_and_reports_like_runc() {
-        let env = vec!["PATH=/nonexistent:/bin:/usr/bin".to_string()];
-        assert!(find_executable("sh", &env).unwrap().ends_with("sh"));
-        let err = find_executable("no-such-binary-here", &env)
-            .unwrap_err()
-            .to_string();
-        assert_eq!(
-            err,
-            "exec: \"no-such-binary-here\": executable file not found in $PATH"
-        );
-        let err = find_executable("/no/such", &env).unwrap_err().to_string();
-        assert!(err.contains("no such file or directory"), "{err}");
-    }
-
-    #[test]
-    fn rlimit_names() {
-        assert_eq!(
-            rlimit_resource("RLIMIT_NOFILE").unwrap(),
-            libc::RLIMIT_NOFILE as i32
-        );
-        assert!(
-            rlimit_resource("RLIMIT_FOO")
-                .unwrap_err()
-                .to_string()
-                .contains("RLIMIT_FOO")
-        );
-    }
-}
-
 /// fork(2). The runtime is single-threaded when it forks (checked in debug
 /// builds), so the child may allocate and use the standard library.
 pub fn fork() -> Result<Option<i32>> {
@@ -399,8 +365,10 @@ pub fn close_fds_on_exec(first: u32) {
             libc::CLOSE_RANGE_CLOEXEC,
         )
     };
-    if rc != 0 {
-        if let Ok(entries) = std::fs::read_dir("/proc/self/fd") {
+    if rc != 0
+        && let Ok(entries) = std::fs::read_dir("/proc/self/fd")
+    {
+        {
             let fds: Vec<i32> = entries
                 .flatten()
                 .filter_map(|e| e.file_name().to_str()?.parse().ok())
@@ -437,5 +405,39 @@ pub fn reset_signals() {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_uses_process_path_and_reports_like_runc() {
+        let env = vec!["PATH=/nonexistent:/bin:/usr/bin".to_string()];
+        assert!(find_executable("sh", &env).unwrap().ends_with("sh"));
+        let err = find_executable("no-such-binary-here", &env)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "exec: \"no-such-binary-here\": executable file not found in $PATH"
+        );
+        let err = find_executable("/no/such", &env).unwrap_err().to_string();
+        assert!(err.contains("no such file or directory"), "{err}");
+    }
+
+    #[test]
+    fn rlimit_names() {
+        assert_eq!(
+            rlimit_resource("RLIMIT_NOFILE").unwrap(),
+            libc::RLIMIT_NOFILE as i32
+        );
+        assert!(
+            rlimit_resource("RLIMIT_FOO")
+                .unwrap_err()
+                .to_string()
+                .contains("RLIMIT_FOO")
+        );
     }
 }

@@ -8,9 +8,11 @@ use std::path::Path;
 
 use crate::error::{Context, Error, Result};
 
-/// Writes `data` to `path` through a temp name in the same directory,
-/// fsynced and renamed, so a reader sees the old or the new file, never a
-/// partial one (containerd and conmon read pid files as soon as they exist).
+/// Writes `data` to `path` through a temp name in the same directory and
+/// renames it, so a reader sees the old or the new file, never a partial one
+/// (containerd and conmon read pid files as soon as they exist). No fsync:
+/// runtime state lives on tmpfs (`/run`) and does not outlive a reboot, and
+/// an fsync on a disk-backed root costs tens of milliseconds per container.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
@@ -29,7 +31,6 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
             .mode(0o644)
             .open(&tmp)?;
         file.write_all(data)?;
-        file.sync_all()?;
         fs::rename(&tmp, path)
     })();
     if result.is_err() {

@@ -1018,6 +1018,34 @@ pub mod leaks {
             .collect()
     }
 
+    /// nftables tables in the host's namespace whose name starts with `keel` (if `nft` is installed).
+    pub fn nftables() -> Vec<Leak> {
+        let Ok(output) = Command::new("nft")
+            .args(["list", "tables"])
+            .stdin(Stdio::null())
+            .output()
+        else {
+            return Vec::new();
+        };
+        parse_nft_tables(&String::from_utf8_lossy(&output.stdout))
+    }
+
+    /// `table <family> <name>` lines whose name starts with `keel`.
+    pub fn parse_nft_tables(text: &str) -> Vec<Leak> {
+        text.lines()
+            .filter_map(|line| {
+                let mut words = line.split_whitespace();
+                (words.next()? == "table").then_some(())?;
+                let family = words.next()?;
+                let name = words.next()?;
+                name.starts_with("keel").then(|| Leak {
+                    kind: "nftables",
+                    what: format!("table {family} {name}"),
+                })
+            })
+            .collect()
+    }
+
     /// Everything above; zombies apart.
     pub fn find() -> (Vec<Leak>, Vec<Leak>) {
         let all = mountinfo::read_self().unwrap_or_default();
@@ -1026,6 +1054,7 @@ pub mod leaks {
         leaks.extend(live);
         leaks.extend(cgroups(&all));
         leaks.extend(netns());
+        leaks.extend(nftables());
         (leaks, zombies)
     }
 }
@@ -1121,6 +1150,14 @@ mod tests {
         let found = leaks::mounts(&mounts);
         assert_eq!(found.len(), 5);
         assert!(found.iter().all(|l| l.what.contains("/keel-test-")));
+    }
+
+    #[test]
+    fn leak_check_reads_nft_tables() {
+        let found =
+            leaks::parse_nft_tables("table inet filter\ntable ip keel-test-1\ntable ip6 keel\n");
+        let found: Vec<String> = found.into_iter().map(|l| l.what).collect();
+        assert_eq!(found, ["table ip keel-test-1", "table ip6 keel"]);
     }
 
     #[test]

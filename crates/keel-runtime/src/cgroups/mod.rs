@@ -1302,7 +1302,7 @@ mod tests {
         let hugetlb = cgroup
             .v1_dir("hugetlb")
             .map(|dir| v1::hugetlb_sizes(dir, ".limit_in_bytes").unwrap())
-            .and_then(|sizes| sizes.into_iter().next());
+            .and_then(|sizes| sizes.into_iter().find(|size| size == "2MB"));
         let mut value = serde_json::json!({
             "devices": [
                 {"allow": false, "access": "rwm"},
@@ -1313,7 +1313,7 @@ mod tests {
             "pids": {"limit": -1},
             // Requested on every layout: skipped with a warning when
             // no v1 hugetlb hierarchy exists.
-            "hugepageLimits": [{"pageSize": hugetlb.clone().unwrap_or("2MB".into()), "limit": 2097152}]
+            "hugepageLimits": [{"pageSize": "2MB", "limit": 4194304}]
         });
         if cgroup
             .v1_dir("memory")
@@ -1343,7 +1343,7 @@ mod tests {
         );
         if let (Some(dir), Some(size)) = (cgroup.v1_dir("hugetlb"), hugetlb) {
             let file = format!("hugetlb.{size}.limit_in_bytes");
-            assert_eq!(read_file(dir, &file).unwrap(), "2097152");
+            assert_eq!(read_file(dir, &file).unwrap(), "4194304");
         }
 
         // Unified keys on v1/hybrid: only existing v2 files are accepted.

@@ -1,5 +1,6 @@
 //! Fails (exit 1) if the test suite left anything behind: mounts, processes,
-//! cgroups or network namespaces named like keel's tests (`keel-test*`).
+//! cgroups, network namespaces named like keel's tests (`keel-test*`), or nftables
+//! tables named `keel*` in the host's namespace.
 //!
 //! Leaks found on the first look are re-checked for a few seconds, so that lazy
 //! unmounts and processes being killed have time to go away.
@@ -26,7 +27,7 @@ fn main() {
         println!("note: zombie (not counted): {}", zombie.what);
     }
     if leaks.is_empty() {
-        println!("leak check: nothing left behind (mounts, processes, cgroups, netns)");
+        println!("leak check: nothing left behind (mounts, processes, cgroups, netns, nftables)");
         return;
     }
     println!("leak check: {} thing(s) left behind:", leaks.len());
@@ -34,7 +35,7 @@ fn main() {
         println!("  {:8} {}", leak.kind, leak.what);
     }
     println!(
-        "clean up by hand: umount -l <mount>; kill <pid>; rmdir <cgroup> (deepest first); ip netns delete <name>"
+        "clean up by hand: umount -l <mount>; kill <pid>; rmdir <cgroup> (deepest first); ip netns delete <name>; nft delete table <family> <name>"
     );
     std::process::exit(1);
 }

@@ -281,7 +281,11 @@ pub struct UpdateArgs {
 
 /// Entry point of the binary.
 pub fn main() {
-    let args: Vec<String> = std::env::args().collect();
+    run_with_args(std::env::args().collect())
+}
+
+/// Runs the runtime CLI on `args` (argv\[0\] first) and exits.
+pub fn run_with_args(args: Vec<String>) -> ! {
     let cli = match Cli::try_parse_from(normalize_args(args)) {
         Ok(cli) => cli,
         Err(e) => {

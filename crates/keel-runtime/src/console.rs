@@ -111,3 +111,132 @@ pub fn setup(socket: &OwnedFd, size: Option<ConsoleSize>, bind_console: bool) ->
     }
     Ok(())
 }
+
+/// Foreground `run`/`exec` with a terminal and no `--console-socket`: the
+/// runtime itself receives the pty master and copies between it and its own
+/// stdio, with its terminal in raw mode, as runc does.
+pub struct Proxy {
+    ours: OwnedFd,
+}
+
+impl Proxy {
+    /// Our end, and the end to hand to the container as its console socket.
+    pub fn pair() -> Result<(Proxy, OwnedFd)> {
+        let (a, b) = UnixStream::pair().context(|| "console socketpair".to_string())?;
+        Ok((Proxy { ours: a.into() }, b.into()))
+    }
+
+    /// Receives the pty master the container sends.
+    pub fn receive_master(&self) -> Result<OwnedFd> {
+        let mut buf = [0u8; 4096];
+        let mut cmsg = nix::cmsg_space!(RawFd);
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let msg = nix::sys::socket::recvmsg::<()>(
+            self.ours.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .context(|| "receive pty master".to_string())?;
+        for c in msg
+            .cmsgs()
+            .map_err(|e| Error::sys("receive pty master", e))?
+        {
+            if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c
+                && let Some(fd) = fds.first()
+            {
+                // SAFETY: the kernel installed this fd for us.
+                return Ok(unsafe { OwnedFd::from_raw_fd(*fd) });
+            }
+        }
+        Err(Error::msg("the container sent no pty master"))
+    }
+}
+
+/// Our stdio attached to a pty master until the container exits.
+pub struct Attached {
+    master: OwnedFd,
+    saved: Option<nix::sys::termios::Termios>,
+    output: Option<std::thread::JoinHandle<()>>,
+}
+
+pub fn attach(master: OwnedFd) -> Result<Attached> {
+    use nix::sys::termios;
+    let stdin = std::io::stdin();
+    let saved = termios::tcgetattr(&stdin).ok();
+    if let Some(saved) = &saved {
+        let mut raw = saved.clone();
+        termios::cfmakeraw(&mut raw);
+        let _ = termios::tcsetattr(&stdin, termios::SetArg::TCSANOW, &raw);
+    }
+    let mut attached = Attached {
+        master,
+        saved,
+        output: None,
+    };
+    attached.resize();
+    let input_fd = attached
+        .master
+        .try_clone()
+        .context(|| "dup pty master".to_string())?;
+    std::thread::spawn(move || {
+        let mut input = std::fs::File::from(input_fd);
+        let _ = std::io::copy(&mut std::io::stdin().lock(), &mut input);
+    });
+    let output_fd = attached
+        .master
+        .try_clone()
+        .context(|| "dup pty master".to_string())?;
+    let output = std::thread::spawn(move || {
+        let mut output = std::fs::File::from(output_fd);
+        let mut stdout = std::io::stdout().lock();
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match std::io::Read::read(&mut output, &mut buf) {
+                // EIO: the last slave fd closed (the container exited).
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if std::io::Write::write_all(&mut stdout, &buf[..n]).is_err() {
+                        break;
+                    }
+                    let _ = std::io::Write::flush(&mut stdout);
+                }
+            }
+        }
+    });
+    attached.output = Some(output);
+    Ok(attached)
+}
+
+impl Attached {
+    /// Copies our terminal's size to the pty (on start and on SIGWINCH).
+    pub fn resize(&self) {
+        // SAFETY: winsize is plain data; TIOCGWINSZ/TIOCSWINSZ read and
+        // write one.
+        unsafe {
+            let mut ws: libc::winsize = std::mem::zeroed();
+            if libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) == 0 {
+                libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &ws);
+            }
+        }
+    }
+
+    /// Waits for the last output and restores the terminal.
+    pub fn finish(mut self) {
+        if let Some(output) = self.output.take() {
+            let _ = output.join();
+        }
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        if let Some(saved) = &self.saved {
+            let _ = nix::sys::termios::tcsetattr(
+                std::io::stdin(),
+                nix::sys::termios::SetArg::TCSANOW,
+                saved,
+            );
+        }
+    }
+}

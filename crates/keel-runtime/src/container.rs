@@ -142,6 +142,17 @@ fn oci_state_json(state: &State, status: Status) -> String {
 /// `create`: everything up to the point where the container waits for
 /// `start`. Returns the init pid.
 pub fn create(root: &Path, opts: &CreateOptions) -> Result<i32> {
+    create_with_console(root, opts, None).map(|(pid, _)| pid)
+}
+
+/// `create`, where a foreground `run` may pass its own end of a console
+/// socket pair for a terminal container. Returns the init pid and whether
+/// that console end was used.
+fn create_with_console(
+    root: &Path,
+    opts: &CreateOptions,
+    proxy_end: Option<OwnedFd>,
+) -> Result<(i32, bool)> {
     util::validate_id(&opts.id)?;
     let bundle = resolve_bundle(&opts.bundle)?;
     let spec = Spec::load(&bundle)?;
@@ -167,10 +178,12 @@ pub fn create(root: &Path, opts: &CreateOptions) -> Result<i32> {
     }
     let rootfs = resolve_rootfs(&spec, &bundle)?;
     let plan = Plan::for_spec(&spec)?;
-    let console = match &opts.console_socket {
-        Some(path) if process_spec.terminal => Some(crate::console::connect(path)?),
+    let console = match (&opts.console_socket, proxy_end) {
+        (Some(path), _) if process_spec.terminal => Some(crate::console::connect(path)?),
+        (None, Some(end)) if process_spec.terminal => Some(end),
         _ => None,
     };
+    let proxied = console.is_some() && opts.console_socket.is_none();
 
     let dir = ContainerDir::create(root, &opts.id)?;
     let mut cleanup = Cleanup {
@@ -256,7 +269,7 @@ pub fn create(root: &Path, opts: &CreateOptions) -> Result<i32> {
     }
     cleanup.armed = false;
     tracing::debug!("created container {} with init pid {}", opts.id, state.pid);
-    Ok(state.pid)
+    Ok((state.pid, proxied))
 }
 
 /// The runtime's side of the conversation with the forked processes.
@@ -279,6 +292,10 @@ fn drive_init(
                 process::wait_child(intermediate)?;
                 cleanup.pid = Some(pid);
                 state.pid = pid;
+                // Init starts on its rootfs while we move it into its cgroup
+                // (a cgroup migration waits for an RCU grace period); it
+                // waits for Joined before anything that depends on it.
+                channel.send(&Message::Continue(oci_state_json(state, Status::Creating)))?;
                 cgroup.add_pid(pid)?;
                 if let Some(adj) = spec.process().oom_score_adj {
                     util::write_file(
@@ -286,7 +303,7 @@ fn drive_init(
                         &adj.to_string(),
                     )?;
                 }
-                channel.send(&Message::Continue(oci_state_json(state, Status::Creating)))?;
+                channel.send(&Message::Joined)?;
             }
             Some(Message::RunHooks) => {
                 let json = oci_state_json(state, Status::Creating);
@@ -388,10 +405,25 @@ impl Init<'_> {
             Some(Message::Continue(json)) => json,
             _ => return Err(Error::msg("runtime went away")),
         };
-        if self.plan.creates(NamespaceType::Cgroup) {
-            namespaces::unshare(libc::CLONE_NEWCGROUP)?;
-        }
         nix::unistd::setsid().context(|| "setsid".to_string())?;
+        let wait_joined = || -> Result<()> {
+            match self.channel.recv()? {
+                Some(Message::Joined) => {}
+                _ => return Err(Error::msg("runtime went away")),
+            }
+            // The cgroup namespace is rooted where we are when we unshare it.
+            if self.plan.creates(NamespaceType::Cgroup) {
+                namespaces::unshare(libc::CLONE_NEWCGROUP)?;
+            }
+            Ok(())
+        };
+        // On cgroup v2 a private cgroup namespace gets a fresh cgroup2 mount,
+        // which must see the namespace: join first. Elsewhere the rootfs is
+        // built while the runtime moves us into the cgroup.
+        let joined_early = self.cgroup.is_unified();
+        if joined_early {
+            wait_joined()?;
+        }
         let spec = self.spec;
         let linux = spec.linux();
         let user_ns =
@@ -407,6 +439,9 @@ impl Init<'_> {
                 new_cgroup_ns: self.plan.creates(NamespaceType::Cgroup),
             }
             .prepare()?;
+        }
+        if !joined_early {
+            wait_joined()?;
         }
         let hooks = spec.hooks();
         if !hooks.create_runtime.is_empty() || !hooks.prestart.is_empty() {
@@ -800,7 +835,25 @@ pub fn run(
     }
     let mut opts = opts.clone();
     opts.foreground = !detach;
-    let pid = create(root, &opts)?;
+    let proxy = match (&opts.console_socket, detach) {
+        (None, false) => Some(crate::console::Proxy::pair()?),
+        _ => None,
+    };
+    let (proxy, proxy_end) = match proxy {
+        Some((proxy, end)) => (Some(proxy), Some(end)),
+        None => (None, None),
+    };
+    let (pid, proxied) = create_with_console(root, &opts, proxy_end)?;
+    let attached = match proxy {
+        Some(proxy) if proxied => match proxy.receive_master().and_then(crate::console::attach) {
+            Ok(attached) => Some(attached),
+            Err(e) => {
+                let _ = delete(root, &opts.id, true);
+                return Err(e);
+            }
+        },
+        _ => None,
+    };
     if let Err(e) = start(root, &opts.id) {
         let _ = delete(root, &opts.id, true);
         return Err(e);
@@ -808,7 +861,10 @@ pub fn run(
     let Some(forwarder) = forwarder else {
         return Ok(0);
     };
-    let status = forwarder.wait(pid);
+    let status = forwarder.wait(pid, attached.as_ref());
+    if let Some(attached) = attached {
+        attached.finish();
+    }
     if !keep {
         delete(root, &opts.id, true)?;
     }
@@ -843,7 +899,9 @@ impl SignalForwarder {
         Ok(SignalForwarder { set })
     }
 
-    pub fn wait(self, pid: i32) -> Result<i32> {
+    /// Waits for `pid`, forwarding signals; SIGWINCH resizes the attached
+    /// terminal instead.
+    pub fn wait(self, pid: i32, terminal: Option<&crate::console::Attached>) -> Result<i32> {
         use nix::sys::signal::Signal;
         loop {
             // Reap whatever has exited (our child and re-parented orphans).
@@ -859,7 +917,11 @@ impl SignalForwarder {
                 }
             }
             let signal = self.set.wait().context(|| "wait for signals".to_string())?;
-            if signal != Signal::SIGCHLD {
+            if signal == Signal::SIGWINCH
+                && let Some(terminal) = terminal
+            {
+                terminal.resize();
+            } else if signal != Signal::SIGCHLD {
                 // SAFETY: forwarding a signal to our own child.
                 unsafe { libc::kill(pid, signal as i32) };
             }

@@ -42,15 +42,22 @@ pub fn exec(root: &Path, opts: &ExecOptions) -> Result<i32> {
     if opts.process.args.is_empty() {
         return Err(Error::msg("exec: process args must not be empty"));
     }
-    if opts.process.terminal && opts.console_socket.is_none() {
+    if opts.process.terminal && opts.console_socket.is_none() && opts.detach {
         return Err(Error::msg(
             "cannot allocate tty if runc will detach without setting console socket",
         ));
     }
     let spec = dir.load_config()?;
     let plan = Plan::for_process(&spec, state.pid)?;
+    // Foreground with a terminal and no console socket: we hold the pty.
+    let mut proxy = None;
     let console = match &opts.console_socket {
         Some(path) if opts.process.terminal => Some(crate::console::connect(path)?),
+        None if opts.process.terminal => {
+            let (ours, theirs) = crate::console::Proxy::pair()?;
+            proxy = Some(ours);
+            Some(theirs)
+        }
         _ => None,
     };
     let forwarder = if opts.detach {
@@ -108,10 +115,18 @@ pub fn exec(root: &Path, opts: &ExecOptions) -> Result<i32> {
     if let Some(pid_file) = &opts.pid_file {
         util::write_atomic(pid_file, pid.to_string().as_bytes())?;
     }
-    match forwarder {
+    let attached = match proxy {
+        Some(proxy) => Some(proxy.receive_master().and_then(crate::console::attach)?),
+        None => None,
+    };
+    let status = match forwarder {
         None => Ok(0),
-        Some(forwarder) => forwarder.wait(pid),
+        Some(forwarder) => forwarder.wait(pid, attached.as_ref()),
+    };
+    if let Some(attached) = attached {
+        attached.finish();
     }
+    status
 }
 
 struct Child<'a> {

@@ -24,6 +24,9 @@ pub enum Message {
     /// runtime → init: you are in the cgroup; go on. Carries the state
     /// JSON the createContainer hooks get on stdin.
     Continue(String),
+    /// runtime → init: you are in the container's cgroup now (sent after
+    /// Continue, so init's rootfs work overlaps the slow cgroup migration).
+    Joined,
     /// init → runtime: mounts are done; run the prestart/createRuntime hooks.
     RunHooks,
     /// runtime → init: hooks done.
@@ -42,6 +45,7 @@ const TAG_RUN_HOOKS: u8 = 5;
 const TAG_HOOKS_DONE: u8 = 6;
 const TAG_READY: u8 = 7;
 const TAG_FAILED: u8 = 8;
+const TAG_JOINED: u8 = 9;
 
 impl Message {
     fn encode(&self) -> Vec<u8> {
@@ -50,6 +54,7 @@ impl Message {
             Message::MapsWritten => vec![TAG_MAPS_WRITTEN],
             Message::Pid(pid) => [&[TAG_PID][..], &pid.to_le_bytes()].concat(),
             Message::Continue(state) => [&[TAG_CONTINUE][..], state.as_bytes()].concat(),
+            Message::Joined => vec![TAG_JOINED],
             Message::RunHooks => vec![TAG_RUN_HOOKS],
             Message::HooksDone => vec![TAG_HOOKS_DONE],
             Message::Ready => vec![TAG_READY],
@@ -71,6 +76,7 @@ impl Message {
             Some(&TAG_CONTINUE) => {
                 Message::Continue(String::from_utf8_lossy(&buf[1..]).into_owned())
             }
+            Some(&TAG_JOINED) => Message::Joined,
             Some(&TAG_RUN_HOOKS) => Message::RunHooks,
             Some(&TAG_HOOKS_DONE) => Message::HooksDone,
             Some(&TAG_READY) => Message::Ready,
@@ -180,6 +186,7 @@ mod tests {
             Message::MapsWritten,
             Message::Pid(-7),
             Message::Continue("{}".into()),
+            Message::Joined,
             Message::RunHooks,
             Message::HooksDone,
             Message::Ready,

@@ -92,9 +92,13 @@ pub fn apply_sets(spec: &Capabilities) -> Result<()> {
         ));
     }
     caps::clear(None, CapSet::Ambient).map_err(|e| Error::msg(format!("clear ambient: {e}")))?;
+    // As runc: a capability that cannot be raised in the ambient set (not
+    // in permitted and inheritable, as in `runc spec`'s default config) is
+    // a warning, not an error.
     for cap in ambient {
-        caps::raise(None, CapSet::Ambient, cap)
-            .map_err(|e| Error::msg(format!("raise ambient {cap}: {e}")))?;
+        if let Err(e) = caps::raise(None, CapSet::Ambient, cap) {
+            tracing::warn!("can't raise ambient capability {cap}: {e}");
+        }
     }
     Ok(())
 }

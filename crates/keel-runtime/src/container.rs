@@ -135,7 +135,7 @@ fn resources_with_defaults(spec: &Spec) -> Resources {
     resources
 }
 
-fn oci_state_json(state: &State, status: Status) -> String {
+pub(crate) fn oci_state_json(state: &State, status: Status) -> String {
     serde_json::to_string(&OciState::new(state, status)).expect("state serializes")
 }
 
@@ -184,6 +184,7 @@ fn create_with_console(
         _ => None,
     };
     let proxied = console.is_some() && opts.console_socket.is_none();
+    let listener = connect_listener(&spec)?;
 
     let dir = ContainerDir::create(root, &opts.id)?;
     let mut cleanup = Cleanup {
@@ -227,6 +228,7 @@ fn create_with_console(
         channel: &child,
         fifo: &fifo,
         console: console.as_ref(),
+        listener: listener.as_ref(),
         opts,
     };
     let _ = &fifo_writer;
@@ -303,7 +305,14 @@ fn drive_init(
                         &adj.to_string(),
                     )?;
                 }
-                channel.send(&Message::Joined)?;
+                if let Err(e) = channel.send(&Message::Joined) {
+                    // Init failed (and exited) while we joined it to its
+                    // cgroup: its reason is waiting in the channel.
+                    if let Ok(Some(Message::Failed(msg))) = channel.recv() {
+                        return Err(Error::Msg(msg));
+                    }
+                    return Err(e);
+                }
             }
             Some(Message::RunHooks) => {
                 let json = oci_state_json(state, Status::Creating);
@@ -344,6 +353,7 @@ struct Init<'a> {
     channel: &'a Channel,
     fifo: &'a OwnedFd,
     console: Option<&'a OwnedFd>,
+    listener: Option<&'a OwnedFd>,
     opts: &'a CreateOptions,
 }
 
@@ -458,6 +468,7 @@ impl Init<'_> {
             } else {
                 rootfs::pivot_root(self.rootfs)?;
             }
+            rootfs::apply_root_propagation(spec)?;
         } else {
             nix::unistd::chroot(self.rootfs)
                 .context(|| format!("chroot {}", self.rootfs.display()))?;
@@ -491,17 +502,42 @@ impl Init<'_> {
                 set_domainname(domain)?;
             }
         }
+        let listener = match (self.listener, &linux.seccomp) {
+            (Some(socket), Some(seccomp)) => Some(process::Listener {
+                socket: socket.as_raw_fd(),
+                payload: process::listener_payload(seccomp, &state_json),
+            }),
+            _ => None,
+        };
         let prepared = process::prepare(&process::Settings {
             process: process_spec,
             seccomp: linux.seccomp.as_ref(),
             preserve_fds: self.opts.preserve_fds,
             in_user_ns: user_ns,
+            listener,
         })?;
         process::set_parent_death_signal(0);
         self.channel.send(&Message::Ready)?;
         wait_for_start(self.fifo)?;
         hooks::run("startContainer", &hooks.start_container, &state_json)?;
         Ok(prepared)
+    }
+}
+
+/// Connects to `linux.seccomp.listenerPath` on the host, if set.
+pub(crate) fn connect_listener(spec: &Spec) -> Result<Option<OwnedFd>> {
+    match spec
+        .linux()
+        .seccomp
+        .as_ref()
+        .and_then(|s| s.listener_path.as_deref())
+    {
+        Some(path) => {
+            let stream = std::os::unix::net::UnixStream::connect(path)
+                .context(|| format!("connect to seccomp listenerPath {path}"))?;
+            Ok(Some(stream.into()))
+        }
+        None => Ok(None),
     }
 }
 
@@ -607,8 +643,33 @@ pub fn kill(root: &Path, id: &str, signal: i32, all: bool) -> Result<()> {
         }
         return Ok(());
     }
-    // SAFETY: kill(2) on the pid we verified is still our container's init.
-    if unsafe { libc::kill(state.pid, signal) } != 0 {
+    signal_init(&state, signal)
+}
+
+/// Signals init through a pidfd opened and then checked against the
+/// recorded start time, so a recycled pid is never signalled.
+fn signal_init(state: &State, signal: i32) -> Result<()> {
+    // SAFETY: pidfd_open returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, state.pid, 0) };
+    if fd < 0 {
+        return Err(Error::NotRunning);
+    }
+    // SAFETY: fd is a new pidfd we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    if !util::process_alive(state.pid, state.pid_start) {
+        return Err(Error::NotRunning);
+    }
+    // SAFETY: pidfd_send_signal on our pidfd with no siginfo.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc != 0 {
         let err = std::io::Error::last_os_error();
         if err.raw_os_error() == Some(libc::ESRCH) {
             return Err(Error::NotRunning);
@@ -651,8 +712,16 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
     let state = match dir.load() {
         Ok(s) => s,
         Err(Error::NotExist) => {
-            // A directory without state is what a killed `create` leaves.
+            // A directory without state is what a killed `create` leaves:
+            // its saved config names the cgroup that create may have made
+            // (and put the init in).
             if dir.path.exists() {
+                if let Ok(spec) = dir.load_config()
+                    && let Ok(cgroup) = Cgroup::resolve(id, spec.linux().cgroups_path.as_deref())
+                {
+                    let _ = cgroup.signal_all(libc::SIGKILL);
+                    cgroup.remove()?;
+                }
                 dir.remove()?;
                 return Ok(());
             }
@@ -681,8 +750,7 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
 
 fn kill_and_wait(state: &State, status: Status) {
     let _ = state.cgroup.signal_all(libc::SIGKILL);
-    // SAFETY: kill(2) on our container's init (verified alive by status).
-    unsafe { libc::kill(state.pid, libc::SIGKILL) };
+    let _ = signal_init(state, libc::SIGKILL);
     if status == Status::Paused {
         let _ = state.cgroup.thaw();
     }

@@ -5,7 +5,7 @@
 //! that the exec succeeded when the close-on-exec sync channel hits EOF.
 
 use std::io::Write;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use crate::container::SignalForwarder;
@@ -65,6 +65,7 @@ pub fn exec(root: &Path, opts: &ExecOptions) -> Result<i32> {
     } else {
         Some(SignalForwarder::block()?)
     };
+    let listener = crate::container::connect_listener(&spec)?;
     let (parent, child) = Channel::pair()?;
     let in_user_ns = spec.namespace(NamespaceType::User).is_some();
     let ctx = Child {
@@ -73,6 +74,7 @@ pub fn exec(root: &Path, opts: &ExecOptions) -> Result<i32> {
         seccomp: spec.linux().seccomp.as_ref(),
         channel: &child,
         console: console.as_ref(),
+        listener: listener.as_ref(),
         preserve_fds: opts.preserve_fds,
         in_user_ns,
     };
@@ -90,7 +92,12 @@ pub fn exec(root: &Path, opts: &ExecOptions) -> Result<i32> {
                     process::wait_child(intermediate)?;
                     pid = Some(p);
                     state.cgroup.add_pid(p)?;
-                    parent.send(&Message::Continue(String::new()))?;
+                    let mut process_state = state.clone();
+                    process_state.pid = p;
+                    parent.send(&Message::Continue(crate::container::oci_state_json(
+                        &process_state,
+                        Status::Running,
+                    )))?;
                 }
                 Some(Message::Failed(msg)) => return Err(Error::Msg(msg)),
                 Some(other) => return Err(Error::msg(format!("unexpected message: {other:?}"))),
@@ -135,6 +142,7 @@ struct Child<'a> {
     seccomp: Option<&'a crate::spec::Seccomp>,
     channel: &'a Channel,
     console: Option<&'a OwnedFd>,
+    listener: Option<&'a OwnedFd>,
     preserve_fds: u32,
     in_user_ns: bool,
 }
@@ -170,10 +178,10 @@ impl Child<'_> {
     }
 
     fn steps(&self) -> Result<process::Prepared> {
-        match self.channel.recv()? {
-            Some(Message::Continue(_)) => {}
+        let state_json = match self.channel.recv()? {
+            Some(Message::Continue(state_json)) => state_json,
             _ => return Err(Error::msg("runtime went away")),
-        }
+        };
         if let Some(socket) = self.console {
             nix::unistd::setsid().map_err(|e| Error::sys("setsid", e))?;
             crate::console::setup(socket, self.process.console_size, false)?;
@@ -183,6 +191,13 @@ impl Child<'_> {
             seccomp: self.seccomp,
             preserve_fds: self.preserve_fds,
             in_user_ns: self.in_user_ns,
+            listener: match (self.listener, self.seccomp) {
+                (Some(socket), Some(seccomp)) => Some(process::Listener {
+                    socket: socket.as_raw_fd(),
+                    payload: process::listener_payload(seccomp, &state_json),
+                }),
+                _ => None,
+            },
         })?;
         process::set_parent_death_signal(0);
         Ok(prepared)

@@ -2,6 +2,7 @@
 //! executable lookup, and the final exec.
 
 use std::ffi::CString;
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 
 use nix::unistd::{Gid, Uid};
@@ -273,6 +274,51 @@ pub struct Prepared {
     /// With no_new_privs, seccomp is loaded as late as possible (right
     /// before exec) so that it need not allow the runtime's own syscalls.
     late_seccomp: Option<crate::seccomp::Filter>,
+    listener: Option<Listener>,
+}
+
+/// Where a seccomp notify fd goes (`linux.seccomp.listenerPath`): a socket
+/// the runtime connected on the host, and the container-process-state JSON
+/// sent with the fd.
+#[derive(Clone)]
+pub struct Listener {
+    pub socket: RawFd,
+    pub payload: String,
+}
+
+impl Listener {
+    fn send(&self, notify: Option<std::os::fd::OwnedFd>) -> Result<()> {
+        let Some(notify) = notify else {
+            return Ok(());
+        };
+        use std::os::fd::AsRawFd;
+        let iov = [std::io::IoSlice::new(self.payload.as_bytes())];
+        let fds = [notify.as_raw_fd()];
+        nix::sys::socket::sendmsg::<()>(
+            self.socket,
+            &iov,
+            &[nix::sys::socket::ControlMessage::ScmRights(&fds)],
+            nix::sys::socket::MsgFlags::empty(),
+            None,
+        )
+        .context(|| "send seccomp notify fd to listenerPath".to_string())?;
+        Ok(())
+    }
+}
+
+/// The JSON a seccomp agent gets with the notify fd (runtime-spec
+/// ContainerProcessState), from the state JSON the runtime sent (whose
+/// `pid` is the process as the host sees it).
+pub fn listener_payload(seccomp: &crate::spec::Seccomp, state_json: &str) -> String {
+    let state: serde_json::Value = serde_json::from_str(state_json).unwrap_or_default();
+    serde_json::json!({
+        "ociVersion": crate::OCI_VERSION,
+        "fds": ["seccompFd"],
+        "pid": state["pid"],
+        "metadata": seccomp.listener_metadata.clone().unwrap_or_default(),
+        "state": state,
+    })
+    .to_string()
 }
 
 pub struct Settings<'a> {
@@ -280,6 +326,7 @@ pub struct Settings<'a> {
     pub seccomp: Option<&'a crate::spec::Seccomp>,
     pub preserve_fds: u32,
     pub in_user_ns: bool,
+    pub listener: Option<Listener>,
 }
 
 pub fn prepare(settings: &Settings) -> Result<Prepared> {
@@ -305,7 +352,10 @@ pub fn prepare(settings: &Settings) -> Result<Prepared> {
         // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN, which
         // the uid switch may drop: load it now.
         if let Some(f) = filter.take() {
-            f.load()?;
+            let notify = f.load()?;
+            if let Some(listener) = &settings.listener {
+                listener.send(notify)?;
+            }
         }
     }
     if let Some(caps) = &process.capabilities {
@@ -349,6 +399,7 @@ pub fn prepare(settings: &Settings) -> Result<Prepared> {
         args: process.args.clone(),
         env,
         late_seccomp: filter,
+        listener: settings.listener.clone(),
     })
 }
 
@@ -386,10 +437,17 @@ impl Prepared {
     /// Loads the late seccomp filter, restores the signal state the
     /// program expects, and execs. Returns only on failure.
     pub fn exec(self) -> Error {
-        if let Some(filter) = self.late_seccomp
-            && let Err(e) = filter.load()
-        {
-            return e;
+        if let Some(filter) = self.late_seccomp {
+            match filter.load() {
+                Ok(notify) => {
+                    if let Some(listener) = &self.listener
+                        && let Err(e) = listener.send(notify)
+                    {
+                        return e;
+                    }
+                }
+                Err(e) => return e,
+            }
         }
         reset_signals();
         execute(&self.path, &self.args, &self.env)

@@ -33,6 +33,15 @@ impl Rootfs<'_> {
         mounts::mount(None, "/", None, propagation, None)
             .map_err(|e| Error::io("set propagation of / in the container's mount namespace", e))?;
         let rootfs = path_str(self.rootfs)?;
+        if linux.rootfs_propagation.is_some() {
+            // pivot_root fails (EINVAL) if the new root, its parent mount or
+            // the current root is shared: make those private (as runc does);
+            // the configured propagation is applied to the new / after it.
+            if let Some(parent) = mount_point_containing(self.rootfs) {
+                let _ = mounts::mount(None, path_str(&parent)?, None, libc::MS_PRIVATE, None);
+            }
+            let _ = mounts::mount(None, "/", None, libc::MS_PRIVATE, None);
+        }
         mounts::mount(
             Some(rootfs),
             rootfs,
@@ -64,6 +73,12 @@ impl Rootfs<'_> {
                 devices::create(&root, device, self.user_ns)?;
             }
             devices::create_symlinks(&root)?;
+        }
+        // As runc: a missing process.cwd is created (inside the rootfs).
+        let cwd = &self.spec.process().cwd;
+        if !cwd.is_empty() {
+            mounts::mkdir_all_in_root(&root, cwd, Leaf::Dir)
+                .map_err(|e| Error::msg(format!("create cwd {cwd:?}: {e}")))?;
         }
         Ok(())
     }
@@ -277,6 +292,27 @@ pub fn pivot_root(rootfs: &Path) -> Result<()> {
     nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH)
         .context(|| "unmount old root".to_string())?;
     nix::unistd::chdir("/").context(|| "chdir /".to_string())?;
+    Ok(())
+}
+
+/// The mount point of the mount that holds `path` (the longest mount point
+/// in /proc/self/mountinfo that is `path` or one of its ancestors).
+fn mount_point_containing(path: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    text.lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|field| PathBuf::from(field.replace("\\040", " ")))
+        .filter(|point| path.starts_with(point))
+        .max_by_key(|point| point.components().count())
+}
+
+/// rootfsPropagation, applied to the container's / once it is the root.
+pub fn apply_root_propagation(spec: &Spec) -> Result<()> {
+    if let Some(name) = &spec.linux().rootfs_propagation {
+        let flag = mounts::propagation_flag(name)?;
+        mounts::mount(None, "/", None, flag, None)
+            .map_err(|e| Error::io(format!("set rootfsPropagation {name} on /"), e))?;
+    }
     Ok(())
 }
 

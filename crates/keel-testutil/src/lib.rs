@@ -1059,6 +1059,11 @@ pub mod leaks {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Peers: real container engines (containerd, dockerd, podman) in a temp dir
+
+pub mod peers;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -784,9 +784,7 @@ impl Podman {
     /// runs when the container exits, which would then look in the host's default root.
     /// The script keeps the file name so podman's per-basename settings
     /// (`runtime_supports_json`, ...) see the real runtime's name.
-    ///
-    /// `extra_engine_conf` is appended to the `[engine]` table of containers.conf.
-    pub fn new(dir: &Path, runtime: &Path, extra_engine_conf: &str) -> Podman {
+    pub fn new(dir: &Path, runtime: &Path) -> Podman {
         let runtime = fs::canonicalize(runtime)
             .unwrap_or_else(|e| panic!("runtime {}: {e}", runtime.display()));
         for sub in ["bin", "root", "runroot", "tmp", "net", "runtime-root"] {
@@ -812,30 +810,6 @@ impl Podman {
             .unwrap_or_else(|e| panic!("chmod {}: {e}", wrapper.display()));
 
         let d = dir.display();
-        let containers_conf = dir.join("containers.conf");
-        // Podman's defaults (nofile 1048576, nproc = the host's) exceed the hard limits it
-        // runs under here (no CAP_SYS_RESOURCE; podman lowers its own hard RLIMIT_NPROC to
-        // pid_max), and the runtime's setrlimit would fail with EPERM.
-        let text = format!(
-            r#"[containers]
-default_ulimits = ["nofile=1024:1024", "nproc=32768:32768"]
-
-[engine]
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-events_logfile_path = "{d}/events.log"
-lock_type = "file"
-tmp_dir = "{d}/tmp"
-static_dir = "{d}/root/libpod"
-volume_path = "{d}/root/volumes"
-{extra_engine_conf}
-
-[network]
-network_config_dir = "{d}/net"
-"#
-        );
-        fs::write(&containers_conf, text)
-            .unwrap_or_else(|e| panic!("write {}: {e}", containers_conf.display()));
         let storage_conf = dir.join("storage.conf");
         fs::write(
             &storage_conf,
@@ -861,16 +835,48 @@ network_config_dir = "{d}/net"
         ] {
             base.push(flag.into());
         }
-        Podman {
+        let podman = Podman {
             dir: dir.to_path_buf(),
             runtime,
             runtime_root,
             base,
             env: vec![
-                ("CONTAINERS_CONF".into(), containers_conf.into()),
+                ("CONTAINERS_CONF".into(), dir.join("containers.conf").into()),
                 ("CONTAINERS_STORAGE_CONF".into(), storage_conf.into()),
             ],
-        }
+        };
+        podman.write_containers_conf("");
+        podman
+    }
+
+    /// (Re)writes the private containers.conf, `extra_engine_conf` appended to its
+    /// `[engine]` table (e.g. `runtime_supports_json = [...]`). Every podman call
+    /// reads it afresh.
+    pub fn write_containers_conf(&self, extra_engine_conf: &str) {
+        let d = self.dir.display();
+        let path = self.dir.join("containers.conf");
+        // Podman's defaults (nofile 1048576, nproc = the host's) exceed the hard limits it
+        // runs under here (no CAP_SYS_RESOURCE; podman lowers its own hard RLIMIT_NPROC to
+        // pid_max), and the runtime's setrlimit would fail with EPERM.
+        let text = format!(
+            r#"[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=32768:32768"]
+
+[engine]
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+events_logfile_path = "{d}/events.log"
+lock_type = "file"
+tmp_dir = "{d}/tmp"
+static_dir = "{d}/root/libpod"
+volume_path = "{d}/root/volumes"
+{extra_engine_conf}
+
+[network]
+network_config_dir = "{d}/net"
+"#
+        );
+        fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     }
 
     pub fn dir(&self) -> &Path {

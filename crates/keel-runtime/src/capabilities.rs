@@ -29,11 +29,15 @@ fn set_of(names: &Option<Vec<String>>) -> Result<CapsHashSet> {
     Ok(set)
 }
 
+/// The highest capability the running kernel knows (read once).
 fn last_cap() -> u8 {
-    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(40)
+    static LAST: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
+    *LAST.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(40)
+    })
 }
 
 /// Drops from the bounding set what is not listed. Needs CAP_SETPCAP, so it

@@ -87,12 +87,13 @@ fn assert_made_by_keel(root: &Path, id: &str, pid: i32) {
     });
     let on_disk: Value = serde_json::from_str(&text)
         .unwrap_or_else(|e| panic!("parse {}: {e}\n{text}", state_file.display()));
+    let head: String = text.chars().take(300).collect();
     assert!(
         on_disk.get("pid_start").is_some() && on_disk.get("init_process_pid").is_none(),
-        "{} is not keel-runtime's state file:\n{text}",
+        "{} is not keel-runtime's state file (was the engine told to use keel-runtime?):\n{head}...",
         state_file.display()
     );
-    assert_eq!(on_disk["pid"], pid, "{}:\n{text}", state_file.display());
+    assert_eq!(on_disk["pid"], pid, "{}:\n{head}...", state_file.display());
     let state = Runtime::new(keel(), root)
         .state(id)
         .unwrap_or_else(|| panic!("keel-runtime --root {} state {id} failed", root.display()));
@@ -100,9 +101,37 @@ fn assert_made_by_keel(root: &Path, id: &str, pid: i32) {
     assert_eq!(state["pid"], pid, "keel state: {state}");
 }
 
+/// The container has its own network namespace with nothing but loopback in it.
+fn assert_no_network(pid: i32) {
+    let ns = |p: &str| fs::read_link(format!("/proc/{p}/ns/net")).unwrap_or_default();
+    assert_ne!(
+        ns(&pid.to_string()),
+        ns("self"),
+        "pid {pid} is in the host's network namespace"
+    );
+    let dev = fs::read_to_string(format!("/proc/{pid}/net/dev")).unwrap_or_default();
+    let interfaces: Vec<&str> = dev
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(str::trim)
+        .collect();
+    assert_eq!(interfaces, ["lo"], "interfaces of pid {pid}");
+}
+
 /// Mount points below `dir`.
 fn mounts_below(dir: &Path) -> Vec<PathBuf> {
     mountinfo::unmount_order(&mountinfo::read_self().unwrap_or_default(), dir)
+}
+
+/// Network namespaces (nsfs mounts) kept below `dir`.
+fn netns_mounts_below(dir: &Path) -> Vec<PathBuf> {
+    mountinfo::read_self()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| m.fs_type == "nsfs" && m.mount_point.starts_with(dir))
+        .map(|m| m.mount_point)
+        .collect()
 }
 
 /// A directory named `id` holding a `state.json`, anywhere below `dir`.
@@ -209,8 +238,13 @@ fn containerd_runs_execs_stops_and_removes_a_container_through_keel() {
         options.contains(keel.to_str().unwrap()),
         "the shim's options.json does not name keel-runtime: {options}"
     );
+    // containerd 1.6 puts the shim's socket in /run/containerd/s: it must go with the shim.
+    let shim_address = fs::read_to_string(bundle.join("address")).unwrap_or_default();
+    let shim_socket = PathBuf::from(shim_address.trim().trim_start_matches("unix://"));
+    assert!(shim_socket.exists(), "shim socket {shim_address:?}");
     let keel_root = runc_root.join(namespace);
     assert_made_by_keel(&keel_root, &id, pid);
+    assert_no_network(pid);
     // In the cgroup ctr asked for.
     let in_cgroup = cgroup_dirs(Path::new(&cgroup)).iter().any(|dir| {
         fs::read_to_string(dir.join("cgroup.procs"))
@@ -232,6 +266,38 @@ fn containerd_runs_execs_stops_and_removes_a_container_through_keel() {
         "echo in-container; cat /proc/1/cmdline | tr '\\0' ' '",
     ]);
     assert_eq!(out, "in-container\nsleep 1000 ");
+    // A failing exec: the shim reads keel-runtime's error from its JSON log.
+    let missing = containerd.ctr([
+        "--namespace",
+        namespace,
+        "tasks",
+        "exec",
+        "--fifo-dir",
+        fifo_dir.to_str().unwrap(),
+        "--exec-id",
+        "e2",
+        &id,
+        "/no/such/binary",
+    ]);
+    assert!(
+        !missing.status.success()
+            && String::from_utf8_lossy(&missing.stderr)
+                .contains("stat /no/such/binary: no such file or directory"),
+        "ctr tasks exec of a missing binary: {}",
+        describe(&missing)
+    );
+    // ps (keel-runtime ps --format json), pause and resume (keel-runtime pause/resume).
+    let ps = ctr(&["tasks", "ps", &id]);
+    assert!(
+        ps.lines()
+            .skip(1)
+            .any(|l| l.split_whitespace().next() == Some(&pid.to_string())),
+        "ctr tasks ps does not list {pid}: {ps}"
+    );
+    ctr(&["tasks", "pause", &id]);
+    assert_eq!(task(&id).map(|t| t.1).as_deref(), Some("PAUSED"));
+    ctr(&["tasks", "resume", &id]);
+    assert_eq!(task(&id).map(|t| t.1).as_deref(), Some("RUNNING"));
 
     // stop: SIGKILL through keel-runtime kill; the shim sees init exit.
     ctr(&["tasks", "kill", "--signal", "SIGKILL", &id]);
@@ -290,6 +356,7 @@ fn containerd_runs_execs_stops_and_removes_a_container_through_keel() {
         || pids_mentioning(&format!("-id {id} ")).is_empty(),
         || format!("left: {:?}", pids_mentioning(&format!("-id {id} "))),
     );
+    assert!(!shim_socket.exists(), "{} is left", shim_socket.display());
     eprintln!("containerd: whole cycle {:?}", started.elapsed());
 }
 
@@ -351,6 +418,7 @@ fn dockerd_runs_execs_stops_and_removes_a_container_through_keel() {
         )
     });
     assert_made_by_keel(keel_dir.parent().unwrap(), &id, pid);
+    assert_no_network(pid);
     let in_cgroup = cgroup_dirs(&Path::new(&cgroup_parent).join(&id))
         .iter()
         .any(|dir| {
@@ -381,6 +449,9 @@ fn dockerd_runs_execs_stops_and_removes_a_container_through_keel() {
 
     let out = dockerd.docker_ok(["exec", &name, "sh", "-c", "echo in-container"]);
     assert_eq!(out, "in-container\n");
+    // With a terminal: keel-runtime sends the pty master over the shim's console socket.
+    let out = dockerd.docker_ok(["exec", "--tty", &name, "tty"]);
+    assert_eq!(out, "/dev/pts/0\r\n");
     // The profile refuses unshare without CAP_SYS_ADMIN (the kernel alone would let
     // root in the container make a user namespace).
     let unshare = dockerd.docker(["exec", &name, "unshare", "--user", "true"]);
@@ -390,14 +461,16 @@ fn dockerd_runs_execs_stops_and_removes_a_container_through_keel() {
         "unshare in the container was not refused by seccomp: {}",
         describe(&unshare)
     );
-    // An exec of a missing binary fails like runc's (exit 126/127 with the reason).
+    // An exec of a missing binary fails as with runc: exit 126 and the reason from the
+    // runtime (the shim reads it from keel-runtime's JSON log).
     let missing = dockerd.docker(["exec", &name, "/no/such/binary"]);
     assert!(
-        !missing.status.success(),
-        "exec of a missing binary succeeded: {}",
+        missing.status.code() == Some(126)
+            && String::from_utf8_lossy(&missing.stdout)
+                .contains("stat /no/such/binary: no such file or directory"),
+        "docker exec of a missing binary: {}",
         describe(&missing)
     );
-    eprintln!("docker exec /no/such/binary: {}", describe(&missing));
 
     let stopping = Instant::now();
     dockerd.docker_ok(["stop", "--time", "1", &name]);
@@ -430,6 +503,11 @@ fn dockerd_runs_execs_stops_and_removes_a_container_through_keel() {
         "mounts left: {:?}",
         mounts_below(&bundle)
     );
+    assert!(
+        netns_mounts_below(temp.path()).is_empty(),
+        "network namespaces left: {:?}",
+        netns_mounts_below(temp.path())
+    );
     eprintln!("dockerd: whole cycle {:?}", started.elapsed());
 }
 
@@ -441,7 +519,7 @@ fn podman_runs_execs_stops_and_removes_a_container_through_keel() {
     let image = busybox_image_archive(&temp.subdir("image"));
     let cgroup_parent = format!("/{}", unique_name());
     let _cgroup = CgroupGuard(PathBuf::from(&cgroup_parent));
-    let podman = Podman::new(&temp.path().join("podman"), &keel, "");
+    let podman = Podman::new(&temp.path().join("podman"), &keel);
     let name = unique_name();
 
     let loaded = podman.podman_ok(["load", "--input", image.to_str().unwrap()]);
@@ -484,6 +562,7 @@ fn podman_runs_execs_stops_and_removes_a_container_through_keel() {
         .expect("a pid from podman inspect");
     assert_eq!(cmdline(pid), "sleep 1000");
     assert_made_by_keel(podman.runtime_root(), &id, pid);
+    assert_no_network(pid);
     assert_eq!(
         proc_status(pid, "Seccomp"),
         "2",
@@ -494,12 +573,33 @@ fn podman_runs_execs_stops_and_removes_a_container_through_keel() {
     // exec (conmon runs keel-runtime exec); rlimits from containers.conf reach the process.
     let out = podman.podman_ok(["exec", &name, "sh", "-c", "echo in-container; ulimit -n"]);
     assert_eq!(out, "in-container\n1024\n");
-    // Errors surface: an exec of a missing binary fails with the runtime's reason.
+    let out = podman.podman_ok(["exec", "--tty", &name, "tty"]);
+    assert_eq!(out.trim_end(), "/dev/pts/0");
+    // Errors surface. Podman passes `--log-format=json --log=<file>` only to runtimes
+    // whose file name is in runtime_supports_json (runc, crun, ...): without it podman
+    // shows keel-runtime's stderr (a logfmt line, as runc's would be); with it podman
+    // takes the message from keel-runtime's one-object JSON log. Both map "no such
+    // file" to exit 127.
+    let reason = "stat /no/such/binary: no such file or directory";
     let missing = podman.podman(["exec", &name, "/no/such/binary"]);
-    eprintln!("podman exec /no/such/binary: {}", describe(&missing));
+    let stderr = String::from_utf8_lossy(&missing.stderr);
     assert!(
-        !missing.status.success(),
-        "exec of a missing binary succeeded"
+        missing.status.code() == Some(127)
+            && stderr.contains(reason)
+            && stderr.contains("level=error"),
+        "podman exec of a missing binary, text log: {}",
+        describe(&missing)
+    );
+    podman.write_containers_conf(&format!(
+        "runtime_supports_json = [\"crun\", \"runc\", \"{}\"]",
+        keel.file_name().unwrap().to_string_lossy()
+    ));
+    let missing = podman.podman(["exec", &name, "/no/such/binary"]);
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        missing.status.code() == Some(127) && stderr.contains(reason) && !stderr.contains("level="),
+        "podman exec of a missing binary, JSON log: {}",
+        describe(&missing)
     );
 
     let stopping = Instant::now();

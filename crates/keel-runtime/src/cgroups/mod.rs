@@ -306,33 +306,22 @@ impl Cgroup {
         result
     }
 
-    /// Removes the directories this container's cgroup occupies, deepest
-    /// first: those `create` made if it ran, else the container's own
-    /// directory in every hierarchy. A missing directory is not an error;
-    /// a busy one is retried for about a second.
+    /// Removes the container's own directory in every hierarchy (with
+    /// anything nested in it), if `create` made it or never ran. Ancestors
+    /// such as `/keel` stay, as with runc (`/default`) and docker (`/docker`):
+    /// the next container needs them again. A missing directory is not an
+    /// error; a busy one is retried for about a second.
     pub fn remove(&self) -> Result<()> {
-        let leaves: Vec<&Path> = self.all_dirs().collect();
-        let mut dirs: Vec<PathBuf> = match &self.created {
-            Some(created) => created.clone(),
-            None => leaves.iter().map(|dir| dir.to_path_buf()).collect(),
-        };
-        // Deepest first; stable, so creation order is kept among equals.
-        dirs.sort_by_key(|dir| std::cmp::Reverse(dir.components().count()));
-        dirs.dedup();
         let mut first_error = None;
-        for dir in &dirs {
-            let result = if leaves.contains(&dir.as_path()) {
-                remove_tree(dir)
-            } else {
-                // An ancestor we made (e.g. /keel): other containers may
-                // live in it now, in which case it stays.
-                match fs::remove_dir(dir) {
-                    Ok(()) => Ok(()),
-                    Err(e) if is_busy_or_gone(&e) => Ok(()),
-                    Err(e) => Err(Error::io(format!("remove cgroup {}", dir.display()), e)),
-                }
+        for dir in self.all_dirs() {
+            let ours = match &self.created {
+                Some(created) => created.iter().any(|c| c == dir),
+                None => true,
             };
-            if let Err(error) = result {
+            if !ours {
+                continue;
+            }
+            if let Err(error) = remove_tree(dir) {
                 tracing::debug!(dir = %dir.display(), %error, "cgroup removal failed");
                 first_error.get_or_insert(error);
             }
@@ -823,13 +812,6 @@ fn subdirectories(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(dirs)
 }
 
-fn is_busy_or_gone(error: &io::Error) -> bool {
-    matches!(
-        error.raw_os_error(),
-        Some(libc::EBUSY) | Some(libc::ENOTEMPTY) | Some(libc::ENOENT)
-    )
-}
-
 /// Removes a container's cgroup directory and any cgroups nested in it,
 /// retrying while the kernel still counts exiting processes.
 fn remove_tree(dir: &Path) -> Result<()> {
@@ -1278,11 +1260,10 @@ mod tests {
         cgroup.remove().expect("remove");
         for dir in cgroup.all_dirs() {
             assert!(!dir.exists(), "{} still exists", dir.display());
-            assert!(
-                !dir.parent().unwrap().exists(),
-                "parent of {} still exists",
-                dir.display()
-            );
+            // The ancestor stays for the next container, as with runc.
+            let parent = dir.parent().unwrap();
+            assert!(parent.is_dir(), "{} was removed", parent.display());
+            fs::remove_dir(parent).expect("remove the test's parent cgroup");
         }
     }
 

@@ -384,13 +384,7 @@ impl Init<'_> {
                 Some(pid) => self.channel.send(&Message::Pid(pid)),
             }
         })();
-        match result {
-            Ok(()) => process::exit_child(0),
-            Err(e) => {
-                let _ = self.channel.send(&Message::Failed(e.to_string()));
-                process::exit_child(1)
-            }
-        }
+        self.channel.exit_with(result)
     }
 
     /// The container's init, up to exec.
@@ -411,10 +405,7 @@ impl Init<'_> {
     }
 
     fn init_steps(&self) -> Result<process::Prepared> {
-        let state_json = match self.channel.recv()? {
-            Some(Message::Continue(json)) => json,
-            _ => return Err(Error::msg("runtime went away")),
-        };
+        let state_json = self.channel.wait_continue()?;
         nix::unistd::setsid().context(|| "setsid".to_string())?;
         let wait_joined = || -> Result<()> {
             match self.channel.recv()? {

@@ -157,13 +157,7 @@ impl Child<'_> {
                 Some(pid) => self.channel.send(&Message::Pid(pid)),
             }
         })();
-        match result {
-            Ok(()) => process::exit_child(0),
-            Err(e) => {
-                let _ = self.channel.send(&Message::Failed(e.to_string()));
-                process::exit_child(1)
-            }
-        }
+        self.channel.exit_with(result)
     }
 
     fn run(&self) -> ! {
@@ -178,10 +172,7 @@ impl Child<'_> {
     }
 
     fn steps(&self) -> Result<process::Prepared> {
-        let state_json = match self.channel.recv()? {
-            Some(Message::Continue(state_json)) => state_json,
-            _ => return Err(Error::msg("runtime went away")),
-        };
+        let state_json = self.channel.wait_continue()?;
         if let Some(socket) = self.console {
             nix::unistd::setsid().map_err(|e| Error::sys("setsid", e))?;
             crate::console::setup(socket, self.process.console_size, false)?;

@@ -169,6 +169,26 @@ impl Channel {
         }
     }
 
+    /// In a forked child: reports how it ended and exits (0, or 1 after
+    /// sending the error as `Failed`). Never returns to the parent's code.
+    pub fn exit_with(&self, result: Result<()>) -> ! {
+        match result {
+            Ok(()) => crate::process::exit_child(0),
+            Err(e) => {
+                let _ = self.send(&Message::Failed(e.to_string()));
+                crate::process::exit_child(1)
+            }
+        }
+    }
+
+    /// Waits for the runtime's `Continue` and returns the state JSON in it.
+    pub fn wait_continue(&self) -> Result<String> {
+        match self.recv()? {
+            Some(Message::Continue(state_json)) => Ok(state_json),
+            _ => Err(Error::msg("runtime went away")),
+        }
+    }
+
     pub fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }

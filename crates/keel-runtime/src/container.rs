@@ -195,8 +195,10 @@ fn create_with_console(
     };
     dir.save_config(&spec)?;
     let mut cgroup = Cgroup::resolve(&opts.id, spec.linux().cgroups_path.as_deref())?;
-    cgroup.create()?;
+    // `create` records what it made even when it fails half-way.
+    let created = cgroup.create();
     cleanup.cgroup = Some(cgroup.clone());
+    created?;
     cgroup.apply(&resources_with_defaults(&spec))?;
 
     let fifo_path = dir.fifo();
@@ -231,7 +233,6 @@ fn create_with_console(
         listener: listener.as_ref(),
         opts,
     };
-    let _ = &fifo_writer;
     let Some(intermediate) = process::fork()? else {
         init.intermediate();
     };

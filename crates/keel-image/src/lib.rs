@@ -1,0 +1,18 @@
+//! keel-image: images the way containerd and podman hold them.
+//!
+//! - [`reference`]: image references normalized exactly as docker does.
+//! - [`digest`]: content digests (`sha256:<hex>`), verified while streaming.
+//! - [`manifest`]: OCI and Docker manifests, indexes and configs, and
+//!   platform selection.
+//! - [`layer`]: layers unpacked safely into snapshot directories, with
+//!   whiteouts turned into what overlayfs expects.
+//!
+//! This crate knows layers, not containers (DESIGN.md).
+
+pub mod digest;
+pub mod error;
+pub mod layer;
+pub mod manifest;
+pub mod reference;
+
+pub use error::{Error, Result};

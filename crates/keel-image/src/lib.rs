@@ -1,6 +1,7 @@
 //! keel-image: images the way containerd and podman hold them.
 //!
 //! - [`reference`]: image references normalized exactly as docker does.
+//! - [`content`]: the content store, blobs visible only once verified.
 //! - [`digest`]: content digests (`sha256:<hex>`), verified while streaming.
 //! - [`manifest`]: OCI and Docker manifests, indexes and configs, and
 //!   platform selection.
@@ -9,6 +10,7 @@
 //!
 //! This crate knows layers, not containers (DESIGN.md).
 
+pub mod content;
 pub mod digest;
 pub mod error;
 pub mod layer;

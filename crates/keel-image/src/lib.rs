@@ -5,6 +5,7 @@
 //! - [`digest`]: content digests (`sha256:<hex>`), verified while streaming.
 //! - [`manifest`]: OCI and Docker manifests, indexes and configs, and
 //!   platform selection.
+//! - [`metadata`]: images and tags in the state database (SQLite).
 //! - [`layer`]: layers unpacked safely into snapshot directories, with
 //!   whiteouts turned into what overlayfs expects.
 //!
@@ -15,6 +16,7 @@ pub mod digest;
 pub mod error;
 pub mod layer;
 pub mod manifest;
+pub mod metadata;
 pub mod reference;
 
 pub use error::{Error, Result};

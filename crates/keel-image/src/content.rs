@@ -128,6 +128,41 @@ impl ContentStore {
         result
     }
 
+    /// Streams content whose digest is not known in advance (a layer in a
+    /// docker archive) into the store; returns its digest and size.
+    pub fn ingest_any(&self, reader: impl Read) -> Result<(Digest, u64)> {
+        let temp = self.ingest.join(format!(
+            "unknown.{}.{}",
+            std::process::id(),
+            unique_suffix()
+        ));
+        let result = (|| -> Result<(Digest, u64)> {
+            let file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(&temp)
+                .map_err(|e| Error::io(format!("create {}", temp.display()), e))?;
+            let mut reader = Digester::new(reader);
+            let mut writer = BufWriter::with_capacity(256 * 1024, file);
+            io::copy(&mut reader, &mut writer).map_err(|e| Error::io("write blob", e))?;
+            let file = writer
+                .into_inner()
+                .map_err(|e| Error::io("write blob", e.into_error()))?;
+            file.sync_all().map_err(|e| Error::io("sync blob", e))?;
+            let size = reader.byte_count();
+            let (digest, _) = reader.finish();
+            fs::rename(&temp, self.path(&digest))
+                .map_err(|e| Error::io(format!("store blob {digest}"), e))?;
+            sync_dir(&self.blobs);
+            Ok((digest, size))
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&temp);
+        }
+        result
+    }
+
     /// Stores bytes we made ourselves (a manifest or config we build) and
     /// returns their digest.
     pub fn write(&self, data: &[u8]) -> Result<Digest> {

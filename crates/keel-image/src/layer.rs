@@ -1,1 +1,1097 @@
-//! (in progress)
+//! Layers unpacked safely into snapshot directories.
+//!
+//! A layer is a tar stream (plain, gzip or zstd) of changes. [`unpack`]
+//! writes it into an empty snapshot directory that becomes an overlayfs
+//! lower directory, so OCI whiteouts are turned into overlay's forms: a
+//! `.wh.<name>` entry becomes a character device 0:0 named `<name>`, and
+//! `.wh..wh..opq` in a directory sets `trusted.overlay.opaque=y` on it.
+//!
+//! Nothing is ever written outside the snapshot: entry paths are cleaned
+//! lexically (a leading `/` is dropped, `..` that climbs above the root is
+//! refused, as docker's `pkg/archive` does), parent directories are opened
+//! with `openat2(RESOLVE_IN_ROOT)` so a symlink met on the way resolves as
+//! if the snapshot were `/` (containerd's `fs.RootPath` semantics), and
+//! every entry is created with an `*at` syscall relative to that parent,
+//! never following a symlink in its last component.
+
+use std::cell::Cell;
+use std::ffi::{CStr, CString};
+use std::fs::File;
+use std::io::{self, BufReader, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::rc::Rc;
+
+use crate::digest::{Digest, Digester};
+use crate::error::{Error, Result};
+
+/// Bytes read from the source and the decompressor at a time.
+const BUFFER_SIZE: usize = 256 * 1024;
+/// At most this many bytes of headers (PAX records, GNU long names) are
+/// read for one entry: the tar parser holds them in memory.
+const METADATA_LIMIT: u64 = 16 * 1024 * 1024;
+
+const WHITEOUT_PREFIX: &[u8] = b".wh.";
+const WHITEOUT_META_PREFIX: &[u8] = b".wh..wh.";
+const WHITEOUT_OPAQUE: &[u8] = b".wh..wh..opq";
+const OPAQUE_XATTR: &CStr = c"trusted.overlay.opaque";
+const PAX_XATTR_PREFIX: &[u8] = b"SCHILY.xattr.";
+
+/// How a layer blob is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+/// Detects the compression from the first bytes (gzip `1f 8b`, zstd
+/// `28 b5 2f fd`, else none).
+pub fn detect(prefix: &[u8]) -> Compression {
+    if prefix.starts_with(&[0x1f, 0x8b]) {
+        Compression::Gzip
+    } else if prefix.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Compression::Zstd
+    } else {
+        Compression::None
+    }
+}
+
+/// What [`unpack`] made of a layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unpacked {
+    /// sha256 of the uncompressed tar stream, trailing bytes included.
+    pub diff_id: Digest,
+    /// Bytes of regular file data written.
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct UnpackOptions {
+    /// Keep uid/gid from the tar (root), or leave everything owned by the
+    /// caller.
+    pub keep_ownership: bool,
+    /// Create device nodes (root), or skip them with a warning.
+    pub allow_devices: bool,
+}
+
+/// Unpacks one layer (compressed or not, detected) from `reader` into
+/// `dest` (an existing, empty directory: the snapshot), streaming, and
+/// returns the diff id computed while reading.
+///
+/// On error `dest` may hold a partial tree: the caller removes it. Nothing
+/// is ever written outside `dest`.
+pub fn unpack(reader: impl Read, dest: &Path, options: &UnpackOptions) -> Result<Unpacked> {
+    let mut reader = reader;
+    let mut prefix = [0u8; 4];
+    let prefix_len =
+        read_prefix(&mut reader, &mut prefix).map_err(|e| Error::io("reading the layer", e))?;
+    let source = io::Cursor::new(prefix[..prefix_len].to_vec()).chain(reader);
+    let decoded: Box<dyn Read + '_> = match detect(&prefix[..prefix_len]) {
+        Compression::None => Box::new(source),
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(
+            BufReader::with_capacity(BUFFER_SIZE, source),
+        )),
+        Compression::Zstd => Box::new(
+            zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(BUFFER_SIZE, source))
+                .map_err(|e| Error::io("starting the zstd decoder", e))?,
+        ),
+    };
+    let limit = Rc::new(Cell::new(u64::MAX));
+    let limited = Limited {
+        inner: BufReader::with_capacity(BUFFER_SIZE, Digester::new(decoded)),
+        remaining: Rc::clone(&limit),
+    };
+    let mut archive = tar::Archive::new(limited);
+    let mut unpacker = Unpacker::new(dest, options)?;
+    {
+        let mut entries = archive
+            .entries()
+            .map_err(|e| Error::io("reading the layer's tar stream", e))?;
+        loop {
+            limit.set(METADATA_LIMIT);
+            let next = entries.next();
+            limit.set(u64::MAX);
+            let Some(entry) = next else { break };
+            let mut entry = entry.map_err(|e| Error::io("reading the layer's tar stream", e))?;
+            unpacker.entry(&mut entry)?;
+            // Read what the entry's handler left (data of entries that carry
+            // none for us) here, so the parser's skip stays under the limit.
+            io::copy(&mut entry, &mut io::sink())
+                .map_err(|e| Error::io("reading the layer's tar stream", e))?;
+        }
+    }
+    unpacker.finish()?;
+    // The diff id covers the whole decompressed stream, including what
+    // follows the end-of-archive blocks.
+    let mut rest = archive.into_inner().inner;
+    io::copy(&mut rest, &mut io::sink())
+        .map_err(|e| Error::io("reading the end of the layer", e))?;
+    let (diff_id, _) = rest.into_inner().finish();
+    Ok(Unpacked {
+        diff_id,
+        size: unpacker.size,
+    })
+}
+
+/// Reads up to `prefix.len()` bytes, fewer only at the end of the stream.
+fn read_prefix(reader: &mut impl Read, prefix: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < prefix.len() {
+        match reader.read(&mut prefix[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// A reader that fails once `remaining` bytes were read: it bounds what the
+/// tar parser reads (and buffers) between two entries.
+struct Limited<R> {
+    inner: R,
+    remaining: Rc<Cell<u64>>,
+}
+
+impl<R: Read> Read for Limited<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let remaining = self.remaining.get();
+        if remaining == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("tar entry headers longer than {METADATA_LIMIT} bytes"),
+            ));
+        }
+        let len = buf
+            .len()
+            .min(usize::try_from(remaining).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..len])?;
+        if remaining != u64::MAX {
+            self.remaining.set(remaining - n as u64);
+        }
+        Ok(n)
+    }
+}
+
+/// The metadata of an entry that is applied after it is created.
+struct Meta {
+    uid: u32,
+    gid: u32,
+    mode: u32,
+    mtime: libc::timespec,
+    xattrs: Vec<(CString, Vec<u8>)>,
+}
+
+/// A directory whose times are set once everything in it is written.
+struct DirTimes {
+    components: Vec<Vec<u8>>,
+    mtime: libc::timespec,
+}
+
+struct Unpacker<'a> {
+    root: Rc<OwnedFd>,
+    options: &'a UnpackOptions,
+    /// The last parent directory opened, by its cleaned components: entries
+    /// of one directory usually follow each other. Dropped whenever
+    /// something is removed, since that may change what a path resolves to.
+    parent_cache: Option<(Vec<Vec<u8>>, Rc<OwnedFd>)>,
+    dirs: Vec<DirTimes>,
+    buffer: Vec<u8>,
+    size: u64,
+}
+
+impl<'a> Unpacker<'a> {
+    fn new(dest: &Path, options: &'a UnpackOptions) -> Result<Unpacker<'a>> {
+        let path = CString::new(dest.as_os_str().as_bytes())
+            .map_err(|_| Error::msg(format!("snapshot path {dest:?} contains a NUL byte")))?;
+        let root = sys::open(&path, libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .map_err(|e| Error::io(format!("opening snapshot directory {}", dest.display()), e))?;
+        Ok(Unpacker {
+            root: Rc::new(root),
+            options,
+            parent_cache: None,
+            dirs: Vec::new(),
+            buffer: vec![0; BUFFER_SIZE],
+            size: 0,
+        })
+    }
+
+    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
+        let raw_path = entry.path_bytes().into_owned();
+        let shown = String::from_utf8_lossy(&raw_path).into_owned();
+        let refuse = |reason: &str| Error::UnsafeEntry {
+            entry: shown.clone(),
+            reason: reason.to_string(),
+        };
+        let mut kind = entry.header().entry_type();
+        // A v7 regular file ('\0' type) whose name ends in '/' is a
+        // directory (as Go's archive/tar reads it).
+        if entry.header().as_bytes()[156] == 0 && raw_path.ends_with(b"/") {
+            kind = tar::EntryType::Directory;
+        }
+        if kind == tar::EntryType::XGlobalHeader {
+            tracing::debug!("ignoring a PAX global header in the layer");
+            return Ok(());
+        }
+        let components = clean(&raw_path).map_err(refuse)?;
+        let Some((name, parents)) = components.split_last() else {
+            tracing::debug!(entry = %shown, "ignoring the layer's root entry");
+            return Ok(());
+        };
+        if components[0].starts_with(WHITEOUT_META_PREFIX) && components[..] != [WHITEOUT_OPAQUE] {
+            // aufs metadata (.wh..wh.plnk, .wh..wh.aufs): not part of the tree.
+            tracing::debug!(entry = %shown, "ignoring aufs metadata");
+            return Ok(());
+        }
+        let context = |what: &str| format!("layer entry {shown:?}: {what}");
+
+        if name.starts_with(WHITEOUT_PREFIX) {
+            let parent = self
+                .parent(parents)
+                .map_err(|e| Error::io(context("opening its parent directory"), e))?;
+            if name == WHITEOUT_OPAQUE {
+                return sys::set_xattr(&sys::proc_path(parent.as_fd(), None), OPAQUE_XATTR, b"y")
+                    .map_err(|e| Error::io(context("marking the directory opaque"), e));
+            }
+            let target = &name[WHITEOUT_PREFIX.len()..];
+            if target.is_empty() || target == b"." || target == b".." {
+                return Err(refuse("invalid whiteout name"));
+            }
+            let target = cstring(target).map_err(refuse)?;
+            self.remove_all(parent.as_fd(), &target)
+                .map_err(|e| Error::io(context("removing the whited-out path"), e))?;
+            sys::mknodat(parent.as_fd(), &target, libc::S_IFCHR, 0)
+                .map_err(|e| Error::io(context("creating the overlay whiteout"), e))?;
+            if self.options.keep_ownership {
+                let (uid, gid) = ownership(entry).map_err(refuse)?;
+                sys::fchownat(parent.as_fd(), &target, uid, gid)
+                    .map_err(|e| Error::io(context("changing the whiteout's owner"), e))?;
+            }
+            return Ok(());
+        }
+
+        let cname = cstring(name).map_err(refuse)?;
+        let meta = metadata(entry).map_err(refuse)?;
+        match kind {
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+                let parent = self
+                    .parent(parents)
+                    .map_err(|e| Error::io(context("opening its parent directory"), e))?;
+                self.replace(parent.as_fd(), &cname, false)
+                    .map_err(|e| Error::io(context("replacing what was there"), e))?;
+                let fd = sys::openat(
+                    parent.as_fd(),
+                    &cname,
+                    libc::O_WRONLY
+                        | libc::O_CREAT
+                        | libc::O_EXCL
+                        | libc::O_NOFOLLOW
+                        | libc::O_CLOEXEC,
+                    0o600,
+                )
+                .map_err(|e| Error::io(context("creating the file"), e))?;
+                let mut file = File::from(fd);
+                let expected = entry.size();
+                let written = copy(entry, &mut file, &mut self.buffer)
+                    .map_err(|e| Error::io(context("writing the file"), e))?;
+                if written != expected {
+                    return Err(Error::io(
+                        context("reading the file's data"),
+                        io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            format!("the tar stream ends after {written} of {expected} bytes"),
+                        ),
+                    ));
+                }
+                self.size += written;
+                self.apply(Node::Fd(file.as_fd()), &meta)
+                    .map_err(|e| Error::io(context("setting its metadata"), e))?;
+                sys::futimens(file.as_fd(), meta.mtime)
+                    .map_err(|e| Error::io(context("setting its times"), e))?;
+            }
+            tar::EntryType::Directory => {
+                let parent = self
+                    .parent(parents)
+                    .map_err(|e| Error::io(context("opening its parent directory"), e))?;
+                self.replace(parent.as_fd(), &cname, true)
+                    .map_err(|e| Error::io(context("replacing what was there"), e))?;
+                match sys::mkdirat(parent.as_fd(), &cname, 0o700) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                    Err(e) => return Err(Error::io(context("creating the directory"), e)),
+                }
+                let dir = sys::openat(
+                    parent.as_fd(),
+                    &cname,
+                    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                    0,
+                )
+                .map_err(|e| Error::io(context("opening the directory"), e))?;
+                self.apply(Node::Fd(dir.as_fd()), &meta)
+                    .map_err(|e| Error::io(context("setting its metadata"), e))?;
+                self.dirs.push(DirTimes {
+                    components: components.clone(),
+                    mtime: meta.mtime,
+                });
+            }
+            tar::EntryType::Symlink => {
+                let target = entry
+                    .link_name_bytes()
+                    .map(|target| target.into_owned())
+                    .ok_or_else(|| refuse("symlink without a target"))?;
+                let target = cstring(&target).map_err(refuse)?;
+                let parent = self
+                    .parent(parents)
+                    .map_err(|e| Error::io(context("opening its parent directory"), e))?;
+                self.replace(parent.as_fd(), &cname, false)
+                    .map_err(|e| Error::io(context("replacing what was there"), e))?;
+                sys::symlinkat(&target, parent.as_fd(), &cname)
+                    .map_err(|e| Error::io(context("creating the symlink"), e))?;
+                self.finish_at(parent.as_fd(), &cname, &meta, true)
+                    .map_err(|e| Error::io(context("setting its metadata"), e))?;
+            }
+            tar::EntryType::Link => {
+                let target = entry
+                    .link_name_bytes()
+                    .map(|target| target.into_owned())
+                    .ok_or_else(|| refuse("hard link without a target"))?;
+                let target_components = clean(&target).map_err(|reason| {
+                    refuse(&format!(
+                        "hard link target {:?} {reason}",
+                        String::from_utf8_lossy(&target)
+                    ))
+                })?;
+                let Some((target_name, target_parents)) = target_components.split_last() else {
+                    return Err(refuse("hard link to the root directory"));
+                };
+                let target_name = cstring(target_name).map_err(refuse)?;
+                let parent = self
+                    .parent(parents)
+                    .map_err(|e| Error::io(context("opening its parent directory"), e))?;
+                self.replace(parent.as_fd(), &cname, false)
+                    .map_err(|e| Error::io(context("replacing what was there"), e))?;
+                let target_parent = self
+                    .resolve_dir(target_parents, false)
+                    .map_err(|e| Error::io(context("opening the link target's directory"), e))?;
+                // linkat without AT_SYMLINK_FOLLOW links a symlink itself,
+                // never what it points to.
+                sys::linkat(target_parent.as_fd(), &target_name, parent.as_fd(), &cname)
+                    .map_err(|e| Error::io(context("creating the hard link"), e))?;
+            }
+            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+                let file_type = match kind {
+                    tar::EntryType::Char => libc::S_IFCHR,
+                    tar::EntryType::Block => libc::S_IFBLK,
+                    _ => libc::S_IFIFO,
+                };
+                let device = if kind == tar::EntryType::Fifo {
+                    0
+                } else {
+                    if !self.options.allow_devices {
+                        tracing::warn!(entry = %shown, "skipping a device node");
+                        return Ok(());
+                    }
+                    let header = entry.header();
+                    let major = header.device_major().ok().flatten();
+                    let minor = header.device_minor().ok().flatten();
+                    let (Some(major), Some(minor)) = (major, minor) else {
+                        return Err(refuse("device without valid numbers"));
+                    };
+                    libc::makedev(major, minor)
+                };
+                let parent = self
+                    .parent(parents)
+                    .map_err(|e| Error::io(context("opening its parent directory"), e))?;
+                self.replace(parent.as_fd(), &cname, false)
+                    .map_err(|e| Error::io(context("replacing what was there"), e))?;
+                sys::mknodat(parent.as_fd(), &cname, file_type | 0o600, device)
+                    .map_err(|e| Error::io(context("creating the node"), e))?;
+                self.finish_at(parent.as_fd(), &cname, &meta, false)
+                    .map_err(|e| Error::io(context("setting its metadata"), e))?;
+            }
+            other => {
+                return Err(refuse(&format!(
+                    "unsupported tar entry type {:?}",
+                    char::from(other.as_byte())
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets directory times, deepest first, once nothing more is written
+    /// into them.
+    fn finish(&mut self) -> Result<()> {
+        let mut dirs = std::mem::take(&mut self.dirs);
+        dirs.sort_by_key(|dir| std::cmp::Reverse(dir.components.len()));
+        for dir in &dirs {
+            let Some((name, parents)) = dir.components.split_last() else {
+                continue;
+            };
+            let shown = String::from_utf8_lossy(&dir.components.join(&b'/')).into_owned();
+            // A later entry may have removed or replaced it: skip those.
+            let parent = match self.resolve_dir(parents, false) {
+                Ok(parent) => parent,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {
+                    continue;
+                }
+                Err(e) => {
+                    return Err(Error::io(
+                        format!("layer entry {shown:?}: opening its parent directory"),
+                        e,
+                    ));
+                }
+            };
+            let name = CString::new(name.clone()).expect("checked for NUL when unpacked");
+            match sys::utimensat(parent.as_fd(), &name, dir.mtime) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => {
+                    return Err(Error::io(
+                        format!("layer entry {shown:?}: setting its times"),
+                        e,
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Ownership, xattrs and mode (in that order: chown clears setuid bits
+    /// and file capabilities).
+    fn apply(&self, node: Node<'_>, meta: &Meta) -> io::Result<()> {
+        if self.options.keep_ownership {
+            match node {
+                Node::Fd(fd) => sys::fchown(fd, meta.uid, meta.gid)?,
+                Node::At { parent, name, .. } => sys::fchownat(parent, name, meta.uid, meta.gid)?,
+            }
+        }
+        for (key, value) in &meta.xattrs {
+            let result = match node {
+                Node::Fd(fd) => sys::fsetxattr(fd, key, value),
+                Node::At { parent, name, .. } => {
+                    sys::lsetxattr(&sys::proc_path(parent, Some(name)), key, value)
+                }
+            };
+            if let Err(e) = result {
+                let privileged = key.as_bytes().starts_with(b"security.")
+                    || key.as_bytes().starts_with(b"trusted.");
+                match e.raw_os_error() {
+                    Some(libc::ENOTSUP) => {
+                        tracing::warn!(xattr = ?key, "ignoring an xattr the filesystem does not support");
+                    }
+                    Some(libc::EPERM) if privileged => {
+                        tracing::warn!(xattr = ?key, "ignoring an xattr we may not set");
+                    }
+                    _ => return Err(e),
+                }
+            }
+        }
+        match node {
+            Node::Fd(fd) => sys::fchmod(fd, meta.mode)?,
+            Node::At { symlink: true, .. } => {}
+            Node::At { parent, name, .. } => sys::fchmodat(parent, name, meta.mode)?,
+        }
+        Ok(())
+    }
+
+    fn finish_at(
+        &self,
+        parent: BorrowedFd<'_>,
+        name: &CStr,
+        meta: &Meta,
+        symlink: bool,
+    ) -> io::Result<()> {
+        self.apply(
+            Node::At {
+                parent,
+                name,
+                symlink,
+            },
+            meta,
+        )?;
+        sys::utimensat(parent, name, meta.mtime)
+    }
+
+    /// The parent directory of an entry, created (0755) where missing.
+    fn parent(&mut self, components: &[Vec<u8>]) -> io::Result<Rc<OwnedFd>> {
+        if let Some((cached, fd)) = &self.parent_cache
+            && cached[..] == *components
+        {
+            return Ok(Rc::clone(fd));
+        }
+        let fd = self.resolve_dir(components, true)?;
+        self.parent_cache = Some((components.to_vec(), Rc::clone(&fd)));
+        Ok(fd)
+    }
+
+    /// Opens a directory by its cleaned components, resolving symlinks on
+    /// the way as if the snapshot were the root, and creating missing ones
+    /// when `create`.
+    fn resolve_dir(&self, components: &[Vec<u8>], create: bool) -> io::Result<Rc<OwnedFd>> {
+        if components.is_empty() {
+            return Ok(Rc::clone(&self.root));
+        }
+        let path = join(components);
+        match sys::open_in_root(self.root.as_fd(), &path) {
+            Ok(fd) => return Ok(Rc::new(fd)),
+            Err(e) if create && e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(e),
+        }
+        let mut current = Rc::clone(&self.root);
+        for end in 1..=components.len() {
+            let prefix = join(&components[..end]);
+            match sys::open_in_root(self.root.as_fd(), &prefix) {
+                Ok(fd) => current = Rc::new(fd),
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                    let name = CString::new(components[end - 1].clone())
+                        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+                    match sys::mkdirat(current.as_fd(), &name, 0o755) {
+                        Ok(()) => sys::fchmodat(current.as_fd(), &name, 0o755)?,
+                        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                            // A symlink whose target (inside the snapshot)
+                            // does not exist: refused, not created.
+                            return Err(io::Error::new(
+                                io::ErrorKind::NotFound,
+                                format!(
+                                    "{:?} is a symlink to a missing directory",
+                                    String::from_utf8_lossy(prefix.to_bytes())
+                                ),
+                            ));
+                        }
+                        Err(e) => return Err(e),
+                    }
+                    current = Rc::new(sys::open_in_root(self.root.as_fd(), &prefix)?);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(current)
+    }
+
+    /// Removes what is at `name` unless it is a directory and `keep_dir`.
+    fn replace(&mut self, parent: BorrowedFd<'_>, name: &CStr, keep_dir: bool) -> io::Result<()> {
+        match sys::file_type_at(parent, name)? {
+            None => Ok(()),
+            Some(libc::S_IFDIR) if keep_dir => Ok(()),
+            Some(_) => self.remove_all(parent, name),
+        }
+    }
+
+    /// Removes `name` in `parent` and, for a directory, all it holds,
+    /// without following symlinks and without recursion.
+    fn remove_all(&mut self, parent: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+        self.parent_cache = None;
+        match sys::unlinkat(parent, name, 0) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EISDIR) => {}
+            Err(e) => return Err(e),
+        }
+        // (directory fd, its name in the directory below it on the stack)
+        let mut stack: Vec<(OwnedFd, CString)> = vec![(sys::open_dir(parent, name)?, name.into())];
+        while let Some((dir, _)) = stack.last() {
+            let mut subdir = None;
+            for child in sys::read_dir(dir.as_fd())? {
+                match sys::unlinkat(dir.as_fd(), &child, 0) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EISDIR) => {
+                        subdir = Some(child);
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            match subdir {
+                Some(child) => {
+                    let fd = sys::open_dir(dir.as_fd(), &child)?;
+                    stack.push((fd, child));
+                }
+                None => {
+                    let (_, name) = stack.pop().expect("the loop saw an element");
+                    let above = stack.last().map_or(parent, |(fd, _)| fd.as_fd());
+                    sys::unlinkat(above, &name, libc::AT_REMOVEDIR)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Node<'f> {
+    /// An open (not O_PATH) regular file or directory.
+    Fd(BorrowedFd<'f>),
+    At {
+        parent: BorrowedFd<'f>,
+        name: &'f CStr,
+        symlink: bool,
+    },
+}
+
+/// Splits a tar path into components: empty and `.` ones dropped (so a
+/// leading `/` is), `..` applied lexically. `..` above the root and NUL
+/// bytes are refused.
+fn clean(path: &[u8]) -> std::result::Result<Vec<Vec<u8>>, &'static str> {
+    let mut components: Vec<Vec<u8>> = Vec::new();
+    for component in path.split(|&b| b == b'/') {
+        match component {
+            b"" | b"." => {}
+            b".." => {
+                if components.pop().is_none() {
+                    return Err("climbs above the root with \"..\"");
+                }
+            }
+            name if name.contains(&0) => return Err("contains a NUL byte"),
+            name => components.push(name.to_vec()),
+        }
+    }
+    Ok(components)
+}
+
+fn join(components: &[Vec<u8>]) -> CString {
+    CString::new(components.join(&b'/')).expect("components are checked for NUL bytes")
+}
+
+fn cstring(bytes: &[u8]) -> std::result::Result<CString, &'static str> {
+    CString::new(bytes).map_err(|_| "contains a NUL byte")
+}
+
+fn ownership<R: Read>(entry: &tar::Entry<'_, R>) -> std::result::Result<(u32, u32), &'static str> {
+    // PAX uid/gid records were already folded into the header by the parser.
+    let header = entry.header();
+    let uid = header.uid().map_err(|_| "invalid uid")?;
+    let gid = header.gid().map_err(|_| "invalid gid")?;
+    let uid = u32::try_from(uid).map_err(|_| "uid out of range")?;
+    let gid = u32::try_from(gid).map_err(|_| "gid out of range")?;
+    Ok((uid, gid))
+}
+
+fn metadata<R: Read>(entry: &mut tar::Entry<'_, R>) -> std::result::Result<Meta, &'static str> {
+    let (uid, gid) = ownership(entry)?;
+    let header = entry.header();
+    let mode = header.mode().map_err(|_| "invalid mode")? & 0o7777;
+    let mtime = header.mtime().map_err(|_| "invalid mtime")?;
+    let mut mtime = libc::timespec {
+        tv_sec: i64::try_from(mtime).unwrap_or(i64::MAX),
+        tv_nsec: 0,
+    };
+    let mut xattrs = Vec::new();
+    if let Some(extensions) = entry.pax_extensions().map_err(|_| "invalid PAX records")? {
+        for extension in extensions {
+            let extension = extension.map_err(|_| "invalid PAX record")?;
+            let key = extension.key_bytes();
+            if key == b"mtime" {
+                mtime = parse_pax_time(extension.value_bytes()).ok_or("invalid PAX mtime")?;
+            } else if let Some(name) = key.strip_prefix(PAX_XATTR_PREFIX) {
+                if name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.") {
+                    // Overlay metadata comes only from our own whiteout
+                    // conversion, never from the layer.
+                    tracing::warn!(xattr = %String::from_utf8_lossy(name), "ignoring an overlay xattr in the layer");
+                    continue;
+                }
+                let name = CString::new(name).map_err(|_| "xattr name contains a NUL byte")?;
+                xattrs.push((name, extension.value_bytes().to_vec()));
+            }
+        }
+    }
+    Ok(Meta {
+        uid,
+        gid,
+        mode,
+        mtime,
+        xattrs,
+    })
+}
+
+/// Parses a PAX time, `[-]seconds[.fraction]`.
+fn parse_pax_time(value: &[u8]) -> Option<libc::timespec> {
+    let text = std::str::from_utf8(value).ok()?;
+    let (negative, text) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (seconds, fraction) = text.split_once('.').unwrap_or((text, ""));
+    if seconds.is_empty() || !seconds.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let seconds: i64 = seconds.parse().unwrap_or(i64::MAX);
+    let mut nanos: i64 = 0;
+    for (i, digit) in fraction.bytes().take(9).enumerate() {
+        nanos += i64::from(digit - b'0') * 10i64.pow(8 - i as u32);
+    }
+    let (tv_sec, tv_nsec) = match (negative, nanos) {
+        (false, _) => (seconds, nanos),
+        (true, 0) => (-seconds, 0),
+        (true, _) => (-seconds - 1, 1_000_000_000 - nanos),
+    };
+    Some(libc::timespec { tv_sec, tv_nsec })
+}
+
+/// Copies with one large buffer (io::copy would use 8 KiB writes).
+fn copy(reader: &mut impl Read, file: &mut File, buffer: &mut [u8]) -> io::Result<u64> {
+    let mut written = 0u64;
+    loop {
+        let n = match reader.read(buffer) {
+            Ok(0) => return Ok(written),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        file.write_all(&buffer[..n])?;
+        written += n as u64;
+    }
+}
+
+/// Thin wrappers around the syscalls, each returning `io::Result`.
+mod sys {
+    use super::*;
+
+    fn check(result: libc::c_int) -> io::Result<()> {
+        if result == -1 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    fn owned(fd: libc::c_int) -> io::Result<OwnedFd> {
+        if fd < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            // SAFETY: a new fd the kernel just returned, owned by nobody else.
+            Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        }
+    }
+
+    pub fn open(path: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
+        // SAFETY: path is a valid C string.
+        owned(unsafe { libc::open(path.as_ptr(), flags) })
+    }
+
+    pub fn openat(
+        dir: BorrowedFd<'_>,
+        name: &CStr,
+        flags: libc::c_int,
+        mode: libc::mode_t,
+    ) -> io::Result<OwnedFd> {
+        // SAFETY: valid fd and C string.
+        owned(unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags, mode) })
+    }
+
+    /// Opens a directory (O_PATH) by a relative path resolved with `root`
+    /// as `/`: no symlink or `..` can lead out of it.
+    pub fn open_in_root(root: BorrowedFd<'_>, path: &CStr) -> io::Result<OwnedFd> {
+        // SAFETY: open_how is plain data; zeroed is its valid empty value
+        // (the struct is non_exhaustive, so it cannot be built literally).
+        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+        how.flags = (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64;
+        how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+        for _ in 0..8 {
+            // SAFETY: valid fd, C string and open_how of the size passed.
+            let fd = unsafe {
+                libc::syscall(
+                    libc::SYS_openat2,
+                    root.as_raw_fd(),
+                    path.as_ptr(),
+                    &how as *const libc::open_how,
+                    std::mem::size_of::<libc::open_how>(),
+                )
+            };
+            let result = owned(fd as libc::c_int);
+            match result {
+                // A concurrent rename made the kernel unsure: retry.
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => continue,
+                other => return other,
+            }
+        }
+        Err(io::Error::from_raw_os_error(libc::EAGAIN))
+    }
+
+    pub fn open_dir(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
+        openat(
+            dir,
+            name,
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            0,
+        )
+    }
+
+    /// The names in a directory, without `.` and `..`.
+    pub fn read_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<CString>> {
+        let fd = open_dir(dir, c".")?;
+        // SAFETY: fdopendir takes ownership of the fd on success.
+        let stream = unsafe { libc::fdopendir(fd.as_raw_fd()) };
+        if stream.is_null() {
+            return Err(io::Error::last_os_error());
+        }
+        std::mem::forget(fd);
+        let mut names = Vec::new();
+        let result = loop {
+            // SAFETY: stream is a valid DIR*; errno is cleared to tell the
+            // end of the directory from an error.
+            unsafe { *libc::__errno_location() = 0 };
+            let entry = unsafe { libc::readdir64(stream) };
+            if entry.is_null() {
+                let error = io::Error::last_os_error();
+                break match error.raw_os_error() {
+                    Some(0) => Ok(()),
+                    _ => Err(error),
+                };
+            }
+            // SAFETY: d_name of a returned entry is a NUL-terminated string.
+            let name = unsafe { CStr::from_ptr((*entry).d_name.as_ptr()) };
+            if name != c"." && name != c".." {
+                names.push(name.to_owned());
+            }
+        };
+        // SAFETY: stream is valid and closed once.
+        unsafe { libc::closedir(stream) };
+        result.map(|()| names)
+    }
+
+    /// The S_IFMT bits of what is at `name`, not following a symlink.
+    pub fn file_type_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Option<libc::mode_t>> {
+        // SAFETY: stat is plain data filled by the kernel.
+        let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: valid fd, C string and stat buffer.
+        let result = unsafe {
+            libc::fstatat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                &mut stat,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        match check(result) {
+            Ok(()) => Ok(Some(stat.st_mode & libc::S_IFMT)),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn mkdirat(dir: BorrowedFd<'_>, name: &CStr, mode: libc::mode_t) -> io::Result<()> {
+        // SAFETY: valid fd and C string.
+        check(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode) })
+    }
+
+    pub fn mknodat(
+        dir: BorrowedFd<'_>,
+        name: &CStr,
+        mode: libc::mode_t,
+        device: libc::dev_t,
+    ) -> io::Result<()> {
+        // SAFETY: valid fd and C string.
+        check(unsafe { libc::mknodat(dir.as_raw_fd(), name.as_ptr(), mode, device) })
+    }
+
+    pub fn symlinkat(target: &CStr, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+        // SAFETY: valid fd and C strings.
+        check(unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), name.as_ptr()) })
+    }
+
+    pub fn linkat(
+        from_dir: BorrowedFd<'_>,
+        from: &CStr,
+        to_dir: BorrowedFd<'_>,
+        to: &CStr,
+    ) -> io::Result<()> {
+        // SAFETY: valid fds and C strings.
+        check(unsafe {
+            libc::linkat(
+                from_dir.as_raw_fd(),
+                from.as_ptr(),
+                to_dir.as_raw_fd(),
+                to.as_ptr(),
+                0,
+            )
+        })
+    }
+
+    pub fn unlinkat(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int) -> io::Result<()> {
+        // SAFETY: valid fd and C string.
+        check(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), flags) })
+    }
+
+    pub fn fchown(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {
+        // SAFETY: valid fd.
+        check(unsafe { libc::fchown(fd.as_raw_fd(), uid, gid) })
+    }
+
+    pub fn fchownat(dir: BorrowedFd<'_>, name: &CStr, uid: u32, gid: u32) -> io::Result<()> {
+        // SAFETY: valid fd and C string.
+        check(unsafe {
+            libc::fchownat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                uid,
+                gid,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        })
+    }
+
+    pub fn fchmod(fd: BorrowedFd<'_>, mode: libc::mode_t) -> io::Result<()> {
+        // SAFETY: valid fd.
+        check(unsafe { libc::fchmod(fd.as_raw_fd(), mode) })
+    }
+
+    /// chmod of `name` itself (refused by the kernel for a symlink).
+    pub fn fchmodat(dir: BorrowedFd<'_>, name: &CStr, mode: libc::mode_t) -> io::Result<()> {
+        // SAFETY: valid fd and C string.
+        check(unsafe {
+            libc::fchmodat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                mode,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        })
+    }
+
+    pub fn futimens(fd: BorrowedFd<'_>, mtime: libc::timespec) -> io::Result<()> {
+        let times = [mtime, mtime];
+        // SAFETY: valid fd and two timespecs.
+        check(unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) })
+    }
+
+    pub fn utimensat(dir: BorrowedFd<'_>, name: &CStr, mtime: libc::timespec) -> io::Result<()> {
+        let times = [mtime, mtime];
+        // SAFETY: valid fd, C string and two timespecs.
+        check(unsafe {
+            libc::utimensat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                times.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        })
+    }
+
+    /// `/proc/self/fd/<fd>[/<name>]`: a path to an open fd (or to a name in
+    /// an open directory) for the xattr calls, which have no *at form.
+    pub fn proc_path(fd: BorrowedFd<'_>, name: Option<&CStr>) -> CString {
+        let raw: RawFd = fd.as_raw_fd();
+        let mut path = format!("/proc/self/fd/{raw}").into_bytes();
+        if let Some(name) = name {
+            path.push(b'/');
+            path.extend_from_slice(name.to_bytes());
+        }
+        CString::new(path).expect("no NUL in an fd number or a checked name")
+    }
+
+    /// setxattr on what the path leads to: through the /proc link of an
+    /// O_PATH fd, which fsetxattr does not accept.
+    pub fn set_xattr(path: &CStr, key: &CStr, value: &[u8]) -> io::Result<()> {
+        // SAFETY: valid C strings and a value buffer of the given length.
+        check(unsafe {
+            libc::setxattr(
+                path.as_ptr(),
+                key.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                0,
+            )
+        })
+    }
+
+    pub fn fsetxattr(fd: BorrowedFd<'_>, key: &CStr, value: &[u8]) -> io::Result<()> {
+        // SAFETY: valid fd, C string and a value buffer of the given length.
+        check(unsafe {
+            libc::fsetxattr(
+                fd.as_raw_fd(),
+                key.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                0,
+            )
+        })
+    }
+
+    /// setxattr that does not follow a symlink in the last component.
+    pub fn lsetxattr(path: &CStr, key: &CStr, value: &[u8]) -> io::Result<()> {
+        // SAFETY: valid C strings and a value buffer of the given length.
+        check(unsafe {
+            libc::lsetxattr(
+                path.as_ptr(),
+                key.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                0,
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_compression() {
+        assert_eq!(detect(&[0x1f, 0x8b, 8, 0]), Compression::Gzip);
+        assert_eq!(detect(&[0x28, 0xb5, 0x2f, 0xfd]), Compression::Zstd);
+        assert_eq!(detect(&[0x28, 0xb5, 0x2f]), Compression::None);
+        assert_eq!(detect(b"etc/"), Compression::None);
+        assert_eq!(detect(b""), Compression::None);
+    }
+
+    fn cleaned(path: &str) -> std::result::Result<Vec<String>, &'static str> {
+        clean(path.as_bytes()).map(|components| {
+            components
+                .into_iter()
+                .map(|c| String::from_utf8(c).unwrap())
+                .collect()
+        })
+    }
+
+    #[test]
+    fn cleans_paths_lexically() {
+        assert_eq!(cleaned("etc/passwd").unwrap(), ["etc", "passwd"]);
+        assert_eq!(cleaned("/etc//./passwd").unwrap(), ["etc", "passwd"]);
+        assert_eq!(cleaned("./usr/bin/").unwrap(), ["usr", "bin"]);
+        assert_eq!(cleaned("a/b/../c").unwrap(), ["a", "c"]);
+        assert!(cleaned("./").unwrap().is_empty());
+        assert!(cleaned("/").unwrap().is_empty());
+        assert!(cleaned("../evil").is_err());
+        assert!(cleaned("a/../../evil").is_err());
+        assert!(cleaned("/../etc").is_err());
+        assert!(clean(b"a\0b/c").is_err());
+        assert_eq!(cleaned(".wh..wh..opq").unwrap(), [".wh..wh..opq"]);
+    }
+
+    #[test]
+    fn parses_pax_times() {
+        let time = |text: &str| parse_pax_time(text.as_bytes()).map(|t| (t.tv_sec, t.tv_nsec));
+        assert_eq!(time("1234567890"), Some((1_234_567_890, 0)));
+        assert_eq!(time("1234567890.5"), Some((1_234_567_890, 500_000_000)));
+        assert_eq!(time("1.0000000019"), Some((1, 1)));
+        assert_eq!(time("-1.25"), Some((-2, 750_000_000)));
+        assert_eq!(time("99999999999999999999999"), Some((i64::MAX, 0)));
+        assert_eq!(time(""), None);
+        assert_eq!(time("1.2.3"), None);
+        assert_eq!(time("x"), None);
+        assert_eq!(time(".5"), None);
+    }
+
+    #[test]
+    fn the_limit_stops_reads() {
+        let remaining = Rc::new(Cell::new(10));
+        let mut limited = Limited {
+            inner: &[7u8; 100][..],
+            remaining: Rc::clone(&remaining),
+        };
+        let mut buffer = [0u8; 64];
+        assert_eq!(limited.read(&mut buffer).unwrap(), 10);
+        assert!(limited.read(&mut buffer).is_err());
+        remaining.set(u64::MAX);
+        assert_eq!(limited.read(&mut buffer).unwrap(), 64);
+    }
+}

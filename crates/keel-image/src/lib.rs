@@ -9,6 +9,9 @@
 //! - [`layer`]: layers unpacked safely into snapshot directories, with
 //!   whiteouts turned into what overlayfs expects.
 //!
+//! - [`snapshot`]: one unpacked snapshot per chain id, published whole.
+//! - [`store`]: all of it together: commit, `load`, `import`, resolve.
+//!
 //! This crate knows layers, not containers (DESIGN.md).
 
 pub mod content;
@@ -18,5 +21,7 @@ pub mod layer;
 pub mod manifest;
 pub mod metadata;
 pub mod reference;
+pub mod snapshot;
+pub mod store;
 
 pub use error::{Error, Result};

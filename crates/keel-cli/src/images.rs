@@ -1,0 +1,429 @@
+//! Image commands: `images`, `load`, `import`, `tag`, `rmi`,
+//! `image inspect`, `image history`, with docker's columns and output.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use keel_image::metadata::ImageRecord;
+use keel_image::reference::Reference;
+use keel_image::store::ImageStore;
+
+#[derive(Args, Debug)]
+pub struct ImagesArgs {
+    /// Show all images (keel keeps no intermediate images yet, so the same as without)
+    #[arg(short, long)]
+    pub all: bool,
+    /// Only show image IDs
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Show digests
+    #[arg(long)]
+    pub digests: bool,
+    /// Show full image IDs
+    #[arg(long = "no-trunc")]
+    pub no_trunc: bool,
+    /// Output format: table (default) or json (one object per line, as docker)
+    #[arg(long, default_value = "table")]
+    pub format: String,
+    /// Only images whose repository matches (`busybox`, `localhost/app`)
+    pub repository: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct LoadArgs {
+    /// Read from a tar archive file (docker save, podman save, OCI layout), or a layout directory; default stdin
+    #[arg(short, long)]
+    pub input: Option<PathBuf>,
+    /// Suppress the load output
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// A root filesystem tarball (plain, gzip or zstd), or - for stdin
+    pub file: String,
+    /// The name to give the image
+    pub reference: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct TagArgs {
+    pub source: String,
+    pub target: String,
+}
+
+#[derive(Args, Debug)]
+pub struct RmiArgs {
+    /// Remove the image even if it has several tags
+    #[arg(short, long)]
+    pub force: bool,
+    #[arg(required = true)]
+    pub images: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    #[arg(required = true)]
+    pub images: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct HistoryArgs {
+    /// Don't truncate output
+    #[arg(long = "no-trunc")]
+    pub no_trunc: bool,
+    /// Only show image IDs
+    #[arg(short, long)]
+    pub quiet: bool,
+    pub image: String,
+}
+
+pub fn open(root: &Path) -> Result<ImageStore> {
+    ImageStore::open(root).with_context(|| format!("open keel's store at {}", root.display()))
+}
+
+/// Docker's sizes: decimal units, three significant digits ("4.26MB").
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < UNITS.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    let text = format!("{value:.3}");
+    // %.3g: three significant digits, trailing zeros dropped.
+    let digits = if value >= 100.0 {
+        format!("{value:.0}")
+    } else if value >= 10.0 {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.2}")
+    };
+    let _ = text;
+    let digits = if digits.contains('.') {
+        digits
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
+    } else {
+        digits
+    };
+    format!("{digits}{}", UNITS[unit])
+}
+
+/// Docker's "2 weeks ago" from an RFC 3339 time.
+pub fn since(created: &str) -> String {
+    let Some(then) = parse_rfc3339(created) else {
+        return "N/A".to_string();
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let secs = (now - then).max(0);
+    let (n, unit) = match secs {
+        s if s < 1 => return "Less than a second ago".to_string(),
+        s if s < 60 => (s, "second"),
+        s if s < 3600 => (s / 60, "minute"),
+        s if s < 86_400 => (s / 3600, "hour"),
+        s if s < 86_400 * 14 => (s / 86_400, "day"),
+        s if s < 86_400 * 60 => (s / (86_400 * 7), "week"),
+        s if s < 86_400 * 365 * 2 => (s / (86_400 * 30), "month"),
+        s => (s / (86_400 * 365), "year"),
+    };
+    match (n, unit) {
+        (1, "hour") => "About an hour ago".to_string(),
+        (1, "minute") => "About a minute ago".to_string(),
+        (1, unit) => format!("1 {unit} ago"),
+        (n, unit) => format!("{n} {unit}s ago"),
+    }
+}
+
+fn parse_rfc3339(text: &str) -> Option<i64> {
+    let (date, time) = text.split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>());
+    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let hms = &time[..8.min(time.len())];
+    let mut t = hms.split(':').map(|p| p.parse::<i64>());
+    let (h, min, s) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
+    // Days from civil (Howard Hinnant).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + h * 3600 + min * 60 + s)
+}
+
+fn short_id(record: &ImageRecord, no_trunc: bool) -> String {
+    if no_trunc {
+        record.id.to_string()
+    } else {
+        record.id.short().to_string()
+    }
+}
+
+pub fn images(store: &ImageStore, args: &ImagesArgs) -> Result<()> {
+    let filter = args
+        .repository
+        .as_deref()
+        .map(|r| Reference::parse(r).map(|r| r.name()))
+        .transpose()?;
+    let mut rows = Vec::new();
+    for (record, tags) in store.metadata.images()? {
+        let names: Vec<(String, String)> = if tags.is_empty() {
+            vec![("<none>".to_string(), "<none>".to_string())]
+        } else {
+            tags.iter()
+                .filter_map(|t| Reference::parse(t).ok())
+                .filter(|r| filter.as_ref().is_none_or(|f| &r.name() == f))
+                .map(|r| (r.familiar_name(), r.tag().unwrap_or("<none>").to_string()))
+                .collect()
+        };
+        if filter.is_some() && tags.is_empty() {
+            continue;
+        }
+        for (repository, tag) in names {
+            rows.push((repository, tag, record.clone()));
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    if args.quiet {
+        let mut seen = std::collections::BTreeSet::new();
+        for (_, _, record) in &rows {
+            if seen.insert(record.id.clone()) {
+                writeln!(out, "{}", short_id(record, args.no_trunc))?;
+            }
+        }
+        return Ok(());
+    }
+    if args.format == "json" || args.format == "{{json .}}" {
+        for (repository, tag, record) in &rows {
+            let line = serde_json::json!({
+                "Containers": "N/A",
+                "CreatedAt": record.created,
+                "CreatedSince": since(&record.created),
+                "Digest": record.manifest.to_string(),
+                "ID": short_id(record, args.no_trunc),
+                "Repository": repository,
+                "SharedSize": "N/A",
+                "Size": human_size(record.size),
+                "Tag": tag,
+                "UniqueSize": "N/A",
+                "VirtualSize": human_size(record.size),
+            });
+            writeln!(out, "{line}")?;
+        }
+        return Ok(());
+    }
+    if args.format != "table" {
+        bail!("unknown --format {:?}: use table or json", args.format);
+    }
+    let mut table: Vec<Vec<String>> = Vec::new();
+    let mut header = vec!["REPOSITORY", "TAG"];
+    if args.digests {
+        header.push("DIGEST");
+    }
+    header.extend(["IMAGE ID", "CREATED", "SIZE"]);
+    table.push(header.into_iter().map(String::from).collect());
+    for (repository, tag, record) in &rows {
+        let mut row = vec![repository.clone(), tag.clone()];
+        if args.digests {
+            row.push(record.manifest.to_string());
+        }
+        row.extend([
+            short_id(record, args.no_trunc),
+            since(&record.created),
+            human_size(record.size),
+        ]);
+        table.push(row);
+    }
+    out.write_all(render_table(&table).as_bytes())?;
+    Ok(())
+}
+
+/// Columns separated by at least three spaces, as docker's tabwriter does.
+pub fn render_table(rows: &[Vec<String>]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let mut widths = vec![0; columns];
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == row.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<width$}", width = widths[i] + 3));
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+pub fn load(store: &mut ImageStore, args: &LoadArgs) -> Result<()> {
+    let loaded = match &args.input {
+        Some(path) => store.load(path)?,
+        None => {
+            if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                bail!("requested load from stdin, but stdin is empty");
+            }
+            store.load_stream(std::io::stdin().lock())?
+        }
+    };
+    if !args.quiet {
+        for (record, tags) in loaded {
+            if tags.is_empty() {
+                println!("Loaded image ID: {}", record.id);
+            }
+            for tag in tags {
+                let familiar = Reference::parse(&tag)
+                    .map(|r| format!("{}:{}", r.familiar_name(), r.tag().unwrap_or("latest")))
+                    .unwrap_or(tag);
+                println!("Loaded image: {familiar}");
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn import(store: &mut ImageStore, args: &ImportArgs) -> Result<()> {
+    let reference = match &args.reference {
+        Some(name) => Reference::parse(name)?,
+        None => bail!("keel import needs a name for the image: keel import FILE NAME[:TAG]"),
+    };
+    let record = if args.file == "-" {
+        store.import(std::io::stdin().lock(), &reference)?
+    } else {
+        let file =
+            std::fs::File::open(&args.file).with_context(|| format!("open {}", args.file))?;
+        store.import(file, &reference)?
+    };
+    println!("{}", record.id);
+    Ok(())
+}
+
+pub fn tag(store: &mut ImageStore, args: &TagArgs) -> Result<()> {
+    let record = store.resolve(&args.source)?;
+    let target = Reference::parse(&args.target)?;
+    if target.digest().is_some() {
+        bail!("refusing to create a tag with a digest reference");
+    }
+    store.metadata.tag(&target.full(), &record.id)?;
+    Ok(())
+}
+
+pub fn rmi(store: &mut ImageStore, args: &RmiArgs) -> Result<i32> {
+    let mut failed = false;
+    for name in &args.images {
+        match store.remove(name, args.force) {
+            Ok(lines) => {
+                for line in lines {
+                    println!("{line}");
+                }
+            }
+            Err(e) => {
+                eprintln!("Error: {e}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed { 1 } else { 0 })
+}
+
+pub fn inspect(store: &ImageStore, args: &InspectArgs) -> Result<i32> {
+    let mut out = Vec::new();
+    let mut failed = false;
+    for name in &args.images {
+        match store.inspect(name) {
+            Ok(value) => out.push(value),
+            Err(e) => {
+                eprintln!("Error: No such image: {name} ({e})");
+                failed = true;
+            }
+        }
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(if failed { 1 } else { 0 })
+}
+
+pub fn history(store: &ImageStore, args: &HistoryArgs) -> Result<()> {
+    let record = store.resolve(&args.image)?;
+    let config = store.config(&record)?;
+    let mut rows = vec![
+        ["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    let sizes = store.layer_sizes(&record);
+    let mut layer = sizes.len();
+    let entries: Vec<_> = config.history.iter().rev().collect();
+    for (i, entry) in entries.iter().enumerate() {
+        let size = if entry.empty_layer {
+            0
+        } else {
+            layer = layer.saturating_sub(1);
+            sizes.get(layer).copied().unwrap_or(0)
+        };
+        let id = if i == 0 {
+            short_id(&record, args.no_trunc)
+        } else {
+            "<missing>".to_string()
+        };
+        if args.quiet {
+            println!("{id}");
+            continue;
+        }
+        let mut created_by = entry.created_by.clone().unwrap_or_default();
+        if !args.no_trunc && created_by.chars().count() > 45 {
+            created_by = created_by.chars().take(44).collect::<String>() + "…";
+        }
+        rows.push(vec![
+            id,
+            entry
+                .created
+                .as_deref()
+                .map(since)
+                .unwrap_or_else(|| "N/A".into()),
+            created_by,
+            human_size(size),
+            entry.comment.clone().unwrap_or_default(),
+        ]);
+    }
+    if !args.quiet {
+        print!("{}", render_table(&rows));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_like_docker() {
+        assert_eq!(human_size(0), "0B");
+        assert_eq!(human_size(999), "999B");
+        assert_eq!(human_size(4_261_000), "4.26MB");
+        assert_eq!(human_size(77_800_000), "77.8MB");
+        assert_eq!(human_size(1_000_000_000), "1GB");
+        assert_eq!(human_size(123_456_789), "123MB");
+    }
+
+    #[test]
+    fn rfc3339_parses() {
+        assert_eq!(parse_rfc3339("1970-01-02T00:00:00Z"), Some(86_400));
+        assert_eq!(parse_rfc3339("2000-03-01T01:02:03.5Z"), Some(951_872_523));
+        assert_eq!(since("garbage"), "N/A");
+    }
+}

@@ -1,0 +1,618 @@
+//! The image store: the content store, the layer snapshots and the
+//! metadata together, and the operations on whole images that work without
+//! a registry: commit a pulled image, `load` an archive, `import` a rootfs.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use crate::content::{ContentStore, MAX_DOCUMENT_SIZE};
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::layer::UnpackOptions;
+use crate::manifest::{
+    self, Descriptor, Document, History, ImageConfig, Manifest, Platform, RootFs,
+};
+use crate::metadata::{ImageRecord, Metadata};
+use crate::reference::Reference;
+use crate::snapshot::Snapshots;
+
+pub struct ImageStore {
+    pub content: ContentStore,
+    pub snapshots: Snapshots,
+    pub metadata: Metadata,
+}
+
+const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+impl ImageStore {
+    /// Opens the store under keel's root (`/var/lib/keel` by default).
+    pub fn open(root: &Path) -> Result<ImageStore> {
+        Ok(ImageStore {
+            content: ContentStore::open(root)?,
+            snapshots: Snapshots::open(root)?,
+            metadata: Metadata::open(root)?,
+        })
+    }
+
+    fn unpack_options() -> UnpackOptions {
+        let root = nix::unistd::geteuid().is_root();
+        UnpackOptions {
+            keep_ownership: root,
+            allow_devices: root,
+        }
+    }
+
+    /// Makes an image whose manifest, config and layers are already in the
+    /// content store usable: unpacks missing snapshots, then records it and
+    /// its tags in one transaction. Nothing is tagged if any step fails.
+    pub fn commit(
+        &mut self,
+        manifest_digest: &Digest,
+        manifest_media_type: &str,
+        manifest: &Manifest,
+        tags: &[Reference],
+    ) -> Result<ImageRecord> {
+        let config_bytes = self.content.read(&manifest.config.digest)?;
+        let config: ImageConfig = serde_json::from_slice(&config_bytes)
+            .map_err(|e| Error::msg(format!("image config {}: {e}", manifest.config.digest)))?;
+        let diff_ids = &config.rootfs.diff_ids;
+        if diff_ids.len() != manifest.layers.len() {
+            return Err(Error::msg(format!(
+                "image {}: the manifest lists {} layers but the config {} diff ids",
+                manifest_digest,
+                manifest.layers.len(),
+                diff_ids.len()
+            )));
+        }
+        let chain_ids = manifest::chain_ids(diff_ids);
+        let options = Self::unpack_options();
+        let mut size = 0;
+        for ((layer, diff_id), chain_id) in manifest.layers.iter().zip(diff_ids).zip(&chain_ids) {
+            if !self.snapshots.contains(chain_id) {
+                let blob = self.content.open_blob(&layer.digest)?;
+                let reader = std::io::BufReader::with_capacity(256 * 1024, blob);
+                self.snapshots.unpack(chain_id, diff_id, reader, &options)?;
+            }
+            size += self.snapshots.size(chain_id);
+        }
+        let record = ImageRecord {
+            id: manifest.config.digest.clone(),
+            manifest: manifest_digest.clone(),
+            manifest_media_type: manifest_media_type.to_string(),
+            created: config.created.clone().unwrap_or_default(),
+            size,
+            platform: config.platform().to_string(),
+            chain_ids,
+        };
+        let tags: Vec<String> = tags.iter().map(Reference::full).collect();
+        self.metadata.put_image(&record, &tags)?;
+        Ok(record)
+    }
+
+    /// `keel load`: a docker archive (`manifest.json`) or an OCI layout
+    /// (`index.json`), as a tar file or a directory. Returns the images
+    /// with the tags they got.
+    pub fn load(&mut self, path: &Path) -> Result<Vec<(ImageRecord, Vec<String>)>> {
+        let archive = if path.is_dir() {
+            Archive::from_dir(path, &self.content)?
+        } else {
+            let file = fs::File::open(path)
+                .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+            Archive::from_tar(file, &self.content)?
+        };
+        self.load_archive(&archive)
+    }
+
+    /// `keel load` from a stream (stdin).
+    pub fn load_stream(&mut self, reader: impl Read) -> Result<Vec<(ImageRecord, Vec<String>)>> {
+        let archive = Archive::from_tar(reader, &self.content)?;
+        self.load_archive(&archive)
+    }
+
+    fn load_archive(&mut self, archive: &Archive) -> Result<Vec<(ImageRecord, Vec<String>)>> {
+        if let Some(manifest_json) = archive.documents.get("manifest.json") {
+            return self.load_docker_archive(archive, manifest_json);
+        }
+        if let Some(index_json) = archive.documents.get("index.json") {
+            return self.load_oci_layout(index_json);
+        }
+        Err(Error::msg(
+            "not an image archive: neither manifest.json (docker save) nor index.json (OCI layout) found",
+        ))
+    }
+
+    fn load_docker_archive(
+        &mut self,
+        archive: &Archive,
+        manifest_json: &[u8],
+    ) -> Result<Vec<(ImageRecord, Vec<String>)>> {
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Entry {
+            config: String,
+            #[serde(default)]
+            repo_tags: Option<Vec<String>>,
+            layers: Vec<String>,
+        }
+        let entries: Vec<Entry> = serde_json::from_slice(manifest_json)
+            .map_err(|e| Error::msg(format!("manifest.json in the archive: {e}")))?;
+        let mut loaded = Vec::new();
+        for entry in entries {
+            let config_digest = archive.digest_of(&entry.config)?;
+            let config_size = self
+                .content
+                .open_blob(&config_digest)?
+                .metadata()
+                .map(|m| m.len())
+                .unwrap_or(0);
+            let mut layers = Vec::new();
+            for layer in &entry.layers {
+                let digest = archive.digest_of(layer)?;
+                let size = fs::metadata(self.content.path(&digest))
+                    .map(|m| m.len())
+                    .unwrap_or(0);
+                let mut prefix = [0u8; 4];
+                let n = self
+                    .content
+                    .open_blob(&digest)?
+                    .read(&mut prefix)
+                    .unwrap_or(0);
+                let media_type = match crate::layer::detect(&prefix[..n]) {
+                    crate::layer::Compression::Gzip => manifest::MEDIA_TYPE_DOCKER_LAYER_GZIP,
+                    crate::layer::Compression::Zstd => manifest::MEDIA_TYPE_DOCKER_LAYER_ZSTD,
+                    crate::layer::Compression::None => manifest::MEDIA_TYPE_DOCKER_LAYER,
+                };
+                layers.push(descriptor(media_type, digest, size));
+            }
+            // A docker archive has no manifest: make the schema2 one
+            // `docker push` would.
+            let manifest = Manifest {
+                schema_version: 2,
+                media_type: Some(manifest::MEDIA_TYPE_DOCKER_MANIFEST.to_string()),
+                artifact_type: None,
+                config: descriptor(
+                    manifest::MEDIA_TYPE_DOCKER_CONFIG,
+                    config_digest,
+                    config_size,
+                ),
+                layers,
+                subject: None,
+                annotations: BTreeMap::new(),
+            };
+            let manifest_bytes = serde_json::to_vec(&manifest).expect("manifest serializes");
+            let manifest_digest = self.content.write(&manifest_bytes)?;
+            let tags = entry
+                .repo_tags
+                .unwrap_or_default()
+                .iter()
+                .map(|t| Reference::parse(t))
+                .collect::<Result<Vec<_>>>()?;
+            let record = self.commit(
+                &manifest_digest,
+                manifest::MEDIA_TYPE_DOCKER_MANIFEST,
+                &manifest,
+                &tags,
+            )?;
+            let tags = self.metadata.tags_of(&record.id)?;
+            loaded.push((record, tags));
+        }
+        Ok(loaded)
+    }
+
+    fn load_oci_layout(&mut self, index_json: &[u8]) -> Result<Vec<(ImageRecord, Vec<String>)>> {
+        let Document::Index(index) = Document::parse(None, index_json)? else {
+            return Err(Error::msg(
+                "index.json of the OCI layout is not an image index",
+            ));
+        };
+        let mut loaded = Vec::new();
+        for entry in &index.manifests {
+            let tag = entry
+                .annotations
+                .get(ANNOTATION_REF_NAME)
+                .map(|name| ref_name_to_reference(name))
+                .transpose()?;
+            let (digest, media_type, manifest) = self.resolve_manifest(entry)?;
+            let tags: Vec<Reference> = tag.into_iter().collect();
+            let record = self.commit(&digest, &media_type, &manifest, &tags)?;
+            let tags = self.metadata.tags_of(&record.id)?;
+            loaded.push((record, tags));
+        }
+        Ok(loaded)
+    }
+
+    /// A descriptor to an image manifest, going through an index for this
+    /// machine's platform when it points at one.
+    fn resolve_manifest(&self, descriptor: &Descriptor) -> Result<(Digest, String, Manifest)> {
+        let bytes = self.content.read(&descriptor.digest)?;
+        match Document::parse(Some(&descriptor.media_type), &bytes)? {
+            Document::Manifest(manifest) => Ok((
+                descriptor.digest.clone(),
+                descriptor.media_type.clone(),
+                manifest,
+            )),
+            Document::Index(index) => {
+                let chosen = index.select(&Platform::current())?;
+                self.resolve_manifest(chosen)
+            }
+        }
+    }
+
+    /// `keel import`: a root filesystem tarball (plain, gzip or zstd) as a
+    /// one-layer image, tagged `reference`.
+    pub fn import(&mut self, tarball: impl Read, reference: &Reference) -> Result<ImageRecord> {
+        let (layer_digest, layer_size) = self.content.ingest_any(tarball)?;
+        let mut prefix = [0u8; 4];
+        let n = self
+            .content
+            .open_blob(&layer_digest)?
+            .read(&mut prefix)
+            .unwrap_or(0);
+        let compression = crate::layer::detect(&prefix[..n]);
+        // The diff id is the digest of the uncompressed tar: unpack once to
+        // learn it, into the snapshot it will be anyway.
+        let blob = self.content.open_blob(&layer_digest)?;
+        let diff_id = self.snapshots.unpack_base(blob, &Self::unpack_options())?;
+        let now = now_rfc3339();
+        let platform = Platform::current();
+        let config = ImageConfig {
+            created: Some(now.clone()),
+            architecture: platform.architecture.clone(),
+            os: platform.os.clone(),
+            variant: platform.variant.clone(),
+            rootfs: RootFs {
+                kind: "layers".to_string(),
+                diff_ids: vec![diff_id],
+            },
+            history: vec![History {
+                created: Some(now),
+                created_by: Some("keel import".to_string()),
+                comment: Some("Imported from tarball".to_string()),
+                ..History::default()
+            }],
+            ..ImageConfig::default()
+        };
+        let config_bytes = serde_json::to_vec(&config).expect("config serializes");
+        let config_digest = self.content.write(&config_bytes)?;
+        let layer_media_type = match compression {
+            crate::layer::Compression::Gzip => manifest::MEDIA_TYPE_OCI_LAYER_GZIP,
+            crate::layer::Compression::Zstd => manifest::MEDIA_TYPE_OCI_LAYER_ZSTD,
+            crate::layer::Compression::None => manifest::MEDIA_TYPE_OCI_LAYER,
+        };
+        let manifest = Manifest {
+            schema_version: 2,
+            media_type: Some(manifest::MEDIA_TYPE_OCI_MANIFEST.to_string()),
+            artifact_type: None,
+            config: descriptor(
+                manifest::MEDIA_TYPE_OCI_CONFIG,
+                config_digest,
+                config_bytes.len() as u64,
+            ),
+            layers: vec![descriptor(layer_media_type, layer_digest, layer_size)],
+            subject: None,
+            annotations: BTreeMap::new(),
+        };
+        let manifest_bytes = serde_json::to_vec(&manifest).expect("manifest serializes");
+        let manifest_digest = self.content.write(&manifest_bytes)?;
+        self.commit(
+            &manifest_digest,
+            manifest::MEDIA_TYPE_OCI_MANIFEST,
+            &manifest,
+            std::slice::from_ref(reference),
+        )
+    }
+
+    /// An image by what a user types: a name (`busybox`, normalized), a
+    /// full reference, `name@sha256:...` or an id (prefix).
+    pub fn resolve(&self, name: &str) -> Result<ImageRecord> {
+        if let Ok(reference) = Reference::parse(name) {
+            if let Some(digest) = reference.digest() {
+                for (record, _) in self.metadata.images()? {
+                    if &record.manifest == digest {
+                        return Ok(record);
+                    }
+                }
+            } else if let Some(record) = self.metadata.resolve_tag(&reference.full())? {
+                return Ok(record);
+            }
+        }
+        if let Some(record) = self.metadata.find_by_id_prefix(name)? {
+            return Ok(record);
+        }
+        Err(Error::msg(format!("No such image: {name}")))
+    }
+}
+
+impl ImageStore {
+    /// The image's config.
+    pub fn config(&self, record: &ImageRecord) -> Result<ImageConfig> {
+        let bytes = self.content.read(&record.id)?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::msg(format!("image config {}: {e}", record.id)))
+    }
+
+    /// Unpacked size of each layer, bottom first.
+    pub fn layer_sizes(&self, record: &ImageRecord) -> Vec<u64> {
+        record
+            .chain_ids
+            .iter()
+            .map(|c| self.snapshots.size(c))
+            .collect()
+    }
+
+    /// `rmi`: untags `name`; deletes the image when no tag is left (or when
+    /// `name` is an id: then only if it has at most one tag, or `force`).
+    /// Returns docker's lines (`Untagged: ...`, `Deleted: ...`).
+    pub fn remove(&mut self, name: &str, force: bool) -> Result<Vec<String>> {
+        let record = self.resolve(name)?;
+        let tags = self.metadata.tags_of(&record.id)?;
+        let by_tag = Reference::parse(name)
+            .ok()
+            .filter(|r| r.digest().is_none() && tags.contains(&r.full()));
+        let mut lines = Vec::new();
+        match by_tag {
+            Some(reference) if tags.len() > 1 => {
+                self.metadata.untag(&reference.full())?;
+                lines.push(format!("Untagged: {}", familiar(&reference)));
+                return Ok(lines);
+            }
+            Some(reference) => {
+                self.metadata.untag(&reference.full())?;
+                lines.push(format!("Untagged: {}", familiar(&reference)));
+            }
+            None => {
+                if tags.len() > 1 && !force {
+                    return Err(Error::msg(format!(
+                        "conflict: unable to delete {} (must be forced) - image is referenced in multiple repositories",
+                        record.id.short()
+                    )));
+                }
+                for tag in &tags {
+                    self.metadata.untag(tag)?;
+                    if let Ok(reference) = Reference::parse(tag) {
+                        lines.push(format!("Untagged: {}", familiar(&reference)));
+                    }
+                }
+            }
+        }
+        self.metadata.delete_image(&record.id)?;
+        lines.push(format!("Deleted: {}", record.id));
+        self.collect_garbage()?;
+        Ok(lines)
+    }
+
+    /// Removes blobs and snapshots no image references (DESIGN: the garbage
+    /// collector). Containers will hold references too once they exist.
+    /// Returns the bytes freed.
+    pub fn collect_garbage(&mut self) -> Result<u64> {
+        let mut blobs = std::collections::BTreeSet::new();
+        let mut snapshots = std::collections::BTreeSet::new();
+        for (record, _) in self.metadata.images()? {
+            blobs.insert(record.manifest.clone());
+            blobs.insert(record.id.clone());
+            if let Ok(bytes) = self.content.read(&record.manifest)
+                && let Ok(Document::Manifest(manifest)) =
+                    Document::parse(Some(&record.manifest_media_type), &bytes)
+            {
+                blobs.extend(manifest.layers.into_iter().map(|l| l.digest));
+            }
+            snapshots.extend(record.chain_ids.iter().cloned());
+        }
+        let mut freed = 0;
+        for (digest, size) in self.content.list()? {
+            if !blobs.contains(&digest) {
+                self.content.delete(&digest)?;
+                freed += size;
+            }
+        }
+        for chain_id in self.snapshots.list()? {
+            if !snapshots.contains(&chain_id) {
+                freed += self.snapshots.size(&chain_id);
+                self.snapshots.remove(&chain_id)?;
+            }
+        }
+        self.content.clean_ingest()?;
+        self.snapshots.clean_ingest()?;
+        Ok(freed)
+    }
+
+    /// `image inspect`: docker's fields that keel knows.
+    pub fn inspect(&self, name: &str) -> Result<serde_json::Value> {
+        let record = self.resolve(name)?;
+        let config = self.config(&record)?;
+        let tags = self.metadata.tags_of(&record.id)?;
+        let repo_digests: Vec<String> = tags
+            .iter()
+            .filter_map(|t| Reference::parse(t).ok())
+            .map(|r| format!("{}@{}", r.familiar_name(), record.manifest))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let repo_tags: Vec<String> = tags
+            .iter()
+            .filter_map(|t| Reference::parse(t).ok())
+            .map(|r| familiar(&r))
+            .collect();
+        Ok(serde_json::json!({
+            "Id": record.id.to_string(),
+            "RepoTags": repo_tags,
+            "RepoDigests": repo_digests,
+            "Created": record.created,
+            "Author": config.author.clone().unwrap_or_default(),
+            "Config": config.config,
+            "Architecture": config.architecture,
+            "Variant": config.variant,
+            "Os": config.os,
+            "Size": record.size,
+            "RootFS": {"Type": config.rootfs.kind, "Layers": config.rootfs.diff_ids},
+            "Metadata": {"LastTagTime": serde_json::Value::Null},
+            "Descriptor": {"mediaType": record.manifest_media_type, "digest": record.manifest.to_string()},
+        }))
+    }
+}
+
+/// `busybox:latest`, `localhost:5000/app:1`, as docker prints names.
+fn familiar(reference: &Reference) -> String {
+    match reference.tag() {
+        Some(tag) => format!("{}:{tag}", reference.familiar_name()),
+        None => reference.familiar_name(),
+    }
+}
+
+fn descriptor(media_type: &str, digest: Digest, size: u64) -> Descriptor {
+    Descriptor {
+        media_type: media_type.to_string(),
+        digest,
+        size,
+        urls: Vec::new(),
+        annotations: BTreeMap::new(),
+        platform: None,
+        artifact_type: None,
+    }
+}
+
+/// OCI layouts name images with a bare tag ("latest") or a full reference.
+fn ref_name_to_reference(name: &str) -> Result<Reference> {
+    Reference::parse(name).or_else(|_| Reference::parse(&format!("localhost/{name}")))
+}
+
+fn now_rfc3339() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs() as i64;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// An image archive's files: blobs went straight into the content store
+/// (verified against their names where they have one); small JSON files
+/// are kept here by their path in the archive.
+struct Archive {
+    documents: BTreeMap<String, Vec<u8>>,
+    /// Archive path → digest, for blobs that are not named by digest
+    /// (`<id>/layer.tar`, `<id>.json` in older docker archives).
+    blobs: BTreeMap<String, Digest>,
+}
+
+impl Archive {
+    fn from_tar(reader: impl Read, content: &ContentStore) -> Result<Archive> {
+        let mut archive = Archive {
+            documents: BTreeMap::new(),
+            blobs: BTreeMap::new(),
+        };
+        let mut tar = tar::Archive::new(reader);
+        let entries = tar
+            .entries()
+            .map_err(|e| Error::io("read image archive", e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("read image archive", e))?;
+            if entry.header().entry_type() != tar::EntryType::Regular {
+                continue;
+            }
+            let path = entry
+                .path()
+                .map_err(|e| Error::io("read image archive entry name", e))?
+                .to_string_lossy()
+                .trim_start_matches("./")
+                .to_string();
+            archive.add(&path, entry.header().size().unwrap_or(0), entry, content)?;
+        }
+        Ok(archive)
+    }
+
+    fn from_dir(dir: &Path, content: &ContentStore) -> Result<Archive> {
+        let mut archive = Archive {
+            documents: BTreeMap::new(),
+            blobs: BTreeMap::new(),
+        };
+        let mut stack = vec![PathBuf::new()];
+        while let Some(rel) = stack.pop() {
+            let full = dir.join(&rel);
+            let entries = fs::read_dir(&full)
+                .map_err(|e| Error::io(format!("read {}", full.display()), e))?;
+            for entry in entries.flatten() {
+                let rel_path = rel.join(entry.file_name());
+                let file_type = entry.file_type().map_err(|e| Error::io("stat", e))?;
+                if file_type.is_dir() {
+                    stack.push(rel_path);
+                } else if file_type.is_file() {
+                    let file = fs::File::open(entry.path())
+                        .map_err(|e| Error::io(format!("open {}", entry.path().display()), e))?;
+                    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+                    archive.add(&rel_path.to_string_lossy(), size, file, content)?;
+                }
+            }
+        }
+        Ok(archive)
+    }
+
+    fn add(
+        &mut self,
+        path: &str,
+        size: u64,
+        reader: impl Read,
+        content: &ContentStore,
+    ) -> Result<()> {
+        if let Some(hex) = path.strip_prefix("blobs/sha256/") {
+            let digest: Digest = format!("sha256:{hex}").parse().map_err(|_| {
+                Error::msg(format!(
+                    "image archive: blob name {path:?} is not a sha256 digest"
+                ))
+            })?;
+            if !content.contains(&digest) {
+                content.ingest(&digest, Some(size), reader)?;
+            }
+            self.blobs.insert(path.to_string(), digest);
+        } else if path.ends_with(".json") || path == "oci-layout" || path == "repositories" {
+            if size > MAX_DOCUMENT_SIZE {
+                return Err(Error::msg(format!(
+                    "image archive: {path} is too large ({size} bytes)"
+                )));
+            }
+            let mut data = Vec::with_capacity(size as usize);
+            reader
+                .take(MAX_DOCUMENT_SIZE)
+                .read_to_end(&mut data)
+                .map_err(|e| Error::io(format!("read {path} in the image archive"), e))?;
+            // Old docker archives name configs <id>.json: they are blobs too.
+            if path != "manifest.json" && path != "index.json" && !path.contains('/') {
+                let digest = content.write(&data)?;
+                self.blobs.insert(path.to_string(), digest);
+            }
+            self.documents.insert(path.to_string(), data);
+        } else {
+            // Layers: `<id>/layer.tar` (docker), `<hex>.tar` (podman), or
+            // whatever manifest.json names; hashed as they stream in.
+            let (digest, _) = content.ingest_any(reader)?;
+            self.blobs.insert(path.to_string(), digest);
+        }
+        Ok(())
+    }
+
+    fn digest_of(&self, path: &str) -> Result<Digest> {
+        let path = path.trim_start_matches("./");
+        self.blobs.get(path).cloned().ok_or_else(|| {
+            Error::msg(format!(
+                "image archive: manifest.json names {path:?}, which the archive does not hold"
+            ))
+        })
+    }
+}

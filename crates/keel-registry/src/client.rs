@@ -1,0 +1,1494 @@
+//! A thin client for the distribution API v2 (what `docker pull` and
+//! `docker push` speak): ping, manifests, blobs (with redirects to blob
+//! storage), uploads with cross-repository mounts, tag listing.
+//!
+//! - Authentication follows the registry's `WWW-Authenticate` challenge:
+//!   Bearer tokens (anonymous or with credentials, cached per scope) or
+//!   Basic, with credentials from docker's `config.json`.
+//! - HTTPS through rustls with the system's CA store. Plain HTTP (and
+//!   HTTPS with an unverified certificate) only for `localhost`, loopback
+//!   addresses and the registries the user marks insecure, as docker does:
+//!   HTTPS is tried first, HTTP if it gets no answer.
+//! - Mirrors of a registry (docker.io in practice) are tried in order for
+//!   pulls before the registry itself.
+//!
+//! Registries are named as references name them (`docker.io`,
+//! `localhost:5000`); docker.io's API is served by `registry-1.docker.io`.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt, TryStreamExt};
+use keel_image::digest::Digest;
+use keel_image::reference::Reference;
+use reqwest::header::{self, HeaderMap, HeaderValue};
+use reqwest::{Method, StatusCode, Url};
+use serde::Deserialize;
+
+use crate::auth::{self, Challenge, Credentials, DockerConfig};
+use crate::error::{Error, RegistryError, Result, Status, parse_registry_errors};
+
+/// Docker Hub's name in references, and the host that serves its API.
+const DOCKER_HUB: &str = "docker.io";
+const DOCKER_HUB_API: &str = "registry-1.docker.io";
+
+pub const MEDIA_TYPE_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const MEDIA_TYPE_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const MEDIA_TYPE_DOCKER_LIST: &str =
+    "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const MEDIA_TYPE_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+
+/// What `get_manifest` accepts, best first.
+pub const MANIFEST_ACCEPT: &[&str] = &[
+    MEDIA_TYPE_OCI_INDEX,
+    MEDIA_TYPE_DOCKER_LIST,
+    MEDIA_TYPE_OCI_MANIFEST,
+    MEDIA_TYPE_DOCKER_MANIFEST,
+];
+
+/// Manifests and indexes larger than this are refused (as containerd does).
+pub const MAX_MANIFEST_SIZE: usize = 4 << 20;
+
+const MAX_REDIRECTS: usize = 10;
+/// Error bodies are read up to this size for their JSON error list.
+const MAX_ERROR_BODY: usize = 64 << 10;
+
+/// What the client is told by the user: insecure registries, mirrors,
+/// credentials.
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    /// Registries (`host` or `host:port`) that may be reached over plain
+    /// HTTP or with an unverified certificate, besides localhost and
+    /// loopback addresses, which always may.
+    pub insecure: Vec<String>,
+    /// Mirrors by registry name (`docker.io` → [`http://127.0.0.1:5001`]),
+    /// tried in order for pulls. A mirror without a scheme is HTTPS.
+    pub mirrors: HashMap<String, Vec<String>>,
+    /// Logins; `None` reads docker's default `config.json` at
+    /// [`Client::new`].
+    pub docker_config: Option<DockerConfig>,
+    /// `User-Agent`; `keel/<version>` when empty.
+    pub user_agent: String,
+}
+
+impl ClientOptions {
+    /// Reads a registries file:
+    /// `{"mirrors":{"docker.io":["http://127.0.0.1:5001"]},"insecure":["myreg:5000"]}`.
+    /// docker's `daemon.json` keys (`registry-mirrors` for docker.io,
+    /// `insecure-registries`) are read too. A missing file is no options.
+    pub fn from_file(path: &Path) -> Result<ClientOptions> {
+        let text = match std::fs::read(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(ClientOptions::default());
+            }
+            Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
+        };
+        ClientOptions::parse(&text).map_err(|e| Error::msg(format!("{}: {e}", path.display())))
+    }
+
+    pub fn parse(text: &[u8]) -> Result<ClientOptions> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct File {
+            #[serde(default)]
+            mirrors: HashMap<String, Vec<String>>,
+            #[serde(default)]
+            insecure: Vec<String>,
+            #[serde(default, rename = "registry-mirrors")]
+            registry_mirrors: Vec<String>,
+            #[serde(default, rename = "insecure-registries")]
+            insecure_registries: Vec<String>,
+        }
+        let file: File = serde_json::from_slice(text)
+            .map_err(|e| Error::msg(format!("invalid registries config: {e}")))?;
+        let mut options = ClientOptions {
+            insecure: file.insecure,
+            mirrors: file.mirrors,
+            ..ClientOptions::default()
+        };
+        options.insecure.extend(file.insecure_registries);
+        if !file.registry_mirrors.is_empty() {
+            options
+                .mirrors
+                .entry(DOCKER_HUB.to_string())
+                .or_default()
+                .extend(file.registry_mirrors);
+        }
+        for mirrors in options.mirrors.values() {
+            for mirror in mirrors {
+                Url::parse(&mirror_url(mirror))
+                    .map_err(|e| Error::msg(format!("invalid mirror URL {mirror:?}: {e}")))?;
+            }
+        }
+        Ok(options)
+    }
+}
+
+fn mirror_url(mirror: &str) -> String {
+    let mirror = mirror.trim_end_matches('/');
+    if mirror.contains("://") {
+        mirror.to_string()
+    } else {
+        format!("https://{mirror}")
+    }
+}
+
+/// Where one registry (or one of its mirrors) is reached.
+#[derive(Debug, Clone)]
+struct Endpoint {
+    /// `https://registry-1.docker.io`, `http://127.0.0.1:5000`, without
+    /// `/v2`; resolved lazily for insecure hosts (see `Client::base`).
+    base: Option<String>,
+    /// `host[:port]` of the API server.
+    host: String,
+    /// The registry name credentials are looked up by.
+    registry: String,
+    mirror: bool,
+}
+
+type CacheKey = (String, String);
+
+/// Who a request is for: the endpoint, the token scopes it needs, and what
+/// its errors say it was doing.
+#[derive(Clone, Copy)]
+struct Call<'a> {
+    endpoint: &'a Endpoint,
+    scopes: &'a [String],
+    context: &'a str,
+}
+
+#[derive(Debug, Clone)]
+enum CachedAuth {
+    Bearer { header: String, expires: Instant },
+    Basic(String),
+}
+
+/// Something a request sends: nothing, bytes (can be resent after an auth
+/// challenge), or a stream (sent once).
+pub enum RequestBody {
+    Empty,
+    Bytes(Bytes),
+    Stream(reqwest::Body),
+}
+
+/// A manifest or index as the registry served it.
+#[derive(Debug, Clone)]
+pub struct ManifestResponse {
+    pub media_type: String,
+    pub data: Bytes,
+    /// The sha256 of `data` (checked against the reference's digest and
+    /// the registry's `Docker-Content-Digest`).
+    pub digest: Digest,
+}
+
+/// A blob being downloaded.
+pub struct BlobStream {
+    /// From `Content-Length`, when the server sent it.
+    pub size: Option<u64>,
+    pub stream: Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>,
+}
+
+impl std::fmt::Debug for BlobStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobStream")
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How [`Client::upload_blob`] sends the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UploadMode {
+    /// POST, then one PUT with the whole blob.
+    Monolithic,
+    /// POST, PATCH chunks of this many bytes, then PUT with no body.
+    Chunked(usize),
+}
+
+/// A registry client. Cheap to clone; clones share connections and tokens.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Verifies certificates; follows no redirect by itself.
+    http: reqwest::Client,
+    /// Accepts any certificate: insecure registries only.
+    http_insecure: reqwest::Client,
+    insecure: Vec<String>,
+    mirrors: HashMap<String, Vec<String>>,
+    credentials: DockerConfig,
+    auth: Mutex<HashMap<CacheKey, CachedAuth>>,
+    /// The scheme chosen for each insecure host.
+    bases: Mutex<HashMap<String, String>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("insecure", &self.inner.insecure)
+            .field("mirrors", &self.inner.mirrors)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    pub fn new(options: ClientOptions) -> Result<Client> {
+        let user_agent = if options.user_agent.is_empty() {
+            format!("keel/{}", env!("CARGO_PKG_VERSION"))
+        } else {
+            options.user_agent.clone()
+        };
+        let builder = || {
+            reqwest::Client::builder()
+                .user_agent(user_agent.clone())
+                .redirect(reqwest::redirect::Policy::none())
+                .connect_timeout(Duration::from_secs(30))
+                .read_timeout(Duration::from_secs(120))
+        };
+        let http = builder()
+            .build()
+            .map_err(|e| Error::http("create the HTTP client", e))?;
+        let http_insecure = builder()
+            .tls_danger_accept_invalid_certs(true)
+            .build()
+            .map_err(|e| Error::http("create the HTTP client", e))?;
+        let credentials = match options.docker_config {
+            Some(config) => config,
+            None => DockerConfig::load_default()?,
+        };
+        Ok(Client {
+            inner: Arc::new(Inner {
+                http,
+                http_insecure,
+                insecure: options.insecure,
+                mirrors: options.mirrors,
+                credentials,
+                auth: Mutex::new(HashMap::new()),
+                bases: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// Whether `host` (`host[:port]`) may be reached without verified TLS.
+    pub fn is_insecure(&self, host: &str) -> bool {
+        is_insecure_host(host, &self.inner.insecure)
+    }
+
+    fn upstream(&self, registry: &str) -> Endpoint {
+        let host = if registry == DOCKER_HUB {
+            DOCKER_HUB_API
+        } else {
+            registry
+        };
+        Endpoint {
+            base: (!self.is_insecure(host)).then(|| format!("https://{host}")),
+            host: host.to_string(),
+            registry: registry.to_string(),
+            mirror: false,
+        }
+    }
+
+    /// Mirrors (for pulls) then the registry itself.
+    fn endpoints(&self, registry: &str, pull: bool) -> Vec<Endpoint> {
+        let mut endpoints = Vec::new();
+        if pull && let Some(mirrors) = self.inner.mirrors.get(registry) {
+            for mirror in mirrors {
+                let url = mirror_url(mirror);
+                let Ok(parsed) = Url::parse(&url) else {
+                    continue;
+                };
+                let host = host_port(&parsed);
+                endpoints.push(Endpoint {
+                    base: Some(url),
+                    registry: host.clone(),
+                    host,
+                    mirror: true,
+                });
+            }
+        }
+        endpoints.push(self.upstream(registry));
+        endpoints
+    }
+
+    /// The endpoint's base URL; for an insecure host, HTTPS if it answers
+    /// TLS, else HTTP (decided once per host).
+    async fn base(&self, endpoint: &Endpoint) -> String {
+        if let Some(base) = &endpoint.base {
+            return base.clone();
+        }
+        if let Some(base) = lock(&self.inner.bases).get(&endpoint.host) {
+            return base.clone();
+        }
+        let https = format!("https://{}", endpoint.host);
+        let probe = self
+            .inner
+            .http_insecure
+            .get(format!("{https}/v2/"))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await;
+        let base = match probe {
+            Ok(_) => https,
+            Err(e) => {
+                tracing::debug!(host = %endpoint.host, error = %e, "no HTTPS; using plain HTTP");
+                format!("http://{}", endpoint.host)
+            }
+        };
+        lock(&self.inner.bases).insert(endpoint.host.clone(), base.clone());
+        base
+    }
+
+    fn http_for(&self, url: &Url) -> &reqwest::Client {
+        if self.is_insecure(&host_port(url)) {
+            &self.inner.http_insecure
+        } else {
+            &self.inner.http
+        }
+    }
+
+    /// Sends a request to an endpoint: with cached auth, answering one
+    /// auth challenge (when the body can be resent), following redirects
+    /// for GET and HEAD (without `Authorization` once on another host).
+    /// Returns the final response whatever its status.
+    async fn execute(
+        &self,
+        call: Call<'_>,
+        method: Method,
+        url: &str,
+        headers: HeaderMap,
+        body: RequestBody,
+    ) -> Result<reqwest::Response> {
+        let Call {
+            endpoint,
+            scopes,
+            context,
+        } = call;
+        let cache_key = (endpoint.host.clone(), scopes.join(" "));
+        let cached = self.cached_auth(&cache_key, &endpoint.host);
+        let resendable = match &body {
+            RequestBody::Empty => Some(None),
+            RequestBody::Bytes(bytes) => Some(Some(bytes.clone())),
+            RequestBody::Stream(_) => None,
+        };
+        let response = self
+            .send_following(method.clone(), url, &headers, cached.clone(), body, context)
+            .await?;
+        if response.status() != StatusCode::UNAUTHORIZED {
+            return Ok(response);
+        }
+        let Some(resend) = resendable else {
+            return Ok(response);
+        };
+        let challenges: Vec<Challenge> = response
+            .headers()
+            .get_all(header::WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(auth::parse_www_authenticate)
+            .collect();
+        let Some(authorization) = self
+            .authenticate(endpoint, &challenges, scopes, &cache_key)
+            .await?
+        else {
+            return Ok(response);
+        };
+        if cached.as_deref() == Some(authorization.as_str()) {
+            // The same credentials again would get the same answer.
+            return Ok(response);
+        }
+        let body = match resend {
+            Some(bytes) => RequestBody::Bytes(bytes),
+            None => RequestBody::Empty,
+        };
+        self.send_following(method, url, &headers, Some(authorization), body, context)
+            .await
+    }
+
+    async fn send_following(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &HeaderMap,
+        authorization: Option<String>,
+        body: RequestBody,
+        context: &str,
+    ) -> Result<reqwest::Response> {
+        let mut url =
+            Url::parse(url).map_err(|e| Error::msg(format!("{context}: bad URL {url:?}: {e}")))?;
+        let origin = url.origin();
+        let mut body = Some(body);
+        for _ in 0..=MAX_REDIRECTS {
+            let mut request = self
+                .http_for(&url)
+                .request(method.clone(), url.clone())
+                .headers(headers.clone());
+            if let Some(authorization) = &authorization
+                && url.origin() == origin
+            {
+                request = request.header(header::AUTHORIZATION, authorization);
+            }
+            match body.take() {
+                Some(RequestBody::Bytes(bytes)) => request = request.body(bytes),
+                Some(RequestBody::Stream(stream)) => request = request.body(stream),
+                Some(RequestBody::Empty) | None => {}
+            }
+            let response = request
+                .send()
+                .await
+                .map_err(|e| Error::http(format!("{context}: {method} {}", redact(&url)), e))?;
+            let redirect = matches!(response.status().as_u16(), 301 | 302 | 303 | 307 | 308);
+            if !redirect || !(method == Method::GET || method == Method::HEAD) {
+                return Ok(response);
+            }
+            let Some(location) = response
+                .headers()
+                .get(header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+            else {
+                return Ok(response);
+            };
+            let next = url.join(location).map_err(|e| {
+                Error::msg(format!(
+                    "{context}: bad redirect location {location:?}: {e}"
+                ))
+            })?;
+            if url.scheme() == "https"
+                && next.scheme() != "https"
+                && !self.is_insecure(&host_port(&next))
+            {
+                return Err(Error::msg(format!(
+                    "{context}: refusing a redirect from HTTPS to {}",
+                    redact(&next)
+                )));
+            }
+            tracing::debug!(from = %redact(&url), to = %redact(&next), "redirect");
+            url = next;
+        }
+        Err(Error::msg(format!(
+            "{context}: more than {MAX_REDIRECTS} redirects"
+        )))
+    }
+
+    fn cached_auth(&self, key: &CacheKey, host: &str) -> Option<String> {
+        let mut cache = lock(&self.inner.auth);
+        match cache.get(key) {
+            Some(CachedAuth::Bearer { header, expires }) if *expires > Instant::now() => {
+                return Some(header.clone());
+            }
+            Some(CachedAuth::Bearer { .. }) => {
+                cache.remove(key);
+            }
+            Some(CachedAuth::Basic(header)) => return Some(header.clone()),
+            None => {}
+        }
+        match cache.get(&(host.to_string(), String::new())) {
+            Some(CachedAuth::Basic(header)) => Some(header.clone()),
+            _ => None,
+        }
+    }
+
+    fn credentials(&self, endpoint: &Endpoint) -> Option<&Credentials> {
+        self.inner.credentials.credentials(&endpoint.registry)
+    }
+
+    /// Answers a challenge: returns the `Authorization` value to retry with
+    /// (and caches it), or `None` when there is nothing to answer with.
+    async fn authenticate(
+        &self,
+        endpoint: &Endpoint,
+        challenges: &[Challenge],
+        scopes: &[String],
+        cache_key: &CacheKey,
+    ) -> Result<Option<String>> {
+        let credentials = self.credentials(endpoint).cloned();
+        for challenge in challenges {
+            match challenge {
+                Challenge::Bearer {
+                    realm,
+                    service,
+                    scope,
+                } => {
+                    let mut scopes = scopes.to_vec();
+                    if let Some(scope) = scope
+                        && !scopes.contains(scope)
+                    {
+                        scopes.push(scope.clone());
+                    }
+                    let token = self
+                        .fetch_token(
+                            endpoint,
+                            realm,
+                            service.as_deref(),
+                            &scopes,
+                            credentials.as_ref(),
+                        )
+                        .await?;
+                    let header = format!("Bearer {}", token.token);
+                    // Renew a little before the server's deadline.
+                    let lifetime = Duration::from_secs(token.expires_in.saturating_sub(10).max(1));
+                    lock(&self.inner.auth).insert(
+                        cache_key.clone(),
+                        CachedAuth::Bearer {
+                            header: header.clone(),
+                            expires: Instant::now() + lifetime,
+                        },
+                    );
+                    return Ok(Some(header));
+                }
+                Challenge::Basic { .. } => {
+                    let Some(header) = credentials.as_ref().and_then(Credentials::basic_header)
+                    else {
+                        continue;
+                    };
+                    lock(&self.inner.auth).insert(
+                        (endpoint.host.clone(), String::new()),
+                        CachedAuth::Basic(header.clone()),
+                    );
+                    return Ok(Some(header));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    async fn fetch_token(
+        &self,
+        endpoint: &Endpoint,
+        realm: &str,
+        service: Option<&str>,
+        scopes: &[String],
+        credentials: Option<&Credentials>,
+    ) -> Result<auth::Token> {
+        let context = format!("get a token from {realm} for {}", endpoint.host);
+        let realm_url =
+            Url::parse(realm).map_err(|e| Error::msg(format!("{context}: bad realm: {e}")))?;
+        if realm_url.scheme() != "https" && !self.is_insecure(&host_port(&realm_url)) {
+            return Err(Error::msg(format!(
+                "{context}: refusing to send credentials to a token server over plain HTTP"
+            )));
+        }
+        let http = self.http_for(&realm_url);
+        let request = match credentials {
+            Some(Credentials::IdentityToken(refresh)) => {
+                // OAuth2 refresh-token grant, as docker does with identity tokens.
+                let mut form = format!(
+                    "grant_type=refresh_token&client_id=keel&refresh_token={}",
+                    auth::url_encode(refresh)
+                );
+                if let Some(service) = service {
+                    form.push_str(&format!("&service={}", auth::url_encode(service)));
+                }
+                if !scopes.is_empty() {
+                    form.push_str(&format!("&scope={}", auth::url_encode(&scopes.join(" "))));
+                }
+                http.post(realm_url)
+                    .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .body(form)
+            }
+            Some(basic @ Credentials::Basic { .. }) => {
+                let header = basic.basic_header().unwrap_or_default();
+                http.get(auth::token_url(realm, service, scopes))
+                    .header(header::AUTHORIZATION, header)
+            }
+            None => http.get(auth::token_url(realm, service, scopes)),
+        };
+        let response = request
+            .send()
+            .await
+            .map_err(|e| Error::http(context.clone(), e))?;
+        if !response.status().is_success() {
+            return Err(error_from(response, &context).await);
+        }
+        let body = read_limited(response, 1 << 20, &context).await?;
+        auth::parse_token_response(&body).map_err(|e| Error::msg(format!("{context}: {e}")))
+    }
+
+    /// Checks that the registry speaks the v2 API (an answer of 401 counts:
+    /// it is there and wants credentials).
+    pub async fn ping(&self, registry: &str) -> Result<()> {
+        let endpoint = self.upstream(registry);
+        let base = self.base(&endpoint).await;
+        let context = format!("ping registry {registry}");
+        let response = self
+            .send_following(
+                Method::GET,
+                &format!("{base}/v2/"),
+                &HeaderMap::new(),
+                None,
+                RequestBody::Empty,
+                &context,
+            )
+            .await?;
+        match response.status() {
+            status if status.is_success() || status == StatusCode::UNAUTHORIZED => Ok(()),
+            _ => Err(error_from(response, &context).await),
+        }
+    }
+
+    /// Runs `attempt` on each endpoint of `registry` in turn (mirrors first
+    /// for pulls) and returns the first success or the last error.
+    async fn on_endpoints<T, F, Fut>(&self, registry: &str, pull: bool, attempt: F) -> Result<T>
+    where
+        F: Fn(Endpoint, String) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let endpoints = self.endpoints(registry, pull);
+        let count = endpoints.len();
+        let mut last = None;
+        for (index, endpoint) in endpoints.into_iter().enumerate() {
+            let base = self.base(&endpoint).await;
+            let mirror = endpoint.mirror;
+            match attempt(endpoint, base.clone()).await {
+                Ok(value) => return Ok(value),
+                Err(e) if mirror && index + 1 < count => {
+                    tracing::warn!(mirror = %base, error = %e, "mirror failed; trying the next");
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::msg(format!("no endpoint for registry {registry}"))))
+    }
+
+    /// The manifest (or index) `reference` names.
+    pub async fn get_manifest(&self, reference: &Reference) -> Result<ManifestResponse> {
+        self.get_manifest_in(
+            reference.registry(),
+            reference.repository(),
+            &reference.api_reference(),
+        )
+        .await
+    }
+
+    /// The manifest `tag_or_digest` of `repository` on `registry`. A digest
+    /// is verified against what arrives.
+    pub async fn get_manifest_in(
+        &self,
+        registry: &str,
+        repository: &str,
+        tag_or_digest: &str,
+    ) -> Result<ManifestResponse> {
+        let expected: Option<Digest> =
+            if tag_or_digest.contains(':') {
+                Some(tag_or_digest.parse().map_err(|e| {
+                    Error::image(format!("manifest reference {tag_or_digest:?}"), e)
+                })?)
+            } else {
+                None
+            };
+        let scopes = [auth::repository_scope(repository, false)];
+        self.on_endpoints(registry, true, |endpoint, base| {
+            let scopes = &scopes;
+            let expected = &expected;
+            async move {
+                let context = format!(
+                    "get manifest {registry}/{repository}{}{tag_or_digest} from {}",
+                    if expected.is_some() { "@" } else { ":" },
+                    display_endpoint(&endpoint, &base)
+                );
+                let mut headers = HeaderMap::new();
+                headers.insert(
+                    header::ACCEPT,
+                    HeaderValue::from_str(&MANIFEST_ACCEPT.join(", "))
+                        .expect("media types are valid header text"),
+                );
+                let url = format!("{base}/v2/{repository}/manifests/{tag_or_digest}");
+                let response = self
+                    .execute(
+                        Call {
+                            endpoint: &endpoint,
+                            scopes,
+                            context: &context,
+                        },
+                        Method::GET,
+                        &url,
+                        headers,
+                        RequestBody::Empty,
+                    )
+                    .await?;
+                if !response.status().is_success() {
+                    return Err(error_from(response, &context).await);
+                }
+                let content_type = response
+                    .headers()
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .map(|v| v.split(';').next().unwrap_or(v).trim().to_string());
+                let served_digest = response
+                    .headers()
+                    .get("docker-content-digest")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<Digest>().ok());
+                let data = read_limited(response, MAX_MANIFEST_SIZE, &context).await?;
+                let digest = Digest::of(&data);
+                if let Some(expected) = expected
+                    && &digest != expected
+                {
+                    return Err(Error::msg(format!(
+                        "{context}: digest mismatch: expected {expected}, got {digest}"
+                    )));
+                }
+                if let Some(served) = served_digest
+                    && served.algorithm() == digest.algorithm()
+                    && served != digest
+                {
+                    return Err(Error::msg(format!(
+                        "{context}: digest mismatch: the registry says {served}, \
+                         the content is {digest}"
+                    )));
+                }
+                let media_type =
+                    detect_media_type(content_type.as_deref(), &data).ok_or_else(|| {
+                        Error::msg(format!(
+                            "{context}: unsupported manifest type {:?}",
+                            content_type.unwrap_or_default()
+                        ))
+                    })?;
+                Ok(ManifestResponse {
+                    media_type,
+                    data,
+                    digest,
+                })
+            }
+        })
+        .await
+    }
+
+    /// The size of a blob, or `None` if the repository does not have it.
+    pub async fn head_blob(
+        &self,
+        registry: &str,
+        repository: &str,
+        digest: &Digest,
+    ) -> Result<Option<u64>> {
+        let endpoint = self.upstream(registry);
+        let base = self.base(&endpoint).await;
+        let context = format!("check blob {digest} in {registry}/{repository}");
+        let scopes = [auth::repository_scope(repository, false)];
+        let url = format!("{base}/v2/{repository}/blobs/{digest}");
+        let response = self
+            .execute(
+                Call {
+                    endpoint: &endpoint,
+                    scopes: &scopes,
+                    context: &context,
+                },
+                Method::HEAD,
+                &url,
+                HeaderMap::new(),
+                RequestBody::Empty,
+            )
+            .await?;
+        match response.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            status if status.is_success() => {
+                Ok(Some(content_length(response.headers()).unwrap_or(0)))
+            }
+            _ => Err(error_from(response, &context).await),
+        }
+    }
+
+    /// Streams a blob (following redirects to blob storage). The caller
+    /// verifies the digest, e.g. through the content store.
+    pub async fn get_blob(
+        &self,
+        registry: &str,
+        repository: &str,
+        digest: &Digest,
+    ) -> Result<BlobStream> {
+        let scopes = [auth::repository_scope(repository, false)];
+        self.on_endpoints(registry, true, |endpoint, base| {
+            let scopes = &scopes;
+            async move {
+                let context = format!(
+                    "get blob {digest} of {registry}/{repository} from {}",
+                    display_endpoint(&endpoint, &base)
+                );
+                let url = format!("{base}/v2/{repository}/blobs/{digest}");
+                let response = self
+                    .execute(
+                        Call {
+                            endpoint: &endpoint,
+                            scopes,
+                            context: &context,
+                        },
+                        Method::GET,
+                        &url,
+                        HeaderMap::new(),
+                        RequestBody::Empty,
+                    )
+                    .await?;
+                if !response.status().is_success() {
+                    return Err(error_from(response, &context).await);
+                }
+                Ok(blob_stream(response, context))
+            }
+        })
+        .await
+    }
+
+    /// Streams a URL with no registry auth (a non-distributable layer's
+    /// `urls`). Plain HTTP is allowed as docker allows it for these.
+    pub async fn get_url(&self, url: &str) -> Result<BlobStream> {
+        let context = format!("get {url}");
+        let parsed = Url::parse(url).map_err(|e| Error::msg(format!("{context}: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(Error::msg(format!(
+                "{context}: only http and https URLs are fetched"
+            )));
+        }
+        let response = self
+            .send_following(
+                Method::GET,
+                url,
+                &HeaderMap::new(),
+                None,
+                RequestBody::Empty,
+                &context,
+            )
+            .await?;
+        if !response.status().is_success() {
+            return Err(error_from(response, &context).await);
+        }
+        Ok(blob_stream(response, context))
+    }
+
+    /// Uploads a manifest under a tag or its digest; returns its digest.
+    pub async fn put_manifest(
+        &self,
+        registry: &str,
+        repository: &str,
+        tag_or_digest: &str,
+        media_type: &str,
+        data: Bytes,
+    ) -> Result<Digest> {
+        let endpoint = self.upstream(registry);
+        let base = self.base(&endpoint).await;
+        let digest = Digest::of(&data);
+        let context = format!("put manifest {digest} as {registry}/{repository}:{tag_or_digest}");
+        let scopes = [auth::repository_scope(repository, true)];
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_str(media_type)
+                .map_err(|_| Error::msg(format!("{context}: bad media type {media_type:?}")))?,
+        );
+        let url = format!("{base}/v2/{repository}/manifests/{tag_or_digest}");
+        let response = self
+            .execute(
+                Call {
+                    endpoint: &endpoint,
+                    scopes: &scopes,
+                    context: &context,
+                },
+                Method::PUT,
+                &url,
+                headers,
+                RequestBody::Bytes(data),
+            )
+            .await?;
+        if !response.status().is_success() {
+            return Err(error_from(response, &context).await);
+        }
+        Ok(digest)
+    }
+
+    /// Asks the registry to mount a blob from another repository of the
+    /// same registry. `true` if mounted; `false` if the registry started an
+    /// upload instead (the blob must then be uploaded).
+    pub async fn mount_blob(
+        &self,
+        registry: &str,
+        repository: &str,
+        digest: &Digest,
+        from: &str,
+    ) -> Result<bool> {
+        let endpoint = self.upstream(registry);
+        let base = self.base(&endpoint).await;
+        let context = format!("mount blob {digest} from {from} into {registry}/{repository}");
+        let scopes = [
+            auth::repository_scope(repository, true),
+            auth::repository_scope(from, false),
+        ];
+        let url = format!(
+            "{base}/v2/{repository}/blobs/uploads/?mount={}&from={}",
+            auth::url_encode(&digest.to_string()),
+            auth::url_encode(from)
+        );
+        let response = self
+            .execute(
+                Call {
+                    endpoint: &endpoint,
+                    scopes: &scopes,
+                    context: &context,
+                },
+                Method::POST,
+                &url,
+                HeaderMap::new(),
+                RequestBody::Empty,
+            )
+            .await?;
+        match response.status() {
+            StatusCode::CREATED => Ok(true),
+            StatusCode::ACCEPTED => {
+                // An upload session we do not use: cancel it (best effort).
+                if let Some(location) = location(&response, &base) {
+                    let _ = self
+                        .execute(
+                            Call {
+                                endpoint: &endpoint,
+                                scopes: &scopes,
+                                context: &context,
+                            },
+                            Method::DELETE,
+                            &location,
+                            HeaderMap::new(),
+                            RequestBody::Empty,
+                        )
+                        .await;
+                }
+                Ok(false)
+            }
+            _ => Err(error_from(response, &context).await),
+        }
+    }
+
+    /// Uploads a blob of `size` bytes from `data`; the registry verifies
+    /// `digest`.
+    pub async fn upload_blob<S>(
+        &self,
+        registry: &str,
+        repository: &str,
+        digest: &Digest,
+        size: u64,
+        data: S,
+        mode: UploadMode,
+    ) -> Result<()>
+    where
+        S: Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+    {
+        let endpoint = self.upstream(registry);
+        let base = self.base(&endpoint).await;
+        let context = format!("upload blob {digest} to {registry}/{repository}");
+        let scopes = [auth::repository_scope(repository, true)];
+        let start = self
+            .execute(
+                Call {
+                    endpoint: &endpoint,
+                    scopes: &scopes,
+                    context: &context,
+                },
+                Method::POST,
+                &format!("{base}/v2/{repository}/blobs/uploads/"),
+                HeaderMap::new(),
+                RequestBody::Empty,
+            )
+            .await?;
+        if start.status() != StatusCode::ACCEPTED {
+            return Err(error_from(start, &context).await);
+        }
+        let mut upload = location(&start, &base).ok_or_else(|| {
+            Error::msg(format!("{context}: the registry gave no upload location"))
+        })?;
+        let put_body = match mode {
+            UploadMode::Monolithic => {
+                let mut headers = HeaderMap::new();
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                );
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+                let body = reqwest::Body::wrap_stream(data);
+                (headers, RequestBody::Stream(body))
+            }
+            UploadMode::Chunked(chunk_size) => {
+                let chunk_size = chunk_size.max(1);
+                let mut data = Box::pin(data);
+                let mut offset = 0u64;
+                let mut buffer = BytesMut::new();
+                loop {
+                    let next = data
+                        .try_next()
+                        .await
+                        .map_err(|e| Error::io(format!("{context}: read"), e))?;
+                    let done = next.is_none();
+                    if let Some(bytes) = next {
+                        buffer.extend_from_slice(&bytes);
+                    }
+                    while buffer.len() >= chunk_size || (done && !buffer.is_empty()) {
+                        let take = buffer.len().min(chunk_size);
+                        let chunk = buffer.split_to(take).freeze();
+                        let end = offset + chunk.len() as u64 - 1;
+                        let mut headers = HeaderMap::new();
+                        headers.insert(
+                            header::CONTENT_TYPE,
+                            HeaderValue::from_static("application/octet-stream"),
+                        );
+                        headers.insert(
+                            header::CONTENT_RANGE,
+                            HeaderValue::from_str(&format!("{offset}-{end}"))
+                                .expect("digits are valid header text"),
+                        );
+                        let response = self
+                            .execute(
+                                Call {
+                                    endpoint: &endpoint,
+                                    scopes: &scopes,
+                                    context: &context,
+                                },
+                                Method::PATCH,
+                                &upload,
+                                headers,
+                                RequestBody::Bytes(chunk.clone()),
+                            )
+                            .await?;
+                        if response.status() != StatusCode::ACCEPTED {
+                            return Err(error_from(response, &context).await);
+                        }
+                        offset = end + 1;
+                        upload = location(&response, &base).unwrap_or(upload);
+                    }
+                    if done {
+                        break;
+                    }
+                }
+                if offset != size {
+                    return Err(Error::msg(format!(
+                        "{context}: the source gave {offset} bytes, expected {size}"
+                    )));
+                }
+                (HeaderMap::new(), RequestBody::Empty)
+            }
+        };
+        let separator = if upload.contains('?') { '&' } else { '?' };
+        let url = format!(
+            "{upload}{separator}digest={}",
+            auth::url_encode(&digest.to_string())
+        );
+        let (headers, body) = put_body;
+        let response = self
+            .execute(
+                Call {
+                    endpoint: &endpoint,
+                    scopes: &scopes,
+                    context: &context,
+                },
+                Method::PUT,
+                &url,
+                headers,
+                body,
+            )
+            .await?;
+        if response.status() != StatusCode::CREATED {
+            return Err(error_from(response, &context).await);
+        }
+        Ok(())
+    }
+
+    /// Every tag of a repository, following `Link` pagination.
+    pub async fn list_tags(&self, registry: &str, repository: &str) -> Result<Vec<String>> {
+        let scopes = [auth::repository_scope(repository, false)];
+        self.on_endpoints(registry, true, |endpoint, base| {
+            let scopes = &scopes;
+            async move {
+                let context = format!(
+                    "list tags of {registry}/{repository} on {}",
+                    display_endpoint(&endpoint, &base)
+                );
+                let mut tags = Vec::new();
+                let mut url = format!("{base}/v2/{repository}/tags/list");
+                // A bound on pages, against a registry that links in a loop.
+                for _ in 0..10_000 {
+                    let response = self
+                        .execute(
+                            Call {
+                                endpoint: &endpoint,
+                                scopes,
+                                context: &context,
+                            },
+                            Method::GET,
+                            &url,
+                            HeaderMap::new(),
+                            RequestBody::Empty,
+                        )
+                        .await?;
+                    if !response.status().is_success() {
+                        return Err(error_from(response, &context).await);
+                    }
+                    let next = response
+                        .headers()
+                        .get(header::LINK)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(parse_link_next);
+                    let body = read_limited(response, MAX_MANIFEST_SIZE, &context).await?;
+                    #[derive(Deserialize)]
+                    struct TagList {
+                        #[serde(default)]
+                        tags: Option<Vec<String>>,
+                    }
+                    let list: TagList = serde_json::from_slice(&body)
+                        .map_err(|e| Error::msg(format!("{context}: invalid tag list: {e}")))?;
+                    tags.extend(list.tags.unwrap_or_default());
+                    match next {
+                        Some(next) => {
+                            url = Url::parse(&base)
+                                .and_then(|b| b.join(&next))
+                                .map(String::from)
+                                .map_err(|e| {
+                                    Error::msg(format!("{context}: bad Link {next:?}: {e}"))
+                                })?;
+                        }
+                        None => return Ok(tags),
+                    }
+                }
+                Err(Error::msg(format!("{context}: too many pages")))
+            }
+        })
+        .await
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic elsewhere cannot leave these maps inconsistent.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn display_endpoint(endpoint: &Endpoint, base: &str) -> String {
+    if endpoint.mirror {
+        format!("mirror {base}")
+    } else {
+        endpoint.host.clone()
+    }
+}
+
+/// `host:port` of a URL (the port only when explicit), brackets kept for IPv6.
+fn host_port(url: &Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    }
+}
+
+/// A URL without its query (pre-signed blob storage URLs carry secrets).
+fn redact(url: &Url) -> String {
+    let mut url = url.clone();
+    if url.query().is_some() {
+        url.set_query(Some("…"));
+    }
+    url.to_string()
+}
+
+/// localhost, 127.0.0.0/8 and ::1 always; otherwise the user's list, by
+/// `host:port` or by host alone.
+pub fn is_insecure_host(host: &str, insecure: &[String]) -> bool {
+    let bare = strip_port(host);
+    let bare_unbracketed = bare.trim_start_matches('[').trim_end_matches(']');
+    if bare.eq_ignore_ascii_case("localhost") || bare.to_ascii_lowercase().ends_with(".localhost") {
+        return true;
+    }
+    if let Ok(ip) = bare_unbracketed.parse::<IpAddr>()
+        && ip.is_loopback()
+    {
+        return true;
+    }
+    insecure.iter().any(|entry| {
+        let entry = entry
+            .trim()
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .trim_end_matches('/');
+        entry.eq_ignore_ascii_case(host) || entry.eq_ignore_ascii_case(bare)
+    })
+}
+
+/// `host` of `host:port`, `[::1]` of `[::1]:5000`.
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return match host.find(']') {
+            Some(end) => &host[..=end],
+            None => host,
+        };
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            name
+        }
+        _ => host,
+    }
+}
+
+/// The `rel="next"` target of a `Link` header.
+pub fn parse_link_next(header: &str) -> Option<String> {
+    for link in header.split(',') {
+        let (target, params) = link.split_once(';').unwrap_or((link, ""));
+        let target = target.trim();
+        let target = target.strip_prefix('<')?.strip_suffix('>')?;
+        let next = params.split(';').any(|param| {
+            let param = param.trim().replace(' ', "");
+            param.eq_ignore_ascii_case("rel=\"next\"") || param.eq_ignore_ascii_case("rel=next")
+        });
+        if next {
+            return Some(target.to_string());
+        }
+    }
+    None
+}
+
+/// The media type from `Content-Type`, or from the document when the
+/// server says only `application/json` (or nothing).
+pub fn detect_media_type(content_type: Option<&str>, data: &[u8]) -> Option<String> {
+    if let Some(content_type) = content_type
+        && MANIFEST_ACCEPT.contains(&content_type)
+    {
+        return Some(content_type.to_string());
+    }
+    #[derive(Deserialize)]
+    struct Probe {
+        #[serde(rename = "mediaType")]
+        media_type: Option<String>,
+        manifests: Option<serde_json::Value>,
+        config: Option<serde_json::Value>,
+        #[serde(rename = "schemaVersion")]
+        schema_version: Option<u32>,
+    }
+    let probe: Probe = serde_json::from_slice(data).ok()?;
+    if let Some(media_type) = probe.media_type {
+        return MANIFEST_ACCEPT
+            .contains(&media_type.as_str())
+            .then_some(media_type);
+    }
+    if probe.schema_version != Some(2) {
+        return None;
+    }
+    if probe.manifests.is_some() {
+        Some(MEDIA_TYPE_OCI_INDEX.to_string())
+    } else if probe.config.is_some() {
+        Some(MEDIA_TYPE_OCI_MANIFEST.to_string())
+    } else {
+        None
+    }
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The upload `Location`, absolute.
+fn location(response: &reqwest::Response, base: &str) -> Option<String> {
+    let location = response.headers().get(header::LOCATION)?.to_str().ok()?;
+    Url::parse(base)
+        .and_then(|b| b.join(location))
+        .ok()
+        .map(String::from)
+}
+
+fn blob_stream(response: reqwest::Response, context: String) -> BlobStream {
+    let size = content_length(response.headers());
+    let stream = response
+        .bytes_stream()
+        .map(move |chunk| chunk.map_err(|e| Error::http(format!("{context}: read"), e)));
+    BlobStream {
+        size,
+        stream: Box::pin(stream),
+    }
+}
+
+async fn read_limited(response: reqwest::Response, limit: usize, context: &str) -> Result<Bytes> {
+    if content_length(response.headers()).is_some_and(|len| len > limit as u64) {
+        return Err(Error::msg(format!(
+            "{context}: the answer is larger than {limit} bytes"
+        )));
+    }
+    let mut stream = response.bytes_stream();
+    let mut data = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| Error::http(format!("{context}: read"), e))?;
+        if data.len() + chunk.len() > limit {
+            return Err(Error::msg(format!(
+                "{context}: the answer is larger than {limit} bytes"
+            )));
+        }
+        data.extend_from_slice(&chunk);
+    }
+    Ok(data.freeze())
+}
+
+/// An error from a failed answer, with the registry's error list.
+async fn error_from(response: reqwest::Response, context: &str) -> Error {
+    let status = response.status();
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(Ok(chunk)) = stream.next().await {
+        body.extend_from_slice(&chunk);
+        if body.len() > MAX_ERROR_BODY {
+            break;
+        }
+    }
+    let mut errors = parse_registry_errors(&body);
+    if errors.is_empty() && status == StatusCode::UNAUTHORIZED {
+        errors.push(RegistryError {
+            code: "UNAUTHORIZED".into(),
+            message: "authentication required".into(),
+        });
+    }
+    Error::Registry {
+        context: context.to_string(),
+        status: Status(status.as_u16()),
+        errors,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_and_listed_hosts_are_insecure() {
+        let listed = vec!["myreg:5000".to_string(), "other.example.com".to_string()];
+        for host in [
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1",
+            "127.1.2.3:5000",
+            "[::1]:5000",
+            "::1",
+            "myreg:5000",
+            "other.example.com",
+            "other.example.com:443",
+        ] {
+            assert!(is_insecure_host(host, &listed), "{host}");
+        }
+        for host in [
+            "myreg",
+            "myreg:5001",
+            "docker.io",
+            "10.0.0.1:5000",
+            "128.0.0.1",
+            "[::2]:5000",
+        ] {
+            assert!(!is_insecure_host(host, &listed), "{host}");
+        }
+    }
+
+    #[test]
+    fn parses_link_headers() {
+        assert_eq!(
+            parse_link_next(r#"</v2/a/tags/list?last=b&n=2>; rel="next""#).as_deref(),
+            Some("/v2/a/tags/list?last=b&n=2")
+        );
+        assert_eq!(
+            parse_link_next(r#"<https://x/prev>; rel="prev", <https://x/next>; rel=next"#)
+                .as_deref(),
+            Some("https://x/next")
+        );
+        assert_eq!(parse_link_next(r#"<https://x/prev>; rel="prev""#), None);
+        assert_eq!(parse_link_next("garbage"), None);
+    }
+
+    #[test]
+    fn detects_media_types() {
+        assert_eq!(
+            detect_media_type(Some(MEDIA_TYPE_DOCKER_MANIFEST), b"").as_deref(),
+            Some(MEDIA_TYPE_DOCKER_MANIFEST)
+        );
+        assert_eq!(
+            detect_media_type(
+                Some("application/json"),
+                br#"{"schemaVersion":2,"manifests":[]}"#
+            )
+            .as_deref(),
+            Some(MEDIA_TYPE_OCI_INDEX)
+        );
+        assert_eq!(
+            detect_media_type(None, br#"{"schemaVersion":2,"config":{},"layers":[]}"#).as_deref(),
+            Some(MEDIA_TYPE_OCI_MANIFEST)
+        );
+        assert_eq!(
+            detect_media_type(
+                None,
+                br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json","manifests":[]}"#
+            )
+            .as_deref(),
+            Some(MEDIA_TYPE_DOCKER_LIST)
+        );
+        // schema1 and garbage are refused.
+        assert_eq!(
+            detect_media_type(
+                Some("application/vnd.docker.distribution.manifest.v1+prettyjws"),
+                br#"{"schemaVersion":1,"fsLayers":[]}"#
+            ),
+            None
+        );
+        assert_eq!(detect_media_type(None, b"nope"), None);
+    }
+
+    #[test]
+    fn reads_options_files() {
+        let options = ClientOptions::parse(
+            br#"{"mirrors":{"docker.io":["http://127.0.0.1:5001"]},"insecure":["myreg:5000"],
+                "registry-mirrors":["mirror.example.com"],"insecure-registries":["r2"]}"#,
+        )
+        .unwrap();
+        assert_eq!(options.insecure, vec!["myreg:5000", "r2"]);
+        assert_eq!(
+            options.mirrors["docker.io"],
+            vec!["http://127.0.0.1:5001", "mirror.example.com"]
+        );
+        assert!(ClientOptions::parse(br#"{"mirrors":{"docker.io":["http://[bad"]}}"#).is_err());
+        assert!(ClientOptions::parse(br#"{"mirror":{}}"#).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        assert!(
+            ClientOptions::from_file(&dir.path().join("none.json"))
+                .unwrap()
+                .mirrors
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn endpoints_put_mirrors_first_for_pulls() {
+        let mut options = ClientOptions {
+            docker_config: Some(DockerConfig::default()),
+            ..ClientOptions::default()
+        };
+        options.mirrors.insert(
+            "docker.io".into(),
+            vec!["http://127.0.0.1:5001".into(), "mirror.example.com/".into()],
+        );
+        let client = Client::new(options).unwrap();
+        let pull = client.endpoints("docker.io", true);
+        let bases: Vec<_> = pull.iter().map(|e| e.base.clone().unwrap()).collect();
+        assert_eq!(
+            bases,
+            vec![
+                "http://127.0.0.1:5001",
+                "https://mirror.example.com",
+                "https://registry-1.docker.io"
+            ]
+        );
+        assert_eq!(pull[0].host, "127.0.0.1:5001");
+        let push = client.endpoints("docker.io", false);
+        assert_eq!(push.len(), 1);
+        assert_eq!(push[0].registry, "docker.io");
+        // An insecure registry's scheme is probed later.
+        assert!(client.endpoints("localhost:5000", true)[0].base.is_none());
+        assert_eq!(
+            client.endpoints("quay.io", true)[0].base.as_deref(),
+            Some("https://quay.io")
+        );
+    }
+}

@@ -1,0 +1,20 @@
+//! keel-registry: the client half of the distribution API v2 (what
+//! `docker pull` and `docker push` speak), and pulls into keel-image's
+//! content store.
+//!
+//! - [`auth`]: `WWW-Authenticate` challenges, token responses, docker's
+//!   `config.json` credentials (pure parsing).
+//! - [`client`]: [`Client`], the HTTP side: auth flow, insecure registries,
+//!   mirrors, manifests, blobs, uploads, tags.
+//! - [`pull`]: [`pull::pull`], a manifest (or an index → the platform's
+//!   manifest), its config and layers into the content store, in parallel,
+//!   verified, with progress events.
+
+pub mod auth;
+pub mod client;
+pub mod error;
+pub mod pull;
+
+pub use client::{Client, ClientOptions};
+pub use error::{Error, Result};
+pub use pull::{Platform, PullOptions, PullResult, pull, pull_with};

@@ -1,9 +1,9 @@
-//! `keel`: the command-line face. It offers the image commands (without a
-//! registry so far: `load`, `import`, `images`, `tag`, `rmi`, `image
-//! inspect|history`), the OCI runtime (`keel runtime ...`, the commands of
+//! `keel`: the command-line face. It offers the image commands (`pull`,
+//! `load`, `import`, `images`, `tag`, `rmi`, `image inspect|history`), the OCI runtime (`keel runtime ...`, the commands of
 //! `keel-runtime`/runc) and its version.
 
 mod images;
+mod pull;
 
 use std::path::PathBuf;
 
@@ -32,6 +32,8 @@ struct Cli {
 enum Command {
     /// List images
     Images(images::ImagesArgs),
+    /// Download an image from a registry
+    Pull(pull::PullArgs),
     /// Load images from a tar archive (docker save, podman save, OCI layout) or stdin
     Load(images::LoadArgs),
     /// Make an image from a root filesystem tarball
@@ -66,6 +68,8 @@ enum ImageCommand {
     Rm(images::RmiArgs),
     /// Give an image another name
     Tag(images::TagArgs),
+    /// Download an image from a registry
+    Pull(pull::PullArgs),
     /// Load images from an archive
     Load(images::LoadArgs),
     /// Make an image from a root filesystem tarball
@@ -107,6 +111,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Images(args) | Command::Image(ImageCommand::Ls(args)) => {
             images::images(&images::open(&root)?, &args).map(|_| 0)
+        }
+        Command::Pull(args) | Command::Image(ImageCommand::Pull(args)) => {
+            pull::pull(&root, &args).map(|_| 0)
         }
         Command::Load(args) | Command::Image(ImageCommand::Load(args)) => {
             images::load(&mut images::open(&root)?, &args).map(|_| 0)

@@ -177,3 +177,55 @@ fn bad_names_and_missing_files_are_keel_errors() {
         stderr(&out)
     );
 }
+
+#[test]
+fn pull_from_a_registry_then_pull_again() {
+    use keel_testutil::peers::Registry;
+    require_root();
+    let temp = TempRoot::new();
+    let registry = Registry::start(&temp, "registry", None);
+    let archive = busybox_image_archive(&temp.subdir("archive"));
+    let name = format!("{}/keel/busybox:1", registry.host());
+    let pushed = Command::new("skopeo")
+        .args(["copy", "--quiet", "--dest-tls-verify=false"])
+        .arg(format!("oci-archive:{}", archive.display()))
+        .arg(format!("docker://{name}"))
+        .output()
+        .unwrap();
+    assert!(pushed.status.success(), "skopeo: {}", stderr(&pushed));
+    let root = temp.subdir("root");
+
+    let out = ok(&root, &["pull", &name]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "1: Pulling from keel/busybox", "{out}");
+    assert!(out.contains(": Pull complete"), "{out}");
+    assert!(out.contains("Status: Downloaded newer image for "), "{out}");
+    assert_eq!(*lines.last().unwrap(), name, "{out}");
+    let listing = ok(&root, &["images"]);
+    assert!(
+        listing.contains(&format!("{}/keel/busybox", registry.host())),
+        "{listing}"
+    );
+
+    // Everything is there: the second pull downloads nothing.
+    let again = ok(&root, &["pull", &name]);
+    assert!(again.contains("Already exists"), "{again}");
+    assert!(
+        again.contains("Status: Image is up to date for "),
+        "{again}"
+    );
+    assert!(!again.contains("Download complete"), "{again}");
+
+    // -q prints only the name; a missing tag is the registry's error, exit 125.
+    assert_eq!(ok(&root, &["pull", "-q", &name]), format!("{name}\n"));
+    let out = keel(
+        &root,
+        &["pull", &format!("{}/keel/busybox:nope", registry.host())],
+    );
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("MANIFEST_UNKNOWN"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -26,6 +26,7 @@
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
+use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -946,5 +947,71 @@ impl Drop for Podman {
         if !killed.is_empty() {
             eprintln!("keel-testutil: killed what podman left running: {killed:#?}");
         }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A registry
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port on 127.0.0.1");
+    listener.local_addr().expect("local address").port()
+}
+
+/// Debian's docker-registry, stopped (by pid) when dropped.
+pub struct Registry {
+    pub port: u16,
+    daemon: Daemon,
+}
+
+impl Registry {
+    /// Starts a registry on 127.0.0.1 with storage under `temp`; with
+    /// `login`, it wants htpasswd basic auth.
+    pub fn start(temp: &crate::TempRoot, name: &str, login: Option<(&str, &str)>) -> Registry {
+        let dir = temp.subdir(name);
+        let storage = dir.join("storage");
+        fs::create_dir_all(&storage).expect("create the registry's storage dir");
+        let port = free_port();
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: keel-test-secret\n",
+            storage.display()
+        );
+        if let Some((user, password)) = login {
+            let htpasswd = dir.join("htpasswd");
+            let output = run(Command::new("htpasswd").args(["-Bbn", user, password]));
+            assert!(
+                output.status.success(),
+                "htpasswd -Bbn failed (apache2-utils installed? ./scripts/setup): {}",
+                describe(&output)
+            );
+            fs::write(&htpasswd, &output.stdout).expect("write htpasswd");
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: keel-test\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
+        let config_path = dir.join("config.yml");
+        fs::write(&config_path, config).expect("write the registry's config.yml");
+        let mut command = Command::new("docker-registry");
+        command.arg("serve").arg(&config_path);
+        let mut daemon = Daemon::spawn("docker-registry", command, dir.join("registry.log"), dir);
+        daemon.wait_until("listening", START_TIMEOUT, || {
+            std::net::TcpStream::connect_timeout(
+                &SocketAddr::from(([127, 0, 0, 1], port)),
+                Duration::from_millis(200),
+            )
+            .is_ok()
+        });
+        Registry { port, daemon }
+    }
+
+    /// `127.0.0.1:PORT`, the registry name in references.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn log_tail(&self) -> String {
+        self.daemon.log_tail()
     }
 }

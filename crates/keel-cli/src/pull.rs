@@ -1,0 +1,160 @@
+//! `keel pull`: the registry client fetches and verifies the blobs, the
+//! image store unpacks and records the image; progress in docker's words.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use keel_image::manifest::{Document, Platform};
+use keel_image::reference::Reference;
+use keel_registry::auth::DockerConfig;
+use keel_registry::pull::{ProgressEvent, ProgressState};
+use keel_registry::{Client, ClientOptions, PullOptions};
+
+#[derive(Args, Debug)]
+pub struct PullArgs {
+    /// Pull this platform's image from a multi-platform index (os/arch[/variant])
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Print only the image's name
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Pull every tag of the repository
+    #[arg(short = 'a', long = "all-tags")]
+    pub all_tags: bool,
+    /// NAME[:TAG|@DIGEST]
+    pub name: String,
+}
+
+/// Registry settings: mirrors and insecure registries, from
+/// `$KEEL_REGISTRIES_CONFIG` or `<root>/registries.json`; credentials from
+/// docker's config.json (`keel login` and `docker login` write the same).
+pub fn client(root: &Path) -> Result<Client> {
+    let path = std::env::var_os("KEEL_REGISTRIES_CONFIG")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("registries.json"));
+    let mut options = ClientOptions::from_file(&path)
+        .with_context(|| format!("read registry settings {}", path.display()))?;
+    options.docker_config =
+        Some(DockerConfig::load_default().context("read docker's config.json")?);
+    Ok(Client::new(options)?)
+}
+
+/// Prints docker's per-layer lines, once per state change.
+fn progress_printer() -> Arc<dyn Fn(ProgressEvent) + Send + Sync> {
+    let seen: Mutex<HashMap<String, ProgressState>> = Mutex::new(HashMap::new());
+    Arc::new(move |event: ProgressEvent| {
+        if event.kind != keel_registry::pull::BlobKind::Layer {
+            return;
+        }
+        let Ok(mut seen) = seen.lock() else { return };
+        let key = event.digest.to_string();
+        if seen.get(&key) == Some(&event.state) {
+            return;
+        }
+        seen.insert(key, event.state);
+        let words = match event.state {
+            ProgressState::Waiting => "Pulling fs layer",
+            ProgressState::Downloading => "Downloading",
+            ProgressState::Verifying => "Verifying Checksum",
+            ProgressState::Done => "Download complete",
+            ProgressState::AlreadyExists => "Already exists",
+        };
+        println!("{}: {words}", event.digest.short());
+    })
+}
+
+pub fn pull(root: &Path, args: &PullArgs) -> Result<()> {
+    let reference = Reference::parse(&args.name)?;
+    let platform = match &args.platform {
+        Some(text) => Platform::parse(text)?,
+        None => Platform::current(),
+    };
+    let client = client(root)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("start the I/O runtime")?;
+    let references = if args.all_tags {
+        if reference.tag().is_some() || reference.digest().is_some() {
+            bail!("tag can't be used with --all-tags/-a");
+        }
+        let tags =
+            runtime.block_on(client.list_tags(reference.registry(), reference.repository()))?;
+        tags.iter()
+            .map(|tag| reference.with_tag(tag))
+            .collect::<std::result::Result<Vec<_>, _>>()?
+    } else {
+        vec![reference]
+    };
+    let mut store = crate::images::open(root)?;
+    for reference in references {
+        let familiar = match (reference.tag(), reference.digest()) {
+            (_, Some(digest)) => format!("{}@{digest}", reference.familiar_name()),
+            (Some(tag), None) => format!("{}:{tag}", reference.familiar_name()),
+            (None, None) => reference.familiar_name(),
+        };
+        if !args.quiet {
+            println!(
+                "{}: Pulling from {}",
+                reference
+                    .tag()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| reference.api_reference()),
+                reference.repository()
+            );
+        }
+        let before = store.resolve(&reference.full()).ok().map(|r| r.id);
+        let options = PullOptions {
+            platform: platform.clone(),
+            progress: (!args.quiet).then(progress_printer),
+            ..PullOptions::default()
+        };
+        let result = runtime
+            .block_on(keel_registry::pull_with(
+                &client,
+                &store.content,
+                &reference,
+                &options,
+            ))
+            .with_context(|| format!("pull {familiar}"))?;
+        let bytes = store.content.read(&result.manifest_digest)?;
+        let Document::Manifest(manifest) =
+            Document::parse(Some(&result.manifest_media_type), &bytes)?
+        else {
+            bail!(
+                "{familiar}: the registry's manifest {} is an index",
+                result.manifest_digest
+            );
+        };
+        let tags: Vec<Reference> = if reference.digest().is_some() {
+            Vec::new()
+        } else {
+            vec![reference.clone()]
+        };
+        let record = store.commit(
+            &result.manifest_digest,
+            &result.manifest_media_type,
+            &manifest,
+            &tags,
+        )?;
+        if args.quiet {
+            println!("{}", reference.full());
+            continue;
+        }
+        for layer in &manifest.layers {
+            println!("{}: Pull complete", layer.digest.short());
+        }
+        println!("Digest: {}", result.repo_digest());
+        if before.as_ref() == Some(&record.id) {
+            println!("Status: Image is up to date for {familiar}");
+        } else {
+            println!("Status: Downloaded newer image for {familiar}");
+        }
+        println!("{}", reference.full());
+    }
+    Ok(())
+}

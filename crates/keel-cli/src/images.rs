@@ -143,22 +143,9 @@ pub fn since(created: &str) -> String {
     }
 }
 
+/// Seconds since the epoch of an RFC 3339 time (as image configs hold).
 fn parse_rfc3339(text: &str) -> Option<i64> {
-    let (date, time) = text.split_once('T')?;
-    let mut d = date.split('-').map(|p| p.parse::<i64>());
-    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
-    let hms = &time[..8.min(time.len())];
-    let mut t = hms.split(':').map(|p| p.parse::<i64>());
-    let (h, min, s) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
-    // Days from civil (Howard Hinnant).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + h * 3600 + min * 60 + s)
+    text.parse::<jiff::Timestamp>().ok().map(|t| t.as_second())
 }
 
 fn short_id(record: &ImageRecord, no_trunc: bool) -> String {

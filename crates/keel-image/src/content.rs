@@ -85,57 +85,42 @@ impl ContentStore {
         expected_size: Option<u64>,
         reader: impl Read,
     ) -> Result<u64> {
-        let final_path = self.path(expected);
-        let temp = self.ingest.join(format!(
-            "{}.{}.{}",
-            expected.hex(),
-            std::process::id(),
-            unique_suffix()
-        ));
-        let result = (|| -> Result<u64> {
-            let file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o644)
-                .open(&temp)
-                .map_err(|e| Error::io(format!("create {}", temp.display()), e))?;
-            let mut reader = Digester::new(reader);
-            let mut writer = BufWriter::with_capacity(256 * 1024, file);
-            io::copy(&mut reader, &mut writer)
-                .map_err(|e| Error::io(format!("write blob {expected}"), e))?;
-            let size = reader.byte_count();
-            if let Some(want) = expected_size
-                && want != size
-            {
-                return Err(Error::msg(format!(
-                    "blob {expected}: expected {want} bytes, got {size}"
-                )));
+        let (temp, actual, size) = self.stream_to_temp(expected.hex(), reader)?;
+        let checked = match expected_size {
+            Some(want) if want != size => Err(Error::msg(format!(
+                "blob {expected}: expected {want} bytes, got {size}"
+            ))),
+            _ if &actual != expected => Err(Error::DigestMismatch {
+                what: format!("blob {expected}"),
+                expected: expected.to_string(),
+                actual: actual.to_string(),
+            }),
+            _ => Ok(()),
+        };
+        match checked {
+            Ok(()) => self.publish(&temp, &actual).map(|()| size),
+            Err(e) => {
+                let _ = fs::remove_file(&temp);
+                Err(e)
             }
-            reader.verify(expected, &format!("blob {expected}"))?;
-            let file = writer
-                .into_inner()
-                .map_err(|e| Error::io(format!("write blob {expected}"), e.into_error()))?;
-            file.sync_all()
-                .map_err(|e| Error::io(format!("sync blob {expected}"), e))?;
-            fs::rename(&temp, &final_path)
-                .map_err(|e| Error::io(format!("store blob {expected}"), e))?;
-            sync_dir(&self.blobs);
-            Ok(size)
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&temp);
         }
-        result
     }
 
     /// Streams content whose digest is not known in advance (a layer in a
     /// docker archive) into the store; returns its digest and size.
     pub fn ingest_any(&self, reader: impl Read) -> Result<(Digest, u64)> {
-        let temp = self.ingest.join(format!(
-            "unknown.{}.{}",
-            std::process::id(),
-            unique_suffix()
-        ));
+        let (temp, digest, size) = self.stream_to_temp("unknown", reader)?;
+        self.publish(&temp, &digest)?;
+        Ok((digest, size))
+    }
+
+    /// Writes `reader` to a new file in `ingest/` (named so that
+    /// [`ContentStore::clean_ingest`] knows its owner), hashing it on the
+    /// way, and fsyncs it. Nothing is left behind on failure.
+    fn stream_to_temp(&self, name: &str, reader: impl Read) -> Result<(PathBuf, Digest, u64)> {
+        let temp = self
+            .ingest
+            .join(format!("{name}.{}.{}", std::process::id(), unique_suffix()));
         let result = (|| -> Result<(Digest, u64)> {
             let file = OpenOptions::new()
                 .write(true)
@@ -151,16 +136,25 @@ impl ContentStore {
                 .map_err(|e| Error::io("write blob", e.into_error()))?;
             file.sync_all().map_err(|e| Error::io("sync blob", e))?;
             let size = reader.byte_count();
-            let (digest, _) = reader.finish();
-            fs::rename(&temp, self.path(&digest))
-                .map_err(|e| Error::io(format!("store blob {digest}"), e))?;
-            sync_dir(&self.blobs);
-            Ok((digest, size))
+            Ok((reader.finish().0, size))
         })();
-        if result.is_err() {
-            let _ = fs::remove_file(&temp);
+        match result {
+            Ok((digest, size)) => Ok((temp, digest, size)),
+            Err(e) => {
+                let _ = fs::remove_file(&temp);
+                Err(e)
+            }
         }
-        result
+    }
+
+    /// Makes a verified temp file the blob `digest`.
+    fn publish(&self, temp: &Path, digest: &Digest) -> Result<()> {
+        if let Err(e) = fs::rename(temp, self.path(digest)) {
+            let _ = fs::remove_file(temp);
+            return Err(Error::io(format!("store blob {digest}"), e));
+        }
+        sync_dir(&self.blobs);
+        Ok(())
     }
 
     /// Stores bytes we made ourselves (a manifest or config we build) and
@@ -206,15 +200,21 @@ impl ContentStore {
             .map_err(|e| Error::io(format!("list {}", self.ingest.display()), e))?;
         let mut removed = 0;
         for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let pid = name.split('.').nth(1).and_then(|p| p.parse::<i32>().ok());
-            let alive = pid.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
-            if !alive && fs::remove_file(entry.path()).is_ok() {
+            if owner_is_gone(&entry.file_name().to_string_lossy())
+                && fs::remove_file(entry.path()).is_ok()
+            {
                 removed += 1;
             }
         }
         Ok(removed)
     }
+}
+
+/// Work files are named `<what>.<pid>.<unique>`: whether the process that
+/// made one has exited (so the file is a leftover of a killed operation).
+pub(crate) fn owner_is_gone(name: &str) -> bool {
+    let pid = name.split('.').nth(1).and_then(|p| p.parse::<i32>().ok());
+    !pid.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
 }
 
 fn unique_suffix() -> u64 {

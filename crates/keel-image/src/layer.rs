@@ -13,14 +13,22 @@
 //! if the snapshot were `/` (containerd's `fs.RootPath` semantics), and
 //! every entry is created with an `*at` syscall relative to that parent,
 //! never following a symlink in its last component.
+//!
+//! A layer above others is unpacked with their snapshots as
+//! [`UnpackOptions::parents`]: an entry's parent path is then resolved
+//! through the merged view overlayfs will show (containerd applies a layer
+//! on the mounted stack for the same reason), so `lib/x` over a base with
+//! `lib -> usr/lib` lands at `usr/lib/x` instead of making a `lib/`
+//! directory that would hide the symlink and all of usr/lib behind it.
 
 use std::cell::Cell;
+use std::collections::VecDeque;
 use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use crate::digest::{Digest, Digester};
@@ -74,6 +82,13 @@ pub struct UnpackOptions {
     pub keep_ownership: bool,
     /// Create device nodes (root), or skip them with a warning.
     pub allow_devices: bool,
+    /// The snapshots of the layers below this one, topmost first (empty
+    /// for a base layer). Entry paths are resolved through the merged view
+    /// of `dest` over them, as overlayfs will show it: a symlink in a lower
+    /// layer is followed (`lib -> usr/lib` then `lib/x` lands at
+    /// `usr/lib/x`), and a directory met only below is created in `dest`
+    /// with its mode and owner (a copy-up). Nothing is written into them.
+    pub parents: Vec<PathBuf>,
 }
 
 /// Unpacks one layer (compressed or not, detected) from `reader` into
@@ -193,11 +208,13 @@ struct DirTimes {
 
 struct Unpacker<'a> {
     root: Rc<OwnedFd>,
+    /// The roots of the snapshots below, topmost first (O_PATH).
+    parents: Vec<Rc<OwnedFd>>,
     options: &'a UnpackOptions,
     /// The last parent directory opened, by its cleaned components: entries
     /// of one directory usually follow each other. Dropped whenever
     /// something is removed, since that may change what a path resolves to.
-    parent_cache: Option<(Vec<Vec<u8>>, Rc<OwnedFd>)>,
+    parent_cache: Option<(Vec<Vec<u8>>, Dir)>,
     dirs: Vec<DirTimes>,
     buffer: Vec<u8>,
     size: u64,
@@ -209,8 +226,23 @@ impl<'a> Unpacker<'a> {
             .map_err(|_| Error::msg(format!("snapshot path {dest:?} contains a NUL byte")))?;
         let root = sys::open(&path, libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
             .map_err(|e| Error::io(format!("opening snapshot directory {}", dest.display()), e))?;
+        let mut parents = Vec::with_capacity(options.parents.len());
+        for parent in &options.parents {
+            let path = CString::new(parent.as_os_str().as_bytes())
+                .map_err(|_| Error::msg(format!("snapshot path {parent:?} contains a NUL byte")))?;
+            let fd = sys::open(&path, libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC).map_err(
+                |e| {
+                    Error::io(
+                        format!("opening parent snapshot directory {}", parent.display()),
+                        e,
+                    )
+                },
+            )?;
+            parents.push(Rc::new(fd));
+        }
         Ok(Unpacker {
             root: Rc::new(root),
+            parents,
             options,
             parent_cache: None,
             dirs: Vec::new(),
@@ -332,8 +364,12 @@ impl<'a> Unpacker<'a> {
                 .map_err(|e| Error::io(context("opening the directory"), e))?;
                 self.apply(Node::Fd(dir.as_fd()), &meta)
                     .map_err(|e| Error::io(context("setting its metadata"), e))?;
+                // Where it is in the snapshot (not where the entry's path
+                // names it, when that leads through a lower layer's symlink).
+                let mut at = parent.path.to_vec();
+                at.push(name.clone());
                 self.dirs.push(DirTimes {
-                    components: components.clone(),
+                    components: at,
                     mtime: meta.mtime,
                 });
             }
@@ -433,7 +469,7 @@ impl<'a> Unpacker<'a> {
             };
             let shown = String::from_utf8_lossy(&dir.components.join(&b'/')).into_owned();
             // A later entry may have removed or replaced it: skip those.
-            let parent = match self.resolve_dir(parents, false) {
+            let parent = match self.resolve_in_dest(parents, false) {
                 Ok(parent) => parent,
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {
                     continue;
@@ -517,21 +553,35 @@ impl<'a> Unpacker<'a> {
     }
 
     /// The parent directory of an entry, created (0755) where missing.
-    fn parent(&mut self, components: &[Vec<u8>]) -> io::Result<Rc<OwnedFd>> {
-        if let Some((cached, fd)) = &self.parent_cache
+    fn parent(&mut self, components: &[Vec<u8>]) -> io::Result<Dir> {
+        if let Some((cached, dir)) = &self.parent_cache
             && cached[..] == *components
         {
-            return Ok(Rc::clone(fd));
+            return Ok(dir.clone());
         }
-        let fd = self.resolve_dir(components, true)?;
-        self.parent_cache = Some((components.to_vec(), Rc::clone(&fd)));
-        Ok(fd)
+        let dir = self.resolve_dir(components, true)?;
+        self.parent_cache = Some((components.to_vec(), dir.clone()));
+        Ok(dir)
+    }
+
+    /// Opens a directory by its cleaned components: in the snapshot alone
+    /// for a base layer, else through the merged view over the parents.
+    fn resolve_dir(&mut self, components: &[Vec<u8>], create: bool) -> io::Result<Dir> {
+        if self.parents.is_empty() {
+            let fd = self.resolve_in_dest(components, create)?;
+            Ok(Dir {
+                fd,
+                path: components.into(),
+            })
+        } else {
+            self.resolve_merged(components, create)
+        }
     }
 
     /// Opens a directory by its cleaned components, resolving symlinks on
     /// the way as if the snapshot were the root, and creating missing ones
     /// when `create`.
-    fn resolve_dir(&self, components: &[Vec<u8>], create: bool) -> io::Result<Rc<OwnedFd>> {
+    fn resolve_in_dest(&self, components: &[Vec<u8>], create: bool) -> io::Result<Rc<OwnedFd>> {
         if components.is_empty() {
             return Ok(Rc::clone(&self.root));
         }
@@ -570,6 +620,123 @@ impl<'a> Unpacker<'a> {
             }
         }
         Ok(current)
+    }
+
+    /// Resolves a directory path through the merged view of the snapshot
+    /// over its parents, the way overlayfs will look it up once they are
+    /// stacked: each component is looked up in the snapshot, then in each
+    /// parent in order, and the first layer that has the name decides (a
+    /// whiteout there means it does not exist). A symlink, in whichever
+    /// layer, is followed (absolute targets from the root, `..` clamped at
+    /// the root); a directory only a parent has is copied up (created in
+    /// the snapshot with its mode and owner) when `create`, else the lookup
+    /// fails with ENOENT; a missing one is created (0755) when `create`.
+    ///
+    /// Parents are only ever read, one name at a time without following
+    /// symlinks; the directory returned is reopened with RESOLVE_IN_ROOT.
+    fn resolve_merged(&mut self, components: &[Vec<u8>], create: bool) -> io::Result<Dir> {
+        let root_lower = if is_opaque(self.root.as_fd()) {
+            Vec::new()
+        } else {
+            self.parents.clone()
+        };
+        let mut levels = vec![Level {
+            name: Vec::new(),
+            dest: Rc::clone(&self.root),
+            lower: root_lower,
+        }];
+        let mut pending: VecDeque<Vec<u8>> = components.iter().cloned().collect();
+        let mut links = 0;
+        while let Some(name) = pending.pop_front() {
+            match &name[..] {
+                b"" | b"." => continue,
+                b".." => {
+                    if levels.len() > 1 {
+                        levels.pop();
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            let cname = CString::new(name.clone())
+                .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+            let level = levels.last().expect("the root level is never popped");
+            let next = match lookup(level, &cname)? {
+                Found::Symlink(target) => {
+                    links += 1;
+                    if links > MAX_SYMLINKS {
+                        return Err(io::Error::from_raw_os_error(libc::ELOOP));
+                    }
+                    if target.starts_with(b"/") {
+                        levels.truncate(1);
+                    }
+                    for part in target.split(|&b| b == b'/').rev() {
+                        pending.push_front(part.to_vec());
+                    }
+                    continue;
+                }
+                Found::Other => return Err(io::Error::from_raw_os_error(libc::ENOTDIR)),
+                Found::Dir {
+                    dest: Some(dest),
+                    lower,
+                    ..
+                } => Level {
+                    name,
+                    dest: Rc::new(dest),
+                    lower,
+                },
+                Found::Dir { .. } | Found::Missing if !create => {
+                    return Err(io::Error::from_raw_os_error(libc::ENOENT));
+                }
+                Found::Dir {
+                    dest: None,
+                    stat,
+                    lower,
+                } => {
+                    let dest = sys::mkdir_open(level.dest.as_fd(), &cname, 0o700)?;
+                    if self.options.keep_ownership {
+                        sys::fchown(dest.as_fd(), stat.st_uid, stat.st_gid)?;
+                    }
+                    sys::fchmod(dest.as_fd(), stat.st_mode & 0o7777)?;
+                    let mut at: Vec<Vec<u8>> = levels[1..].iter().map(|l| l.name.clone()).collect();
+                    at.push(name.clone());
+                    self.dirs.push(DirTimes {
+                        components: at,
+                        mtime: libc::timespec {
+                            tv_sec: stat.st_mtime,
+                            tv_nsec: stat.st_mtime_nsec,
+                        },
+                    });
+                    Level {
+                        name,
+                        dest: Rc::new(dest),
+                        lower,
+                    }
+                }
+                Found::Missing => {
+                    let dest = sys::mkdir_open(level.dest.as_fd(), &cname, 0o755)?;
+                    sys::fchmod(dest.as_fd(), 0o755)?;
+                    Level {
+                        name,
+                        dest: Rc::new(dest),
+                        lower: Vec::new(),
+                    }
+                }
+            };
+            levels.push(next);
+        }
+        let path: Vec<Vec<u8>> = levels[1..].iter().map(|l| l.name.clone()).collect();
+        let fd = if path.is_empty() {
+            Rc::clone(&self.root)
+        } else {
+            // The path holds no symlink in the snapshot: this reopens what
+            // the walk reached, and stays inside it whatever happens.
+            Rc::new(sys::open_in_root(self.root.as_fd(), &join(&path))?)
+        };
+        Ok(Dir {
+            fd,
+            path: path.into(),
+        })
     }
 
     /// Removes what is at `name` unless it is a directory and `keep_dir`.
@@ -620,6 +787,127 @@ impl<'a> Unpacker<'a> {
         }
         Ok(())
     }
+}
+
+/// A directory an entry goes into: open, and where it is in the snapshot.
+#[derive(Clone)]
+struct Dir {
+    fd: Rc<OwnedFd>,
+    /// Its components from the snapshot's root, symlinks resolved when the
+    /// layer has parents (as given, for a base layer).
+    path: Rc<[Vec<u8>]>,
+}
+
+impl AsFd for Dir {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// Symlinks followed at most while resolving one path (Linux's limit).
+const MAX_SYMLINKS: u32 = 40;
+
+/// One directory of a merged-view walk: its name, its fd in the snapshot
+/// and the fds of the same directory in the parents that show through it
+/// (topmost first).
+struct Level {
+    name: Vec<u8>,
+    dest: Rc<OwnedFd>,
+    lower: Vec<Rc<OwnedFd>>,
+}
+
+/// What a name in a merged directory is.
+enum Found {
+    /// No layer has it, or the first that does has a whiteout.
+    Missing,
+    /// A directory: open in the snapshot if it is there, the metadata of
+    /// the topmost one, and the parents' directories that merge under it.
+    Dir {
+        dest: Option<OwnedFd>,
+        stat: libc::stat,
+        lower: Vec<Rc<OwnedFd>>,
+    },
+    /// A symlink, with its target.
+    Symlink(Vec<u8>),
+    /// Anything else: not a directory.
+    Other,
+}
+
+/// Looks `name` up in a merged directory: the snapshot first, then each
+/// parent that shows through, the first that has the name deciding.
+fn lookup(level: &Level, name: &CStr) -> io::Result<Found> {
+    if let Some(stat) = sys::stat_at(level.dest.as_fd(), name)? {
+        return Ok(match stat.st_mode & libc::S_IFMT {
+            libc::S_IFDIR => {
+                let dest = sys::open_path_dir(level.dest.as_fd(), name)?;
+                let lower = if is_opaque(dest.as_fd()) {
+                    Vec::new()
+                } else {
+                    descend(&level.lower, name)?
+                };
+                Found::Dir {
+                    dest: Some(dest),
+                    stat,
+                    lower,
+                }
+            }
+            libc::S_IFLNK => Found::Symlink(sys::readlinkat(level.dest.as_fd(), name)?),
+            _ => Found::Other,
+        });
+    }
+    for (i, layer) in level.lower.iter().enumerate() {
+        let Some(stat) = sys::stat_at(layer.as_fd(), name)? else {
+            continue;
+        };
+        return Ok(match stat.st_mode & libc::S_IFMT {
+            _ if is_whiteout(&stat) => Found::Missing,
+            libc::S_IFDIR => Found::Dir {
+                dest: None,
+                stat,
+                lower: descend(&level.lower[i..], name)?,
+            },
+            libc::S_IFLNK => Found::Symlink(sys::readlinkat(layer.as_fd(), name)?),
+            _ => Found::Other,
+        });
+    }
+    Ok(Found::Missing)
+}
+
+/// The directories named `name` in `lower` (topmost first) that merge:
+/// those before the first non-directory (a whiteout, say), up to and
+/// including the first opaque one; layers without the name are skipped.
+fn descend(lower: &[Rc<OwnedFd>], name: &CStr) -> io::Result<Vec<Rc<OwnedFd>>> {
+    let mut dirs = Vec::new();
+    for layer in lower {
+        match sys::stat_at(layer.as_fd(), name)? {
+            None => continue,
+            Some(stat) if stat.st_mode & libc::S_IFMT == libc::S_IFDIR => {
+                let dir = sys::open_path_dir(layer.as_fd(), name)?;
+                let opaque = is_opaque(dir.as_fd());
+                dirs.push(Rc::new(dir));
+                if opaque {
+                    break;
+                }
+            }
+            Some(_) => break,
+        }
+    }
+    Ok(dirs)
+}
+
+/// An overlay whiteout: a character device 0:0.
+fn is_whiteout(stat: &libc::stat) -> bool {
+    stat.st_mode & libc::S_IFMT == libc::S_IFCHR && stat.st_rdev == 0
+}
+
+/// Whether a directory is marked opaque (its lower layers hidden). An
+/// xattr that cannot be read (not root) counts as not set.
+fn is_opaque(dir: BorrowedFd<'_>) -> bool {
+    let mut value = [0u8; 2];
+    matches!(
+        sys::get_xattr(&sys::proc_path(dir, None), OPAQUE_XATTR, &mut value),
+        Ok(1) if value[0] == b'y'
+    )
 }
 
 #[derive(Clone, Copy)]
@@ -874,6 +1162,83 @@ mod sys {
             Ok(()) => Ok(Some(stat.st_mode & libc::S_IFMT)),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
             Err(e) => Err(e),
+        }
+    }
+
+    /// What is at `name`, not following a symlink; None if nothing is.
+    pub fn stat_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Option<libc::stat>> {
+        // SAFETY: stat is plain data filled by the kernel.
+        let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: valid fd, C string and stat buffer.
+        let result = unsafe {
+            libc::fstatat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                &mut stat,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        match check(result) {
+            Ok(()) => Ok(Some(stat)),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Opens the directory `name` (O_PATH), never through a symlink.
+    pub fn open_path_dir(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
+        openat(
+            dir,
+            name,
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            0,
+        )
+    }
+
+    /// Creates the directory `name` and opens it.
+    pub fn mkdir_open(dir: BorrowedFd<'_>, name: &CStr, mode: libc::mode_t) -> io::Result<OwnedFd> {
+        mkdirat(dir, name, mode)?;
+        open_dir(dir, name)
+    }
+
+    /// The target of the symlink `name`.
+    pub fn readlinkat(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Vec<u8>> {
+        let mut buffer = vec![0u8; libc::PATH_MAX as usize + 1];
+        // SAFETY: valid fd, C string and a buffer of the length passed.
+        let n = unsafe {
+            libc::readlinkat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                buffer.as_mut_ptr().cast(),
+                buffer.len(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        if n == buffer.len() {
+            return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+        }
+        buffer.truncate(n);
+        Ok(buffer)
+    }
+
+    /// getxattr on what the path leads to; the value's length.
+    pub fn get_xattr(path: &CStr, key: &CStr, value: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: valid C strings and a value buffer of the given length.
+        let n = unsafe {
+            libc::getxattr(
+                path.as_ptr(),
+                key.as_ptr(),
+                value.as_mut_ptr().cast(),
+                value.len(),
+            )
+        };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
         }
     }
 

@@ -44,6 +44,11 @@ impl Snapshots {
 
     /// Unpacks a layer as the snapshot `chain_id` unless it exists. The
     /// layer's uncompressed content must hash to `diff_id`.
+    ///
+    /// `options.parents` are the snapshots of the layers below (topmost
+    /// first, as [`Snapshots::lower_dirs`] of the chain's prefix gives
+    /// them): the layer's paths resolve through them as overlayfs will
+    /// show the stack. They are only read.
     pub fn unpack(
         &self,
         chain_id: &Digest,

@@ -41,6 +41,7 @@ impl ImageStore {
         UnpackOptions {
             keep_ownership: root,
             allow_devices: root,
+            parents: Vec::new(),
         }
     }
 
@@ -67,12 +68,16 @@ impl ImageStore {
             )));
         }
         let chain_ids = manifest::chain_ids(diff_ids);
-        let options = Self::unpack_options();
+        let mut options = Self::unpack_options();
         let mut size = 0;
-        for ((layer, diff_id), chain_id) in manifest.layers.iter().zip(diff_ids).zip(&chain_ids) {
+        let layers = manifest.layers.iter().zip(diff_ids).zip(&chain_ids);
+        for (i, ((layer, diff_id), chain_id)) in layers.enumerate() {
             if !self.snapshots.contains(chain_id) {
                 let blob = self.content.open_blob(&layer.digest)?;
                 let reader = std::io::BufReader::with_capacity(256 * 1024, blob);
+                // Each layer is unpacked over the ones below it (topmost
+                // first), so its paths resolve through their symlinks.
+                options.parents = self.snapshots.lower_dirs(&chain_ids[..i])?;
                 self.snapshots.unpack(chain_id, diff_id, reader, &options)?;
             }
             size += self.snapshots.size(chain_id);

@@ -28,6 +28,7 @@ fn root_options() -> UnpackOptions {
     UnpackOptions {
         keep_ownership: true,
         allow_devices: true,
+        parents: Vec::new(),
     }
 }
 
@@ -1087,4 +1088,330 @@ fn mutated_layers_never_escape_or_panic() {
         unpacked > iterations / 10,
         "only {unpacked} of {iterations} unpacked"
     );
+}
+
+/// Layers unpacked one over another, each into its own snapshot dir with
+/// the ones below as parents (as `ImageStore::commit` does).
+struct Stack {
+    base: tempfile::TempDir,
+    snapshots: Vec<PathBuf>,
+}
+
+impl Stack {
+    fn new() -> Stack {
+        Stack {
+            base: tempfile::tempdir().unwrap(),
+            snapshots: Vec::new(),
+        }
+    }
+
+    /// Unpacks the next layer up; returns its snapshot dir.
+    fn unpack(&mut self, tar: &[u8]) -> keel_image::Result<PathBuf> {
+        let dest = self
+            .base
+            .path()
+            .join(format!("layer{}", self.snapshots.len()));
+        fs::create_dir(&dest).unwrap();
+        let options = UnpackOptions {
+            parents: self.snapshots.iter().rev().cloned().collect(),
+            ..root_options()
+        };
+        let result = layer::unpack(tar, &dest, &options);
+        self.snapshots.push(dest.clone());
+        result.map(|_| dest)
+    }
+
+    /// Every path in a snapshot, with its kind, to see that a layer is
+    /// left as it was.
+    fn listing(dir: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(path) = stack.pop() {
+            for entry in fs::read_dir(&path).unwrap() {
+                let entry = entry.unwrap();
+                let meta = fs::symlink_metadata(entry.path()).unwrap();
+                let relative = entry
+                    .path()
+                    .strip_prefix(dir)
+                    .unwrap()
+                    .display()
+                    .to_string();
+                out.push(format!("{relative} {:o}", meta.mode()));
+                if meta.is_dir() {
+                    stack.push(entry.path());
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// `find | sort` and `cat` of `files` in the overlay of every snapshot,
+    /// mounted in a private mount namespace.
+    fn merged(&self, files: &[&str]) -> (Vec<String>, String) {
+        let merged = self.base.path().join("merged");
+        fs::create_dir_all(&merged).unwrap();
+        let lower: Vec<String> = self
+            .snapshots
+            .iter()
+            .rev()
+            .map(|p| p.display().to_string())
+            .collect();
+        let script = format!(
+            "mount -t overlay overlay -o lowerdir={} {m} && cd {m} && find . | sort && echo --- && cat {}",
+            lower.join(":"),
+            files.join(" "),
+            m = merged.display(),
+        );
+        let output = std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        let (listing, contents) = stdout.split_once("---\n").unwrap();
+        (
+            listing.lines().map(str::to_string).collect(),
+            contents.to_string(),
+        )
+    }
+}
+
+/// Debian's usrmerge base: `lib -> usr/lib`, `bin -> usr/bin`, and a
+/// relative symlink inside usr/lib that climbs.
+fn usrmerge_base() -> Vec<u8> {
+    Layer::new()
+        .dir("usr/", 0o755)
+        .dir("usr/lib/", 0o755)
+        .file("usr/lib/libc.so", b"libc")
+        .add(Entry {
+            name: b"usr/lib/x86_64-linux-gnu/",
+            kind: b'5',
+            mode: 0o750,
+            owner: (0, 42),
+            mtime: 1_500_000_000,
+            ..Entry::default()
+        })
+        .file("usr/lib/x86_64-linux-gnu/libold.so", b"old")
+        .dir("usr/share/", 0o755)
+        .dir("usr/share/data/", 0o711)
+        .symlink("usr/lib/data", "../share/data")
+        .symlink("lib", "usr/lib")
+        .symlink("bin", "/usr/bin")
+        .finish()
+}
+
+#[test]
+fn paths_resolve_through_a_lower_layers_symlinks() {
+    require_root();
+    let mut stack = Stack::new();
+    let base = stack.unpack(&usrmerge_base()).unwrap();
+    let base_before = Stack::listing(&base);
+    let upper = stack
+        .unpack(
+            &Layer::new()
+                .file("lib/newfile", b"new")
+                .file("lib/x86_64-linux-gnu/libfoo.so", b"foo")
+                .file("lib/data/d", b"d")
+                .file("bin/tool", b"tool")
+                .hardlink("lib/hardlink", "lib/newfile")
+                .finish(),
+        )
+        .unwrap();
+    assert_eq!(Stack::listing(&base), base_before, "the base is untouched");
+    assert!(
+        fs::symlink_metadata(upper.join("lib")).is_err(),
+        "no lib/ in the upper"
+    );
+    assert!(
+        fs::symlink_metadata(upper.join("bin")).is_err(),
+        "no bin/ in the upper"
+    );
+    assert_eq!(fs::read(upper.join("usr/lib/newfile")).unwrap(), b"new");
+    assert_eq!(
+        fs::read(upper.join("usr/lib/x86_64-linux-gnu/libfoo.so")).unwrap(),
+        b"foo"
+    );
+    assert_eq!(fs::read(upper.join("usr/share/data/d")).unwrap(), b"d");
+    // usr/bin exists in no layer: created, as a missing directory is.
+    assert_eq!(fs::read(upper.join("usr/bin/tool")).unwrap(), b"tool");
+    assert_eq!(
+        fs::metadata(upper.join("usr/lib/hardlink")).unwrap().ino(),
+        fs::metadata(upper.join("usr/lib/newfile")).unwrap().ino()
+    );
+    // The directories met only below were copied up with their metadata,
+    // not their content.
+    let copied = fs::metadata(upper.join("usr/lib/x86_64-linux-gnu")).unwrap();
+    assert_eq!(copied.mode() & 0o7777, 0o750);
+    assert_eq!((copied.uid(), copied.gid()), (0, 42));
+    assert_eq!(copied.mtime(), 1_500_000_000);
+    assert_eq!(
+        fs::metadata(upper.join("usr/share/data")).unwrap().mode() & 0o7777,
+        0o711
+    );
+    assert!(!upper.join("usr/lib/libc.so").exists());
+    assert!(!upper.join("usr/lib/x86_64-linux-gnu/libold.so").exists());
+
+    // Stacked, /lib still shows all of usr/lib, the new files with it.
+    let (listing, contents) = stack.merged(&["lib/newfile", "lib/libc.so", "lib/data/d"]);
+    assert_eq!(contents, "newlibcd");
+    for path in [
+        "./lib",
+        "./usr/lib/libc.so",
+        "./usr/lib/newfile",
+        "./usr/lib/x86_64-linux-gnu/libfoo.so",
+        "./usr/lib/x86_64-linux-gnu/libold.so",
+        "./usr/bin/tool",
+    ] {
+        assert!(listing.iter().any(|l| l == path), "{path}: {listing:?}");
+    }
+    assert!(
+        !listing.iter().any(|l| l.starts_with("./lib/")),
+        "{listing:?}"
+    );
+}
+
+#[test]
+fn the_layers_own_entries_come_before_the_parents() {
+    require_root();
+    let mut stack = Stack::new();
+    stack.unpack(&usrmerge_base()).unwrap();
+    // The layer's own symlink wins over the base's; a lib/ directory
+    // entry replaces the symlink, as tar does.
+    let upper = stack
+        .unpack(
+            &Layer::new()
+                .dir("opt/", 0o755)
+                .symlink("lib", "opt")
+                .file("lib/a", b"a")
+                .dir("bin/", 0o700)
+                .file("bin/b", b"b")
+                .finish(),
+        )
+        .unwrap();
+    assert_eq!(fs::read(upper.join("opt/a")).unwrap(), b"a");
+    assert_eq!(fs::read(upper.join("bin/b")).unwrap(), b"b");
+    assert!(!upper.join("usr").exists());
+}
+
+#[test]
+fn a_parents_symlink_out_of_the_root_stays_inside() {
+    require_root();
+    let passwd_before = fs::read("/etc/passwd").unwrap();
+    for with_etc in [false, true] {
+        let mut stack = Stack::new();
+        let mut base = Layer::new()
+            .symlink("evil", "/etc")
+            .dir("a/", 0o755)
+            .symlink("a/climb", "../../../../etc")
+            .symlink("host", "/proc/self/root/etc");
+        if with_etc {
+            base = base.dir("etc/", 0o755).file("etc/hosts", b"hosts");
+        }
+        let base = stack.unpack(&base.finish()).unwrap();
+        let base_before = Stack::listing(&base);
+        let upper = stack
+            .unpack(
+                &Layer::new()
+                    .file("evil/passwd", b"root::0:0::/:/bin/sh\n")
+                    .file("a/climb/shadow", b"root::1::::::\n")
+                    .file("host/group", b"g")
+                    .finish(),
+            )
+            .unwrap();
+        assert_eq!(fs::read("/etc/passwd").unwrap(), passwd_before);
+        assert_eq!(Stack::listing(&base), base_before);
+        assert_eq!(
+            fs::read(upper.join("etc/passwd")).unwrap(),
+            b"root::0:0::/:/bin/sh\n"
+        );
+        assert_eq!(
+            fs::read(upper.join("etc/shadow")).unwrap(),
+            b"root::1::::::\n"
+        );
+        assert_eq!(
+            fs::read(upper.join("proc/self/root/etc/group")).unwrap(),
+            b"g"
+        );
+        assert!(
+            !upper.join("etc/hosts").exists(),
+            "copied up, not its content"
+        );
+        assert_eq!(
+            names(stack.base.path()),
+            ["layer0", "layer1"],
+            "nothing beside the snapshots"
+        );
+    }
+}
+
+#[test]
+fn whiteouts_and_opaque_dirs_below_end_the_lookup() {
+    require_root();
+    let mut stack = Stack::new();
+    stack.unpack(&usrmerge_base()).unwrap();
+    // The middle layer deletes lib (the symlink) and makes usr/share opaque.
+    let middle = stack
+        .unpack(
+            &Layer::new()
+                .file(".wh.lib", b"")
+                .dir("usr/share/", 0o700)
+                .file("usr/share/.wh..wh..opq", b"")
+                .finish(),
+        )
+        .unwrap();
+    assert!(
+        fs::symlink_metadata(middle.join("lib"))
+            .unwrap()
+            .file_type()
+            .is_char_device()
+    );
+    let upper = stack
+        .unpack(
+            &Layer::new()
+                .file("lib/x", b"x")
+                .file("usr/share/data/y", b"y")
+                .finish(),
+        )
+        .unwrap();
+    // lib is gone below: lib/ is a real directory, usr/lib untouched.
+    assert!(fs::symlink_metadata(upper.join("lib")).unwrap().is_dir());
+    assert_eq!(fs::read(upper.join("lib/x")).unwrap(), b"x");
+    assert!(!upper.join("usr/lib").exists());
+    // usr/share is opaque in the middle: the base's usr/share/data (0711)
+    // is hidden, so data is created afresh (0755) under a copy of the
+    // middle's usr/share (0700).
+    assert_eq!(
+        fs::metadata(upper.join("usr/share")).unwrap().mode() & 0o7777,
+        0o700
+    );
+    assert_eq!(
+        fs::metadata(upper.join("usr/share/data")).unwrap().mode() & 0o7777,
+        0o755
+    );
+    let (listing, contents) = stack.merged(&["lib/x", "usr/share/data/y"]);
+    assert_eq!(contents, "xy");
+    assert!(
+        listing.iter().any(|l| l == "./usr/lib/libc.so"),
+        "{listing:?}"
+    );
+    assert!(!listing.iter().any(|l| l == "./lib/libc.so"), "{listing:?}");
+}
+
+#[test]
+fn symlink_loops_in_the_parents_are_refused() {
+    require_root();
+    let mut stack = Stack::new();
+    stack
+        .unpack(&Layer::new().symlink("a", "b").symlink("b", "/a").finish())
+        .unwrap();
+    let error = stack
+        .unpack(&Layer::new().file("a/x", b"x").finish())
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("a/x"), "{error}");
 }

@@ -186,3 +186,90 @@ fn archives_that_lie_or_are_not_images_leave_nothing_tagged() {
         "no corrupt blob visible"
     );
 }
+
+/// A tar built with the tar crate's helpers: (path, data) for a file,
+/// (path ending in `/`, _) for a directory, (path, `-> target`) for a
+/// symlink.
+fn tar_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, data) in entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_mtime(1_600_000_000);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_size(0);
+        if let Some(target) = data.strip_prefix(b"-> ") {
+            header.set_entry_type(tar::EntryType::Symlink);
+            header.set_mode(0o777);
+            let target = std::str::from_utf8(target).unwrap();
+            builder.append_link(&mut header, path, target).unwrap();
+        } else if path.ends_with('/') {
+            header.set_entry_type(tar::EntryType::Directory);
+            header.set_mode(0o755);
+            builder.append_data(&mut header, path, &[][..]).unwrap();
+        } else {
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_mode(0o644);
+            header.set_size(data.len() as u64);
+            builder.append_data(&mut header, path, *data).unwrap();
+        }
+    }
+    builder.into_inner().unwrap()
+}
+
+/// Each layer is unpacked over the ones below it: an upper layer that
+/// writes `lib/newfile` over a usrmerge base (`lib -> usr/lib`) puts it in
+/// usr/lib and leaves the symlink alone.
+#[test]
+fn commit_unpacks_each_layer_over_the_ones_below() {
+    use keel_image::digest::Digest;
+    require_root();
+    let temp = TempRoot::new();
+    let base = tar_of(&[
+        ("usr/", b""),
+        ("usr/lib/", b""),
+        ("usr/lib/libc.so", b"libc"),
+        ("lib", b"-> usr/lib"),
+    ]);
+    let upper = tar_of(&[("lib/newfile", b"new")]);
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {},
+        "rootfs": {
+            "type": "layers",
+            "diff_ids": [Digest::of(&base).to_string(), Digest::of(&upper).to_string()],
+        },
+    });
+    let manifest = serde_json::json!([{
+        "Config": "config.json",
+        "RepoTags": ["localhost/usrmerge:1"],
+        "Layers": ["base/layer.tar", "upper/layer.tar"],
+    }]);
+    let archive = tar_of(&[
+        ("config.json", &serde_json::to_vec(&config).unwrap()),
+        ("base/layer.tar", &base),
+        ("upper/layer.tar", &upper),
+        ("manifest.json", &serde_json::to_vec(&manifest).unwrap()),
+    ]);
+    let mut store = ImageStore::open(&temp.subdir("root")).unwrap();
+    let loaded = store.load_stream(&archive[..]).unwrap();
+    let record = &loaded[0].0;
+    assert_eq!(record.chain_ids.len(), 2);
+    let lowers = store.snapshots.lower_dirs(&record.chain_ids).unwrap();
+    let (top, bottom) = (&lowers[0], &lowers[1]);
+    assert_eq!(fs::read(top.join("usr/lib/newfile")).unwrap(), b"new");
+    assert!(
+        fs::symlink_metadata(top.join("lib")).is_err(),
+        "no lib in the upper"
+    );
+    assert!(
+        fs::symlink_metadata(bottom.join("lib"))
+            .unwrap()
+            .is_symlink()
+    );
+    assert!(
+        !bottom.join("usr/lib/newfile").exists(),
+        "the base is untouched"
+    );
+}

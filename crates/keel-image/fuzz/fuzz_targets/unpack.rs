@@ -60,6 +60,7 @@ fuzz_target!(|data: &[u8]| {
     let options = UnpackOptions {
         keep_ownership: true,
         allow_devices: false,
+        parents: Vec::new(),
     };
     // Errors are fine; panics, and writes outside `root`, are not.
     let _ = layer::unpack(data, &root, &options);

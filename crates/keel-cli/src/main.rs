@@ -3,7 +3,12 @@
 //! `keel-runtime`/runc) and its version.
 
 mod images;
+mod login;
+mod progress;
 mod pull;
+mod push;
+mod save;
+mod system;
 
 use std::path::PathBuf;
 
@@ -38,6 +43,10 @@ enum Command {
     Load(images::LoadArgs),
     /// Make an image from a root filesystem tarball
     Import(images::ImportArgs),
+    /// Save images to a tar archive (docker archive and OCI layout in one)
+    Save(save::SaveArgs),
+    /// Upload an image to a registry
+    Push(push::PushArgs),
     /// Give an image another name: keel tag SOURCE TARGET
     Tag(images::TagArgs),
     /// Remove images
@@ -45,6 +54,13 @@ enum Command {
     /// Manage images
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Log in to a registry (credentials in docker's config.json)
+    Login(login::LoginArgs),
+    /// Log out from a registry
+    Logout(login::LogoutArgs),
+    /// Manage keel
+    #[command(subcommand)]
+    System(SystemCommand),
     /// Show keel's version and the OCI runtime-spec version it implements
     Version,
     /// The OCI runtime (runc-compatible): `keel runtime run --bundle DIR ID`, `keel runtime --help`
@@ -74,8 +90,18 @@ enum ImageCommand {
     Load(images::LoadArgs),
     /// Make an image from a root filesystem tarball
     Import(images::ImportArgs),
-    /// Remove blobs and layers no image uses
-    Prune,
+    /// Save images to a tar archive
+    Save(save::SaveArgs),
+    /// Upload an image to a registry
+    Push(push::PushArgs),
+    /// Remove unused images (dangling ones; all unused with -a), then blobs and layers no image uses
+    Prune(system::PruneArgs),
+}
+
+#[derive(Subcommand)]
+enum SystemCommand {
+    /// Show disk usage
+    Df(system::DfArgs),
 }
 
 fn main() {
@@ -121,6 +147,12 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Import(args) | Command::Image(ImageCommand::Import(args)) => {
             images::import(&mut images::open(&root)?, &args).map(|_| 0)
         }
+        Command::Save(args) | Command::Image(ImageCommand::Save(args)) => {
+            save::save(&images::open(&root)?, &args).map(|_| 0)
+        }
+        Command::Push(args) | Command::Image(ImageCommand::Push(args)) => {
+            push::push(&root, &args).map(|_| 0)
+        }
         Command::Tag(args) | Command::Image(ImageCommand::Tag(args)) => {
             images::tag(&mut images::open(&root)?, &args).map(|_| 0)
         }
@@ -133,10 +165,13 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Image(ImageCommand::History(args)) => {
             images::history(&images::open(&root)?, &args).map(|_| 0)
         }
-        Command::Image(ImageCommand::Prune) => {
-            let freed = images::open(&root)?.collect_garbage()?;
-            println!("Total reclaimed space: {}", images::human_size(freed));
-            Ok(0)
+        Command::Image(ImageCommand::Prune(args)) => {
+            system::prune(&mut images::open(&root)?, &args)
+        }
+        Command::Login(args) => login::login(&root, &args),
+        Command::Logout(args) => login::logout(&args),
+        Command::System(SystemCommand::Df(args)) => {
+            system::df(&images::open(&root)?, &args).map(|_| 0)
         }
     }
 }

@@ -1,16 +1,13 @@
 //! `keel pull`: the registry client fetches and verifies the blobs, the
 //! image store unpacks and records the image; progress in docker's words.
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use keel_image::manifest::{Document, Platform};
 use keel_image::reference::Reference;
 use keel_registry::auth::DockerConfig;
-use keel_registry::pull::{ProgressEvent, ProgressState};
 use keel_registry::{Client, ClientOptions, PullOptions};
 
 #[derive(Args, Debug)]
@@ -32,38 +29,20 @@ pub struct PullArgs {
 /// `$KEEL_REGISTRIES_CONFIG` or `<root>/registries.json`; credentials from
 /// docker's config.json (`keel login` and `docker login` write the same).
 pub fn client(root: &Path) -> Result<Client> {
-    let path = std::env::var_os("KEEL_REGISTRIES_CONFIG")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| root.join("registries.json"));
-    let mut options = ClientOptions::from_file(&path)
-        .with_context(|| format!("read registry settings {}", path.display()))?;
+    let mut options = client_options(root)?;
     options.docker_config =
         Some(DockerConfig::load_default().context("read docker's config.json")?);
     Ok(Client::new(options)?)
 }
 
-/// Prints docker's per-layer lines, once per state change.
-fn progress_printer() -> Arc<dyn Fn(ProgressEvent) + Send + Sync> {
-    let seen: Mutex<HashMap<String, ProgressState>> = Mutex::new(HashMap::new());
-    Arc::new(move |event: ProgressEvent| {
-        if event.kind != keel_registry::pull::BlobKind::Layer {
-            return;
-        }
-        let Ok(mut seen) = seen.lock() else { return };
-        let key = event.digest.to_string();
-        if seen.get(&key) == Some(&event.state) {
-            return;
-        }
-        seen.insert(key, event.state);
-        let words = match event.state {
-            ProgressState::Waiting => "Pulling fs layer",
-            ProgressState::Downloading => "Downloading",
-            ProgressState::Verifying => "Verifying Checksum",
-            ProgressState::Done => "Download complete",
-            ProgressState::AlreadyExists => "Already exists",
-        };
-        println!("{}: {words}", event.digest.short());
-    })
+/// Mirrors and insecure registries (no credentials): `$KEEL_REGISTRIES_CONFIG`
+/// or `<root>/registries.json`.
+pub fn client_options(root: &Path) -> Result<ClientOptions> {
+    let path = std::env::var_os("KEEL_REGISTRIES_CONFIG")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("registries.json"));
+    ClientOptions::from_file(&path)
+        .with_context(|| format!("read registry settings {}", path.display()))
 }
 
 pub fn pull(root: &Path, args: &PullArgs) -> Result<()> {
@@ -108,9 +87,10 @@ pub fn pull(root: &Path, args: &PullArgs) -> Result<()> {
             );
         }
         let before = store.resolve(&reference.full()).ok().map(|r| r.id);
+        let progress = crate::progress::Progress::new();
         let options = PullOptions {
             platform: platform.clone(),
-            progress: (!args.quiet).then(progress_printer),
+            progress: (!args.quiet).then(|| progress.callback()),
             ..PullOptions::default()
         };
         let result = runtime
@@ -121,6 +101,7 @@ pub fn pull(root: &Path, args: &PullArgs) -> Result<()> {
                 &options,
             ))
             .with_context(|| format!("pull {familiar}"))?;
+        progress.flush();
         let bytes = store.content.read(&result.manifest_digest)?;
         let Document::Manifest(manifest) =
             Document::parse(Some(&result.manifest_media_type), &bytes)?
@@ -145,9 +126,7 @@ pub fn pull(root: &Path, args: &PullArgs) -> Result<()> {
             println!("{}", reference.full());
             continue;
         }
-        for layer in &manifest.layers {
-            println!("{}: Pull complete", layer.digest.short());
-        }
+        progress.complete(&manifest.layers);
         println!("Digest: {}", result.repo_digest());
         if before.as_ref() == Some(&record.id) {
             println!("Status: Image is up to date for {familiar}");

@@ -11,12 +11,14 @@
 //!
 //! - [`snapshot`]: one unpacked snapshot per chain id, published whole.
 //! - [`store`]: all of it together: commit, `load`, `import`, resolve.
+//! - [`export`]: `save`, one archive both docker and OCI loaders take.
 //!
 //! This crate knows layers, not containers (DESIGN.md).
 
 pub mod content;
 pub mod digest;
 pub mod error;
+pub mod export;
 pub mod layer;
 pub mod manifest;
 pub mod metadata;

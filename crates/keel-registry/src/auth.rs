@@ -300,6 +300,132 @@ impl DockerConfig {
         self.auths
             .insert(normalize_registry_key(registry), credentials);
     }
+
+    /// `keel login`: stores `auths.<key>.auth` = base64(user:password) in
+    /// the config.json at `path`, keeping every other key of the file (and
+    /// dropping other entries naming the same host, which would shadow
+    /// it). Written to a temp name with mode 0600, fsynced and renamed.
+    pub fn save_login(path: &Path, key: &str, username: &str, password: &str) -> Result<()> {
+        let mut file = read_config_value(path)?;
+        let auths = auths_object(&mut file, path)?;
+        let host = normalize_registry_key(key);
+        auths.retain(|k, _| k == key || normalize_registry_key(k) != host);
+        let entry = auths
+            .entry(key.to_string())
+            .or_insert_with(|| serde_json::json!({}));
+        if !entry.is_object() {
+            *entry = serde_json::json!({});
+        }
+        if let Some(entry) = entry.as_object_mut() {
+            for stale in ["username", "password", "identitytoken", "registrytoken"] {
+                entry.remove(stale);
+            }
+            entry.insert(
+                "auth".to_string(),
+                STANDARD.encode(format!("{username}:{password}")).into(),
+            );
+        }
+        write_config_value(path, &file)
+    }
+
+    /// `keel logout`: removes every `auths` entry naming `registry`'s host
+    /// from the config.json at `path`; returns whether there was one.
+    pub fn remove_login(path: &Path, registry: &str) -> Result<bool> {
+        if !path.exists() {
+            return Ok(false);
+        }
+        let mut file = read_config_value(path)?;
+        let auths = auths_object(&mut file, path)?;
+        let host = normalize_registry_key(registry);
+        let before = auths.len();
+        auths.retain(|k, _| normalize_registry_key(k) != host);
+        if auths.len() == before {
+            return Ok(false);
+        }
+        write_config_value(path, &file)?;
+        Ok(true)
+    }
+}
+
+/// The whole config.json as JSON (`{}` when missing), so that saving keeps
+/// what keel does not know (`credsStore`, `HttpHeaders`, `proxies`, ...).
+fn read_config_value(path: &Path) -> Result<serde_json::Value> {
+    match std::fs::read(path) {
+        Ok(text) if text.iter().all(u8::is_ascii_whitespace) => Ok(serde_json::json!({})),
+        Ok(text) => serde_json::from_slice(&text).map_err(|e| {
+            Error::msg(format!(
+                "{}: invalid docker config JSON: {e}",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(serde_json::json!({})),
+        Err(e) => Err(Error::io(format!("read {}", path.display()), e)),
+    }
+}
+
+fn auths_object<'a>(
+    file: &'a mut serde_json::Value,
+    path: &Path,
+) -> Result<&'a mut serde_json::Map<String, serde_json::Value>> {
+    let top = file
+        .as_object_mut()
+        .ok_or_else(|| Error::msg(format!("{}: not a JSON object", path.display())))?;
+    let auths = top.entry("auths").or_insert_with(|| serde_json::json!({}));
+    if auths.is_null() {
+        *auths = serde_json::json!({});
+    }
+    auths
+        .as_object_mut()
+        .ok_or_else(|| Error::msg(format!("{}: \"auths\" is not an object", path.display())))
+}
+
+/// Atomically replaces `path` (through a symlink, its target) with `value`,
+/// mode 0600; the directory is made (0700) if missing.
+fn write_config_value(path: &Path, value: &serde_json::Value) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    let target = match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+        }
+        _ => path.to_path_buf(),
+    };
+    let dir = target
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+    let mut text = serde_json::to_vec_pretty(value)
+        .map_err(|e| Error::msg(format!("serialize docker config: {e}")))?;
+    text.push(b'\n');
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "config.json".into());
+    let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temp)?;
+        file.write_all(&text)?;
+        file.sync_all()?;
+        std::fs::rename(&temp, &target)?;
+        if let Ok(dir) = std::fs::File::open(dir) {
+            let _ = dir.sync_all();
+        }
+        Ok(())
+    })();
+    result.map_err(|e: std::io::Error| {
+        let _ = std::fs::remove_file(&temp);
+        Error::io(format!("write {}", target.display()), e)
+    })
 }
 
 /// Percent-encodes a query component (RFC 3986 unreserved kept).
@@ -534,5 +660,43 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = DockerConfig::load(&dir.path().join("config.json")).unwrap();
         assert!(config.credentials("docker.io").is_none());
+    }
+
+    #[test]
+    fn saves_and_removes_logins_keeping_other_keys() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("docker").join("config.json");
+        // A missing file and directory are made.
+        DockerConfig::save_login(&path, "https://index.docker.io/v1/", "u", "p:w").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        std::fs::write(
+            &path,
+            br#"{"auths":{"http://myreg:5000/v2/":{"auth":"YTpi"},"other":{"auth":"YTpi"}},"HttpHeaders":{"X":"y"}}"#,
+        )
+        .unwrap();
+        DockerConfig::save_login(&path, "myreg:5000", "keel", "secret").unwrap();
+        let value: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(value["HttpHeaders"]["X"], "y");
+        assert_eq!(value["auths"]["other"]["auth"], "YTpi");
+        assert!(value["auths"].get("http://myreg:5000/v2/").is_none());
+        assert_eq!(value["auths"]["myreg:5000"]["auth"], "a2VlbDpzZWNyZXQ=");
+        let config = DockerConfig::load(&path).unwrap();
+        assert_eq!(
+            config.credentials("myreg:5000"),
+            Some(&Credentials::Basic {
+                username: "keel".into(),
+                password: "secret".into()
+            })
+        );
+        assert!(DockerConfig::remove_login(&path, "myreg:5000").unwrap());
+        assert!(!DockerConfig::remove_login(&path, "myreg:5000").unwrap());
+        let value: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(value["HttpHeaders"]["X"], "y");
+        assert!(value["auths"].get("myreg:5000").is_none());
+        assert!(!DockerConfig::remove_login(&dir.path().join("none.json"), "myreg:5000").unwrap());
     }
 }

@@ -633,6 +633,33 @@ impl Client {
         }
     }
 
+    /// `keel login`: checks that the registry accepts this client's
+    /// credentials for it, as `docker login` does: `GET /v2/` answering the
+    /// challenge (a token without scope, or basic auth) must succeed.
+    pub async fn login(&self, registry: &str) -> Result<()> {
+        let endpoint = self.upstream(registry);
+        let base = self.base(&endpoint).await;
+        let context = format!("Get \"{base}/v2/\"");
+        let response = self
+            .execute(
+                Call {
+                    endpoint: &endpoint,
+                    scopes: &[],
+                    context: &context,
+                },
+                Method::GET,
+                &format!("{base}/v2/"),
+                HeaderMap::new(),
+                RequestBody::Empty,
+            )
+            .await?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(error_from(response, &context).await)
+        }
+    }
+
     /// Runs `attempt` on each endpoint of `registry` in turn (mirrors first
     /// for pulls) and returns the first success or the last error.
     async fn on_endpoints<T, F, Fut>(&self, registry: &str, pull: bool, attempt: F) -> Result<T>

@@ -9,12 +9,17 @@
 //! - [`pull`]: [`pull::pull`], a manifest (or an index → the platform's
 //!   manifest), its config and layers into the content store, in parallel,
 //!   verified, with progress events.
+//! - [`push`]: [`push::push`], an image from the content store to a
+//!   registry: blobs it lacks (mounted or uploaded, in parallel), then the
+//!   manifest.
 
 pub mod auth;
 pub mod client;
 pub mod error;
 pub mod pull;
+pub mod push;
 
 pub use client::{Client, ClientOptions};
 pub use error::{Error, Result};
 pub use pull::{Platform, PullOptions, PullResult, pull, pull_with};
+pub use push::{PushEvent, PushOptions, PushState, push};

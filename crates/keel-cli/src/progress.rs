@@ -33,17 +33,21 @@ pub enum Status {
     Downloaded,
     AlreadyExists,
     PullComplete,
+    /// The connection failed: trying again in this many seconds.
+    Retrying(u64),
 }
 
 impl Status {
-    fn words(self) -> &'static str {
+    fn words(self) -> std::borrow::Cow<'static, str> {
         match self {
-            Status::Waiting => "Pulling fs layer",
-            Status::Downloading => "Downloading",
-            Status::Verifying => "Verifying Checksum",
-            Status::Downloaded => "Download complete",
-            Status::AlreadyExists => "Already exists",
-            Status::PullComplete => "Pull complete",
+            Status::Waiting => "Pulling fs layer".into(),
+            Status::Downloading => "Downloading".into(),
+            Status::Verifying => "Verifying Checksum".into(),
+            Status::Downloaded => "Download complete".into(),
+            Status::AlreadyExists => "Already exists".into(),
+            Status::PullComplete => "Pull complete".into(),
+            Status::Retrying(1) => "Retrying in 1 second".into(),
+            Status::Retrying(seconds) => format!("Retrying in {seconds} seconds").into(),
         }
     }
 }
@@ -56,6 +60,7 @@ impl From<ProgressState> for Status {
             ProgressState::Verifying => Status::Verifying,
             ProgressState::Done => Status::Downloaded,
             ProgressState::AlreadyExists => Status::AlreadyExists,
+            ProgressState::Retrying(seconds) => Status::Retrying(seconds),
         }
     }
 }

@@ -132,6 +132,21 @@ impl<T> Digester<T> {
         self.bytes
     }
 
+    /// Counts and hashes bytes that are already where they belong (the
+    /// part of a download a killed process left, when it is resumed).
+    pub fn update(&mut self, data: &[u8]) {
+        self.hasher.update(data);
+        self.bytes += data.len() as u64;
+    }
+
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+
+    pub fn get_mut(&mut self) -> &mut T {
+        &mut self.inner
+    }
+
     /// The digest of everything so far, and the wrapped value.
     pub fn finish(self) -> (Digest, T) {
         let digest = Digest {

@@ -189,7 +189,10 @@ pub struct ManifestResponse {
 
 /// A blob being downloaded.
 pub struct BlobStream {
-    /// From `Content-Length`, when the server sent it.
+    /// Where the bytes of `stream` start in the blob: the offset asked for
+    /// when the server honoured the `Range`, else 0 (the whole blob).
+    pub offset: u64,
+    /// From `Content-Length` (the bytes of `stream`), when the server sent it.
     pub size: Option<u64>,
     pub stream: Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>,
 }
@@ -197,6 +200,7 @@ pub struct BlobStream {
 impl std::fmt::Debug for BlobStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BlobStream")
+            .field("offset", &self.offset)
             .field("size", &self.size)
             .finish_non_exhaustive()
     }
@@ -831,6 +835,19 @@ impl Client {
         repository: &str,
         digest: &Digest,
     ) -> Result<BlobStream> {
+        self.get_blob_from(registry, repository, digest, 0).await
+    }
+
+    /// Streams a blob from byte `offset` on (a `Range` request, to resume a
+    /// download). A server may answer with the whole blob instead:
+    /// [`BlobStream::offset`] says where the stream starts.
+    pub async fn get_blob_from(
+        &self,
+        registry: &str,
+        repository: &str,
+        digest: &Digest,
+        offset: u64,
+    ) -> Result<BlobStream> {
         let scopes = [auth::repository_scope(repository, false)];
         self.on_endpoints(registry, true, |endpoint, base| {
             let scopes = &scopes;
@@ -849,22 +866,20 @@ impl Client {
                         },
                         Method::GET,
                         &url,
-                        HeaderMap::new(),
+                        range_headers(offset),
                         RequestBody::Empty,
                     )
                     .await?;
-                if !response.status().is_success() {
-                    return Err(error_from(response, &context).await);
-                }
-                Ok(blob_stream(response, context))
+                ranged_blob_stream(response, offset, context).await
             }
         })
         .await
     }
 
     /// Streams a URL with no registry auth (a non-distributable layer's
-    /// `urls`). Plain HTTP is allowed as docker allows it for these.
-    pub async fn get_url(&self, url: &str) -> Result<BlobStream> {
+    /// `urls`), from byte `offset` on when the server honours a `Range`.
+    /// Plain HTTP is allowed as docker allows it for these.
+    pub async fn get_url(&self, url: &str, offset: u64) -> Result<BlobStream> {
         let context = format!("get {url}");
         let parsed = Url::parse(url).map_err(|e| Error::msg(format!("{context}: {e}")))?;
         if !matches!(parsed.scheme(), "http" | "https") {
@@ -876,16 +891,13 @@ impl Client {
             .send_following(
                 Method::GET,
                 url,
-                &HeaderMap::new(),
+                &range_headers(offset),
                 None,
                 RequestBody::Empty,
                 &context,
             )
             .await?;
-        if !response.status().is_success() {
-            return Err(error_from(response, &context).await);
-        }
-        Ok(blob_stream(response, context))
+        ranged_blob_stream(response, offset, context).await
     }
 
     /// Uploads a manifest under a tag or its digest; returns its digest.
@@ -1323,15 +1335,62 @@ fn location(response: &reqwest::Response, base: &str) -> Option<String> {
         .map(String::from)
 }
 
-fn blob_stream(response: reqwest::Response, context: String) -> BlobStream {
+/// `Range: bytes=<offset>-`, or nothing for the whole blob.
+fn range_headers(offset: u64) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if offset > 0
+        && let Ok(value) = HeaderValue::from_str(&format!("bytes={offset}-"))
+    {
+        headers.insert(header::RANGE, value);
+    }
+    headers
+}
+
+/// The first byte a `Content-Range: bytes <first>-<last>/<size>` names.
+pub fn content_range_start(value: &str) -> Option<u64> {
+    let range = value.trim().strip_prefix("bytes ")?;
+    let (first, _) = range.split_once('-')?;
+    first.trim().parse().ok()
+}
+
+/// The body of a blob GET asked from `offset`: a 206 must start there; a
+/// 200 is the whole blob (the server ignored the range); a 416 (the range
+/// is past the end: the partial we hold is not of this blob) is an error
+/// the caller answers by starting over.
+async fn ranged_blob_stream(
+    response: reqwest::Response,
+    offset: u64,
+    context: String,
+) -> Result<BlobStream> {
+    let status = response.status();
+    if !status.is_success() {
+        return Err(error_from(response, &context).await);
+    }
+    let start = if status == StatusCode::PARTIAL_CONTENT {
+        let start = response
+            .headers()
+            .get(header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(content_range_start);
+        if start != Some(offset) || offset == 0 {
+            return Err(Error::msg(format!(
+                "{context}: asked for bytes from {offset}, the server sent a part starting at {}",
+                start.map_or_else(|| "an unknown offset".to_string(), |s| s.to_string())
+            )));
+        }
+        offset
+    } else {
+        0
+    };
     let size = content_length(response.headers());
     let stream = response
         .bytes_stream()
         .map(move |chunk| chunk.map_err(|e| Error::http(format!("{context}: read"), e)));
-    BlobStream {
+    Ok(BlobStream {
+        offset: start,
         size,
         stream: Box::pin(stream),
-    }
+    })
 }
 
 async fn read_limited(response: reqwest::Response, limit: usize, context: &str) -> Result<Bytes> {

@@ -1,15 +1,22 @@
 //! Pulling an image into the content store: resolve the manifest (an
 //! index → the manifest for the platform), then download the config and
-//! the layers in parallel (bounded), each streamed through
-//! [`ContentStore::ingest`], which verifies digest and size before anything
-//! becomes visible. Blobs already in the store are skipped.
+//! the layers in parallel (bounded), each streamed into a
+//! [`ContentStore::resume_ingest`] download, which verifies digest and size
+//! before anything becomes visible. Blobs already in the store are skipped.
+//!
+//! Downloads resume: a connection that drops mid-blob is retried (up to
+//! [`PullOptions::attempts`] times, as docker does) with a `Range` request
+//! from the last byte received, and a pull that was killed leaves its
+//! partial blobs for the next pull to carry on from. A server that ignores
+//! the range sends the whole blob, which then replaces the partial; a
+//! resumed blob that fails its digest check is downloaded again whole, once.
 //!
 //! Progress goes to a callback as [`ProgressEvent`]s, so the CLI can draw a
 //! bar per layer as docker does.
 
 use std::fmt;
-use std::io::{self, Read};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt, stream};
@@ -29,6 +36,12 @@ use crate::error::{Error, Result};
 /// How many blobs download at once (docker's default is 3).
 pub const DEFAULT_CONCURRENCY: usize = 3;
 
+/// Tries per blob before a pull gives up (docker's `max-download-attempts`).
+pub const DEFAULT_ATTEMPTS: u32 = 5;
+
+/// The wait before the first retry; each further one waits this much more.
+pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(1);
+
 /// What kind of blob an event is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BlobKind {
@@ -45,6 +58,9 @@ pub enum ProgressState {
     Verifying,
     Done,
     AlreadyExists,
+    /// The connection failed; trying again (from where it stopped) after
+    /// this many seconds.
+    Retrying(u64),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +80,10 @@ pub struct PullOptions {
     /// Blobs downloaded at once (at least 1).
     pub concurrency: usize,
     pub progress: Option<ProgressFn>,
+    /// Tries per blob when the connection fails (at least 1).
+    pub attempts: u32,
+    /// The wait before the first retry, growing by as much each time.
+    pub retry_delay: Duration,
 }
 
 impl Default for PullOptions {
@@ -72,6 +92,8 @@ impl Default for PullOptions {
             platform: Platform::current(),
             concurrency: DEFAULT_CONCURRENCY,
             progress: None,
+            attempts: DEFAULT_ATTEMPTS,
+            retry_delay: DEFAULT_RETRY_DELAY,
         }
     }
 }
@@ -81,6 +103,8 @@ impl fmt::Debug for PullOptions {
         f.debug_struct("PullOptions")
             .field("platform", &self.platform)
             .field("concurrency", &self.concurrency)
+            .field("attempts", &self.attempts)
+            .field("retry_delay", &self.retry_delay)
             .finish_non_exhaustive()
     }
 }
@@ -279,93 +303,306 @@ async fn fetch_blob(
     kind: BlobKind,
     options: &PullOptions,
 ) -> Result<()> {
-    let digest = &descriptor.digest;
-    if store.contains(digest) {
-        emit(
-            options,
-            descriptor,
-            kind,
-            descriptor.size,
-            ProgressState::AlreadyExists,
-        );
-        return Ok(());
-    }
-    let blob = open_blob(client, registry, repository, descriptor).await?;
-    if let Some(size) = blob.size
-        && size != descriptor.size
-    {
-        return Err(Error::msg(format!(
-            "blob {digest} of {registry}/{repository}: the registry serves {size} bytes, the manifest says {}",
-            descriptor.size
-        )));
-    }
-    emit(options, descriptor, kind, 0, ProgressState::Downloading);
-
-    // The store's ingest is synchronous: it reads from a channel on a
-    // blocking thread while this task feeds it, a few chunks ahead at most.
-    let (sender, receiver) = mpsc::channel::<Chunk>(8);
-    let ingest = {
-        let store = store.clone();
-        let digest = digest.clone();
-        let size = descriptor.size;
-        tokio::task::spawn_blocking(move || {
-            store.ingest(&digest, Some(size), ChannelReader::new(receiver))
-        })
-    };
-    let feed = async {
-        let mut stream = blob.stream;
-        let mut done = 0u64;
-        let mut last_report = 0u64;
-        while let Some(chunk) = stream.next().await {
-            let chunk = match chunk {
-                Ok(chunk) => chunk,
-                Err(e) => {
-                    let _ = sender.send(Chunk::Failed(e.to_string())).await;
-                    return Err(e);
-                }
-            };
-            done += chunk.len() as u64;
-            if done > descriptor.size {
-                let _ = sender.send(Chunk::Failed("too many bytes".into())).await;
-                return Err(Error::msg(format!(
-                    "blob {digest} of {registry}/{repository}: the registry sent more than the {} bytes the manifest says",
-                    descriptor.size
-                )));
-            }
-            if sender.send(Chunk::Data(chunk)).await.is_err() {
-                // The ingest stopped early; its error says why.
-                return Ok(());
-            }
-            // Report about every 512 KiB, not every chunk.
-            if done - last_report >= 512 * 1024 {
-                last_report = done;
-                emit(options, descriptor, kind, done, ProgressState::Downloading);
-            }
-        }
-        emit(options, descriptor, kind, done, ProgressState::Verifying);
-        let _ = sender.send(Chunk::End).await;
-        Ok(())
-    };
-    let fed = feed.await;
-    drop(sender);
-    let ingested = ingest
-        .await
-        .map_err(|e| Error::msg(format!("blob {digest}: the ingest task failed: {e}")))?;
-    fed?;
-    ingested.map_err(|e| {
-        Error::image(
-            format!("pull blob {digest} from {registry}/{repository}"),
-            e,
-        )
-    })?;
-    emit(
-        options,
+    let blob = Blob {
+        client,
+        store,
+        registry,
+        repository,
         descriptor,
         kind,
-        descriptor.size,
-        ProgressState::Done,
-    );
-    Ok(())
+        options,
+    };
+    if store.contains(&descriptor.digest) {
+        blob.emit(descriptor.size, ProgressState::AlreadyExists);
+        return Ok(());
+    }
+    match blob.download().await {
+        // What an earlier download left was not the start of this blob
+        // (a crash before its bytes reached the disk, say): once more, whole.
+        Err(Failure::ResumedMismatch(e)) => {
+            tracing::warn!(digest = %descriptor.digest, error = %e,
+                "a resumed download failed its digest check; downloading it again whole");
+            blob.download().await.map_err(Failure::into_error)
+        }
+        other => other.map_err(Failure::into_error),
+    }
+}
+
+/// One blob of a pull, and what it needs.
+struct Blob<'a> {
+    client: &'a Client,
+    store: &'a ContentStore,
+    registry: &'a str,
+    repository: &'a str,
+    descriptor: &'a Descriptor,
+    kind: BlobKind,
+    options: &'a PullOptions,
+}
+
+/// Why a download failed.
+enum Failure {
+    /// A blob resumed from an earlier download's bytes failed its digest
+    /// check (the partial is gone now; the next try starts from zero).
+    ResumedMismatch(Error),
+    Other(Error),
+}
+
+impl Failure {
+    fn into_error(self) -> Error {
+        match self {
+            Failure::ResumedMismatch(e) | Failure::Other(e) => e,
+        }
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Failure {
+        Failure::Other(e)
+    }
+}
+
+/// What the writer thread is told, in order.
+enum Chunk {
+    Data(Bytes),
+    /// Throw away what is there: the server sends the blob from byte 0.
+    Restart,
+    /// Complete: verify and publish.
+    End,
+    /// What arrived is wrong (the server sent too much): remove it.
+    Discard,
+}
+
+/// Whether a failure is worth another try from where the download is: the
+/// connection failed or broke, or the server had a passing problem.
+fn is_transient(e: &Error) -> bool {
+    match e {
+        Error::Http { .. } => true,
+        Error::Registry { status, .. } => status.0 >= 500 || status.0 == 429,
+        _ => false,
+    }
+}
+
+impl Blob<'_> {
+    fn emit(&self, current: u64, state: ProgressState) {
+        emit(self.options, self.descriptor, self.kind, current, state);
+    }
+
+    fn context(&self) -> String {
+        format!(
+            "blob {} of {}/{}",
+            self.descriptor.digest, self.registry, self.repository
+        )
+    }
+
+    /// Downloads the blob into the store, resuming a partial one, retrying
+    /// transient failures from the last byte received.
+    async fn download(&self) -> Result<(), Failure> {
+        let digest = self.descriptor.digest.clone();
+        let size = self.descriptor.size;
+
+        // The store's writes are synchronous: a blocking thread owns the
+        // download and takes chunks from a channel, a few ahead at most.
+        let (sender, mut receiver) = mpsc::channel::<Chunk>(8);
+        let (opened, offset) = tokio::sync::oneshot::channel::<Option<u64>>();
+        let writer = {
+            let store = self.store.clone();
+            let digest = digest.clone();
+            tokio::task::spawn_blocking(move || -> keel_image::Result<()> {
+                let Some(mut ingest) = store.resume_ingest(&digest, size)? else {
+                    let _ = opened.send(None);
+                    return Ok(());
+                };
+                let _ = opened.send(Some(ingest.offset()));
+                loop {
+                    match receiver.blocking_recv() {
+                        Some(Chunk::Data(bytes)) => ingest.write(&bytes)?,
+                        Some(Chunk::Restart) => ingest.restart()?,
+                        Some(Chunk::End) => return ingest.commit().map(|_| ()),
+                        Some(Chunk::Discard) => {
+                            ingest.discard();
+                            return Ok(());
+                        }
+                        // Given up: what arrived stays for the next pull.
+                        None => return Ok(()),
+                    }
+                }
+            })
+        };
+        let written = |writer: tokio::task::JoinHandle<keel_image::Result<()>>| async move {
+            writer
+                .await
+                .map_err(|e| Error::msg(format!("blob {digest}: the writer thread failed: {e}")))?
+                .map_err(|e| Error::image(format!("pull {}", self.context()), e))
+        };
+        let resumed = match offset.await {
+            Ok(Some(offset)) => offset,
+            // Another process stored it meanwhile.
+            Ok(None) => {
+                written(writer).await?;
+                self.emit(size, ProgressState::AlreadyExists);
+                return Ok(());
+            }
+            // The writer could not open the download; its error says why.
+            Err(_) => {
+                written(writer).await?;
+                return Err(
+                    Error::msg(format!("{}: the download did not open", self.context())).into(),
+                );
+            }
+        };
+
+        let fed = self.feed(&sender, resumed).await;
+        drop(sender);
+        let stored = written(writer).await;
+        match (fed, stored) {
+            (Err(e), _) => Err(e.into()),
+            (Ok(()), Err(e)) if resumed > 0 && is_mismatch(&e) => Err(Failure::ResumedMismatch(e)),
+            (Ok(()), Err(e)) => Err(e.into()),
+            (Ok(()), Ok(())) => {
+                self.emit(size, ProgressState::Done);
+                Ok(())
+            }
+        }
+    }
+
+    /// Streams the blob from `offset` into the writer: retries transient
+    /// failures from the byte reached; sends `End` once all bytes are in.
+    /// Returns Ok early if the writer stopped (its error is the one to show).
+    async fn feed(&self, sender: &mpsc::Sender<Chunk>, offset: u64) -> Result<()> {
+        let attempts = self.options.attempts.max(1);
+        let mut position = offset;
+        let mut attempt = 0;
+        let mut restarted = false;
+        loop {
+            attempt += 1;
+            let (e, transient) = match self.feed_once(sender, &mut position).await {
+                Ok(Fed::Complete) => {
+                    self.emit(position, ProgressState::Verifying);
+                    let _ = sender.send(Chunk::End).await;
+                    return Ok(());
+                }
+                Ok(Fed::WriterStopped) => return Ok(()),
+                Err(FeedError::Wrong(e)) => {
+                    let _ = sender.send(Chunk::Discard).await;
+                    return Err(e);
+                }
+                Err(FeedError::Failed(e)) => {
+                    let transient = is_transient(&e);
+                    (e, transient)
+                }
+                Err(FeedError::Cut(e)) => (e, true),
+            };
+            if position > 0 && !transient && !restarted {
+                // Not the answer to our Range we expect (a 416, or a part
+                // starting elsewhere): from byte 0, at once.
+                tracing::debug!(digest = %self.descriptor.digest, error = %e,
+                    "the server would not resume; downloading from the start");
+                restarted = true;
+                if sender.send(Chunk::Restart).await.is_err() {
+                    return Ok(());
+                }
+                position = 0;
+                continue;
+            }
+            if !transient || attempt >= attempts {
+                return Err(e);
+            }
+            let delay = self.options.retry_delay * attempt;
+            tracing::warn!(digest = %self.descriptor.digest, error = %e, attempt, position,
+                "download failed; retrying");
+            self.emit(position, ProgressState::Retrying(delay.as_secs().max(1)));
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// One request: from `position` (updated as bytes go to the writer).
+    async fn feed_once(
+        &self,
+        sender: &mpsc::Sender<Chunk>,
+        position: &mut u64,
+    ) -> Result<Fed, FeedError> {
+        let size = self.descriptor.size;
+        let blob = open_blob(
+            self.client,
+            self.registry,
+            self.repository,
+            self.descriptor,
+            *position,
+        )
+        .await
+        .map_err(FeedError::Failed)?;
+        if blob.offset != *position {
+            // The server sent the whole blob instead of the rest.
+            if sender.send(Chunk::Restart).await.is_err() {
+                return Ok(Fed::WriterStopped);
+            }
+            *position = blob.offset;
+        }
+        if let Some(length) = blob.size
+            && blob.offset + length != size
+        {
+            return Err(FeedError::Wrong(Error::msg(format!(
+                "{}: the registry serves {} bytes, the manifest says {size}",
+                self.context(),
+                blob.offset + length,
+            ))));
+        }
+        self.emit(*position, ProgressState::Downloading);
+        let mut stream = blob.stream;
+        let mut last_report = *position;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(FeedError::Failed)?;
+            if *position + chunk.len() as u64 > size {
+                return Err(FeedError::Wrong(Error::msg(format!(
+                    "{}: the registry sent more than the {size} bytes the manifest says",
+                    self.context()
+                ))));
+            }
+            *position += chunk.len() as u64;
+            if sender.send(Chunk::Data(chunk)).await.is_err() {
+                return Ok(Fed::WriterStopped);
+            }
+            // Report about every 512 KiB, not every chunk.
+            if *position - last_report >= 512 * 1024 {
+                last_report = *position;
+                self.emit(*position, ProgressState::Downloading);
+            }
+        }
+        if *position < size {
+            // The connection ended early: as good as broken.
+            return Err(FeedError::Cut(Error::msg(format!(
+                "{}: the connection ended after {} of {size} bytes",
+                self.context(),
+                *position
+            ))));
+        }
+        Ok(Fed::Complete)
+    }
+}
+
+enum Fed {
+    Complete,
+    WriterStopped,
+}
+
+enum FeedError {
+    /// Maybe worth another try (decided by [`is_transient`]).
+    Failed(Error),
+    /// The body ended before the blob did: worth another try.
+    Cut(Error),
+    /// The server sent something that is not this blob: no retry, and
+    /// what arrived is removed.
+    Wrong(Error),
+}
+
+fn is_mismatch(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Image {
+            source: keel_image::Error::DigestMismatch { .. },
+            ..
+        }
+    )
 }
 
 async fn open_blob(
@@ -373,11 +610,12 @@ async fn open_blob(
     registry: &str,
     repository: &str,
     descriptor: &Descriptor,
+    offset: u64,
 ) -> Result<BlobStream> {
     if is_foreign(descriptor) && !descriptor.urls.is_empty() {
         let mut last = None;
         for url in &descriptor.urls {
-            match client.get_url(url).await {
+            match client.get_url(url, offset).await {
                 Ok(blob) => return Ok(blob),
                 Err(e) => {
                     tracing::warn!(%url, error = %e, "foreign layer URL failed");
@@ -387,7 +625,7 @@ async fn open_blob(
         }
         // As docker does, fall back to the registry itself.
         return match client
-            .get_blob(registry, repository, &descriptor.digest)
+            .get_blob_from(registry, repository, &descriptor.digest, offset)
             .await
         {
             Ok(blob) => Ok(blob),
@@ -395,54 +633,8 @@ async fn open_blob(
         };
     }
     client
-        .get_blob(registry, repository, &descriptor.digest)
+        .get_blob_from(registry, repository, &descriptor.digest, offset)
         .await
-}
-
-enum Chunk {
-    Data(Bytes),
-    End,
-    Failed(String),
-}
-
-/// A `Read` over chunks sent from async code; an end without `End` is an
-/// error, so a cut download never passes for a short blob.
-struct ChannelReader {
-    receiver: mpsc::Receiver<Chunk>,
-    current: Bytes,
-    finished: bool,
-}
-
-impl ChannelReader {
-    fn new(receiver: mpsc::Receiver<Chunk>) -> ChannelReader {
-        ChannelReader {
-            receiver,
-            current: Bytes::new(),
-            finished: false,
-        }
-    }
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.current.is_empty() {
-            if self.finished {
-                return Ok(0);
-            }
-            match self.receiver.blocking_recv() {
-                Some(Chunk::Data(bytes)) => self.current = bytes,
-                Some(Chunk::End) => self.finished = true,
-                Some(Chunk::Failed(reason)) => {
-                    return Err(io::Error::other(format!("download failed: {reason}")));
-                }
-                None => return Err(io::Error::other("download interrupted")),
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current[..n]);
-        let _ = self.current.split_to(n);
-        Ok(n)
-    }
 }
 
 #[cfg(test)]
@@ -515,27 +707,5 @@ mod tests {
             )
             .is_err()
         );
-    }
-
-    #[test]
-    fn channel_reader_needs_an_explicit_end() {
-        let (sender, receiver) = mpsc::channel(4);
-        sender
-            .try_send(Chunk::Data(Bytes::from_static(b"abc")))
-            .unwrap();
-        sender.try_send(Chunk::End).unwrap();
-        let mut out = Vec::new();
-        ChannelReader::new(receiver).read_to_end(&mut out).unwrap();
-        assert_eq!(out, b"abc");
-
-        let (sender, receiver) = mpsc::channel(4);
-        sender
-            .try_send(Chunk::Data(Bytes::from_static(b"abc")))
-            .unwrap();
-        drop(sender);
-        let err = ChannelReader::new(receiver)
-            .read_to_end(&mut Vec::new())
-            .unwrap_err();
-        assert!(err.to_string().contains("interrupted"), "{err}");
     }
 }

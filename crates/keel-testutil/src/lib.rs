@@ -1063,6 +1063,7 @@ pub mod leaks {
 // Peers: real container engines (containerd, dockerd, podman) in a temp dir
 
 pub mod peers;
+pub mod proxy;
 
 #[cfg(test)]
 mod tests {

@@ -10,6 +10,8 @@ use keel_image::metadata::ImageRecord;
 use keel_image::reference::Reference;
 use keel_image::store::ImageStore;
 
+use crate::filter::{self, Filters};
+
 #[derive(Args, Debug)]
 pub struct ImagesArgs {
     /// Show all images (keel keeps no intermediate images yet, so the same as without)
@@ -27,7 +29,11 @@ pub struct ImagesArgs {
     /// Output format: table (default) or json (one object per line, as docker)
     #[arg(long, default_value = "table")]
     pub format: String,
-    /// Only images whose repository matches (`busybox`, `localhost/app`)
+    /// Filter: dangling=true|false, reference=PATTERN, label=KEY[=VALUE],
+    /// before=IMAGE, since=IMAGE, until=TIME (repeatable)
+    #[arg(short, long = "filter", value_name = "FILTER")]
+    pub filter: Vec<String>,
+    /// Only images whose name matches: REPOSITORY[:TAG], globs allowed (`busybox`, `localhost/app:*`)
     pub repository: Option<String>,
 }
 
@@ -94,7 +100,6 @@ pub fn human_size(bytes: u64) -> String {
         value /= 1000.0;
         unit += 1;
     }
-    let text = format!("{value:.3}");
     // %.3g: three significant digits, trailing zeros dropped.
     let digits = if value >= 100.0 {
         format!("{value:.0}")
@@ -103,7 +108,6 @@ pub fn human_size(bytes: u64) -> String {
     } else {
         format!("{value:.2}")
     };
-    let _ = text;
     let digits = if digits.contains('.') {
         digits
             .trim_end_matches('0')
@@ -144,7 +148,7 @@ pub fn since(created: &str) -> String {
 }
 
 /// Seconds since the epoch of an RFC 3339 time (as image configs hold).
-fn parse_rfc3339(text: &str) -> Option<i64> {
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
     text.parse::<jiff::Timestamp>().ok().map(|t| t.as_second())
 }
 
@@ -156,26 +160,91 @@ fn short_id(record: &ImageRecord, no_trunc: bool) -> String {
     }
 }
 
-pub fn images(store: &ImageStore, args: &ImagesArgs) -> Result<()> {
-    let filter = args
-        .repository
-        .as_deref()
-        .map(|r| Reference::parse(r).map(|r| r.name()))
-        .transpose()?;
-    let mut rows = Vec::new();
+/// The images `filters` keep, each with the tags to show (all of them,
+/// or those `reference=` matches; none for an untagged image).
+pub fn select(store: &ImageStore, filters: &Filters) -> Result<Vec<(ImageRecord, Vec<String>)>> {
+    let created_of = |name: &str| -> Result<i64> {
+        let record = store.resolve(name)?;
+        parse_rfc3339(&record.created)
+            .with_context(|| format!("image {name} has no creation time to compare with"))
+    };
+    let before = filters
+        .get("before")
+        .iter()
+        .map(|n| created_of(n))
+        .collect::<Result<Vec<_>>>()?;
+    let since = filters
+        .get("since")
+        .iter()
+        .map(|n| created_of(n))
+        .collect::<Result<Vec<_>>>()?;
+    let now = jiff::Timestamp::now().as_second();
+    let until = filters
+        .get("until")
+        .iter()
+        .map(|v| filter::parse_until(v, now))
+        .collect::<Result<Vec<_>>>()?;
+    let by_reference = !filters.get("reference").is_empty();
+    let by_label = !filters.get("label").is_empty() || !filters.get("label!").is_empty();
+
+    let mut selected = Vec::new();
     for (record, tags) in store.metadata.images()? {
+        match filters.dangling() {
+            Some(true) if !tags.is_empty() => continue,
+            Some(false) if tags.is_empty() => continue,
+            _ => {}
+        }
+        let created = parse_rfc3339(&record.created);
+        // Images without a time pass no time filter.
+        let time_ok = |bounds: &[i64], keep: fn(i64, i64) -> bool| {
+            bounds.is_empty() || created.is_some_and(|c| bounds.iter().all(|&b| keep(c, b)))
+        };
+        if !time_ok(&before, |c, b| c < b)
+            || !time_ok(&since, |c, b| c > b)
+            || !time_ok(&until, |c, b| c < b)
+        {
+            continue;
+        }
+        if by_label {
+            let labels = store
+                .config(&record)
+                .ok()
+                .and_then(|c| c.config)
+                .and_then(|c| c.labels)
+                .unwrap_or_default();
+            if !filters.labels_match(&labels) {
+                continue;
+            }
+        }
+        let shown: Vec<String> = tags
+            .iter()
+            .filter(|t| filters.reference_matches(t))
+            .cloned()
+            .collect();
+        if by_reference && shown.is_empty() {
+            continue;
+        }
+        selected.push((record, shown));
+    }
+    Ok(selected)
+}
+
+pub fn images(store: &ImageStore, args: &ImagesArgs) -> Result<()> {
+    let mut flags = args.filter.clone();
+    if let Some(repository) = &args.repository {
+        flags.push(format!("reference={repository}"));
+    }
+    let filters = Filters::parse(&flags, filter::IMAGES_KEYS)?;
+    let mut rows = Vec::new();
+    for (record, tags) in select(store, &filters)? {
         let names: Vec<(String, String)> = if tags.is_empty() {
             vec![("<none>".to_string(), "<none>".to_string())]
         } else {
             tags.iter()
                 .filter_map(|t| Reference::parse(t).ok())
-                .filter(|r| filter.as_ref().is_none_or(|f| &r.name() == f))
                 .map(|r| (r.familiar_name(), r.tag().unwrap_or("<none>").to_string()))
                 .collect()
         };
-        if filter.is_some() && tags.is_empty() {
-            continue;
-        }
         for (repository, tag) in names {
             rows.push((repository, tag, record.clone()));
         }

@@ -2,6 +2,7 @@
 //! `load`, `import`, `images`, `tag`, `rmi`, `image inspect|history`), the OCI runtime (`keel runtime ...`, the commands of
 //! `keel-runtime`/runc) and its version.
 
+mod filter;
 mod images;
 mod login;
 mod progress;

@@ -31,6 +31,9 @@ pub struct PruneArgs {
     /// Do not prompt for confirmation
     #[arg(short, long)]
     pub force: bool,
+    /// Only images matching: until=TIME, label=KEY[=VALUE], label!=KEY[=VALUE] (repeatable)
+    #[arg(long = "filter", value_name = "FILTER")]
+    pub filter: Vec<String>,
 }
 
 /// Docker's RECLAIMABLE cell: `4.26MB (100%)`, or the size alone when the
@@ -192,6 +195,12 @@ fn zero_row(kind: &str) -> Vec<String> {
 /// no container uses (all of them, until containers exist); then the blobs
 /// and snapshots nothing references. Docker's output.
 pub fn prune(store: &mut ImageStore, args: &PruneArgs) -> Result<i32> {
+    let mut flags = args.filter.clone();
+    crate::filter::Filters::parse(&flags, crate::filter::PRUNE_KEYS)?;
+    if !args.all {
+        flags.push("dangling=true".into());
+    }
+    let filters = crate::filter::Filters::parse(&flags, crate::filter::IMAGES_KEYS)?;
     if !args.force {
         let warning = if args.all {
             "WARNING! This will remove all images without at least one container associated to them."
@@ -211,10 +220,7 @@ pub fn prune(store: &mut ImageStore, args: &PruneArgs) -> Result<i32> {
     }
     let mut lines = Vec::new();
     let mut digests = BTreeSet::new();
-    for (record, tags) in store.metadata.images()? {
-        if !tags.is_empty() && !args.all {
-            continue;
-        }
+    for (record, tags) in crate::images::select(store, &filters)? {
         for tag in &tags {
             store.metadata.untag(tag)?;
             if let Ok(reference) = Reference::parse(tag) {

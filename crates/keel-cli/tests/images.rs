@@ -229,3 +229,217 @@ fn pull_from_a_registry_then_pull_again() {
         stderr(&out)
     );
 }
+
+/// A small image for [`layout_of`]: its name (or none), creation time and labels.
+type Small<'a> = (Option<&'a str>, &'a str, &'a [(&'a str, &'a str)]);
+
+/// An OCI layout of small images.
+fn layout_of(dir: &Path, images: &[Small<'_>]) {
+    use keel_image::digest::Digest;
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |data: &[u8]| {
+        let digest = Digest::of(data);
+        std::fs::write(blobs.join(digest.hex()), data).unwrap();
+        (digest, data.len())
+    };
+    let mut manifests = Vec::new();
+    for (i, (name, created, labels)) in images.iter().enumerate() {
+        let mut builder = tar::Builder::new(Vec::new());
+        let content = format!("image {i}\n");
+        let mut header = tar::Header::new_ustar();
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_size(content.len() as u64);
+        builder
+            .append_data(&mut header, "hello.txt", content.as_bytes())
+            .unwrap();
+        let layer = builder.into_inner().unwrap();
+        let (layer_digest, layer_size) = put(&layer);
+        let labels: serde_json::Map<String, serde_json::Value> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+            .collect();
+        let config = serde_json::json!({
+            "created": created,
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Labels": labels, "Cmd": ["/bin/sh"]},
+            "rootfs": {"type": "layers", "diff_ids": [layer_digest.to_string()]},
+        });
+        let (config_digest, config_size) = put(config.to_string().as_bytes());
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": config_digest.to_string(), "size": config_size},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                        "digest": layer_digest.to_string(), "size": layer_size}],
+        });
+        let (manifest_digest, manifest_size) = put(manifest.to_string().as_bytes());
+        let mut entry = serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest.to_string(), "size": manifest_size,
+        });
+        if let Some(name) = name {
+            entry["annotations"] = serde_json::json!({
+                "io.containerd.image.name": name,
+                "org.opencontainers.image.ref.name": name.rsplit(':').next().unwrap(),
+            });
+        }
+        manifests.push(entry);
+    }
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    std::fs::write(
+        dir.join("index.json"),
+        serde_json::json!({"schemaVersion": 2, "manifests": manifests}).to_string(),
+    )
+    .unwrap();
+}
+
+/// `keel images` rows as "repository:tag", in output order.
+fn listed(root: &Path, args: &[&str]) -> Vec<String> {
+    let mut all = vec!["images", "--format", "json"];
+    all.extend_from_slice(args);
+    ok(root, &all)
+        .lines()
+        .map(|line| {
+            let row: serde_json::Value = serde_json::from_str(line).unwrap();
+            format!(
+                "{}:{}",
+                row["Repository"].as_str().unwrap(),
+                row["Tag"].as_str().unwrap()
+            )
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+#[test]
+fn images_filters_and_prune_filters() {
+    require_root();
+    let temp = TempRoot::new();
+    let root = temp.subdir("root");
+    let layout = temp.subdir("layout");
+    layout_of(
+        &layout,
+        &[
+            (
+                Some("docker.io/keel-test/app:1"),
+                "2020-01-01T00:00:00Z",
+                &[("app", "web")],
+            ),
+            (
+                Some("docker.io/keel-test/db:1"),
+                "2021-01-01T00:00:00Z",
+                &[("app", "db"), ("tier", "back")],
+            ),
+            (
+                Some("docker.io/keel-test/db:2"),
+                "2021-01-01T00:00:00Z",
+                &[("app", "db"), ("tier", "back")],
+            ),
+            (None, "2022-01-01T00:00:00Z", &[]),
+        ],
+    );
+    ok(&root, &["load", "-i", layout.to_str().unwrap()]);
+    let all = listed(&root, &[]);
+    assert_eq!(
+        all,
+        [
+            "<none>:<none>",
+            "keel-test/app:1",
+            "keel-test/db:1",
+            "keel-test/db:2"
+        ],
+        "{all:?}"
+    );
+
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &["--filter", "label=app"],
+            &["keel-test/app:1", "keel-test/db:1", "keel-test/db:2"],
+        ),
+        (
+            &["--filter", "label=app=db"],
+            &["keel-test/db:1", "keel-test/db:2"],
+        ),
+        (
+            &["--filter", "label=app", "--filter", "label=tier=back"],
+            &["keel-test/db:1", "keel-test/db:2"],
+        ),
+        (
+            &["--filter", "reference=keel-test/db:2"],
+            &["keel-test/db:2"],
+        ),
+        (
+            &["--filter", "reference=keel-test/*"],
+            &["keel-test/app:1", "keel-test/db:1", "keel-test/db:2"],
+        ),
+        (
+            &["--filter", "reference=*/db", "--filter", "reference=*/app"],
+            &["keel-test/app:1", "keel-test/db:1", "keel-test/db:2"],
+        ),
+        (&["keel-test/db"], &["keel-test/db:1", "keel-test/db:2"]),
+        (&["keel-test/db:1"], &["keel-test/db:1"]),
+        (&["-f", "before=keel-test/db:1"], &["keel-test/app:1"]),
+        (
+            &["-f", "since=keel-test/app:1"],
+            &["<none>:<none>", "keel-test/db:1", "keel-test/db:2"],
+        ),
+        (&["-f", "dangling=true"], &["<none>:<none>"]),
+        (
+            &["-f", "dangling=false", "-f", "until=2020-06-01T00:00:00Z"],
+            &["keel-test/app:1"],
+        ),
+        (&["-f", "reference=nothing*"], &[]),
+    ];
+    for (args, want) in cases {
+        assert_eq!(listed(&root, args), *want, "keel images {args:?}");
+    }
+
+    let out = keel(&root, &["images", "--filter", "colour=red"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("invalid filter 'colour'"),
+        "{}",
+        stderr(&out)
+    );
+    let out = keel(&root, &["images", "--filter", "before=keel-test/none:1"]);
+    assert_eq!(out.status.code(), Some(125));
+
+    // prune: the filters pick among the unused images; -a for tagged ones.
+    let out = ok(
+        &root,
+        &["image", "prune", "-a", "-f", "--filter", "label=app=web"],
+    );
+    assert!(out.contains("untagged: keel-test/app:1"), "{out}");
+    assert_eq!(
+        listed(&root, &[]),
+        ["<none>:<none>", "keel-test/db:1", "keel-test/db:2"]
+    );
+    let out = ok(
+        &root,
+        &[
+            "image",
+            "prune",
+            "-a",
+            "-f",
+            "--filter",
+            "until=2021-06-01T00:00:00Z",
+        ],
+    );
+    assert!(out.contains("untagged: keel-test/db:1"), "{out}");
+    assert_eq!(listed(&root, &[]), ["<none>:<none>"]);
+    let out = keel(&root, &["image", "prune", "-f", "--filter", "reference=x"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("invalid filter 'reference'"),
+        "{}",
+        stderr(&out)
+    );
+    ok(&root, &["image", "prune", "-f"]);
+    assert!(listed(&root, &[]).is_empty());
+}

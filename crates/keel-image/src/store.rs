@@ -214,9 +214,12 @@ impl ImageStore {
         };
         let mut loaded = Vec::new();
         for entry in &index.manifests {
+            // containerd's full name when there is one (`docker save` and
+            // `keel save` put it beside a ref.name holding just the tag).
             let tag = entry
                 .annotations
-                .get(ANNOTATION_REF_NAME)
+                .get(crate::export::ANNOTATION_CONTAINERD_NAME)
+                .or_else(|| entry.annotations.get(ANNOTATION_REF_NAME))
                 .map(|name| ref_name_to_reference(name))
                 .transpose()?;
             let (digest, media_type, manifest) = self.resolve_manifest(entry)?;

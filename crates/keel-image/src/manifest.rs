@@ -631,14 +631,17 @@ impl Document {
         {
             return Err(schema1());
         }
+        // A mediaType field must name a manifest or an index, whatever the
+        // header says: the document is stored under what it names.
+        if !body.is_empty() && kind_of(body).is_none() {
+            return Err(Error::msg(format!(
+                "unsupported manifest media type {body:?}"
+            )));
+        }
         let (media_type, kind) = if let Some(kind) = kind_of(header) {
             (header.to_string(), kind)
         } else if let Some(kind) = kind_of(body) {
             (body.to_string(), kind)
-        } else if !body.is_empty() {
-            return Err(Error::msg(format!(
-                "unsupported manifest media type {body:?}"
-            )));
         } else if !is_generic_content_type(header) {
             return Err(Error::msg(format!(
                 "unsupported manifest media type {header:?}"
@@ -672,12 +675,17 @@ impl Document {
         match kind {
             Kind::Index => {
                 let mut index: Index = serde_json::from_slice(bytes).map_err(invalid)?;
-                index.media_type.get_or_insert(media_type.clone());
+                // An empty mediaType field counts as none.
+                if index.media_type.as_deref().is_none_or(str::is_empty) {
+                    index.media_type = Some(media_type.clone());
+                }
                 Ok(Document::Index(index))
             }
             _ => {
                 let mut manifest: Manifest = serde_json::from_slice(bytes).map_err(invalid)?;
-                manifest.media_type.get_or_insert(media_type.clone());
+                if manifest.media_type.as_deref().is_none_or(str::is_empty) {
+                    manifest.media_type = Some(media_type.clone());
+                }
                 Ok(Document::Manifest(manifest))
             }
         }

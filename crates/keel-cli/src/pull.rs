@@ -57,8 +57,15 @@ pub fn pull(root: &Path, args: &PullArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("start the I/O runtime")?;
+    // What the user typed (references are normalized with `latest`).
+    let name_only = !args.name.contains('@')
+        && !args
+            .name
+            .rsplit('/')
+            .next()
+            .is_some_and(|last| last.contains(':'));
     let references = if args.all_tags {
-        if reference.tag().is_some() || reference.digest().is_some() {
+        if !name_only {
             bail!("tag can't be used with --all-tags/-a");
         }
         let tags =
@@ -67,6 +74,9 @@ pub fn pull(root: &Path, args: &PullArgs) -> Result<()> {
             .map(|tag| reference.with_tag(tag))
             .collect::<std::result::Result<Vec<_>, _>>()?
     } else {
+        if name_only && !args.quiet {
+            println!("Using default tag: latest");
+        }
         vec![reference]
     };
     let mut store = crate::images::open(root)?;

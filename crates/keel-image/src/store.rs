@@ -455,9 +455,33 @@ impl ImageStore {
             "Os": config.os,
             "Size": record.size,
             "RootFS": {"Type": config.rootfs.kind, "Layers": config.rootfs.diff_ids},
+            "GraphDriver": self.graph_driver(&record),
             "Metadata": {"LastTagTime": serde_json::Value::Null},
             "Descriptor": {"mediaType": record.manifest_media_type, "digest": record.manifest.to_string()},
         }))
+    }
+}
+
+impl ImageStore {
+    /// docker's `GraphDriver` of an image: its top snapshot as `UpperDir`,
+    /// the ones below as `LowerDir` (topmost first, `:` between), the
+    /// order overlayfs takes them in.
+    fn graph_driver(&self, record: &ImageRecord) -> serde_json::Value {
+        let dirs: Vec<String> = self
+            .snapshots
+            .lower_dirs(&record.chain_ids)
+            .unwrap_or_default()
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect();
+        let mut data = serde_json::Map::new();
+        if let Some((upper, lower)) = dirs.split_first() {
+            data.insert("UpperDir".into(), upper.clone().into());
+            if !lower.is_empty() {
+                data.insert("LowerDir".into(), lower.join(":").into());
+            }
+        }
+        serde_json::json!({"Name": "overlay", "Data": data})
     }
 }
 

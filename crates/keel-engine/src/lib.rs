@@ -6,8 +6,13 @@
 //!   a pure function.
 //! - [`users`]: user and group names resolved in the image's files.
 
+pub mod attach;
+pub mod db;
 pub mod error;
+pub mod logs;
 pub mod oci;
+pub mod paths;
+pub mod rootfs;
 pub mod seccomp;
 pub mod spec;
 pub mod users;

@@ -145,6 +145,18 @@ pub fn create(root: &Path, opts: &CreateOptions) -> Result<i32> {
     create_with_console(root, opts, None).map(|(pid, _)| pid)
 }
 
+/// `create` for a caller that holds the container's terminal itself (an
+/// engine's monitor): `console` is the runtime's end of a socket pair over
+/// which init sends the pty master (receive it with
+/// [`crate::console::Proxy::receive_master`] on the other end). Without a
+/// terminal in the config, init inherits the caller's stdio as with
+/// [`create`]. Returns the init pid.
+pub fn create_with_console_end(root: &Path, opts: &CreateOptions, console: OwnedFd) -> Result<i32> {
+    let mut opts = opts.clone();
+    opts.foreground = true;
+    create_with_console(root, &opts, Some(console)).map(|(pid, _)| pid)
+}
+
 /// `create`, where a foreground `run` may pass its own end of a console
 /// socket pair for a terminal container. Returns the init pid and whether
 /// that console end was used.

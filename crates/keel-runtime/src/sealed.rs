@@ -54,13 +54,26 @@ pub fn reexec() -> Result<()> {
             CString::new(kv).unwrap_or_default()
         })
         .collect();
-    let fd = match readonly_bind() {
-        Ok(fd) => fd,
+    let fd = sealed_binary()?;
+    Err(exec_fd(&fd, &args, &env))
+}
+
+/// An fd of this process's binary that cannot be written through: a
+/// read-only detached bind mount of it, else a sealed memfd copy. Exec it
+/// with [`exec_fd`] to start a process that is safe to enter a container.
+pub fn sealed_binary() -> Result<OwnedFd> {
+    match readonly_bind() {
+        Ok(fd) => Ok(fd),
         Err(e) => {
             tracing::debug!("read-only bind of own binary failed ({e}); using a sealed copy");
-            sealed_copy()?
+            sealed_copy()
         }
-    };
+    }
+}
+
+/// execveat of `fd` (from [`sealed_binary`]) with `args` and `env`; returns
+/// only on failure.
+pub fn exec_fd(fd: &OwnedFd, args: &[CString], env: &[CString]) -> Error {
     let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
     let mut envp: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
@@ -77,10 +90,10 @@ pub fn reexec() -> Result<()> {
             libc::AT_EMPTY_PATH,
         )
     };
-    Err(Error::io(
-        "re-execute keel-runtime from a read-only copy of itself",
+    Error::io(
+        "execute a read-only copy of this binary",
         std::io::Error::last_os_error(),
-    ))
+    )
 }
 
 fn readonly_bind() -> std::io::Result<OwnedFd> {

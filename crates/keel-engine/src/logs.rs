@@ -1,0 +1,415 @@
+//! Container logs in docker's json-file format: one JSON object per line,
+//! `{"log":"text\n","stream":"stdout","time":"2026-12-01T07:03:34.123456789Z"}`,
+//! in `<id>-json.log`, rotated to `<id>-json.log.1`, `.2`, ... at
+//! `max-size` keeping `max-file` files in all (docker's options and names).
+//!
+//! The monitor writes; `keel logs` reads, and with `-f` follows the file
+//! across rotations (a new inode at the path, or a shorter file).
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// A line is cut into messages of at most this many bytes (docker's 16 KiB).
+pub const MAX_MESSAGE: usize = 16 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// One record of the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub log: String,
+    pub stream: Stream,
+    pub time: String,
+}
+
+/// Now in RFC 3339 with nanoseconds (Go's RFC3339Nano: trailing zeros of
+/// the fraction dropped).
+pub fn now_nanos() -> String {
+    jiff::Timestamp::now().to_string()
+}
+
+/// Appends a container's output to its json log, rotating it.
+pub struct Writer {
+    path: PathBuf,
+    file: File,
+    size: u64,
+    max_size: Option<u64>,
+    max_file: u32,
+    /// What a stream wrote since its last newline.
+    pending: [Vec<u8>; 2],
+}
+
+impl Writer {
+    pub fn open(path: &Path, max_size: Option<u64>, max_file: Option<u32>) -> Result<Writer> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| Error::io(format!("open the log {}", path.display()), e))?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok(Writer {
+            path: path.to_path_buf(),
+            file,
+            size,
+            max_size: max_size.filter(|s| *s > 0),
+            max_file: max_file.unwrap_or(1).max(1),
+            pending: [Vec::new(), Vec::new()],
+        })
+    }
+
+    /// Records what `stream` wrote; complete lines become entries at once,
+    /// the rest waits for its newline (or for [`Writer::flush`]).
+    pub fn write(&mut self, stream: Stream, data: &[u8]) -> Result<()> {
+        let index = stream as usize;
+        let mut pending = std::mem::take(&mut self.pending[index]);
+        pending.extend_from_slice(data);
+        let mut start = 0;
+        while let Some(offset) = pending[start..].iter().position(|&b| b == b'\n') {
+            let end = start + offset + 1;
+            self.emit_pieces(stream, &pending[start..end])?;
+            start = end;
+        }
+        let rest = pending.split_off(start);
+        if rest.len() >= MAX_MESSAGE {
+            self.emit_pieces(stream, &rest)?;
+        } else {
+            self.pending[index] = rest;
+        }
+        Ok(())
+    }
+
+    /// Writes out what waits for a newline (at the container's exit).
+    pub fn flush(&mut self) -> Result<()> {
+        for stream in [Stream::Stdout, Stream::Stderr] {
+            let rest = std::mem::take(&mut self.pending[stream as usize]);
+            if !rest.is_empty() {
+                self.emit_pieces(stream, &rest)?;
+            }
+        }
+        self.file
+            .flush()
+            .map_err(|e| Error::io(format!("write the log {}", self.path.display()), e))
+    }
+
+    fn emit_pieces(&mut self, stream: Stream, data: &[u8]) -> Result<()> {
+        for piece in data.chunks(MAX_MESSAGE) {
+            self.emit(stream, piece)?;
+        }
+        Ok(())
+    }
+
+    fn emit(&mut self, stream: Stream, data: &[u8]) -> Result<()> {
+        let entry = Entry {
+            log: String::from_utf8_lossy(data).into_owned(),
+            stream,
+            time: now_nanos(),
+        };
+        let mut line = serde_json::to_vec(&entry).expect("log entries serialize");
+        line.push(b'\n');
+        if let Some(max) = self.max_size
+            && self.size > 0
+            && self.size + line.len() as u64 > max
+        {
+            self.rotate()?;
+        }
+        self.file
+            .write_all(&line)
+            .map_err(|e| Error::io(format!("write the log {}", self.path.display()), e))?;
+        self.size += line.len() as u64;
+        Ok(())
+    }
+
+    /// `log` → `log.1` → `log.2` ..., dropping the oldest beyond max-file.
+    fn rotate(&mut self) -> Result<()> {
+        let context = |e| Error::io(format!("rotate the log {}", self.path.display()), e);
+        if self.max_file <= 1 {
+            self.file.set_len(0).map_err(context)?;
+            self.size = 0;
+            return Ok(());
+        }
+        let _ = std::fs::remove_file(rotated(&self.path, self.max_file - 1));
+        for n in (1..self.max_file - 1).rev() {
+            let from = rotated(&self.path, n);
+            if from.exists() {
+                std::fs::rename(&from, rotated(&self.path, n + 1)).map_err(context)?;
+            }
+        }
+        std::fs::rename(&self.path, rotated(&self.path, 1)).map_err(context)?;
+        self.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(context)?;
+        self.size = 0;
+        Ok(())
+    }
+}
+
+fn rotated(path: &Path, n: u32) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{n}"));
+    PathBuf::from(name)
+}
+
+/// What `keel logs` shows.
+#[derive(Debug, Clone, Default)]
+pub struct ReadOptions {
+    /// The last N lines only.
+    pub tail: Option<usize>,
+    /// RFC 3339 bounds (inclusive since, exclusive until), as seconds.
+    pub since: Option<f64>,
+    pub until: Option<f64>,
+}
+
+fn seconds_of(time: &str) -> Option<f64> {
+    let t: jiff::Timestamp = time.parse().ok()?;
+    Some(t.as_second() as f64 + f64::from(t.subsec_nanosecond()) / 1e9)
+}
+
+fn wanted(entry: &Entry, options: &ReadOptions) -> bool {
+    if options.since.is_none() && options.until.is_none() {
+        return true;
+    }
+    let Some(at) = seconds_of(&entry.time) else {
+        return false;
+    };
+    options.since.is_none_or(|s| at >= s) && options.until.is_none_or(|u| at < u)
+}
+
+fn parse_line(line: &str) -> Option<Entry> {
+    serde_json::from_str(line.trim_end_matches('\n')).ok()
+}
+
+/// The entries of the log and its rotations, oldest first, as `options`
+/// select them.
+pub fn read(path: &Path, options: &ReadOptions) -> Result<Vec<Entry>> {
+    let mut files: Vec<PathBuf> = (1..=64)
+        .map(|n| rotated(path, n))
+        .take_while(|p| p.exists())
+        .collect();
+    files.reverse();
+    files.push(path.to_path_buf());
+    let mut entries = Vec::new();
+    for file in files {
+        let Ok(handle) = File::open(&file) else {
+            continue;
+        };
+        for line in BufReader::new(handle).lines() {
+            let line =
+                line.map_err(|e| Error::io(format!("read the log {}", file.display()), e))?;
+            if let Some(entry) = parse_line(&line)
+                && wanted(&entry, options)
+            {
+                entries.push(entry);
+            }
+        }
+    }
+    if let Some(tail) = options.tail
+        && entries.len() > tail
+    {
+        entries.drain(..entries.len() - tail);
+    }
+    Ok(entries)
+}
+
+/// Follows the log from its current end, calling `emit` with each new
+/// entry, until `done` says so (checked whenever nothing new arrived).
+/// A rotation (a new file at the path, or a shorter one) is followed.
+pub fn follow(
+    path: &Path,
+    options: &ReadOptions,
+    mut emit: impl FnMut(&Entry) -> io::Result<()>,
+    mut done: impl FnMut() -> bool,
+) -> Result<()> {
+    let open = || -> Option<(BufReader<File>, u64)> {
+        let file = File::open(path).ok()?;
+        let inode = file.metadata().ok()?.ino();
+        Some((BufReader::new(file), inode))
+    };
+    let (mut reader, mut inode) = match open() {
+        Some(mut opened) => {
+            opened
+                .0
+                .seek(SeekFrom::End(0))
+                .map_err(|e| Error::io(format!("read the log {}", path.display()), e))?;
+            opened
+        }
+        None => return Ok(()),
+    };
+    let mut line = String::new();
+    let mut finishing = false;
+    loop {
+        line.clear();
+        let n = reader
+            .read_line(&mut line)
+            .map_err(|e| Error::io(format!("read the log {}", path.display()), e))?;
+        if n > 0 && line.ends_with('\n') {
+            if let Some(entry) = parse_line(&line)
+                && wanted(&entry, options)
+                && emit(&entry).is_err()
+            {
+                // The reader went away (a closed pipe): stop quietly.
+                return Ok(());
+            }
+            continue;
+        }
+        if n > 0 {
+            // A line still being written: read it again whole.
+            let back = -(n as i64);
+            let _ = reader.seek_relative(back);
+        }
+        // Nothing new: rotated? finished?
+        let rotated = match std::fs::metadata(path) {
+            Ok(meta) => meta.ino() != inode || meta.len() < reader.stream_position().unwrap_or(0),
+            Err(_) => false,
+        };
+        if rotated && let Some((new_reader, new_inode)) = open() {
+            // What reached the old file after our last read, then the new.
+            let mut old = std::mem::replace(&mut reader, new_reader);
+            inode = new_inode;
+            let mut rest = String::new();
+            while old.read_line(&mut rest).unwrap_or(0) > 0 {
+                if let Some(entry) = parse_line(&rest)
+                    && wanted(&entry, options)
+                    && emit(&entry).is_err()
+                {
+                    return Ok(());
+                }
+                rest.clear();
+            }
+            continue;
+        }
+        if finishing {
+            return Ok(());
+        }
+        if done() {
+            // One more pass for what was written just before the end.
+            finishing = true;
+            continue;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_streams_partial_and_long_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c-json.log");
+        let mut writer = Writer::open(&path, None, None).unwrap();
+        writer.write(Stream::Stdout, b"hello\nwor").unwrap();
+        writer.write(Stream::Stderr, b"oops\n").unwrap();
+        writer.write(Stream::Stdout, b"ld\nno newline").unwrap();
+        writer
+            .write(Stream::Stdout, &vec![b'x'; MAX_MESSAGE + 10])
+            .unwrap();
+        writer.flush().unwrap();
+        let entries = read(&path, &ReadOptions::default()).unwrap();
+        let logs: Vec<(&str, Stream)> =
+            entries.iter().map(|e| (e.log.as_str(), e.stream)).collect();
+        assert_eq!(logs[0], ("hello\n", Stream::Stdout));
+        assert_eq!(logs[1], ("oops\n", Stream::Stderr));
+        assert_eq!(logs[2], ("world\n", Stream::Stdout));
+        assert_eq!(logs[3].0.len(), MAX_MESSAGE);
+        assert!(logs[3].0.starts_with("no newline"));
+        assert_eq!(logs[4].0.len(), 10 + "no newline".len());
+        let raw = std::fs::read_to_string(&path).unwrap();
+        let first: serde_json::Value = serde_json::from_str(raw.lines().next().unwrap()).unwrap();
+        assert_eq!(first["stream"], "stdout");
+        assert!(first["time"].as_str().unwrap().ends_with('Z'));
+        let tail = read(
+            &path,
+            &ReadOptions {
+                tail: Some(2),
+                ..ReadOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(tail.len(), 2);
+    }
+
+    #[test]
+    fn rotates_and_reads_across_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c-json.log");
+        let mut writer = Writer::open(&path, Some(300), Some(3)).unwrap();
+        for i in 0..30 {
+            writer
+                .write(Stream::Stdout, format!("line {i}\n").as_bytes())
+                .unwrap();
+        }
+        writer.flush().unwrap();
+        assert!(rotated(&path, 1).exists());
+        assert!(rotated(&path, 2).exists());
+        assert!(!rotated(&path, 3).exists());
+        for file in [path.clone(), rotated(&path, 1), rotated(&path, 2)] {
+            assert!(std::fs::metadata(&file).unwrap().len() <= 300);
+        }
+        let entries = read(&path, &ReadOptions::default()).unwrap();
+        // The newest lines, in order, the oldest gone with the files.
+        assert_eq!(entries.last().unwrap().log, "line 29\n");
+        let numbers: Vec<u32> = entries
+            .iter()
+            .map(|e| e.log.trim().trim_start_matches("line ").parse().unwrap())
+            .collect();
+        assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "{numbers:?}");
+        assert!(numbers[0] > 0);
+    }
+
+    #[test]
+    fn follows_across_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c-json.log");
+        // About 12 lines a file: the 20 lines rotate it once.
+        let mut writer = Writer::open(&path, Some(900), Some(2)).unwrap();
+        writer.write(Stream::Stdout, b"before\n").unwrap();
+        let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let path = path.clone();
+            let finished = finished.clone();
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                follow(
+                    &path,
+                    &ReadOptions::default(),
+                    |e| {
+                        seen.push(e.log.clone());
+                        Ok(())
+                    },
+                    || finished.load(std::sync::atomic::Ordering::SeqCst),
+                )
+                .unwrap();
+                seen
+            })
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        for i in 0..20 {
+            writer
+                .write(Stream::Stdout, format!("after {i}\n").as_bytes())
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(150));
+        finished.store(true, std::sync::atomic::Ordering::SeqCst);
+        let seen = reader.join().unwrap();
+        assert!(rotated(&path, 1).exists(), "the log rotated");
+        assert!(!seen.contains(&"before\n".to_string()));
+        let expected: Vec<String> = (0..20).map(|i| format!("after {i}\n")).collect();
+        assert_eq!(seen, expected);
+    }
+}

@@ -72,6 +72,9 @@ pub struct RmiArgs {
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {
+    /// Format the output using a Go template
+    #[arg(short, long)]
+    pub format: Option<String>,
     #[arg(required = true)]
     pub images: Vec<String>,
 }
@@ -409,7 +412,15 @@ pub fn inspect(store: &ImageStore, args: &InspectArgs) -> Result<i32> {
             }
         }
     }
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    match &args.format {
+        Some(format) => {
+            let template = crate::template::Template::parse(format)?;
+            for value in &out {
+                println!("{}", template.render(value));
+            }
+        }
+        None => println!("{}", serde_json::to_string_pretty(&out)?),
+    }
     Ok(if failed { 1 } else { 0 })
 }
 

@@ -1,7 +1,11 @@
-//! `keel`: the command-line face. It offers the image commands (`pull`,
-//! `load`, `import`, `images`, `tag`, `rmi`, `image inspect|history`), the OCI runtime (`keel runtime ...`, the commands of
-//! `keel-runtime`/runc) and its version.
+//! `keel`: the command-line face. It offers the container commands (`run`,
+//! `ps`, `logs`, `exec`, `stop`, `rm`, ...), the image commands (`pull`,
+//! `push`, `load`, `save`, `import`, `images`, `tag`, `rmi`, `image ...`),
+//! the OCI runtime (`keel runtime ...`, the commands of `keel-runtime`/runc)
+//! and its version.
 
+mod attach_client;
+mod containers;
 mod filter;
 mod images;
 mod login;
@@ -10,6 +14,7 @@ mod pull;
 mod push;
 mod save;
 mod system;
+mod template;
 
 use std::path::PathBuf;
 
@@ -30,12 +35,65 @@ struct Cli {
         default_value = "/var/lib/keel"
     )]
     root: PathBuf,
+    /// Where keel keeps runtime state (sockets, locks, the runtime's state)
+    #[arg(long, global = true, env = "KEEL_RUNROOT", default_value = "/run/keel")]
+    runroot: PathBuf,
+    /// The cgroup containers' cgroups are made under
+    #[arg(
+        long = "cgroup-parent",
+        global = true,
+        env = "KEEL_CGROUP_PARENT",
+        default_value = "/keel"
+    )]
+    cgroup_parent: String,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Create and run a new container from an image
+    #[command(disable_help_flag = true)]
+    Run(containers::RunArgs),
+    /// Create a new container
+    #[command(disable_help_flag = true)]
+    Create(containers::CreateArgs),
+    /// Start one or more stopped containers
+    Start(containers::StartArgs),
+    /// Stop one or more running containers
+    Stop(containers::StopArgs),
+    /// Restart one or more containers
+    Restart(containers::StopArgs),
+    /// Kill one or more running containers
+    Kill(containers::KillArgs),
+    /// Remove one or more containers
+    Rm(containers::RmArgs),
+    /// List containers
+    Ps(containers::PsArgs),
+    /// Fetch the logs of a container
+    Logs(containers::LogsArgs),
+    /// Execute a command in a running container
+    Exec(containers::ExecArgs),
+    /// Return low-level information on containers or images
+    Inspect(containers::InspectArgs),
+    /// Block until containers stop, then print their exit codes
+    Wait(containers::WaitArgs),
+    /// Attach local standard input, output, and error streams to a running container
+    Attach(containers::AttachArgs),
+    /// Rename a container
+    Rename(containers::RenameArgs),
+    /// Pause all processes within one or more containers
+    Pause(containers::NamesArgs),
+    /// Unpause all processes within one or more containers
+    Unpause(containers::NamesArgs),
+    /// Display the running processes of a container
+    Top(containers::TopArgs),
+    /// Manage containers
+    #[command(subcommand)]
+    Container(ContainerCommand),
+    /// The monitor that holds a running container (started by keel itself)
+    #[command(name = "container-monitor", hide = true)]
+    ContainerMonitor(containers::MonitorArgs),
     /// List images
     Images(images::ImagesArgs),
     /// Download an image from a registry
@@ -100,9 +158,66 @@ enum ImageCommand {
 }
 
 #[derive(Subcommand)]
+enum ContainerCommand {
+    /// List containers
+    #[command(alias = "ps", alias = "list")]
+    Ls(containers::PsArgs),
+    /// Create and run a new container from an image
+    #[command(disable_help_flag = true)]
+    Run(containers::RunArgs),
+    /// Create a new container
+    #[command(disable_help_flag = true)]
+    Create(containers::CreateArgs),
+    /// Start one or more stopped containers
+    Start(containers::StartArgs),
+    /// Stop one or more running containers
+    Stop(containers::StopArgs),
+    /// Restart one or more containers
+    Restart(containers::StopArgs),
+    /// Kill one or more running containers
+    Kill(containers::KillArgs),
+    /// Remove one or more containers
+    Rm(containers::RmArgs),
+    /// Fetch the logs of a container
+    Logs(containers::LogsArgs),
+    /// Execute a command in a running container
+    Exec(containers::ExecArgs),
+    /// Display detailed information on one or more containers
+    Inspect(containers::InspectArgs),
+    /// Block until containers stop, then print their exit codes
+    Wait(containers::WaitArgs),
+    /// Attach to a running container
+    Attach(containers::AttachArgs),
+    /// Rename a container
+    Rename(containers::RenameArgs),
+    /// Pause all processes within one or more containers
+    Pause(containers::NamesArgs),
+    /// Unpause all processes within one or more containers
+    Unpause(containers::NamesArgs),
+    /// Display the running processes of a container
+    Top(containers::TopArgs),
+    /// Remove all stopped containers
+    Prune(containers::PruneArgs),
+}
+
+#[derive(Subcommand)]
 enum SystemCommand {
     /// Show disk usage
     Df(system::DfArgs),
+}
+
+/// `keel inspect NAME`: a container if there is one by that name, else an image.
+fn inspect_any(ctx: &containers::Context, args: &containers::InspectArgs) -> anyhow::Result<i32> {
+    let mut engine = ctx.engine()?;
+    let all_containers = args.containers.iter().all(|n| engine.find(n).is_ok());
+    if all_containers {
+        return containers::inspect(ctx, args);
+    }
+    let image_args = images::InspectArgs {
+        images: args.containers.clone(),
+        format: args.format.clone(),
+    };
+    images::inspect(&images::open(&ctx.root)?, &image_args)
 }
 
 fn main() {
@@ -123,8 +238,65 @@ fn main() {
 }
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
+    let ctx = containers::Context {
+        root: cli.root.clone(),
+        runroot: cli.runroot.clone(),
+        cgroup_parent: cli.cgroup_parent.clone(),
+    };
     let root = cli.root;
     match cli.command {
+        Command::ContainerMonitor(args) => Ok(containers::monitor(&ctx, &args)),
+        Command::Run(args) | Command::Container(ContainerCommand::Run(args)) => {
+            containers::run(&ctx, &args)
+        }
+        Command::Create(args) | Command::Container(ContainerCommand::Create(args)) => {
+            containers::create(&ctx, &args)
+        }
+        Command::Start(args) | Command::Container(ContainerCommand::Start(args)) => {
+            containers::start(&ctx, &args)
+        }
+        Command::Stop(args) | Command::Container(ContainerCommand::Stop(args)) => {
+            containers::stop(&ctx, &args)
+        }
+        Command::Restart(args) | Command::Container(ContainerCommand::Restart(args)) => {
+            containers::restart(&ctx, &args)
+        }
+        Command::Kill(args) | Command::Container(ContainerCommand::Kill(args)) => {
+            containers::kill(&ctx, &args)
+        }
+        Command::Rm(args) | Command::Container(ContainerCommand::Rm(args)) => {
+            containers::rm(&ctx, &args)
+        }
+        Command::Ps(args) | Command::Container(ContainerCommand::Ls(args)) => {
+            containers::ps(&ctx, &args)
+        }
+        Command::Logs(args) | Command::Container(ContainerCommand::Logs(args)) => {
+            containers::logs(&ctx, &args)
+        }
+        Command::Exec(args) | Command::Container(ContainerCommand::Exec(args)) => {
+            containers::exec(&ctx, &args)
+        }
+        Command::Inspect(args) => inspect_any(&ctx, &args),
+        Command::Container(ContainerCommand::Inspect(args)) => containers::inspect(&ctx, &args),
+        Command::Wait(args) | Command::Container(ContainerCommand::Wait(args)) => {
+            containers::wait(&ctx, &args)
+        }
+        Command::Attach(args) | Command::Container(ContainerCommand::Attach(args)) => {
+            containers::attach(&ctx, &args)
+        }
+        Command::Rename(args) | Command::Container(ContainerCommand::Rename(args)) => {
+            containers::rename(&ctx, &args)
+        }
+        Command::Pause(args) | Command::Container(ContainerCommand::Pause(args)) => {
+            containers::pause(&ctx, &args)
+        }
+        Command::Unpause(args) | Command::Container(ContainerCommand::Unpause(args)) => {
+            containers::unpause(&ctx, &args)
+        }
+        Command::Top(args) | Command::Container(ContainerCommand::Top(args)) => {
+            containers::top(&ctx, &args)
+        }
+        Command::Container(ContainerCommand::Prune(args)) => containers::prune(&ctx, &args),
         Command::Version => {
             println!("keel version {}", keel_runtime::VERSION);
             println!("OCI runtime-spec: {}", keel_runtime::OCI_VERSION);
@@ -174,5 +346,14 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::System(SystemCommand::Df(args)) => {
             system::df(&images::open(&root)?, &args).map(|_| 0)
         }
+    }
+}
+
+#[cfg(test)]
+mod cli_tests {
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

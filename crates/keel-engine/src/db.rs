@@ -33,7 +33,34 @@ pub struct Container {
     pub spec: ContainerSpec,
     /// The process as it runs: entrypoint and command resolved.
     pub args: Vec<String>,
+    /// Volumes, binds and tmpfs, their host side resolved.
+    #[serde(default)]
+    pub mounts: Vec<ContainerMount>,
     pub state: ContainerState,
+}
+
+/// A mount of a container as recorded (docker's `Mounts` in inspect).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerMount {
+    pub kind: crate::spec::MountKind,
+    /// The volume's name (volumes only).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The host path (a bind's source, a volume's `_data`).
+    #[serde(default)]
+    pub source: Option<std::path::PathBuf>,
+    pub target: String,
+    pub read_only: bool,
+    #[serde(default)]
+    pub tmpfs_size: Option<u64>,
+    #[serde(default)]
+    pub tmpfs_mode: Option<u32>,
+    #[serde(default)]
+    pub propagation: Option<String>,
+    /// A new volume that gets the image's content at `target` on the
+    /// first start.
+    #[serde(default)]
+    pub copy_up: bool,
 }
 
 /// docker's states.
@@ -452,6 +479,7 @@ mod tests {
             created: format!("2026-01-01T00:00:00.{id}Z"),
             spec: ContainerSpec::default(),
             args: vec!["sh".into()],
+            mounts: Vec::new(),
             state: ContainerState::default(),
         }
     }

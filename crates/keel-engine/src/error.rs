@@ -12,6 +12,10 @@ pub enum Error {
     /// `No such container: web`, `No such volume: data`.
     #[error("No such {kind}: {name}")]
     NotFound { kind: &'static str, name: String },
+    /// The container could not start: the runtime's words
+    /// (`exec: "x": executable file not found in $PATH`).
+    #[error("{0}")]
+    Start(String),
     /// A name in use, a container in the wrong state for the operation.
     #[error("{0}")]
     Conflict(String),
@@ -40,6 +44,20 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// docker's exit code for a container that could not start: 127 when the
+/// command is not there, 126 when it cannot be run, else 125.
+pub fn start_exit_code(message: &str) -> i32 {
+    if message.contains("executable file not found")
+        || message.contains("no such file or directory")
+    {
+        127
+    } else if message.contains("permission denied") {
+        126
+    } else {
+        125
+    }
+}
 
 impl Error {
     pub fn invalid(message: impl Into<String>) -> Error {

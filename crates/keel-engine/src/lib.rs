@@ -3,13 +3,22 @@
 //! - [`spec`]: the request to create a container, and the parsers of the
 //!   values docker's flags take.
 //! - [`oci`]: the OCI `config.json` from an image config and a request,
-//!   a pure function.
-//! - [`users`]: user and group names resolved in the image's files.
+//!   a pure function; [`seccomp`]: the default profile; [`users`]: user and
+//!   group names resolved in the image's files.
+//! - [`engine`]: the operations (create, start, stop, kill, rm, ...).
+//! - [`monitor`]: the process that holds a running container.
+//! - [`db`]: containers and volumes in the state database; [`paths`]: the
+//!   files on disk; [`rootfs`]: the overlay root filesystem; [`logs`]: the
+//!   json-file logs; [`attach`]: the monitor's socket protocol.
 
 pub mod attach;
+pub mod copy;
 pub mod db;
+pub mod engine;
 pub mod error;
 pub mod logs;
+pub mod monitor;
+pub mod names;
 pub mod oci;
 pub mod paths;
 pub mod rootfs;
@@ -17,4 +26,5 @@ pub mod seccomp;
 pub mod spec;
 pub mod users;
 
+pub use engine::{Engine, Options};
 pub use error::{Error, Result};

@@ -72,6 +72,27 @@ pub fn unmount(target: &Path) -> Result<()> {
 /// `root`, resolving symlinks as if `root` were `/` (openat2
 /// RESOLVE_IN_ROOT). None if it does not exist; at most `limit` bytes.
 pub fn read_in_root(root: &Path, path: &str, limit: u64) -> Result<Option<Vec<u8>>> {
+    let Some(fd) = open_in_root(root, path, libc::O_RDONLY)? else {
+        return Ok(None);
+    };
+    let file = std::fs::File::from(fd);
+    let mut data = Vec::new();
+    file.take(limit)
+        .read_to_end(&mut data)
+        .map_err(|e| Error::io(format!("read {path} in {}", root.display()), e))?;
+    Ok(Some(data))
+}
+
+/// Opens the directory `path` of the root filesystem at `root` (O_PATH),
+/// resolving symlinks as if `root` were `/`; None if there is none.
+pub fn open_dir_in_root(root: &Path, path: &str) -> Result<Option<OwnedFd>> {
+    match open_in_root(root, path, libc::O_PATH | libc::O_DIRECTORY) {
+        Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::ENOTDIR) => Ok(None),
+        other => other,
+    }
+}
+
+fn open_in_root(root: &Path, path: &str, flags: i32) -> Result<Option<OwnedFd>> {
     let root_fd = open_dir(root)?;
     let relative = CString::new(path.trim_start_matches('/').as_bytes())
         .map_err(|_| Error::invalid(format!("path {path:?} holds a NUL byte")))?;
@@ -84,7 +105,7 @@ pub fn read_in_root(root: &Path, path: &str, limit: u64) -> Result<Option<Vec<u8
     const RESOLVE_IN_ROOT: u64 = 0x10;
     const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
     let how = OpenHow {
-        flags: (libc::O_RDONLY | libc::O_CLOEXEC) as u64,
+        flags: (flags | libc::O_CLOEXEC) as u64,
         mode: 0,
         resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
     };
@@ -102,17 +123,13 @@ pub fn read_in_root(root: &Path, path: &str, limit: u64) -> Result<Option<Vec<u8
     if fd < 0 {
         let e = std::io::Error::last_os_error();
         return match e.raw_os_error() {
-            Some(libc::ENOENT | libc::ENOTDIR) => Ok(None),
+            Some(libc::ENOENT) => Ok(None),
+            Some(libc::ENOTDIR) if flags & libc::O_DIRECTORY == 0 => Ok(None),
             _ => Err(Error::io(format!("open {path} in {}", root.display()), e)),
         };
     }
     // SAFETY: a new fd we own.
-    let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd as i32) });
-    let mut data = Vec::new();
-    file.take(limit)
-        .read_to_end(&mut data)
-        .map_err(|e| Error::io(format!("read {path} in {}", root.display()), e))?;
-    Ok(Some(data))
+    Ok(Some(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
 }
 
 fn open_dir(path: &Path) -> Result<OwnedFd> {

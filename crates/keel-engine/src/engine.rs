@@ -502,7 +502,10 @@ impl Engine {
             let _ = keel_runtime::container::resume(&self.runtime_root(), &container.id);
         }
         let _ = keel_runtime::container::kill(&self.runtime_root(), &container.id, signal, false);
+        // What ended it, should no monitor be there to see the exit.
+        let mut ended_by = signal;
         if !self.wait_until_stopped(&container, Duration::from_secs(u64::from(timeout))) {
+            ended_by = libc::SIGKILL;
             let _ = keel_runtime::container::kill(
                 &self.runtime_root(),
                 &container.id,
@@ -516,7 +519,7 @@ impl Engine {
                 )));
             }
         }
-        self.reconcile_id(&container.id, Some(128 + signal))
+        self.reconcile_id(&container.id, Some(128 + ended_by))
     }
 
     /// Sends `signal` to the container's init.

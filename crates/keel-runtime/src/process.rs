@@ -457,9 +457,16 @@ impl Prepared {
 /// An empty signal mask and default SIGPIPE (the Rust runtime ignores it,
 /// and an ignored disposition would survive exec).
 pub fn reset_signals() {
-    // SAFETY: resetting a disposition and the mask of our own thread.
+    // Every disposition back to the default: a signal the caller ignores
+    // (an engine's monitor, a shell's `nohup`) must not stay ignored in
+    // the container, where a shell could not even trap it then.
+    // SAFETY: resetting dispositions and the mask of our own thread.
     unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        for signal in 1..=libc::SIGRTMAX() {
+            if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+                libc::signal(signal, libc::SIG_DFL);
+            }
+        }
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());

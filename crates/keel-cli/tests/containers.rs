@@ -1,0 +1,584 @@
+//! Containers as a user drives them: `keel run`, `ps`, `logs`, `exec`,
+//! `stop`, `rm` and the rest, on a busybox image made offline, each test
+//! in its own root, runroot and cgroup parent. What is checked is what a
+//! user sees: output, exit codes, `ps` and `inspect`, and what is left on
+//! the machine afterwards (mounts, cgroups, processes).
+
+mod common;
+
+use common::{Keel, stderr, stdout};
+
+#[test]
+fn foreground_output_exit_codes_and_cleanup() {
+    let keel = Keel::new();
+    let out = keel.run(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(stdout(&out), "out\n");
+    assert_eq!(stderr(&out), "err\n");
+    // --rm: nothing left of it.
+    assert_eq!(keel.ok(&["ps", "-aq"]), "");
+    assert!(keel.mounts().is_empty(), "{:?}", keel.mounts());
+
+    // docker's codes: 127 command not found, 126 cannot run, 125 keel's own.
+    let out = keel.run(&["run", "--name", "missing", "busybox", "no-such-command"]);
+    assert_eq!(out.status.code(), Some(127));
+    assert!(
+        stderr(&out).contains("exec: \"no-such-command\": executable file not found in $PATH"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(keel.inspect("missing", "{{.State.Status}}"), "created");
+    let out = keel.run(&["run", "--rm", "busybox", "/etc/passwd"]);
+    assert_eq!(out.status.code(), Some(126), "{}", stderr(&out));
+    let out = keel.run(&["run", "--rm", "no-such-image"]);
+    assert_eq!(out.status.code(), Some(125));
+    let out = keel.run(&["run", "--rm", "--memory", "1m", "busybox", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("Minimum memory limit allowed is 6MB"),
+        "{}",
+        stderr(&out)
+    );
+    let out = keel.run(&["run", "--rm", "-v", "/no/such/dir:/x", "busybox", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("bind source path does not exist: /no/such/dir"),
+        "{}",
+        stderr(&out)
+    );
+    // Refused requests made nothing.
+    assert_eq!(keel.ok(&["ps", "-aq"]).lines().count(), 1);
+
+    // stdin with -i; a killed process's code is 128 + signal.
+    let mut child = keel
+        .command(&[
+            "run",
+            "--rm",
+            "-i",
+            "busybox",
+            "sh",
+            "-c",
+            "read line; echo got $line",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(stdout(&out), "got hello\n");
+}
+
+#[test]
+fn detached_lifecycle_with_ps_logs_exec_stop_start_rm() {
+    let keel = Keel::new();
+    let id = keel
+        .ok(&[
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "--label",
+            "tier=front",
+            "busybox",
+            "sh",
+            "-c",
+            "trap 'echo bye; exit 0' TERM; echo started; while true; do sleep 0.1; done",
+        ])
+        .trim()
+        .to_string();
+    assert_eq!(id.len(), 64);
+    keel.eventually("the container's first line in its log", || {
+        keel.ok(&["logs", "web"]).contains("started")
+    });
+    let ps = keel.ok(&["ps"]);
+    let row = ps.lines().nth(1).unwrap_or_default();
+    assert!(row.starts_with(&id[..12]), "{ps}");
+    assert!(row.contains("Up "), "{ps}");
+    assert!(row.ends_with("web"), "{ps}");
+    assert_eq!(
+        keel.ok(&["ps", "-q", "--filter", "label=tier=front"])
+            .trim(),
+        &id[..12]
+    );
+    assert_eq!(
+        keel.ok(&["ps", "-q", "--filter", "status=exited"]).trim(),
+        ""
+    );
+    assert_eq!(
+        keel.ok(&["ps", "--format", "{{.Names}} {{.State}}"]).trim(),
+        "web running"
+    );
+
+    // exec runs in the container: its hostname, its processes.
+    let out = keel.run(&[
+        "exec",
+        "web",
+        "sh",
+        "-c",
+        "hostname; ps -o comm | grep -c sleep; exit 4",
+    ]);
+    assert_eq!(out.status.code(), Some(4));
+    let lines: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
+    assert_eq!(lines[0], &id[..12]);
+    assert!(
+        keel.ok(&[
+            "exec",
+            "-e",
+            "X=1",
+            "-w",
+            "/tmp",
+            "web",
+            "sh",
+            "-c",
+            "echo $X; pwd"
+        ]) == "1\n/tmp\n"
+    );
+    let top = keel.ok(&["top", "web"]);
+    assert!(top.lines().next().unwrap().starts_with("UID"), "{top}");
+    assert!(top.contains("sleep") || top.contains("sh -c"), "{top}");
+
+    // inspect, docker's shape.
+    let inspect: serde_json::Value = serde_json::from_str(&keel.ok(&["inspect", "web"])).unwrap();
+    let c = &inspect[0];
+    assert_eq!(c["Id"], id.as_str());
+    assert_eq!(c["Name"], "/web");
+    assert_eq!(c["State"]["Running"], true);
+    assert!(c["State"]["Pid"].as_i64().unwrap() > 0);
+    assert_eq!(c["Config"]["Labels"]["tier"], "front");
+    assert_eq!(c["Path"], "sh");
+    let cgroup = keel.cgroup_dir("pids", &id);
+    assert!(cgroup.exists(), "{} exists while it runs", cgroup.display());
+
+    // stop: the trap runs, the code is the program's.
+    keel.ok(&["stop", "web"]);
+    assert_eq!(
+        keel.inspect("web", "{{.State.Status}} {{.State.ExitCode}}"),
+        "exited 0"
+    );
+    assert!(keel.ok(&["logs", "web"]).ends_with("bye\n"));
+    assert!(keel.ok(&["ps", "-a"]).contains("Exited (0)"));
+    assert!(
+        keel.mounts().is_empty(),
+        "a stopped container holds no mount: {:?}",
+        keel.mounts()
+    );
+    assert!(!cgroup.exists(), "the cgroup goes with the process");
+
+    // start again: the same container, its log grows.
+    keel.ok(&["start", "web"]);
+    assert_eq!(keel.inspect("web", "{{.State.Status}}"), "running");
+    keel.eventually("a second start line", || {
+        keel.ok(&["logs", "web"]).matches("started").count() == 2
+    });
+    let out = keel.run(&["rm", "web"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("You cannot remove a running container"),
+        "{}",
+        stderr(&out)
+    );
+    keel.ok(&["kill", "web"]);
+    assert_eq!(keel.ok(&["wait", "web"]).trim(), "137");
+    keel.ok(&["rm", "web"]);
+    assert_eq!(keel.ok(&["ps", "-aq"]), "");
+    let out = keel.run(&["logs", "web"]);
+    assert!(
+        stderr(&out).contains("No such container: web"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(keel.mounts().is_empty());
+    assert!(!keel.root().join("containers").join(&id).exists());
+}
+
+#[test]
+fn names_conflicts_rename_and_force_remove() {
+    let keel = Keel::new();
+    keel.ok(&["create", "--name", "one", "busybox", "true"]);
+    let out = keel.run(&["create", "--name", "one", "busybox", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("The container name \"/one\" is already in use"),
+        "{}",
+        stderr(&out)
+    );
+    keel.ok(&["rename", "one", "two"]);
+    assert_eq!(
+        keel.ok(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"])
+            .trim(),
+        "two Created"
+    );
+    keel.ok(&["start", "-a", "two"]);
+    assert_eq!(keel.inspect("two", "{{.State.ExitCode}}"), "0");
+    // A generated name, then rm -f of a running one.
+    let id = keel
+        .ok(&["run", "-d", "busybox", "sleep", "60"])
+        .trim()
+        .to_string();
+    let name = keel.inspect(&id, "{{.Name}}");
+    assert!(name.len() > 3 && name.contains('_'), "{name}");
+    keel.ok(&["rm", "-f", &id]);
+    assert!(keel.run(&["inspect", &id]).status.code() != Some(0));
+    // rm -f of something absent is not an error, as docker.
+    keel.ok(&["rm", "-f", "never-existed"]);
+}
+
+#[test]
+fn volumes_binds_and_tmpfs() {
+    let keel = Keel::new();
+    // A named volume outlives its containers.
+    keel.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "data:/data",
+        "busybox",
+        "sh",
+        "-c",
+        "echo kept > /data/file",
+    ]);
+    assert_eq!(
+        keel.ok(&[
+            "run",
+            "--rm",
+            "-v",
+            "data:/data:ro",
+            "busybox",
+            "cat",
+            "/data/file"
+        ]),
+        "kept\n"
+    );
+    let out = keel.run(&[
+        "run",
+        "--rm",
+        "-v",
+        "data:/data:ro",
+        "busybox",
+        "touch",
+        "/data/x",
+    ]);
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "a read-only volume refuses writes"
+    );
+    // A new volume over a directory of the image gets its content.
+    assert!(
+        keel.ok(&[
+            "run",
+            "--rm",
+            "-v",
+            "etc-copy:/etc",
+            "busybox",
+            "cat",
+            "/etc/passwd"
+        ])
+        .contains("root:x:0:0")
+    );
+    // A bind mount, read-write and read-only.
+    let host = keel.temp.subdir("host-dir");
+    std::fs::write(host.join("from-host"), b"hello from the host\n").unwrap();
+    let bind = format!("{}:/mnt", host.display());
+    assert_eq!(
+        keel.ok(&[
+            "run",
+            "--rm",
+            "-v",
+            &bind,
+            "busybox",
+            "cat",
+            "/mnt/from-host"
+        ]),
+        "hello from the host\n"
+    );
+    keel.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        &bind,
+        "busybox",
+        "sh",
+        "-c",
+        "echo back > /mnt/from-container",
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(host.join("from-container")).unwrap(),
+        "back\n"
+    );
+    let ro = format!("type=bind,source={},target=/mnt,readonly", host.display());
+    let out = keel.run(&[
+        "run",
+        "--rm",
+        "--mount",
+        &ro,
+        "busybox",
+        "touch",
+        "/mnt/nope",
+    ]);
+    assert_ne!(out.status.code(), Some(0));
+    // tmpfs with its size and mode.
+    let out = keel.ok(&[
+        "run",
+        "--rm",
+        "--tmpfs",
+        "/scratch:size=1m,mode=700",
+        "busybox",
+        "sh",
+        "-c",
+        "stat -c %a /scratch; df -k /scratch | tail -1",
+    ]);
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("700"), "{out}");
+    assert!(lines.next().unwrap().contains(" 1024 "), "{out}");
+    // An anonymous volume goes with rm -v.
+    keel.ok(&[
+        "create", "--name", "anon", "-v", "/cache", "busybox", "true",
+    ]);
+    let source = keel.inspect("anon", "{{json .Mounts}}");
+    let mounts: serde_json::Value = serde_json::from_str(&source).unwrap();
+    let dir = std::path::PathBuf::from(mounts[0]["Source"].as_str().unwrap());
+    assert!(dir.exists());
+    keel.ok(&["rm", "-v", "anon"]);
+    assert!(!dir.exists(), "rm -v removes the anonymous volume");
+    assert!(
+        keel.root().join("volumes/data/_data/file").exists(),
+        "named volumes stay"
+    );
+}
+
+#[test]
+fn what_the_process_sees_user_env_caps_limits() {
+    let keel = Keel::new();
+    let run = |args: &[&str]| -> String {
+        let mut all = vec!["run", "--rm"];
+        all.extend_from_slice(args);
+        keel.ok(&all)
+    };
+    // No supplementary groups but what /etc/group gives (none here).
+    assert_eq!(
+        run(&["-u", "keel", "busybox", "id"]),
+        "uid=1000(keel) gid=1000(keel)\n"
+    );
+    assert_eq!(
+        run(&["-u", "keel", "--group-add", "0", "busybox", "id", "-G"]),
+        "1000 0\n"
+    );
+    assert_eq!(run(&["-u", "1000:0", "busybox", "id", "-g"]), "0\n");
+    let out = keel.run(&["run", "--rm", "-u", "nobody-here", "busybox", "id"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("unable to find user nobody-here"),
+        "{}",
+        stderr(&out)
+    );
+    let env = run(&[
+        "-e",
+        "A=1",
+        "-h",
+        "box",
+        "-w",
+        "/tmp",
+        "busybox",
+        "sh",
+        "-c",
+        "echo $A $HOSTNAME $HOME; pwd; hostname",
+    ]);
+    assert_eq!(env, "1 box /root\n/tmp\nbox\n");
+    assert_eq!(
+        run(&["--entrypoint", "echo", "busybox", "from", "entrypoint"]),
+        "from entrypoint\n"
+    );
+    // docker's default capabilities, and --cap-drop.
+    let caps = |extra: &[&str]| -> u64 {
+        let mut args = extra.to_vec();
+        args.extend(["busybox", "sh", "-c", "grep CapEff /proc/self/status"]);
+        let line = run(&args);
+        u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+    };
+    assert_eq!(
+        caps(&[]),
+        0x00000000a80425fb,
+        "docker's 14 default capabilities"
+    );
+    assert_eq!(caps(&["--cap-drop", "ALL"]), 0);
+    assert_eq!(
+        caps(&["--cap-drop", "ALL", "--cap-add", "NET_ADMIN"]),
+        1 << 12
+    );
+    // The default seccomp profile refuses what containers must not do.
+    let out = keel.run(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "mount -t tmpfs none /mnt",
+    ]);
+    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(
+        run(&[
+            "--read-only",
+            "busybox",
+            "sh",
+            "-c",
+            "touch /x 2>/dev/null || echo read-only"
+        ]),
+        "read-only\n"
+    );
+    // Limits land in the container's cgroup.
+    let limits = run(&[
+        "-m",
+        "64m",
+        "--pids-limit",
+        "50",
+        "--cpus",
+        "0.5",
+        "busybox",
+        "sh",
+        "-c",
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/cpu/cpu.cfs_quota_us",
+    ]);
+    assert_eq!(limits, "67108864\n50\n50000\n");
+    assert_eq!(
+        run(&[
+            "--ulimit",
+            "nofile=100:200",
+            "busybox",
+            "sh",
+            "-c",
+            "ulimit -n; ulimit -Hn"
+        ]),
+        "100\n200\n"
+    );
+    assert!(
+        run(&["--add-host", "db:10.1.2.3", "busybox", "cat", "/etc/hosts"])
+            .contains("10.1.2.3\tdb")
+    );
+    // --network none: loopback only.
+    let links = run(&["busybox", "ls", "/sys/class/net"]);
+    assert_eq!(links, "lo\n");
+}
+
+#[test]
+fn restart_policy_and_oom() {
+    let keel = Keel::new();
+    keel.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "flaky",
+        "--restart",
+        "on-failure:2",
+        "busybox",
+        "sh",
+        "-c",
+        "echo try; exit 1",
+    ]);
+    keel.eventually("two restarts, then exited", || {
+        keel.inspect("flaky", "{{.State.Status}} {{.RestartCount}}") == "exited 2"
+    });
+    assert_eq!(keel.ok(&["logs", "flaky"]).matches("try").count(), 3);
+    assert_eq!(keel.inspect("flaky", "{{.State.ExitCode}}"), "1");
+
+    // The OOM killer's victim: 137 and OOMKilled.
+    let out = keel.run(&[
+        "run",
+        "--name",
+        "hog",
+        "-m",
+        "16m",
+        "--memory-swap",
+        "16m",
+        "busybox",
+        "sh",
+        "-c",
+        "x=$(head -c 200000000 /dev/zero | tr '\\0' x); echo survived",
+    ]);
+    assert_eq!(out.status.code(), Some(137), "{}", stderr(&out));
+    assert_eq!(
+        keel.inspect("hog", "{{.State.OOMKilled}} {{.State.ExitCode}}"),
+        "true 137"
+    );
+}
+
+#[test]
+fn a_killed_monitor_leaves_the_truth() {
+    let keel = Keel::new();
+    let id = keel
+        .ok(&["run", "-d", "--name", "orphan", "busybox", "sleep", "300"])
+        .trim()
+        .to_string();
+    let pid: i32 = keel.inspect("orphan", "{{.State.Pid}}").parse().unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let monitor: i32 = stat[stat.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let cmdline = std::fs::read_to_string(format!("/proc/{monitor}/cmdline")).unwrap();
+    assert!(cmdline.contains("container-monitor"), "{cmdline}");
+    // SAFETY: killing the monitor this test started, by its pid.
+    unsafe { libc::kill(monitor, libc::SIGKILL) };
+    keel.eventually("the monitor is gone", || {
+        !std::path::Path::new(&format!("/proc/{monitor}/cmdline")).exists()
+            || std::fs::read_to_string(format!("/proc/{monitor}/stat"))
+                .map(|s| s.contains(") Z "))
+                .unwrap_or(true)
+    });
+    // The container still runs: ps says so.
+    assert_eq!(keel.inspect("orphan", "{{.State.Status}}"), "running");
+    // And it can still be stopped and removed, leaving nothing.
+    keel.ok(&["stop", "-t", "1", "orphan"]);
+    assert_eq!(
+        keel.inspect("orphan", "{{.State.Status}} {{.State.ExitCode}}"),
+        "exited 137"
+    );
+    keel.ok(&["rm", "orphan"]);
+    assert!(keel.mounts().is_empty(), "{:?}", keel.mounts());
+    assert!(!keel.cgroup_dir("pids", &id).exists());
+}
+
+#[test]
+fn concurrent_runs_and_removes_lose_nothing() {
+    let keel = std::sync::Arc::new(Keel::new());
+    let threads: Vec<_> = (0..20)
+        .map(|i| {
+            let keel = keel.clone();
+            std::thread::spawn(move || {
+                let name = format!("c{i}");
+                keel.ok(&["run", "-d", "--name", &name, "busybox", "sleep", "60"]);
+                name
+            })
+        })
+        .collect();
+    let names: Vec<String> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let listed = keel.ok(&["ps", "--format", "{{.Names}}"]);
+    let mut listed: Vec<&str> = listed.lines().collect();
+    listed.sort_unstable();
+    let mut expected: Vec<&str> = names.iter().map(String::as_str).collect();
+    expected.sort_unstable();
+    assert_eq!(listed, expected);
+    let removers: Vec<_> = names
+        .into_iter()
+        .map(|name| {
+            let keel = keel.clone();
+            std::thread::spawn(move || keel.ok(&["rm", "-f", &name]))
+        })
+        .collect();
+    for remover in removers {
+        remover.join().unwrap();
+    }
+    assert_eq!(keel.ok(&["ps", "-aq"]), "");
+    assert!(keel.mounts().is_empty(), "{:?}", keel.mounts());
+}

@@ -1022,7 +1022,7 @@ fn matches_filters(container: &Container, filters: &[String]) -> Result<bool> {
 }
 
 /// Bytes in a container's writable layer.
-fn dir_size(path: &Path) -> u64 {
+pub fn dir_size(path: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     let Ok(meta) = std::fs::symlink_metadata(path) else {
         return 0;

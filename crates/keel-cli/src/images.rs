@@ -382,10 +382,35 @@ pub fn tag(store: &mut ImageStore, args: &TagArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn rmi(store: &mut ImageStore, args: &RmiArgs) -> Result<i32> {
+/// The containers that use each image: `rmi` and `image prune` keep
+/// what a container needs.
+pub fn holders(
+    ctx: &crate::containers::Context,
+    image_id: &str,
+) -> Result<Vec<keel_image::store::Holder>> {
+    let db = keel_engine::db::Db::open(&ctx.root)?;
+    Ok(db
+        .containers_of_image(image_id)?
+        .into_iter()
+        .map(|c| keel_image::store::Holder {
+            id: c.id,
+            active: c.state.status.is_active(),
+        })
+        .collect())
+}
+
+pub fn rmi(
+    ctx: &crate::containers::Context,
+    store: &mut ImageStore,
+    args: &RmiArgs,
+) -> Result<i32> {
     let mut failed = false;
     for name in &args.images {
-        match store.remove(name, args.force) {
+        let holders = match store.resolve(name) {
+            Ok(record) => holders(ctx, &record.id.to_string())?,
+            Err(_) => Vec::new(),
+        };
+        match store.remove(name, args.force, &holders) {
             Ok(lines) => {
                 for line in lines {
                     println!("{line}");

@@ -330,7 +330,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             images::tag(&mut images::open(&root)?, &args).map(|_| 0)
         }
         Command::Rmi(args) | Command::Image(ImageCommand::Rm(args)) => {
-            images::rmi(&mut images::open(&root)?, &args)
+            images::rmi(&ctx, &mut images::open(&root)?, &args)
         }
         Command::Image(ImageCommand::Inspect(args)) => {
             images::inspect(&images::open(&root)?, &args)
@@ -339,12 +339,12 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             images::history(&images::open(&root)?, &args).map(|_| 0)
         }
         Command::Image(ImageCommand::Prune(args)) => {
-            system::prune(&mut images::open(&root)?, &args)
+            system::prune(&ctx, &mut images::open(&root)?, &args)
         }
         Command::Login(args) => login::login(&root, &args),
         Command::Logout(args) => login::logout(&args),
         Command::System(SystemCommand::Df(args)) => {
-            system::df(&images::open(&root)?, &args).map(|_| 0)
+            system::df(&ctx, &images::open(&root)?, &args).map(|_| 0)
         }
     }
 }

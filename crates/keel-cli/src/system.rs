@@ -1,9 +1,6 @@
 //! `keel system df` and `keel image prune`, with docker's tables and words.
-//!
-//! keel has no containers yet (issue 4): no image is "active", so every
-//! image is reclaimable and `image prune -a` may remove them all. Once
-//! containers exist, the images they use count as active here and are kept
-//! by the prune.
+//! An image a container uses is "active": it is not reclaimable, and
+//! `image prune -a` keeps it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead as _, Write as _};
@@ -74,8 +71,14 @@ fn image_usage(store: &ImageStore, chains: &[Vec<Digest>]) -> Vec<ImageUsage> {
         .collect()
 }
 
-pub fn df(store: &ImageStore, args: &DfArgs) -> Result<()> {
+pub fn df(ctx: &crate::containers::Context, store: &ImageStore, args: &DfArgs) -> Result<()> {
     let images = store.metadata.images()?;
+    let mut engine = ctx.engine()?;
+    let containers = engine.list()?;
+    let volumes = engine.db.volumes()?;
+    let used_images: BTreeSet<String> = containers.iter().map(|c| c.image_id.clone()).collect();
+    let chains: Vec<Vec<Digest>> = images.iter().map(|(r, _)| r.chain_ids.clone()).collect();
+    let usage = image_usage(store, &chains);
     // What the images take on disk: each blob and each snapshot once.
     let blobs: u64 = store.content.list()?.iter().map(|(_, size)| size).sum();
     let snapshots: u64 = store
@@ -85,8 +88,67 @@ pub fn df(store: &ImageStore, args: &DfArgs) -> Result<()> {
         .map(|c| store.snapshots.size(c))
         .sum();
     let total = blobs + snapshots;
-    // No containers yet: no image is active, all of it is reclaimable.
-    let active = 0;
+    let active_images = images
+        .iter()
+        .filter(|(r, _)| used_images.contains(&r.id.to_string()))
+        .count();
+    // What images no container uses hold alone can go: all of it but the
+    // blobs and snapshots of the images containers use.
+    let mut kept_blobs = BTreeSet::new();
+    let mut kept_snapshots = BTreeSet::new();
+    for (record, _) in images.iter().filter(|(r, _)| used_images.contains(&r.id.to_string())) {
+        kept_blobs.insert(record.manifest.clone());
+        kept_blobs.insert(record.id.clone());
+        if let Ok(bytes) = store.content.read(&record.manifest)
+            && let Ok(keel_image::manifest::Document::Manifest(manifest)) =
+                keel_image::manifest::Document::parse(Some(&record.manifest_media_type), &bytes)
+        {
+            kept_blobs.extend(manifest.layers.into_iter().map(|l| l.digest));
+        }
+        kept_snapshots.extend(record.chain_ids.iter().cloned());
+    }
+    let kept: u64 = store
+        .content
+        .list()?
+        .iter()
+        .filter(|(d, _)| kept_blobs.contains(d))
+        .map(|(_, size)| size)
+        .sum::<u64>()
+        + kept_snapshots.iter().map(|c| store.snapshots.size(c)).sum::<u64>();
+    let image_reclaimable = total.saturating_sub(kept);
+    let container_sizes: Vec<u64> = containers
+        .iter()
+        .map(|c| crate::containers::dir_size(&engine.layout.diff(&c.id)))
+        .collect();
+    let container_total: u64 = container_sizes.iter().sum();
+    let active_containers = containers
+        .iter()
+        .filter(|c| c.state.status.is_active())
+        .count();
+    let container_reclaimable: u64 = containers
+        .iter()
+        .zip(&container_sizes)
+        .filter(|(c, _)| !c.state.status.is_active())
+        .map(|(_, s)| s)
+        .sum();
+    let links = |name: &str| {
+        containers
+            .iter()
+            .filter(|c| c.mounts.iter().any(|m| m.name.as_deref() == Some(name)))
+            .count()
+    };
+    let volume_sizes: Vec<u64> = volumes
+        .iter()
+        .map(|v| crate::containers::dir_size(&engine.layout.volume_data(&v.name)))
+        .collect();
+    let volume_total: u64 = volume_sizes.iter().sum();
+    let active_volumes = volumes.iter().filter(|v| links(&v.name) > 0).count();
+    let volume_reclaimable: u64 = volumes
+        .iter()
+        .zip(&volume_sizes)
+        .filter(|(v, _)| links(&v.name) == 0)
+        .map(|(_, s)| s)
+        .sum();
     let mut out = std::io::stdout().lock();
     if !args.verbose {
         let rows = vec![
@@ -96,19 +158,29 @@ pub fn df(store: &ImageStore, args: &DfArgs) -> Result<()> {
             vec![
                 "Images".into(),
                 images.len().to_string(),
-                active.to_string(),
+                active_images.to_string(),
                 human_size(total),
-                reclaimable(total, total),
+                reclaimable(image_reclaimable, total),
             ],
-            zero_row("Containers"),
-            zero_row("Local Volumes"),
+            vec![
+                "Containers".into(),
+                containers.len().to_string(),
+                active_containers.to_string(),
+                human_size(container_total),
+                reclaimable(container_reclaimable, container_total),
+            ],
+            vec![
+                "Local Volumes".into(),
+                volumes.len().to_string(),
+                active_volumes.to_string(),
+                human_size(volume_total),
+                reclaimable(volume_reclaimable, volume_total),
+            ],
             zero_row("Build Cache"),
         ];
         out.write_all(render_table(&rows).as_bytes())?;
         return Ok(());
     }
-    let chains: Vec<Vec<Digest>> = images.iter().map(|(r, _)| r.chain_ids.clone()).collect();
-    let usage = image_usage(store, &chains);
     let mut rows = vec![
         [
             "REPOSITORY",
@@ -132,6 +204,10 @@ pub fn df(store: &ImageStore, args: &DfArgs) -> Result<()> {
                 .map(|r| (r.familiar_name(), r.tag().unwrap_or("<none>").to_string()))
                 .collect()
         };
+        let users = containers
+            .iter()
+            .filter(|c| c.image_id == record.id.to_string())
+            .count();
         for (repository, tag) in names {
             rows.push(vec![
                 repository,
@@ -141,30 +217,55 @@ pub fn df(store: &ImageStore, args: &DfArgs) -> Result<()> {
                 human_size(usage.size),
                 human_size(usage.shared),
                 human_size(usage.size - usage.shared),
-                "0".into(),
+                users.to_string(),
             ]);
         }
     }
     writeln!(out, "Images space usage:\n")?;
     out.write_all(render_table(&rows).as_bytes())?;
     writeln!(out, "\nContainers space usage:\n")?;
-    let containers = [vec![
-        "CONTAINER ID",
-        "IMAGE",
-        "COMMAND",
-        "LOCAL VOLUMES",
-        "SIZE",
-        "CREATED",
-        "STATUS",
-        "NAMES",
-    ]
-    .into_iter()
-    .map(String::from)
-    .collect()];
-    out.write_all(render_table(&containers).as_bytes())?;
+    let mut table = vec![
+        vec![
+            "CONTAINER ID",
+            "IMAGE",
+            "COMMAND",
+            "LOCAL VOLUMES",
+            "SIZE",
+            "CREATED",
+            "STATUS",
+            "NAMES",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>(),
+    ];
+    for (c, size) in containers.iter().zip(&container_sizes) {
+        table.push(vec![
+            c.id[..12].to_string(),
+            c.image.clone(),
+            format!("\"{}\"", c.args.join(" ")),
+            c.mounts
+                .iter()
+                .filter(|m| m.name.is_some())
+                .count()
+                .to_string(),
+            human_size(*size),
+            crate::images::since(&c.created),
+            crate::containers::status_text(c),
+            c.name.clone(),
+        ]);
+    }
+    out.write_all(render_table(&table).as_bytes())?;
     writeln!(out, "\nLocal Volumes space usage:\n")?;
-    let volumes = [["VOLUME NAME", "LINKS", "SIZE"].map(String::from).to_vec()];
-    out.write_all(render_table(&volumes).as_bytes())?;
+    let mut table = vec![["VOLUME NAME", "LINKS", "SIZE"].map(String::from).to_vec()];
+    for (v, size) in volumes.iter().zip(&volume_sizes) {
+        table.push(vec![
+            v.name.clone(),
+            links(&v.name).to_string(),
+            human_size(*size),
+        ]);
+    }
+    out.write_all(render_table(&table).as_bytes())?;
     writeln!(out, "\nBuild cache usage: 0B\n")?;
     let cache = [[
         "CACHE ID",
@@ -192,9 +293,18 @@ fn zero_row(kind: &str) -> Vec<String> {
 }
 
 /// `keel image prune`: dangling images (no tag), or with `-a` every image
-/// no container uses (all of them, until containers exist); then the blobs
-/// and snapshots nothing references. Docker's output.
-pub fn prune(store: &mut ImageStore, args: &PruneArgs) -> Result<i32> {
+/// no container uses; then the blobs and snapshots nothing references.
+/// Docker's output.
+pub fn prune(
+    ctx: &crate::containers::Context,
+    store: &mut ImageStore,
+    args: &PruneArgs,
+) -> Result<i32> {
+    let used: BTreeSet<String> = keel_engine::db::Db::open(&ctx.root)?
+        .list()?
+        .into_iter()
+        .map(|c| c.image_id)
+        .collect();
     let mut flags = args.filter.clone();
     crate::filter::Filters::parse(&flags, crate::filter::PRUNE_KEYS)?;
     if !args.all {
@@ -221,6 +331,9 @@ pub fn prune(store: &mut ImageStore, args: &PruneArgs) -> Result<i32> {
     let mut lines = Vec::new();
     let mut digests = BTreeSet::new();
     for (record, tags) in crate::images::select(store, &filters)? {
+        if used.contains(&record.id.to_string()) {
+            continue;
+        }
         for tag in &tags {
             store.metadata.untag(tag)?;
             if let Ok(reference) = Reference::parse(tag) {

@@ -582,3 +582,41 @@ fn concurrent_runs_and_removes_lose_nothing() {
     assert_eq!(keel.ok(&["ps", "-aq"]), "");
     assert!(keel.mounts().is_empty(), "{:?}", keel.mounts());
 }
+
+#[test]
+fn images_containers_use_are_kept() {
+    let keel = Keel::new();
+    let id = keel
+        .ok(&["create", "--name", "user", "busybox", "true"])
+        .trim()
+        .to_string();
+    let out = keel.run(&["rmi", "busybox"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(&format!(
+            "conflict: unable to remove repository reference \"busybox\" (must force) - container {} is using its referenced image",
+            &id[..12]
+        )),
+        "{}",
+        stderr(&out)
+    );
+    keel.ok(&["image", "prune", "-a", "-f"]);
+    assert!(
+        keel.ok(&["images"]).contains("busybox"),
+        "prune -a keeps a used image"
+    );
+    let df = keel.ok(&["system", "df"]);
+    let images_row = df.lines().find(|l| l.starts_with("Images")).unwrap();
+    assert_eq!(images_row.split_whitespace().nth(2), Some("1"), "{df}");
+    let containers_row = df.lines().find(|l| l.starts_with("Containers")).unwrap();
+    assert_eq!(containers_row.split_whitespace().nth(1), Some("1"), "{df}");
+    // Forced: the name goes, the image stays for its container.
+    let out = keel.ok(&["rmi", "-f", "busybox"]);
+    assert_eq!(out, "Untagged: busybox:latest\n");
+    assert!(keel.ok(&["images"]).contains("<none>"));
+    keel.ok(&["start", "-a", "user"]);
+    assert_eq!(keel.inspect("user", "{{.State.ExitCode}}"), "0");
+    keel.ok(&["rm", "user"]);
+    keel.ok(&["image", "prune", "-f"]);
+    assert_eq!(keel.ok(&["images", "-q"]), "");
+}

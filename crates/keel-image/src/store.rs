@@ -352,8 +352,10 @@ impl ImageStore {
 
     /// `rmi`: untags `name`; deletes the image when no tag is left (or when
     /// `name` is an id: then only if it has at most one tag, or `force`).
-    /// Returns docker's lines (`Untagged: ...`, `Deleted: ...`).
-    pub fn remove(&mut self, name: &str, force: bool) -> Result<Vec<String>> {
+    /// `holders` are what outside the store uses the image (containers):
+    /// while any exists the image is kept (untagged with `force`), as
+    /// docker does. Returns docker's lines (`Untagged: ...`, `Deleted: ...`).
+    pub fn remove(&mut self, name: &str, force: bool, holders: &[Holder]) -> Result<Vec<String>> {
         let record = self.resolve(name)?;
         let tags = self.metadata.tags_of(&record.id)?;
         let by_tag = Reference::parse(name)
@@ -367,10 +369,39 @@ impl ImageStore {
                 return Ok(lines);
             }
             Some(reference) => {
+                if let Some(holder) = holders.first() {
+                    if !force {
+                        return Err(Error::msg(format!(
+                            "conflict: unable to remove repository reference \"{name}\" (must force) - container {} is using its referenced image {}",
+                            short_id(&holder.id),
+                            record.id.short()
+                        )));
+                    }
+                    // Forced: the name goes, the image stays for its containers.
+                    self.metadata.untag(&reference.full())?;
+                    lines.push(format!("Untagged: {}", familiar(&reference)));
+                    return Ok(lines);
+                }
                 self.metadata.untag(&reference.full())?;
                 lines.push(format!("Untagged: {}", familiar(&reference)));
             }
             None => {
+                if let Some(holder) = holders.iter().find(|h| h.active) {
+                    return Err(Error::msg(format!(
+                        "conflict: unable to delete {} (cannot be forced) - image is being used by running container {}",
+                        record.id.short(),
+                        short_id(&holder.id)
+                    )));
+                }
+                if let Some(holder) = holders.first()
+                    && !force
+                {
+                    return Err(Error::msg(format!(
+                        "conflict: unable to delete {} (must be forced) - image is being used by stopped container {}",
+                        record.id.short(),
+                        short_id(&holder.id)
+                    )));
+                }
                 if tags.len() > 1 && !force {
                     return Err(Error::msg(format!(
                         "conflict: unable to delete {} (must be forced) - image is referenced in multiple repositories",
@@ -383,6 +414,9 @@ impl ImageStore {
                         lines.push(format!("Untagged: {}", familiar(&reference)));
                     }
                 }
+                if !holders.is_empty() {
+                    return Ok(lines);
+                }
             }
         }
         self.metadata.delete_image(&record.id)?;
@@ -392,7 +426,8 @@ impl ImageStore {
     }
 
     /// Removes blobs and snapshots no image references (DESIGN: the garbage
-    /// collector). Containers will hold references too once they exist.
+    /// collector). An image a container uses is never deleted (see
+    /// [`ImageStore::remove`]), so its layers stay.
     /// Returns the bytes freed.
     pub fn collect_garbage(&mut self) -> Result<u64> {
         let mut blobs = std::collections::BTreeSet::new();
@@ -483,6 +518,18 @@ impl ImageStore {
         }
         serde_json::json!({"Name": "overlay", "Data": data})
     }
+}
+
+/// Something outside the image store that uses an image (a container):
+/// its id, and whether it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub id: String,
+    pub active: bool,
+}
+
+fn short_id(id: &str) -> &str {
+    &id[..id.len().min(12)]
 }
 
 /// `busybox:latest`, `localhost:5000/app:1`, as docker prints names.

@@ -1021,18 +1021,9 @@ fn matches_filters(container: &Container, filters: &[String]) -> Result<bool> {
     Ok(true)
 }
 
-/// Bytes in a container's writable layer.
+/// Bytes in a container's writable layer (or any tree).
 pub fn dir_size(path: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
-        return 0;
-    };
-    if !meta.is_dir() {
-        return meta.size();
-    }
-    std::fs::read_dir(path)
-        .map(|entries| entries.flatten().map(|e| dir_size(&e.path())).sum())
-        .unwrap_or(0)
+    keel_engine::copy::tree_size(path)
 }
 
 pub fn ps(ctx: &Context, args: &PsArgs) -> Result<i32> {

@@ -15,6 +15,7 @@ mod push;
 mod save;
 mod system;
 mod template;
+mod volumes;
 
 use std::path::PathBuf;
 
@@ -91,6 +92,9 @@ enum Command {
     /// Manage containers
     #[command(subcommand)]
     Container(ContainerCommand),
+    /// Manage volumes
+    #[command(subcommand)]
+    Volume(volumes::VolumeCommand),
     /// The monitor that holds a running container (started by keel itself)
     #[command(name = "container-monitor", hide = true)]
     ContainerMonitor(containers::MonitorArgs),
@@ -297,6 +301,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             containers::top(&ctx, &args)
         }
         Command::Container(ContainerCommand::Prune(args)) => containers::prune(&ctx, &args),
+        Command::Volume(command) => volumes::run(&ctx, &command),
         Command::Version => {
             println!("keel version {}", keel_runtime::VERSION);
             println!("OCI runtime-spec: {}", keel_runtime::OCI_VERSION);

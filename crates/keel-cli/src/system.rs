@@ -96,7 +96,10 @@ pub fn df(ctx: &crate::containers::Context, store: &ImageStore, args: &DfArgs) -
     // blobs and snapshots of the images containers use.
     let mut kept_blobs = BTreeSet::new();
     let mut kept_snapshots = BTreeSet::new();
-    for (record, _) in images.iter().filter(|(r, _)| used_images.contains(&r.id.to_string())) {
+    for (record, _) in images
+        .iter()
+        .filter(|(r, _)| used_images.contains(&r.id.to_string()))
+    {
         kept_blobs.insert(record.manifest.clone());
         kept_blobs.insert(record.id.clone());
         if let Ok(bytes) = store.content.read(&record.manifest)
@@ -114,7 +117,10 @@ pub fn df(ctx: &crate::containers::Context, store: &ImageStore, args: &DfArgs) -
         .filter(|(d, _)| kept_blobs.contains(d))
         .map(|(_, size)| size)
         .sum::<u64>()
-        + kept_snapshots.iter().map(|c| store.snapshots.size(c)).sum::<u64>();
+        + kept_snapshots
+            .iter()
+            .map(|c| store.snapshots.size(c))
+            .sum::<u64>();
     let image_reclaimable = total.saturating_sub(kept);
     let container_sizes: Vec<u64> = containers
         .iter()

@@ -620,3 +620,69 @@ fn images_containers_use_are_kept() {
     keel.ok(&["image", "prune", "-f"]);
     assert_eq!(keel.ok(&["images", "-q"]), "");
 }
+
+#[test]
+fn volume_commands() {
+    let keel = Keel::new();
+    assert_eq!(
+        keel.ok(&["volume", "create", "--label", "app=db", "pgdata"]),
+        "pgdata\n"
+    );
+    let anonymous = keel.ok(&["volume", "create"]).trim().to_string();
+    assert_eq!(anonymous.len(), 64);
+    let listed = keel.ok(&["volume", "ls"]);
+    assert!(listed.starts_with("DRIVER"), "{listed}");
+    assert!(
+        listed.contains("local") && listed.contains("pgdata"),
+        "{listed}"
+    );
+    assert_eq!(
+        keel.ok(&["volume", "ls", "-q", "--filter", "label=app=db"]),
+        "pgdata\n"
+    );
+    let inspect: serde_json::Value =
+        serde_json::from_str(&keel.ok(&["volume", "inspect", "pgdata"])).unwrap();
+    assert_eq!(inspect[0]["Driver"], "local");
+    assert_eq!(inspect[0]["Labels"]["app"], "db");
+    let mountpoint = inspect[0]["Mountpoint"].as_str().unwrap().to_string();
+    assert!(std::path::Path::new(&mountpoint).is_dir());
+
+    // In use: not removed, and not pruned.
+    keel.ok(&[
+        "create",
+        "--name",
+        "db",
+        "-v",
+        "pgdata:/var/lib/data",
+        "busybox",
+        "true",
+    ]);
+    let out = keel.run(&["volume", "rm", "pgdata"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("remove pgdata: volume is in use"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        keel.ok(&["volume", "ls", "-q", "--filter", "dangling=false"]),
+        "pgdata\n"
+    );
+    keel.ok(&["volume", "prune", "-a", "-f"]);
+    assert_eq!(
+        keel.ok(&["volume", "ls", "-q"]),
+        "pgdata\n",
+        "the unused one went, the used one stayed"
+    );
+    keel.ok(&["rm", "db"]);
+    keel.ok(&["volume", "rm", "pgdata"]);
+    assert!(!std::path::Path::new(&mountpoint).exists());
+    assert_eq!(keel.ok(&["volume", "ls", "-q"]), "");
+    let out = keel.run(&["volume", "inspect", "nope"]);
+    assert!(
+        stderr(&out).contains("No such volume: nope"),
+        "{}",
+        stderr(&out)
+    );
+    keel.ok(&["volume", "rm", "-f", "nope"]);
+}

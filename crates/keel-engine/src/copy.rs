@@ -87,6 +87,19 @@ fn apply_metadata(path: &Path, meta: &fs::Metadata, symlink: bool) -> Result<()>
     Ok(())
 }
 
+/// Bytes in the files below `path` (not following symlinks).
+pub fn tree_size(path: &Path) -> u64 {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return meta.size();
+    }
+    fs::read_dir(path)
+        .map(|entries| entries.flatten().map(|e| tree_size(&e.path())).sum())
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

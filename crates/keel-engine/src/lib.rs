@@ -25,6 +25,7 @@ pub mod rootfs;
 pub mod seccomp;
 pub mod spec;
 pub mod users;
+pub mod volumes;
 
 pub use engine::{Engine, Options};
 pub use error::{Error, Result};

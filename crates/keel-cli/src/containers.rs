@@ -31,21 +31,22 @@ impl Context {
     pub fn engine(&self) -> Result<Engine> {
         let options = Options {
             cgroup_parent: self.cgroup_parent.clone(),
-            init_binary: init_binary(),
+            init_binary: helper_binary("KEEL_INIT", "keel-init"),
+            monitor_binary: helper_binary("KEEL_MONITOR", "keel-monitor"),
         };
         Engine::open(Layout::new(&self.root, &self.runroot), options)
             .with_context(|| format!("open keel's state at {}", self.root.display()))
     }
 }
 
-/// keel's init for `--init`: `keel-init` beside the keel binary, or
-/// `$KEEL_INIT`.
-fn init_binary() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("KEEL_INIT") {
+/// A helper of keel's: `$VAR` if set, else `name` beside the keel binary
+/// (`keel-init` for `--init`, `keel-monitor` for the monitors).
+fn helper_binary(var: &str, name: &str) -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os(var) {
         return Some(PathBuf::from(path));
     }
     let exe = std::env::current_exe().ok()?;
-    let beside = exe.parent()?.join("keel-init");
+    let beside = exe.parent()?.join(name);
     beside.exists().then_some(beside)
 }
 

@@ -36,6 +36,9 @@ pub struct Options {
     pub cgroup_parent: String,
     /// keel's init on the host, for `--init` (a static binary).
     pub init_binary: Option<PathBuf>,
+    /// The `keel-monitor` binary; without one, this binary is re-executed
+    /// as `keel container-monitor`.
+    pub monitor_binary: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -43,6 +46,7 @@ impl Default for Options {
         Options {
             cgroup_parent: "/keel".into(),
             init_binary: None,
+            monitor_binary: None,
         }
     }
 }
@@ -391,19 +395,34 @@ impl Engine {
         let run_dir = self.layout.run_dir(&container.id);
         std::fs::create_dir_all(&run_dir)
             .map_err(|e| Error::io(format!("create {}", run_dir.display()), e))?;
-        let binary = keel_runtime::sealed::sealed_binary()
-            .map_err(|e| Error::runtime("prepare the monitor", e))?;
+        // The monitor's binary, from a read-only view of it: the container's
+        // init runs it until its exec.
+        let (binary, mut args) = match &self.options.monitor_binary {
+            Some(path) => {
+                let c = CString::new(path.as_os_str().as_encoded_bytes())
+                    .map_err(|_| Error::invalid("a path holds a NUL byte"))?;
+                let fd = keel_runtime::sealed::sealed_binary_at(&c).map_err(|e| {
+                    Error::runtime(format!("prepare the monitor {}", path.display()), e)
+                })?;
+                (fd, vec!["keel-monitor".to_string()])
+            }
+            None => (
+                keel_runtime::sealed::sealed_binary()
+                    .map_err(|e| Error::runtime("prepare the monitor", e))?,
+                vec!["keel".to_string()],
+            ),
+        };
         let (report_read, report_write) = pipe()?;
-        let mut args = vec![
-            "keel".to_string(),
+        args.extend([
             "--root".into(),
             self.layout.root.display().to_string(),
             "--runroot".into(),
             self.layout.runroot.display().to_string(),
-            "container-monitor".into(),
-            "--report-fd".into(),
-            "3".into(),
-        ];
+        ]);
+        if self.options.monitor_binary.is_none() {
+            args.push("container-monitor".into());
+        }
+        args.extend(["--report-fd".into(), "3".into()]);
         if wait_for_attach {
             args.push("--wait-for-attach".into());
         }

@@ -117,7 +117,9 @@ struct Running {
 
 struct Monitor {
     layout: Layout,
-    db: Db,
+    /// Open while the monitor changes the state; closed while the
+    /// container just runs.
+    db: Option<Db>,
     id: String,
     listener: UnixListener,
     clients: Vec<Client>,
@@ -169,7 +171,7 @@ impl Monitor {
         match setup() {
             Ok((db, listener, signals)) => Ok(Monitor {
                 layout: options.layout.clone(),
-                db,
+                db: Some(db),
                 id: options.id.clone(),
                 listener,
                 clients: Vec::new(),
@@ -178,6 +180,26 @@ impl Monitor {
             }),
             Err(e) => Err((e, report)),
         }
+    }
+
+    fn db(&mut self) -> Result<&mut Db> {
+        if self.db.is_none() {
+            self.db = Some(Db::open(&self.layout.root)?);
+        }
+        Ok(self.db.as_mut().expect("opened above"))
+    }
+
+    /// A state change of our container (see [`Db::update_state`]).
+    fn update<T>(&mut self, change: impl FnOnce(&mut Container) -> Result<T>) -> Result<T> {
+        let id = self.id.clone();
+        self.db()?.update_state(&id, change)
+    }
+
+    fn release_db(&mut self) {
+        self.db = None;
+        // SAFETY: malloc_trim only returns free heap pages to the kernel.
+        unsafe { libc::malloc_trim(0) };
+        release_unused_stack();
     }
 
     fn report(&mut self, report: Report) {
@@ -193,7 +215,7 @@ impl Monitor {
     fn run(mut self, wait_for_attach: bool) -> i32 {
         let me = std::process::id() as i32;
         let my_start = keel_runtime::util::proc_start_time(me).unwrap_or(0);
-        let registered = self.db.update_state(&self.id, |c| {
+        let registered = self.update(|c| {
             c.state.monitor_pid = me;
             c.state.monitor_start = my_start;
             c.state.stopped_by_user = false;
@@ -222,7 +244,7 @@ impl Monitor {
                 if !self.wait_for_start_client() {
                     // Nobody came to start it (the starting process died).
                     self.teardown();
-                    self.release(&container);
+                    self.release();
                     return 1;
                 }
             }
@@ -233,7 +255,7 @@ impl Monitor {
             }
             let pid_start = keel_runtime::util::proc_start_time(running.pid).unwrap_or(0);
             let pid = running.pid;
-            let marked = self.db.update_state(&self.id, |c| {
+            let marked = self.update(|c| {
                 c.state.status = Status::Running;
                 c.state.pid = pid;
                 c.state.pid_start = pid_start;
@@ -247,6 +269,9 @@ impl Monitor {
                 }
                 Ok(())
             });
+            // While it runs the monitor needs no database: close it, and
+            // give back what it and the start-up took.
+            self.release_db();
             if let Err(e) = marked {
                 tracing::warn!("record the start: {e}");
             }
@@ -260,7 +285,7 @@ impl Monitor {
             drop(running);
             self.teardown();
             let exit_code = exit;
-            let recorded = self.db.update_state(&self.id, |c| {
+            let recorded = self.update(|c| {
                 c.state.status = Status::Exited;
                 c.state.exit_code = exit_code;
                 c.state.oom_killed = oom;
@@ -287,12 +312,12 @@ impl Monitor {
             if ran_for >= Duration::from_secs(10) {
                 backoff = Duration::from_millis(100);
             }
-            let _ = self.db.update_state(&self.id, |c| {
+            let _ = self.update(|c| {
                 c.state.status = Status::Restarting;
                 Ok(())
             });
             if !self.sleep_unless_stopped(backoff) {
-                let _ = self.db.update_state(&self.id, |c| {
+                let _ = self.update(|c| {
                     c.state.status = Status::Exited;
                     Ok(())
                 });
@@ -301,10 +326,14 @@ impl Monitor {
             backoff = (backoff * 2).min(Duration::from_secs(60));
             first = false;
         }
-        self.release(&container);
+        self.release();
         if container.spec.auto_remove {
             let lock = self.lock();
-            if let Err(e) = engine::remove_container(&self.layout, &mut self.db, &container, true) {
+            let layout = self.layout.clone();
+            let removed = self
+                .db()
+                .and_then(|db| engine::remove_container(&layout, db, &container, true));
+            if let Err(e) = removed {
                 tracing::warn!("remove the container: {e}");
             }
             drop(lock);
@@ -313,9 +342,9 @@ impl Monitor {
     }
 
     /// Forgets being the container's monitor.
-    fn release(&mut self, container: &Container) {
+    fn release(&mut self) {
         let me = std::process::id() as i32;
-        let _ = self.db.update_state(&container.id, |c| {
+        let _ = self.update(|c| {
             if c.state.monitor_pid == me {
                 c.state.monitor_pid = 0;
                 c.state.monitor_start = 0;
@@ -342,7 +371,7 @@ impl Monitor {
             other => other.to_string(),
         };
         let me = std::process::id() as i32;
-        let _ = self.db.update_state(&self.id, |c| {
+        let _ = self.update(|c| {
             c.state.error = message.clone();
             if !first {
                 c.state.status = Status::Exited;
@@ -512,7 +541,8 @@ impl Monitor {
                 crate::copy::copy_tree(&from, data)?;
             }
         }
-        self.db.update_state(&self.id, |c| {
+        let id = self.id.clone();
+        self.db()?.update_state(&id, |c| {
             for m in c.mounts.iter_mut() {
                 m.copy_up = false;
             }
@@ -675,7 +705,8 @@ impl Monitor {
     fn sleep_unless_stopped(&mut self, delay: Duration) -> bool {
         let deadline = Instant::now() + delay;
         loop {
-            match self.db.find(&self.id) {
+            let id = self.id.clone();
+            match self.db().and_then(|db| db.find(&id)) {
                 Ok(c) if !c.state.stopped_by_user => {}
                 _ => return false,
             }
@@ -693,7 +724,7 @@ impl Monitor {
     /// The poll loop while the container runs: output to the log and the
     /// clients, stdin to the container, reaping. Returns the exit code.
     fn watch(&mut self, running: &mut Running) -> i32 {
-        let mut buffer = vec![0u8; 32 * 1024];
+        let mut buffer = vec![0u8; 16 * 1024];
         loop {
             if let Some(status) = running.exit_status {
                 let outputs_open =
@@ -845,6 +876,36 @@ impl Monitor {
                 running.exited_at = Some(Instant::now());
             }
         }
+    }
+}
+
+/// Gives back the stack pages below the current frame: start-up (SQLite,
+/// the runtime's create) went deep once; the poll loop stays shallow, and
+/// a monitor runs as long as its container.
+#[inline(never)]
+fn release_unused_stack() {
+    let marker = 0u8;
+    let here = std::ptr::addr_of!(marker) as usize;
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return;
+    };
+    let Some(line) = maps.lines().find(|l| l.ends_with("[stack]")) else {
+        return;
+    };
+    let Some(start) = line
+        .split('-')
+        .next()
+        .and_then(|s| usize::from_str_radix(s, 16).ok())
+    else {
+        return;
+    };
+    // Keep a margin below us for the calls still to come.
+    let page = 4096;
+    let end = (here.saturating_sub(8 * 1024)) & !(page - 1);
+    if end > start {
+        // SAFETY: the range lies below the stack pointer (minus a margin):
+        // no frame lives there; a later touch gets a fresh zero page.
+        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
     }
 }
 

@@ -12,6 +12,7 @@
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 
 use crate::error::{Error, Result};
 
@@ -62,11 +63,16 @@ pub fn reexec() -> Result<()> {
 /// read-only detached bind mount of it, else a sealed memfd copy. Exec it
 /// with [`exec_fd`] to start a process that is safe to enter a container.
 pub fn sealed_binary() -> Result<OwnedFd> {
-    match readonly_bind() {
+    sealed_binary_at(c"/proc/self/exe")
+}
+
+/// [`sealed_binary`] of another binary (a helper beside this one).
+pub fn sealed_binary_at(path: &std::ffi::CStr) -> Result<OwnedFd> {
+    match readonly_bind(path) {
         Ok(fd) => Ok(fd),
         Err(e) => {
             tracing::debug!("read-only bind of own binary failed ({e}); using a sealed copy");
-            sealed_copy()
+            sealed_copy(path)
         }
     }
 }
@@ -96,13 +102,13 @@ pub fn exec_fd(fd: &OwnedFd, args: &[CString], env: &[CString]) -> Error {
     )
 }
 
-fn readonly_bind() -> std::io::Result<OwnedFd> {
+fn readonly_bind(path: &std::ffi::CStr) -> std::io::Result<OwnedFd> {
     // SAFETY: open_tree on a valid path; returns a new O_PATH fd.
     let fd = unsafe {
         libc::syscall(
             libc::SYS_open_tree,
             libc::AT_FDCWD,
-            c"/proc/self/exe".as_ptr(),
+            path.as_ptr(),
             OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
         )
     };
@@ -134,9 +140,10 @@ fn readonly_bind() -> std::io::Result<OwnedFd> {
     Ok(fd)
 }
 
-fn sealed_copy() -> Result<OwnedFd> {
+fn sealed_copy(path: &std::ffi::CStr) -> Result<OwnedFd> {
+    let path = std::path::Path::new(std::ffi::OsStr::from_bytes(path.to_bytes()));
     let mut source =
-        std::fs::File::open("/proc/self/exe").map_err(|e| Error::io("open own binary", e))?;
+        std::fs::File::open(path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
     // SAFETY: memfd_create with a valid name; returns a new fd.
     let fd = unsafe {
         libc::memfd_create(

@@ -39,15 +39,26 @@ impl Context {
     }
 }
 
-/// A helper of keel's: `$VAR` if set, else `name` beside the keel binary
-/// (`keel-init` for `--init`, `keel-monitor` for the monitors).
+/// A helper of keel's (`keel-init` for `--init`, `keel-monitor` for the
+/// monitors): `$VAR` if set; else the static build `scripts/setup` makes
+/// (`<target>/<arch>-unknown-linux-gnu/<profile>/NAME` beside
+/// `<target>/<profile>/keel`); else `NAME` beside the keel binary.
 fn helper_binary(var: &str, name: &str) -> Option<PathBuf> {
     if let Some(path) = std::env::var_os(var) {
         return Some(PathBuf::from(path));
     }
     let exe = std::env::current_exe().ok()?;
-    let beside = exe.parent()?.join(name);
-    beside.exists().then_some(beside)
+    let dir = exe.parent()?;
+    let static_build = dir.parent().zip(dir.file_name()).map(|(target, profile)| {
+        target
+            .join(format!("{}-unknown-linux-gnu", std::env::consts::ARCH))
+            .join(profile)
+            .join(name)
+    });
+    [static_build, Some(dir.join(name))]
+        .into_iter()
+        .flatten()
+        .find(|p| p.exists())
 }
 
 // ---------------------------------------------------------------------------

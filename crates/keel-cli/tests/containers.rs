@@ -686,3 +686,41 @@ fn volume_commands() {
     );
     keel.ok(&["volume", "rm", "-f", "nope"]);
 }
+
+#[test]
+fn init_forwards_signals_and_reaps() {
+    let keel = Keel::new();
+    // Without --init, sleep is PID 1 and SIGTERM does nothing to it: stop
+    // has to SIGKILL it. With keel's init it gets the SIGTERM.
+    keel.ok(&[
+        "run",
+        "-d",
+        "--init",
+        "--name",
+        "with-init",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    let ps = keel.ok(&["exec", "with-init", "ps", "-o", "pid,comm"]);
+    assert!(ps.contains("1 docker-init"), "{ps}");
+    keel.ok(&["stop", "-t", "60", "with-init"]);
+    assert_eq!(keel.inspect("with-init", "{{.State.ExitCode}}"), "143");
+    // Orphans are reaped: no zombie stays behind a command that exits.
+    let out = keel.ok(&[
+        "run",
+        "--rm",
+        "--init",
+        "busybox",
+        "sh",
+        "-c",
+        "sh -c 'sleep 0.1 &' ; sleep 0.5; ps -o stat | grep -c Z || true",
+    ]);
+    assert_eq!(out.trim(), "0");
+    assert_eq!(
+        keel.run(&["run", "--rm", "--init", "busybox", "sh", "-c", "exit 9"])
+            .status
+            .code(),
+        Some(9)
+    );
+}

@@ -724,3 +724,78 @@ fn init_forwards_signals_and_reaps() {
         Some(9)
     );
 }
+
+#[test]
+fn health_checks() {
+    let keel = Keel::new();
+    keel.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "checked",
+        "--health-cmd",
+        "test -f /tmp/ok",
+        "--health-interval",
+        "200ms",
+        "--health-retries",
+        "2",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    assert!(
+        keel.ok(&["ps"]).contains("(health: starting)"),
+        "{}",
+        keel.ok(&["ps"])
+    );
+    keel.eventually("unhealthy after two failures", || {
+        keel.inspect("checked", "{{.State.Health.Status}}") == "unhealthy"
+    });
+    assert!(keel.ok(&["ps"]).contains("(unhealthy)"));
+    keel.ok(&["exec", "checked", "touch", "/tmp/ok"]);
+    keel.eventually("healthy once the check passes", || {
+        keel.inspect("checked", "{{.State.Health.Status}}") == "healthy"
+    });
+    assert!(keel.ok(&["ps"]).contains("(healthy)"));
+    let log: serde_json::Value =
+        serde_json::from_str(&keel.inspect("checked", "{{json .State.Health.Log}}")).unwrap();
+    let last = log.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["ExitCode"], 0, "{log}");
+    assert!(
+        log.as_array().unwrap().iter().any(|p| p["ExitCode"] == 1),
+        "{log}"
+    );
+
+    // A probe that hangs is killed at its timeout and counts as failed.
+    keel.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "hanging",
+        "--health-cmd",
+        "sleep 60",
+        "--health-interval",
+        "200ms",
+        "--health-timeout",
+        "100ms",
+        "--health-retries",
+        "1",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    keel.eventually("unhealthy from a timeout", || {
+        keel.inspect("hanging", "{{.State.Health.Status}}") == "unhealthy"
+    });
+    let log = keel.inspect("hanging", "{{json .State.Health.Log}}");
+    assert!(log.contains("Health check exceeded timeout"), "{log}");
+    // The hung probes did not pile up in the container.
+    let sleeps = keel.ok(&[
+        "exec",
+        "hanging",
+        "sh",
+        "-c",
+        "ps -o args | grep -c '^sleep 60' || true",
+    ]);
+    assert!(sleeps.trim().parse::<u32>().unwrap() <= 1, "{sleeps}");
+}

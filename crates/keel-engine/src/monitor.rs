@@ -113,6 +113,26 @@ struct Running {
     started: Instant,
     exit_status: Option<i32>,
     exited_at: Option<Instant>,
+    health: Option<Checker>,
+}
+
+/// The health check of a running container.
+struct Checker {
+    check: crate::health::Check,
+    next: Instant,
+    probe: Option<Probe>,
+    health: crate::db::Health,
+}
+
+/// A health probe being run (by a forked child that execs it in the
+/// container).
+struct Probe {
+    pid: i32,
+    output: Option<OwnedFd>,
+    text: Vec<u8>,
+    start: String,
+    deadline: Instant,
+    timed_out: bool,
 }
 
 struct Monitor {
@@ -255,7 +275,18 @@ impl Monitor {
             }
             let pid_start = keel_runtime::util::proc_start_time(running.pid).unwrap_or(0);
             let pid = running.pid;
+            running.health = read_run_config(&self.layout, &self.id)
+                .ok()
+                .and_then(|run| crate::health::check_of(&run.image_config, &container.spec))
+                .map(|check| Checker {
+                    next: Instant::now() + Duration::from_millis(check.interval_ms),
+                    check,
+                    probe: None,
+                    health: crate::health::starting(),
+                });
+            let health = running.health.as_ref().map(|c| c.health.clone());
             let marked = self.update(|c| {
+                c.state.health = health;
                 c.state.status = Status::Running;
                 c.state.pid = pid;
                 c.state.pid_start = pid_start;
@@ -463,6 +494,7 @@ impl Monitor {
             started: Instant::now(),
             exit_status: None,
             exited_at: None,
+            health: None,
         };
         if container.spec.tty {
             let (proxy, end) = keel_runtime::console::Proxy::pair()
@@ -776,8 +808,21 @@ impl Monitor {
                 };
                 add(client.stream.as_raw_fd(), events, Tag::Client(i));
             }
+            if let Some(fd) = running
+                .health
+                .as_ref()
+                .and_then(|h| h.probe.as_ref())
+                .and_then(|p| p.output.as_ref())
+            {
+                add(fd.as_raw_fd(), libc::POLLIN, Tag::Probe);
+            }
             let timeout = if running.exit_status.is_some() {
                 50
+            } else if let Some(checker) = &running.health {
+                let due = checker.probe.as_ref().map_or(checker.next, |p| p.deadline);
+                due.saturating_duration_since(Instant::now())
+                    .as_millis()
+                    .min(60_000) as i32
             } else {
                 -1
             };
@@ -826,7 +871,18 @@ impl Monitor {
                         }
                         client_activity = true;
                     }
+                    Tag::Probe => {
+                        if let Some(probe) = running.health.as_mut().and_then(|h| h.probe.as_mut())
+                            && let Some(data) = read_some(&mut probe.output, &mut buffer)
+                        {
+                            let room = crate::health::MAX_OUTPUT.saturating_sub(probe.text.len());
+                            probe.text.extend_from_slice(&data[..data.len().min(room)]);
+                        }
+                    }
                 }
+            }
+            if running.exit_status.is_none() {
+                self.tick_health(running);
             }
             if client_activity || !self.clients.is_empty() {
                 self.read_clients(Some(running));
@@ -875,6 +931,14 @@ impl Monitor {
                 running.exit_status = Some(status);
                 running.exited_at = Some(Instant::now());
             }
+            let probe_done = running
+                .health
+                .as_ref()
+                .and_then(|h| h.probe.as_ref())
+                .is_some_and(|p| p.pid == pid);
+            if probe_done {
+                self.finish_probe(running, keel_runtime::process::exit_code(status));
+            }
         }
     }
 }
@@ -909,6 +973,152 @@ fn release_unused_stack() {
     }
 }
 
+impl Monitor {
+    /// Starts a probe when one is due; kills one past its timeout.
+    fn tick_health(&mut self, running: &mut Running) {
+        let Some(checker) = running.health.as_mut() else {
+            return;
+        };
+        let now = Instant::now();
+        if let Some(probe) = checker.probe.as_mut() {
+            if now >= probe.deadline && !probe.timed_out {
+                probe.timed_out = true;
+                // The process in the container, then the runtime's exec.
+                let pid_file = self.layout.run_dir(&self.id).join("health.pid");
+                if let Some(pid) = std::fs::read_to_string(&pid_file)
+                    .ok()
+                    .and_then(|p| p.trim().parse::<i32>().ok())
+                {
+                    // SAFETY: killing the probe process we started.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+                // SAFETY: killing our own forked child.
+                unsafe { libc::kill(probe.pid, libc::SIGKILL) };
+            }
+            return;
+        }
+        if now < checker.next {
+            return;
+        }
+        checker.next = now + Duration::from_millis(checker.check.interval_ms);
+        match self.start_probe(&checker.check.args) {
+            Ok(pid_and_fd) => {
+                let (pid, output) = pid_and_fd;
+                checker.probe = Some(Probe {
+                    pid,
+                    output: Some(output),
+                    text: Vec::new(),
+                    start: logs::now_nanos(),
+                    deadline: now + Duration::from_millis(checker.check.timeout_ms),
+                    timed_out: false,
+                });
+            }
+            Err(e) => tracing::warn!("start a health probe: {e}"),
+        }
+    }
+
+    /// Forks a child that runs `args` in the container through the
+    /// runtime's exec, its output on a pipe; returns the child and the pipe.
+    fn start_probe(&mut self, args: &[String]) -> Result<(i32, OwnedFd)> {
+        let config = keel_runtime::spec::Spec::load(&self.layout.bundle(&self.id))
+            .map_err(|e| Error::runtime("read the container's config", e))?;
+        let mut process = config.process.clone().unwrap_or_default();
+        process.args = args.to_vec();
+        process.terminal = false;
+        process.console_size = None;
+        let options = keel_runtime::exec::ExecOptions {
+            id: self.id.clone(),
+            process,
+            console_socket: None,
+            pid_file: Some(self.layout.run_dir(&self.id).join("health.pid")),
+            detach: false,
+            preserve_fds: 0,
+            ignore_paused: false,
+        };
+        let runtime_root = self.runtime_root();
+        let (read, write) = pipe()?;
+        let null = open_dev_null()?.into_raw();
+        // SAFETY: fork of our single-threaded process; the child sets up
+        // its stdio, runs the exec and _exits with its code.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            // SAFETY: closing the /dev/null fd we opened.
+            unsafe { libc::close(null) };
+            return Err(Error::io(
+                "fork a health probe",
+                std::io::Error::last_os_error(),
+            ));
+        }
+        if pid == 0 {
+            // SAFETY: in the child, on fds we own.
+            unsafe {
+                libc::dup2(null, 0);
+                libc::dup2(write.as_raw_fd(), 1);
+                libc::dup2(write.as_raw_fd(), 2);
+                let code = match keel_runtime::exec::exec(&runtime_root, &options) {
+                    Ok(code) => code,
+                    Err(e) => {
+                        let message = e.to_string();
+                        libc::write(2, message.as_ptr().cast(), message.len());
+                        126
+                    }
+                };
+                libc::_exit(code);
+            }
+        }
+        // SAFETY: closing the /dev/null fd we opened.
+        unsafe { libc::close(null) };
+        drop(write);
+        set_nonblocking(read.as_raw_fd());
+        Ok((pid, read))
+    }
+
+    /// Records a finished probe in the state.
+    fn finish_probe(&mut self, running: &mut Running, exit_code: i32) {
+        let Some(checker) = running.health.as_mut() else {
+            return;
+        };
+        let Some(mut probe) = checker.probe.take() else {
+            return;
+        };
+        let mut buffer = [0u8; 4096];
+        while let Some(data) = read_some(&mut probe.output, &mut buffer) {
+            let room = crate::health::MAX_OUTPUT.saturating_sub(probe.text.len());
+            probe.text.extend_from_slice(&data[..data.len().min(room)]);
+        }
+        let (exit_code, output) = if probe.timed_out {
+            (
+                -1,
+                format!(
+                    "Health check exceeded timeout ({}ms)",
+                    checker.check.timeout_ms
+                ),
+            )
+        } else {
+            (exit_code, String::from_utf8_lossy(&probe.text).into_owned())
+        };
+        let in_start_period =
+            running.started.elapsed() < Duration::from_millis(checker.check.start_period_ms);
+        crate::health::record(
+            &mut checker.health,
+            &checker.check,
+            crate::db::HealthProbe {
+                start: probe.start,
+                end: logs::now_nanos(),
+                exit_code,
+                output,
+            },
+            in_start_period,
+        );
+        let health = checker.health.clone();
+        let _ = self.update(|c| {
+            c.state.health = Some(health);
+            Ok(())
+        });
+        self.release_db();
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Tag {
     Signal,
@@ -917,6 +1127,7 @@ enum Tag {
     Pty,
     Stdin,
     Client(usize),
+    Probe,
 }
 
 fn should_restart(container: &Container, exit_code: i32) -> bool {

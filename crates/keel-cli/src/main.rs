@@ -13,6 +13,7 @@ mod progress;
 mod pull;
 mod push;
 mod save;
+mod stats;
 mod system;
 mod template;
 mod volumes;
@@ -89,6 +90,12 @@ enum Command {
     Unpause(containers::NamesArgs),
     /// Display the running processes of a container
     Top(containers::TopArgs),
+    /// Display a live stream of container(s) resource usage statistics
+    Stats(stats::StatsArgs),
+    /// Update configuration of one or more containers
+    Update(stats::UpdateArgs),
+    /// List port mappings or a specific mapping for the container
+    Port(stats::PortArgs),
     /// Manage containers
     #[command(subcommand)]
     Container(ContainerCommand),
@@ -200,6 +207,12 @@ enum ContainerCommand {
     Unpause(containers::NamesArgs),
     /// Display the running processes of a container
     Top(containers::TopArgs),
+    /// Display a live stream of container(s) resource usage statistics
+    Stats(stats::StatsArgs),
+    /// Update configuration of one or more containers
+    Update(stats::UpdateArgs),
+    /// List port mappings or a specific mapping for the container
+    Port(stats::PortArgs),
     /// Remove all stopped containers
     Prune(containers::PruneArgs),
 }
@@ -301,6 +314,15 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             containers::top(&ctx, &args)
         }
         Command::Container(ContainerCommand::Prune(args)) => containers::prune(&ctx, &args),
+        Command::Stats(args) | Command::Container(ContainerCommand::Stats(args)) => {
+            stats::stats(&ctx, &args)
+        }
+        Command::Update(args) | Command::Container(ContainerCommand::Update(args)) => {
+            stats::update(&ctx, &args)
+        }
+        Command::Port(args) | Command::Container(ContainerCommand::Port(args)) => {
+            stats::port(&ctx, &args)
+        }
         Command::Volume(command) => volumes::run(&ctx, &command),
         Command::Version => {
             println!("keel version {}", keel_runtime::VERSION);

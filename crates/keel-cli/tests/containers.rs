@@ -799,3 +799,72 @@ fn health_checks() {
     ]);
     assert!(sleeps.trim().parse::<u32>().unwrap() <= 1, "{sleeps}");
 }
+
+#[test]
+fn stats_update_and_port() {
+    let keel = Keel::new();
+    keel.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "busy",
+        "-m",
+        "64m",
+        "busybox",
+        "sh",
+        "-c",
+        "while true; do :; done",
+    ]);
+    let stats = keel.ok(&[
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.Name}}|{{.CPUPerc}}|{{.MemUsage}}|{{.PIDs}}",
+        "busy",
+    ]);
+    let fields: Vec<&str> = stats.trim().split('|').collect();
+    assert_eq!(fields[0], "busy", "{stats}");
+    let cpu: f64 = fields[1].trim_end_matches('%').parse().unwrap();
+    assert!(cpu > 10.0, "a busy loop uses a CPU: {stats}");
+    assert!(fields[2].ends_with("/ 64MiB"), "{stats}");
+    assert_eq!(fields[3], "1", "{stats}");
+    let table = keel.ok(&["stats", "--no-stream"]);
+    assert!(table.starts_with("CONTAINER ID"), "{table}");
+    // update: the new limits reach the cgroup now and stay for later.
+    keel.ok(&[
+        "update",
+        "--memory",
+        "128m",
+        "--pids-limit",
+        "20",
+        "--cpus",
+        "0.5",
+        "busy",
+    ]);
+    let id = keel.inspect("busy", "{{.Id}}");
+    let read = |controller: &str, file: &str| {
+        std::fs::read_to_string(keel.cgroup_dir(controller, &id).join(file))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(read("memory", "memory.limit_in_bytes"), "134217728");
+    assert_eq!(read("pids", "pids.max"), "20");
+    assert_eq!(read("cpu", "cpu.cfs_quota_us"), "50000");
+    assert_eq!(keel.inspect("busy", "{{.HostConfig.Memory}}"), "134217728");
+    let out = keel.run(&["update", "--memory", "1m", "busy"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(
+        read("memory", "memory.limit_in_bytes"),
+        "134217728",
+        "a refused update changes nothing"
+    );
+    // port: nothing published.
+    assert_eq!(keel.ok(&["port", "busy"]), "");
+    let out = keel.run(&["port", "busy", "80"]);
+    assert!(
+        stderr(&out).contains("No public port '80/tcp' published for busy"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -779,6 +779,94 @@ impl Engine {
             .map_err(|e| Error::runtime(format!("list the processes of {}", container.name), e))
     }
 
+    /// The container's cgroup statistics (memory, CPU, pids, block I/O).
+    pub fn stats(
+        &mut self,
+        name: &str,
+    ) -> Result<(Container, keel_runtime::cgroups::stats::Stats)> {
+        let container = self.find(name)?;
+        if !container.state.status.is_active() {
+            return Ok((container, Default::default()));
+        }
+        let dir = keel_runtime::state::ContainerDir::new(&self.runtime_root(), &container.id)
+            .map_err(|e| Error::runtime("read the runtime's state", e))?;
+        let state = dir
+            .load()
+            .map_err(|e| Error::runtime(format!("read the state of {}", container.name), e))?;
+        let stats = state
+            .cgroup
+            .stats()
+            .map_err(|e| Error::runtime(format!("read the cgroup of {}", container.name), e))?;
+        Ok((container, stats))
+    }
+
+    /// `update`: new limits for a container (applied now if it runs, and
+    /// kept for its next start), and a new restart policy.
+    pub fn update(&mut self, name: &str, update: &Update) -> Result<Container> {
+        let container = self.find(name)?;
+        let mut spec = container.spec.clone();
+        let r = &mut spec.resources;
+        if update.memory.is_some() {
+            r.memory = update.memory;
+        }
+        if update.memory_swap.is_some() {
+            r.memory_swap = update.memory_swap;
+        }
+        if update.memory_reservation.is_some() {
+            r.memory_reservation = update.memory_reservation;
+        }
+        if update.nano_cpus.is_some() {
+            r.nano_cpus = update.nano_cpus;
+        }
+        if update.cpu_shares.is_some() {
+            r.cpu_shares = update.cpu_shares;
+        }
+        if update.cpuset_cpus.is_some() {
+            r.cpuset_cpus = update.cpuset_cpus.clone();
+        }
+        if update.pids_limit.is_some() {
+            r.pids_limit = update.pids_limit;
+        }
+        if let Some(restart) = &update.restart {
+            if spec.auto_remove && *restart != crate::spec::RestartPolicy::No {
+                return Err(Error::invalid(
+                    "Restart policy cannot be updated because AutoRemove is enabled for the container",
+                ));
+            }
+            spec.restart = restart.clone();
+        }
+        // The whole config is built again: a limit the kernel would refuse
+        // (or that contradicts another) fails here, before anything changes.
+        let run = self.run_config(&container.id)?;
+        let user = users::ExecUser {
+            uid: 0,
+            gid: 0,
+            additional_gids: Vec::new(),
+            home: "/".into(),
+        };
+        let resolved: Vec<ResolvedMount> = container.mounts.iter().map(resolved_mount).collect();
+        let config = build_config(
+            &self.layout,
+            &container.id,
+            &spec,
+            &run,
+            &user,
+            &resolved,
+            &host_devices(&spec)?,
+        )?;
+        if container.state.status.is_active() {
+            let mut resources = config.linux.and_then(|l| l.resources).unwrap_or_default();
+            resources.devices.clear();
+            keel_runtime::container::update(&self.runtime_root(), &container.id, &resources)
+                .map_err(|e| Error::runtime(format!("update {}", container.name), e))?;
+        }
+        self.db.update_state(&container.id, |c| {
+            c.spec = spec;
+            Ok(())
+        })?;
+        self.db.find(&container.id)
+    }
+
     pub fn run_config(&self, id: &str) -> Result<RunConfig> {
         let path = self.layout.file(id, "run.json");
         let data =
@@ -841,6 +929,19 @@ impl Engine {
         }
         Ok((container, process))
     }
+}
+
+/// `keel update` flags: each `None` leaves that setting as it is.
+#[derive(Debug, Clone, Default)]
+pub struct Update {
+    pub memory: Option<i64>,
+    pub memory_swap: Option<i64>,
+    pub memory_reservation: Option<i64>,
+    pub nano_cpus: Option<i64>,
+    pub cpu_shares: Option<u64>,
+    pub cpuset_cpus: Option<String>,
+    pub pids_limit: Option<i64>,
+    pub restart: Option<crate::spec::RestartPolicy>,
 }
 
 /// `keel exec` flags.

@@ -6,6 +6,7 @@
 
 mod attach_client;
 mod containers;
+mod files;
 mod filter;
 mod images;
 mod login;
@@ -96,6 +97,14 @@ enum Command {
     Update(stats::UpdateArgs),
     /// List port mappings or a specific mapping for the container
     Port(stats::PortArgs),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff(files::DiffArgs),
+    /// Export a container's filesystem as a tar archive
+    Export(files::ExportArgs),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(files::CpArgs),
+    /// Create a new image from a container's changes
+    Commit(files::CommitArgs),
     /// Manage containers
     #[command(subcommand)]
     Container(ContainerCommand),
@@ -213,6 +222,14 @@ enum ContainerCommand {
     Update(stats::UpdateArgs),
     /// List port mappings or a specific mapping for the container
     Port(stats::PortArgs),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff(files::DiffArgs),
+    /// Export a container's filesystem as a tar archive
+    Export(files::ExportArgs),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(files::CpArgs),
+    /// Create a new image from a container's changes
+    Commit(files::CommitArgs),
     /// Remove all stopped containers
     Prune(containers::PruneArgs),
 }
@@ -322,6 +339,18 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Port(args) | Command::Container(ContainerCommand::Port(args)) => {
             stats::port(&ctx, &args)
+        }
+        Command::Diff(args) | Command::Container(ContainerCommand::Diff(args)) => {
+            files::diff(&ctx, &args)
+        }
+        Command::Export(args) | Command::Container(ContainerCommand::Export(args)) => {
+            files::export(&ctx, &args)
+        }
+        Command::Cp(args) | Command::Container(ContainerCommand::Cp(args)) => {
+            files::cp(&ctx, &args)
+        }
+        Command::Commit(args) | Command::Container(ContainerCommand::Commit(args)) => {
+            files::commit(&ctx, &args)
         }
         Command::Volume(command) => volumes::run(&ctx, &command),
         Command::Version => {

@@ -868,3 +868,135 @@ fn stats_update_and_port() {
         stderr(&out)
     );
 }
+
+#[test]
+fn diff_cp_export_and_commit() {
+    let keel = Keel::new();
+    keel.ok(&[
+        "run", "-d", "--name", "files", "busybox", "sh", "-c",
+        "mkdir /data && echo x > /data/f && rm /bin/ls && echo more >> /etc/passwd && ln -s / /evil && sleep 300",
+    ]);
+    keel.eventually("the changes are made", || {
+        keel.ok(&["diff", "files"]).contains("/evil")
+    });
+    let diff = keel.ok(&["diff", "files"]);
+    for line in [
+        "A /data",
+        "A /data/f",
+        "D /bin/ls",
+        "C /bin",
+        "C /etc",
+        "C /etc/passwd",
+        "A /evil",
+    ] {
+        assert!(diff.lines().any(|l| l == line), "{line} in:\n{diff}");
+    }
+
+    // Out of the container: a file, a directory, a tar stream.
+    let host = keel.temp.subdir("host");
+    keel.ok(&["cp", "files:/data/f", host.join("out.txt").to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(host.join("out.txt")).unwrap(),
+        "x\n"
+    );
+    keel.ok(&["cp", "files:/data", host.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(host.join("data/f")).unwrap(), "x\n");
+    let out = keel.run(&["cp", "files:/etc/passwd", "-"]);
+    assert!(out.status.success());
+    let mut archive = tar::Archive::new(&out.stdout[..]);
+    let names: Vec<String> = archive
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert_eq!(names, ["passwd"]);
+    let missing = keel.run(&["cp", "files:/no/such", host.to_str().unwrap()]);
+    assert_ne!(missing.status.code(), Some(0));
+    assert!(
+        stderr(&missing).contains("Could not find the file /no/such in container"),
+        "{}",
+        stderr(&missing)
+    );
+
+    // Into it: a file into a directory, a directory under a new name.
+    std::fs::write(host.join("in.txt"), b"from the host\n").unwrap();
+    std::fs::create_dir_all(host.join("tree/sub")).unwrap();
+    std::fs::write(host.join("tree/sub/leaf"), b"leaf\n").unwrap();
+    keel.ok(&["cp", host.join("in.txt").to_str().unwrap(), "files:/tmp/"]);
+    assert_eq!(
+        keel.ok(&["exec", "files", "cat", "/tmp/in.txt"]),
+        "from the host\n"
+    );
+    keel.ok(&["cp", host.join("tree").to_str().unwrap(), "files:/copied"]);
+    assert_eq!(keel.ok(&["exec", "files", "cat", "/copied/sub/leaf"]), "leaf\n");
+    // A symlink in the container resolves in the container, never on the host.
+    keel.ok(&[
+        "cp",
+        host.join("in.txt").to_str().unwrap(),
+        "files:/evil/keel-test-escape",
+    ]);
+    assert!(
+        !std::path::Path::new("/keel-test-escape").exists(),
+        "cp followed a container symlink onto the host"
+    );
+    assert_eq!(
+        keel.ok(&["exec", "files", "cat", "/keel-test-escape"]),
+        "from the host\n"
+    );
+
+    // A stopped container takes files too.
+    keel.ok(&["stop", "-t", "1", "files"]);
+    keel.ok(&[
+        "cp",
+        host.join("in.txt").to_str().unwrap(),
+        "files:/while-stopped",
+    ]);
+    assert!(
+        keel.mounts().is_empty(),
+        "cp of a stopped container leaves no mount: {:?}",
+        keel.mounts()
+    );
+
+    // export: the root filesystem as it is now.
+    let exported = keel.temp.path().join("f.tar");
+    keel.ok(&["export", "-o", exported.to_str().unwrap(), "files"]);
+    let mut archive = tar::Archive::new(std::fs::File::open(&exported).unwrap());
+    let names: Vec<String> = archive
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(names.iter().any(|n| n == "bin/busybox"), "{names:?}");
+    assert!(names.iter().any(|n| n == "data/f"), "{names:?}");
+    assert!(names.iter().any(|n| n == "while-stopped"), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n == "bin/ls"),
+        "deleted files are not exported"
+    );
+
+    // commit: the changes as an image, with a new CMD.
+    let id = keel.ok(&[
+        "commit",
+        "-m",
+        "made by a test",
+        "-c",
+        "CMD [\"cat\", \"/data/f\"]",
+        "files",
+        "keel-test/committed:1",
+    ]);
+    assert!(id.trim().starts_with("sha256:"), "{id}");
+    assert_eq!(keel.ok(&["run", "--rm", "keel-test/committed:1"]), "x\n");
+    assert_eq!(
+        keel.run(&["run", "--rm", "keel-test/committed:1", "ls"])
+            .status
+            .code(),
+        Some(127),
+        "the whiteout of /bin/ls is in the new layer"
+    );
+    assert!(
+        keel.ok(&["run", "--rm", "keel-test/committed:1", "cat", "/etc/passwd"])
+            .ends_with("more\n")
+    );
+    let history = keel.ok(&["image", "history", "keel-test/committed:1"]);
+    assert!(history.contains("made by a test"), "{history}");
+}

@@ -952,8 +952,20 @@ fn cstring(bytes: &[u8]) -> std::result::Result<CString, &'static str> {
 fn ownership<R: Read>(entry: &tar::Entry<'_, R>) -> std::result::Result<(u32, u32), &'static str> {
     // PAX uid/gid records were already folded into the header by the parser.
     let header = entry.header();
-    let uid = header.uid().map_err(|_| "invalid uid")?;
-    let gid = header.gid().map_err(|_| "invalid gid")?;
+    // A field of NULs or spaces only is 0, as Go's archive/tar (docker's)
+    // reads it: some writers leave unset owners that way.
+    let blank = |field: &[u8]| field.iter().all(|&b| b == 0 || b == b' ');
+    let old = header.as_old();
+    let uid = if blank(&old.uid) {
+        0
+    } else {
+        header.uid().map_err(|_| "invalid uid")?
+    };
+    let gid = if blank(&old.gid) {
+        0
+    } else {
+        header.gid().map_err(|_| "invalid gid")?
+    };
     let uid = u32::try_from(uid).map_err(|_| "uid out of range")?;
     let gid = u32::try_from(gid).map_err(|_| "gid out of range")?;
     Ok((uid, gid))

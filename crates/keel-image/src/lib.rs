@@ -12,6 +12,7 @@
 //! - [`snapshot`]: one unpacked snapshot per chain id, published whole.
 //! - [`store`]: all of it together: commit, `load`, `import`, resolve.
 //! - [`export`]: `save`, one archive both docker and OCI loaders take.
+//! - [`pack`]: directory trees (a container's layer, its rootfs) as tar.
 //!
 //! This crate knows layers, not containers (DESIGN.md).
 
@@ -22,6 +23,7 @@ pub mod export;
 pub mod layer;
 pub mod manifest;
 pub mod metadata;
+pub mod pack;
 pub mod reference;
 pub mod snapshot;
 pub mod store;

@@ -312,6 +312,87 @@ impl ImageStore {
         )
     }
 
+    /// A new image: `base` with one more layer on top (`keel commit`, and
+    /// the steps of a build). `layer` is an uncompressed tar in the image
+    /// format (whiteouts as `.wh.` files); `change` edits the new config
+    /// (its `config`, `author`, ...); a history entry is added. Tagged
+    /// `reference` when given. Nothing is recorded if any step fails.
+    pub fn add_layer(
+        &mut self,
+        base: &ImageRecord,
+        layer: impl Read,
+        history: History,
+        change: impl FnOnce(&mut ImageConfig),
+        reference: Option<&Reference>,
+    ) -> Result<ImageRecord> {
+        let base_manifest = match Document::parse(
+            Some(&base.manifest_media_type),
+            &self.content.read(&base.manifest)?,
+        )? {
+            Document::Manifest(manifest) => manifest,
+            Document::Index(_) => {
+                return Err(Error::msg(format!(
+                    "image {}: its manifest is an index",
+                    base.id
+                )));
+            }
+        };
+        let mut config = self.config(base)?;
+        let (layer_digest, layer_size) = self.content.ingest_any(layer)?;
+        // Uncompressed: the diff id is the blob's digest.
+        config.rootfs.diff_ids.push(layer_digest.clone());
+        let now = now_rfc3339();
+        config.created = Some(now.clone());
+        config.history.push(History {
+            created: Some(now),
+            ..history
+        });
+        change(&mut config);
+        let config_bytes = serde_json::to_vec(&config).expect("config serializes");
+        let config_digest = self.content.write(&config_bytes)?;
+        let mut layers = base_manifest.layers.clone();
+        layers.push(descriptor(
+            manifest::MEDIA_TYPE_OCI_LAYER,
+            layer_digest,
+            layer_size,
+        ));
+        // The base's layers keep their media types; the manifest is OCI.
+        for layer in layers.iter_mut() {
+            layer.media_type = match layer.media_type.as_str() {
+                manifest::MEDIA_TYPE_DOCKER_LAYER => manifest::MEDIA_TYPE_OCI_LAYER.to_string(),
+                manifest::MEDIA_TYPE_DOCKER_LAYER_GZIP => {
+                    manifest::MEDIA_TYPE_OCI_LAYER_GZIP.to_string()
+                }
+                manifest::MEDIA_TYPE_DOCKER_LAYER_ZSTD => {
+                    manifest::MEDIA_TYPE_OCI_LAYER_ZSTD.to_string()
+                }
+                other => other.to_string(),
+            };
+        }
+        let manifest = Manifest {
+            schema_version: 2,
+            media_type: Some(manifest::MEDIA_TYPE_OCI_MANIFEST.to_string()),
+            artifact_type: None,
+            config: descriptor(
+                manifest::MEDIA_TYPE_OCI_CONFIG,
+                config_digest,
+                config_bytes.len() as u64,
+            ),
+            layers,
+            subject: None,
+            annotations: BTreeMap::new(),
+        };
+        let manifest_bytes = serde_json::to_vec(&manifest).expect("manifest serializes");
+        let manifest_digest = self.content.write(&manifest_bytes)?;
+        let tags: Vec<Reference> = reference.into_iter().cloned().collect();
+        self.commit(
+            &manifest_digest,
+            manifest::MEDIA_TYPE_OCI_MANIFEST,
+            &manifest,
+            &tags,
+        )
+    }
+
     /// An image by what a user types: a name (`busybox`, normalized), a
     /// full reference, `name@sha256:...` or an id (prefix).
     pub fn resolve(&self, name: &str) -> Result<ImageRecord> {

@@ -340,6 +340,16 @@ pub fn load(store: &mut ImageStore, args: &LoadArgs) -> Result<()> {
             store.load_stream(std::io::stdin().lock())?
         }
     };
+    for (record, tags) in &loaded {
+        let name = tags.first().cloned().unwrap_or_default();
+        keel_engine::events::record(
+            store.root(),
+            "image",
+            "load",
+            &record.id.to_string(),
+            &[("name", &name)],
+        );
+    }
     if !args.quiet {
         for (record, tags) in loaded {
             if tags.is_empty() {
@@ -368,6 +378,13 @@ pub fn import(store: &mut ImageStore, args: &ImportArgs) -> Result<()> {
             std::fs::File::open(&args.file).with_context(|| format!("open {}", args.file))?;
         store.import(file, &reference)?
     };
+    keel_engine::events::record(
+        store.root(),
+        "image",
+        "import",
+        &record.id.to_string(),
+        &[("name", &reference.full())],
+    );
     println!("{}", record.id);
     Ok(())
 }
@@ -379,6 +396,14 @@ pub fn tag(store: &mut ImageStore, args: &TagArgs) -> Result<()> {
         bail!("refusing to create a tag with a digest reference");
     }
     store.metadata.tag(&target.full(), &record.id)?;
+    let root = store.root().to_path_buf();
+    keel_engine::events::record(
+        &root,
+        "image",
+        "tag",
+        &record.id.to_string(),
+        &[("name", &target.full())],
+    );
     Ok(())
 }
 
@@ -413,6 +438,23 @@ pub fn rmi(
         match store.remove(name, args.force, &holders) {
             Ok(lines) => {
                 for line in lines {
+                    if let Some(what) = line.strip_prefix("Untagged: ") {
+                        keel_engine::events::record(
+                            &ctx.root,
+                            "image",
+                            "untag",
+                            what,
+                            &[("name", what)],
+                        );
+                    } else if let Some(id) = line.strip_prefix("Deleted: ") {
+                        keel_engine::events::record(
+                            &ctx.root,
+                            "image",
+                            "delete",
+                            id,
+                            &[("name", name)],
+                        );
+                    }
                     println!("{line}");
                 }
             }

@@ -6,6 +6,7 @@
 
 mod attach_client;
 mod containers;
+mod events;
 mod files;
 mod filter;
 mod images;
@@ -105,6 +106,8 @@ enum Command {
     Cp(files::CpArgs),
     /// Create a new image from a container's changes
     Commit(files::CommitArgs),
+    /// Get real time events from containers, images and volumes
+    Events(events::EventsArgs),
     /// Manage containers
     #[command(subcommand)]
     Container(ContainerCommand),
@@ -238,6 +241,8 @@ enum ContainerCommand {
 enum SystemCommand {
     /// Show disk usage
     Df(system::DfArgs),
+    /// Get real time events from containers, images and volumes
+    Events(events::EventsArgs),
 }
 
 /// `keel inspect NAME`: a container if there is one by that name, else an image.
@@ -351,6 +356,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Commit(args) | Command::Container(ContainerCommand::Commit(args)) => {
             files::commit(&ctx, &args)
+        }
+        Command::Events(args) | Command::System(SystemCommand::Events(args)) => {
+            events::run(&ctx, &args)
         }
         Command::Volume(command) => volumes::run(&ctx, &command),
         Command::Version => {

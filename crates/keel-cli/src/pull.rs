@@ -142,6 +142,13 @@ pub fn pull(root: &Path, args: &PullArgs) -> Result<()> {
             println!("Status: Image is up to date for {familiar}");
         } else {
             println!("Status: Downloaded newer image for {familiar}");
+            keel_engine::events::record(
+                root,
+                "image",
+                "pull",
+                &reference.full(),
+                &[("name", &reference.full())],
+            );
         }
         println!("{}", reference.full());
     }

@@ -894,7 +894,11 @@ fn diff_cp_export_and_commit() {
 
     // Out of the container: a file, a directory, a tar stream.
     let host = keel.temp.subdir("host");
-    keel.ok(&["cp", "files:/data/f", host.join("out.txt").to_str().unwrap()]);
+    keel.ok(&[
+        "cp",
+        "files:/data/f",
+        host.join("out.txt").to_str().unwrap(),
+    ]);
     assert_eq!(
         std::fs::read_to_string(host.join("out.txt")).unwrap(),
         "x\n"
@@ -928,7 +932,10 @@ fn diff_cp_export_and_commit() {
         "from the host\n"
     );
     keel.ok(&["cp", host.join("tree").to_str().unwrap(), "files:/copied"]);
-    assert_eq!(keel.ok(&["exec", "files", "cat", "/copied/sub/leaf"]), "leaf\n");
+    assert_eq!(
+        keel.ok(&["exec", "files", "cat", "/copied/sub/leaf"]),
+        "leaf\n"
+    );
     // A symlink in the container resolves in the container, never on the host.
     keel.ok(&[
         "cp",
@@ -999,4 +1006,73 @@ fn diff_cp_export_and_commit() {
     );
     let history = keel.ok(&["image", "history", "keel-test/committed:1"]);
     assert!(history.contains("made by a test"), "{history}");
+}
+
+#[test]
+fn events_as_they_happen() {
+    let keel = Keel::new();
+    let since = jiff::Timestamp::now().to_string();
+    let out = keel.run(&["run", "--name", "ev", "busybox", "sh", "-c", "exit 2"]);
+    assert_eq!(out.status.code(), Some(2));
+    keel.ok(&["rm", "ev"]);
+    keel.ok(&["volume", "create", "evvol"]);
+    let until = jiff::Timestamp::now().to_string();
+    let lines = keel.ok(&["events", "--since", &since, "--until", &until]);
+    let actions: Vec<&str> = lines
+        .lines()
+        .map(|l| l.split_whitespace().nth(2).unwrap_or_default())
+        .collect();
+    assert_eq!(
+        actions,
+        ["create", "start", "die", "destroy", "create"],
+        "{lines}"
+    );
+    assert!(lines.contains("exitCode=2"), "{lines}");
+    assert!(lines.contains("name=ev"), "{lines}");
+    let filtered = keel.ok(&[
+        "events",
+        "--since",
+        &since,
+        "--until",
+        &until,
+        "--filter",
+        "event=die",
+        "--format",
+        "{{.Actor.Attributes.exitCode}}",
+    ]);
+    assert_eq!(filtered, "2\n");
+    let json = keel.ok(&[
+        "events",
+        "--since",
+        &since,
+        "--until",
+        &until,
+        "--filter",
+        "type=volume",
+        "--format",
+        "json",
+    ]);
+    let event: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(event["Actor"]["ID"], "evvol");
+    // Streaming: an event that happens while `events` runs shows up.
+    let mut child = keel
+        .command(&["events", "--filter", "event=start"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    keel.ok(&["run", "--rm", "--name", "streamed", "busybox", "true"]);
+    let mut stdout = child.stdout.take().unwrap();
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while std::io::Read::read(&mut stdout, &mut byte).unwrap() == 1 && byte[0] != b'\n' {
+        line.push(byte[0]);
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let line = String::from_utf8(line).unwrap();
+    assert!(
+        line.contains("container start") && line.contains("name=streamed"),
+        "{line}"
+    );
 }

@@ -91,6 +91,22 @@ impl Engine {
         self.layout.runtime_root()
     }
 
+    /// Records a container event (docker's attributes: name, image).
+    pub fn event(&self, container: &Container, action: &str, extra: &[(&str, &str)]) {
+        let mut attributes = vec![
+            ("name", container.name.as_str()),
+            ("image", container.image.as_str()),
+        ];
+        attributes.extend_from_slice(extra);
+        crate::events::record(
+            &self.layout.root,
+            "container",
+            action,
+            &container.id,
+            &attributes,
+        );
+    }
+
     // ------------------------------------------------------------------
     // create
 
@@ -136,7 +152,10 @@ impl Engine {
         };
         self.insert_with_name(&mut container)?;
         match self.make_files(&container, &run) {
-            Ok(()) => Ok(container),
+            Ok(()) => {
+                self.event(&container, "create", &[]);
+                Ok(container)
+            }
             Err(e) => {
                 let _ = std::fs::remove_dir_all(self.layout.container(&id));
                 self.remove_anonymous_volumes(&container);
@@ -538,6 +557,7 @@ impl Engine {
                 )));
             }
         }
+        self.event(&container, "stop", &[]);
         self.reconcile_id(&container.id, Some(128 + ended_by))
     }
 
@@ -558,6 +578,7 @@ impl Engine {
         }
         keel_runtime::container::kill(&self.runtime_root(), &container.id, signal, false)
             .map_err(|e| Error::runtime(format!("kill container {}", container.name), e))?;
+        self.event(&container, "kill", &[("signal", &signal.to_string())]);
         Ok(container)
     }
 
@@ -624,6 +645,7 @@ impl Engine {
             )));
         }
         remove_container(&self.layout, &mut self.db, &container, volumes)?;
+        self.event(&container, "destroy", &[]);
         Ok(container)
     }
 
@@ -729,7 +751,17 @@ impl Engine {
                 "Renaming a container with the same name as its current name",
             ));
         }
-        self.db.rename(&container.id, &new_name)
+        self.db.rename(&container.id, &new_name)?;
+        let renamed = Container {
+            name: new_name,
+            ..container.clone()
+        };
+        self.event(
+            &renamed,
+            "rename",
+            &[("oldName", &format!("/{}", container.name))],
+        );
+        Ok(())
     }
 
     pub fn pause(&mut self, name: &str) -> Result<Container> {
@@ -742,6 +774,7 @@ impl Engine {
         }
         keel_runtime::container::pause(&self.runtime_root(), &container.id)
             .map_err(|e| Error::runtime(format!("pause {}", container.name), e))?;
+        self.event(&container, "pause", &[]);
         self.db.update_state(&container.id, |c| {
             c.state.status = Status::Paused;
             Ok(())
@@ -759,6 +792,7 @@ impl Engine {
         }
         keel_runtime::container::resume(&self.runtime_root(), &container.id)
             .map_err(|e| Error::runtime(format!("unpause {}", container.name), e))?;
+        self.event(&container, "unpause", &[]);
         self.db.update_state(&container.id, |c| {
             c.state.status = Status::Running;
             Ok(())

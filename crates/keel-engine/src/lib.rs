@@ -16,6 +16,7 @@ pub mod copy;
 pub mod db;
 pub mod engine;
 pub mod error;
+pub mod events;
 pub mod files;
 pub mod health;
 pub mod logs;

@@ -209,6 +209,21 @@ impl Monitor {
         Ok(self.db.as_mut().expect("opened above"))
     }
 
+    fn event(&self, container: &Container, action: &str, extra: &[(&str, &str)]) {
+        let mut attributes = vec![
+            ("name", container.name.as_str()),
+            ("image", container.image.as_str()),
+        ];
+        attributes.extend_from_slice(extra);
+        crate::events::record(
+            &self.layout.root,
+            "container",
+            action,
+            &self.id,
+            &attributes,
+        );
+    }
+
     /// A state change of our container (see [`Db::update_state`]).
     fn update<T>(&mut self, change: impl FnOnce(&mut Container) -> Result<T>) -> Result<T> {
         let id = self.id.clone();
@@ -310,6 +325,7 @@ impl Monitor {
                 self.report(Report::Started);
             }
             self.broadcast(&Frame::Started);
+            self.event(&container, "start", &[]);
             let exit = self.watch(&mut running);
             let oom = self.oom_count() > running.oom_before;
             let ran_for = running.started.elapsed();
@@ -324,6 +340,10 @@ impl Monitor {
                 c.state.finished_at = Some(logs::now_nanos());
                 Ok(c.clone())
             });
+            if oom {
+                self.event(&container, "oom", &[]);
+            }
+            self.event(&container, "die", &[("exitCode", &exit_code.to_string())]);
             self.broadcast(&Frame::Exit(ExitInfo {
                 exit_code,
                 oom_killed: oom,
@@ -364,8 +384,9 @@ impl Monitor {
             let removed = self
                 .db()
                 .and_then(|db| engine::remove_container(&layout, db, &container, true));
-            if let Err(e) = removed {
-                tracing::warn!("remove the container: {e}");
+            match removed {
+                Ok(()) => self.event(&container, "destroy", &[]),
+                Err(e) => tracing::warn!("remove the container: {e}"),
             }
             drop(lock);
         }

@@ -34,6 +34,13 @@ impl Engine {
             anonymous: false,
         };
         self.db.insert_volume(&volume)?;
+        crate::events::record(
+            &self.layout.root,
+            "volume",
+            "create",
+            &name,
+            &[("driver", "local")],
+        );
         Ok(self.db.volume(&name)?.unwrap_or(volume))
     }
 
@@ -75,6 +82,13 @@ impl Engine {
                 .map_err(|e| Error::io(format!("remove {}", dir.display()), e))?;
         }
         self.db.delete_volume(name)?;
+        crate::events::record(
+            &self.layout.root,
+            "volume",
+            "destroy",
+            name,
+            &[("driver", "local")],
+        );
         Ok(())
     }
 

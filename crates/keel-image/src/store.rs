@@ -22,6 +22,7 @@ pub struct ImageStore {
     pub content: ContentStore,
     pub snapshots: Snapshots,
     pub metadata: Metadata,
+    root: PathBuf,
 }
 
 const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -33,7 +34,13 @@ impl ImageStore {
             content: ContentStore::open(root)?,
             snapshots: Snapshots::open(root)?,
             metadata: Metadata::open(root)?,
+            root: root.to_path_buf(),
         })
+    }
+
+    /// keel's root the store lives in.
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     fn unpack_options() -> UnpackOptions {

@@ -415,16 +415,25 @@ fn what_the_process_sees_user_env_caps_limits() {
         caps(&["--cap-drop", "ALL", "--cap-add", "NET_ADMIN"]),
         1 << 12
     );
-    // The default seccomp profile refuses what containers must not do.
-    let out = keel.run(&[
-        "run",
-        "--rm",
-        "busybox",
-        "sh",
-        "-c",
-        "mount -t tmpfs none /mnt",
-    ]);
-    assert_ne!(out.status.code(), Some(0));
+    // The default seccomp profile refuses what containers must not do,
+    // whatever their capabilities: swapon is refused (EPERM) even with
+    // all of them; without the profile the kernel gets to say EINVAL.
+    let swapon = |seccomp: &[&str]| -> String {
+        let mut args = vec!["run", "--rm", "--cap-add", "ALL"];
+        args.extend_from_slice(seccomp);
+        args.extend(["busybox", "swapon", "/dev/null"]);
+        stderr(&keel.run(&args))
+    };
+    assert!(
+        swapon(&[]).contains("Operation not permitted"),
+        "{}",
+        swapon(&[])
+    );
+    let unconfined = swapon(&["--security-opt", "seccomp=unconfined"]);
+    assert!(
+        !unconfined.contains("Operation not permitted"),
+        "{unconfined}"
+    );
     assert_eq!(
         run(&[
             "--read-only",
@@ -1074,5 +1083,234 @@ fn events_as_they_happen() {
     assert!(
         line.contains("container start") && line.contains("name=streamed"),
         "{line}"
+    );
+}
+
+#[test]
+fn logs_follow_tail_timestamps_and_rotation() {
+    let keel = Keel::new();
+    keel.ok(&[
+        "run", "-d", "--name", "talker", "--log-opt", "max-size=2k", "--log-opt", "max-file=2",
+        "busybox", "sh", "-c",
+        "i=0; while [ $i -lt 100 ]; do echo line $i; echo err $i >&2; i=$((i+1)); done; sleep 1; echo last",
+    ]);
+    // -f follows until the container exits, across rotations.
+    let out = keel.run(&["logs", "-f", "talker"]);
+    assert!(out.status.success());
+    let stdout = stdout(&out);
+    assert!(stdout.ends_with("last\n"), "{stdout}");
+    assert!(!stdout.contains("err "), "stderr stays on stderr");
+    assert!(stderr(&out).contains("err 99"), "{}", stderr(&out));
+    // Rotation kept two files of at most 2 kB; the oldest lines are gone.
+    let id = keel.inspect("talker", "{{.Id}}");
+    let log = keel
+        .root()
+        .join("containers")
+        .join(&id)
+        .join(format!("{id}-json.log"));
+    assert!(std::fs::metadata(&log).unwrap().len() <= 2048);
+    assert!(log.with_extension("log.1").exists());
+    assert!(!log.with_extension("log.2").exists());
+    assert!(!keel.ok(&["logs", "talker"]).contains("line 0\n"));
+    // --tail, -t.
+    assert_eq!(keel.ok(&["logs", "--tail", "1", "talker"]), "last\n");
+    let stamped = keel.ok(&["logs", "-t", "--tail", "1", "talker"]);
+    let (time, text) = stamped.split_once(' ').unwrap();
+    assert!(time.parse::<jiff::Timestamp>().is_ok(), "{stamped}");
+    assert_eq!(text, "last\n");
+    // --since in the future shows nothing.
+    assert_eq!(
+        keel.ok(&["logs", "--since", "2099-01-01T00:00:00Z", "talker"]),
+        ""
+    );
+}
+
+#[test]
+fn a_killed_cli_leaves_the_container_running() {
+    let keel = Keel::new();
+    let mut child = keel
+        .command(&[
+            "run",
+            "--name",
+            "outlives",
+            "busybox",
+            "sh",
+            "-c",
+            "sleep 2; echo done",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    keel.eventually("it runs", || {
+        keel.run(&["inspect", "-f", "{{.State.Status}}", "outlives"])
+            .stdout
+            .starts_with(b"running")
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(keel.inspect("outlives", "{{.State.Status}}"), "running");
+    assert_eq!(keel.ok(&["wait", "outlives"]), "0\n");
+    assert_eq!(keel.ok(&["logs", "outlives"]), "done\n");
+}
+
+#[test]
+fn more_run_flags() {
+    let keel = Keel::new();
+    let run = |args: &[&str]| -> String {
+        let mut all = vec!["run", "--rm"];
+        all.extend_from_slice(args);
+        keel.ok(&all)
+    };
+    // --env-file, later -e wins.
+    let env_file = keel.temp.path().join("env");
+    std::fs::write(&env_file, "# settings\nA=from-file\nB=b\n").unwrap();
+    assert_eq!(
+        run(&[
+            "--env-file",
+            env_file.to_str().unwrap(),
+            "-e",
+            "A=flag",
+            "busybox",
+            "sh",
+            "-c",
+            "echo $A $B"
+        ]),
+        "flag b\n"
+    );
+    // A seccomp profile of one's own, and unconfined.
+    let profile = keel.temp.path().join("profile.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO","errnoRet":1}]}"#,
+    )
+    .unwrap();
+    let seccomp = format!("seccomp={}", profile.display());
+    let out = keel.run(&[
+        "run",
+        "--rm",
+        "--security-opt",
+        &seccomp,
+        "busybox",
+        "mkdir",
+        "/x",
+    ]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains("Operation not permitted"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        run(&[
+            "--security-opt",
+            "no-new-privileges",
+            "busybox",
+            "sh",
+            "-c",
+            "grep NoNewPrivs /proc/self/status"
+        ]),
+        "NoNewPrivs:\t1\n"
+    );
+    // --privileged: every capability, writable /sys, host devices.
+    let caps = run(&[
+        "--privileged",
+        "busybox",
+        "sh",
+        "-c",
+        "grep CapEff /proc/self/status",
+    ]);
+    // All that keel itself may hand on: its bounding set.
+    let ours = std::fs::read_to_string("/proc/self/status").unwrap();
+    let bounding = ours
+        .lines()
+        .find(|l| l.starts_with("CapBnd:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        caps.split_whitespace().nth(1),
+        Some(bounding.as_str()),
+        "{caps}"
+    );
+    assert_eq!(
+        run(&[
+            "--privileged",
+            "busybox",
+            "sh",
+            "-c",
+            "mount -t tmpfs none /tmp && echo mounted"
+        ]),
+        "mounted\n"
+    );
+    // --device, --shm-size, --sysctl, --dns, --network host.
+    assert_eq!(
+        run(&[
+            "--device",
+            "/dev/null:/dev/other-null",
+            "busybox",
+            "sh",
+            "-c",
+            "echo x > /dev/other-null && echo ok"
+        ]),
+        "ok\n"
+    );
+    let shm = run(&[
+        "--shm-size",
+        "8m",
+        "busybox",
+        "sh",
+        "-c",
+        "df -k /dev/shm | tail -1",
+    ]);
+    assert!(shm.contains(" 8192 "), "{shm}");
+    assert_eq!(
+        run(&[
+            "--sysctl",
+            "net.ipv4.ip_forward=1",
+            "busybox",
+            "cat",
+            "/proc/sys/net/ipv4/ip_forward"
+        ]),
+        "1\n"
+    );
+    assert!(
+        run(&["--dns", "10.9.8.7", "busybox", "cat", "/etc/resolv.conf"])
+            .contains("nameserver 10.9.8.7")
+    );
+    let host_links = std::fs::read_dir("/sys/class/net").unwrap().count();
+    let seen = run(&["--network", "host", "busybox", "ls", "/sys/class/net"])
+        .lines()
+        .count();
+    assert_eq!(
+        seen, host_links,
+        "--network host shows the host's interfaces"
+    );
+    let out = keel.run(&["run", "--rm", "--network", "bridge", "busybox", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    // --pull never with a missing image; --stop-signal is what stop sends.
+    let out = keel.run(&["run", "--rm", "--pull", "never", "keel-test/absent", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("No such image"), "{}", stderr(&out));
+    keel.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "usr1",
+        "--stop-signal",
+        "USR1",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'exit 42' USR1; while true; do sleep 0.1; done",
+    ]);
+    keel.ok(&["stop", "usr1"]);
+    assert_eq!(keel.inspect("usr1", "{{.State.ExitCode}}"), "42");
+    // Conflicting options are refused before anything is made.
+    let out = keel.run(&["run", "--rm", "--restart", "always", "busybox", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("Conflicting options: --restart and --rm"),
+        "{}",
+        stderr(&out)
     );
 }

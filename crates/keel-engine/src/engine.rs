@@ -949,10 +949,7 @@ impl Engine {
             process.user.additional_gids = resolved.additional_gids;
         }
         if request.privileged {
-            let all: Vec<String> = oci::ALL_CAPABILITIES
-                .iter()
-                .map(|c| c.to_string())
-                .collect();
+            let all = oci::bounding_capabilities();
             process.capabilities = Some(keel_runtime::spec::Capabilities {
                 bounding: Some(all.clone()),
                 effective: Some(all.clone()),
@@ -1164,6 +1161,7 @@ pub fn build_config(
         devices,
         cgroups_path: &cgroups_path,
         init_binary: run.init_binary.as_deref(),
+        available_capabilities: Some(&oci::bounding_capabilities()),
     })
 }
 

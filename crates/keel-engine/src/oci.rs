@@ -159,6 +159,27 @@ pub struct Inputs<'a> {
     pub cgroups_path: &'a str,
     /// keel's init on the host, for `--init`.
     pub init_binary: Option<&'a Path>,
+    /// The capabilities "all" means (the bounding set keel runs with);
+    /// None: every capability the kernel knows.
+    pub available_capabilities: Option<&'a [String]>,
+}
+
+/// The names of the capabilities in this process's bounding set.
+pub fn bounding_capabilities() -> Vec<String> {
+    let mask = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("CapBnd:"))
+                .and_then(|l| u64::from_str_radix(l.split_whitespace().nth(1)?, 16).ok())
+        })
+        .unwrap_or(u64::MAX);
+    ALL_CAPABILITIES
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| mask & (1u64 << bit) != 0)
+        .map(|(_, name)| name.to_string())
+        .collect()
 }
 
 /// Where `--init` puts keel's init in the container (docker's path).
@@ -250,9 +271,11 @@ pub fn capability_name(name: &str) -> Result<String> {
 }
 
 /// The capability set: docker's defaults, `--cap-drop` then `--cap-add`.
-pub fn capabilities(spec: &ContainerSpec) -> Result<Vec<String>> {
+/// "All" (`--privileged`, `--cap-add ALL`) means all of `available` (what
+/// this process can hand on: its bounding set).
+pub fn capabilities(spec: &ContainerSpec, available: &[String]) -> Result<Vec<String>> {
     if spec.privileged {
-        return Ok(ALL_CAPABILITIES.iter().map(|c| c.to_string()).collect());
+        return Ok(available.to_vec());
     }
     let adds = spec
         .cap_add
@@ -274,10 +297,10 @@ pub fn capabilities(spec: &ContainerSpec) -> Result<Vec<String>> {
             .collect()
     };
     if adds.iter().any(|a| a == "ALL") {
-        caps = ALL_CAPABILITIES
+        caps = available
             .iter()
-            .map(|c| c.to_string())
             .filter(|c| !drops.contains(c) || adds.contains(c))
+            .cloned()
             .collect();
     }
     for add in adds.into_iter().filter(|a| a != "ALL") {
@@ -346,7 +369,15 @@ pub fn build(inputs: &Inputs<'_>) -> Result<Spec> {
             "the working directory '{cwd}' is invalid, it needs to be an absolute path"
         )));
     }
-    let caps = capabilities(spec)?;
+    let all: Vec<String>;
+    let available = match inputs.available_capabilities {
+        Some(available) => available,
+        None => {
+            all = ALL_CAPABILITIES.iter().map(|c| c.to_string()).collect();
+            &all
+        }
+    };
+    let caps = capabilities(spec, available)?;
     let rlimits = spec
         .resources
         .ulimits
@@ -695,6 +726,7 @@ mod tests {
             devices: &[],
             cgroups_path: "/keel/x",
             init_binary: Some(Path::new("/usr/libexec/keel/keel-init")),
+            available_capabilities: None,
         })
     }
 
@@ -761,27 +793,31 @@ mod tests {
         );
     }
 
+    fn all() -> Vec<String> {
+        ALL_CAPABILITIES.iter().map(|c| c.to_string()).collect()
+    }
+
     #[test]
     fn capabilities_add_drop_privileged() {
         let mut spec = ContainerSpec::default();
-        assert_eq!(capabilities(&spec).unwrap().len(), 14);
+        assert_eq!(capabilities(&spec, &all()).unwrap().len(), 14);
         spec.cap_add = strings(&["net_admin", "CAP_SYS_TIME"]);
         spec.cap_drop = strings(&["chown", "MKNOD"]);
-        let caps = capabilities(&spec).unwrap();
+        let caps = capabilities(&spec, &all()).unwrap();
         assert!(caps.contains(&"CAP_NET_ADMIN".to_string()));
         assert!(caps.contains(&"CAP_SYS_TIME".to_string()));
         assert!(!caps.contains(&"CAP_CHOWN".to_string()));
         assert!(!caps.contains(&"CAP_MKNOD".to_string()));
         spec.cap_drop = strings(&["ALL"]);
         spec.cap_add = strings(&["kill"]);
-        assert_eq!(capabilities(&spec).unwrap(), ["CAP_KILL"]);
+        assert_eq!(capabilities(&spec, &all()).unwrap(), ["CAP_KILL"]);
         spec.cap_add = strings(&["ALL"]);
         spec.cap_drop = strings(&["SYS_ADMIN"]);
-        let caps = capabilities(&spec).unwrap();
+        let caps = capabilities(&spec, &all()).unwrap();
         assert_eq!(caps.len(), ALL_CAPABILITIES.len() - 1);
         spec.cap_add = strings(&["BOGUS"]);
         assert_eq!(
-            capabilities(&spec).unwrap_err().to_string(),
+            capabilities(&spec, &all()).unwrap_err().to_string(),
             "unknown capability: \"BOGUS\""
         );
         let privileged = ContainerSpec {
@@ -789,7 +825,7 @@ mod tests {
             ..ContainerSpec::default()
         };
         assert_eq!(
-            capabilities(&privileged).unwrap().len(),
+            capabilities(&privileged, &all()).unwrap().len(),
             ALL_CAPABILITIES.len()
         );
     }

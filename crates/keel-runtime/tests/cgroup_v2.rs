@@ -12,9 +12,41 @@ use std::process::Command;
 use keel_testutil::{BusyboxBundle, TempRoot, require_root, runtime_bin};
 use serde_json::json;
 
+/// The host's cgroup2 root: the runtime, seeing a pure v2 layout, enables
+/// controllers in its subtree_control; cgroupfs is not private to a mount
+/// namespace, so that would outlive the test (and keep, say, hugetlb from
+/// being mounted as a v1 hierarchy). Put back as found, once the test's
+/// cgroups are gone.
+const UNIFIED_ROOT: &str = "/sys/fs/cgroup/unified";
+
+struct SubtreeControl(String);
+
+impl SubtreeControl {
+    fn save() -> SubtreeControl {
+        SubtreeControl(
+            std::fs::read_to_string(format!("{UNIFIED_ROOT}/cgroup.subtree_control"))
+                .unwrap_or_default(),
+        )
+    }
+}
+
+impl Drop for SubtreeControl {
+    fn drop(&mut self) {
+        let path = format!("{UNIFIED_ROOT}/cgroup.subtree_control");
+        let now = std::fs::read_to_string(&path).unwrap_or_default();
+        for controller in now.split_whitespace() {
+            if !self.0.split_whitespace().any(|c| c == controller) {
+                let _ = std::fs::write(&path, format!("-{controller}"));
+            }
+        }
+    }
+}
+
 #[test]
 fn lifecycle_pause_kill_and_limits_on_pure_cgroup_v2() {
     require_root();
+    // Dropped last: after the cgroups below are removed.
+    let _subtree_control = SubtreeControl::save();
     let temp = TempRoot::new();
     let bundle = BusyboxBundle::create(temp.subdir("bundle"));
     // Removes /keel-test/<unique> from every hierarchy, the unified one too.

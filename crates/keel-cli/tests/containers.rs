@@ -1317,3 +1317,107 @@ fn more_run_flags() {
         stderr(&out)
     );
 }
+
+#[test]
+fn pause_restart_prune_signals_and_image_volumes() {
+    let keel = Keel::new();
+    // pause freezes every process; unpause thaws them.
+    keel.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "frozen",
+        "busybox",
+        "sh",
+        "-c",
+        "while true; do date +%s%N > /tmp/t; sleep 0.05; done",
+    ]);
+    keel.ok(&["pause", "frozen"]);
+    assert!(keel.ok(&["ps"]).contains("(Paused)"));
+    assert_eq!(
+        keel.inspect("frozen", "{{.State.Status}} {{.State.Paused}}"),
+        "paused true"
+    );
+    let out = keel.run(&["exec", "frozen", "true"]);
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "no exec into a paused container"
+    );
+    keel.ok(&["unpause", "frozen"]);
+    assert_eq!(keel.inspect("frozen", "{{.State.Status}}"), "running");
+    // restart: a new start of the same container.
+    let started = keel.inspect("frozen", "{{.State.StartedAt}}");
+    keel.ok(&["restart", "-t", "1", "frozen"]);
+    assert_eq!(keel.inspect("frozen", "{{.State.Status}}"), "running");
+    assert_ne!(keel.inspect("frozen", "{{.State.StartedAt}}"), started);
+
+    // Signals sent to `keel run` go to the container (--sig-proxy).
+    let child = keel
+        .command(&[
+            "run",
+            "--name",
+            "proxied",
+            "busybox",
+            "sh",
+            "-c",
+            "trap 'echo got-term; exit 7' TERM; while true; do sleep 0.1; done",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    keel.eventually("it runs", || {
+        keel.run(&["inspect", "-f", "{{.State.Status}}", "proxied"])
+            .stdout
+            .starts_with(b"running")
+    });
+    // SAFETY: signalling the keel this test started, by its pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(stdout(&out), "got-term\n");
+
+    // An image's VOLUME becomes an anonymous volume with the image's content.
+    keel.ok(&[
+        "run",
+        "--name",
+        "maker",
+        "busybox",
+        "sh",
+        "-c",
+        "mkdir -p /srv/data && echo seeded > /srv/data/file",
+    ]);
+    keel.ok(&[
+        "commit",
+        "-c",
+        "VOLUME /srv/data",
+        "maker",
+        "keel-test/with-volume",
+    ]);
+    keel.ok(&[
+        "run",
+        "--name",
+        "user",
+        "keel-test/with-volume",
+        "sh",
+        "-c",
+        "cat /srv/data/file; echo more >> /srv/data/file",
+    ]);
+    assert_eq!(keel.ok(&["logs", "user"]), "seeded\n");
+    let mounts: serde_json::Value =
+        serde_json::from_str(&keel.inspect("user", "{{json .Mounts}}")).unwrap();
+    assert_eq!(mounts[0]["Destination"], "/srv/data");
+    let source = std::path::PathBuf::from(mounts[0]["Source"].as_str().unwrap());
+    assert_eq!(
+        std::fs::read_to_string(source.join("file")).unwrap(),
+        "seeded\nmore\n"
+    );
+
+    // ps -n / -l; container prune removes what is stopped and keeps the rest.
+    assert_eq!(keel.ok(&["ps", "-l", "--format", "{{.Names}}"]), "user\n");
+    assert_eq!(keel.ok(&["ps", "-n", "2", "-q"]).lines().count(), 2);
+    let pruned = keel.ok(&["container", "prune", "-f"]);
+    assert!(pruned.starts_with("Deleted Containers:"), "{pruned}");
+    assert_eq!(keel.ok(&["ps", "-a", "--format", "{{.Names}}"]), "frozen\n");
+    assert!(source.exists(), "prune keeps volumes, as docker");
+}

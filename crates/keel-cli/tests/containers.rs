@@ -1421,3 +1421,71 @@ fn pause_restart_prune_signals_and_image_volumes() {
     assert_eq!(keel.ok(&["ps", "-a", "--format", "{{.Names}}"]), "frozen\n");
     assert!(source.exists(), "prune keeps volumes, as docker");
 }
+
+#[test]
+fn run_pulls_a_missing_image() {
+    use keel_testutil::peers::Registry;
+    let keel = Keel::new();
+    let registry = Registry::start(&keel.temp, "registry", None);
+    let remote = format!("{}/keel-test/busybox:1", registry.host());
+    keel.ok(&["tag", "busybox", &remote]);
+    keel.ok(&["push", "-q", &remote]);
+    keel.ok(&["rmi", &remote]);
+    keel.ok(&["rmi", "busybox"]);
+    assert_eq!(keel.ok(&["images", "-q"]), "");
+    let out = keel.run(&["run", "--rm", &remote, "echo", "pulled and ran"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The container's output alone on stdout; the pull's lines on stderr.
+    assert_eq!(stdout(&out), "pulled and ran\n");
+    assert!(
+        stderr(&out).contains(&format!("Unable to find image '{remote}' locally")),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("Pull complete"), "{}", stderr(&out));
+    // Present now: no second pull.
+    let again = keel.run(&["run", "--rm", &remote, "true"]);
+    assert!(stderr(&again).is_empty(), "{}", stderr(&again));
+}
+
+#[test]
+fn detached_exec_and_a_tar_stream_in() {
+    let keel = Keel::new();
+    keel.ok(&["run", "-d", "--name", "target", "busybox", "sleep", "300"]);
+    keel.ok(&[
+        "exec",
+        "-d",
+        "target",
+        "sh",
+        "-c",
+        "sleep 0.2; echo later > /tmp/from-exec",
+    ]);
+    keel.eventually("the detached exec ran", || {
+        keel.run(&["exec", "target", "cat", "/tmp/from-exec"])
+            .stdout
+            == b"later\n"
+    });
+    // `cp - CONTAINER:DIR` takes a tar stream on stdin.
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_size(6);
+    builder
+        .append_data(&mut header, "streamed.txt", &b"bytes\n"[..])
+        .unwrap();
+    let tar = builder.into_inner().unwrap();
+    let mut child = keel
+        .command(&["cp", "-", "target:/tmp"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(&tar).unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(
+        keel.ok(&["exec", "target", "cat", "/tmp/streamed.txt"]),
+        "bytes\n"
+    );
+}

@@ -165,9 +165,24 @@ pub struct CreateArgs {
     /// Timeout (in seconds) to stop a container
     #[arg(long = "stop-timeout")]
     pub stop_timeout: Option<u32>,
-    /// Network mode: none (default) or host
-    #[arg(long, alias = "net", default_value = "none")]
-    pub network: String,
+    /// Connect to a network: bridge (default), NAME, host, none, container:NAME|ID
+    #[arg(long, alias = "net", value_name = "NETWORK")]
+    pub network: Vec<String>,
+    /// Add a network-scoped alias for the container
+    #[arg(long = "network-alias", alias = "net-alias")]
+    pub network_alias: Vec<String>,
+    /// IPv4 address (e.g. 172.30.100.104)
+    #[arg(long)]
+    pub ip: Option<String>,
+    /// IPv6 address (e.g. 2001:db8::33)
+    #[arg(long)]
+    pub ip6: Option<String>,
+    /// Publish a container's port(s) to the host ([IP:][HOSTPORT:]CONTAINERPORT[/PROTO])
+    #[arg(short = 'p', long = "publish", value_name = "PORT")]
+    pub publish: Vec<String>,
+    /// Publish all exposed ports to random ports
+    #[arg(short = 'P', long = "publish-all")]
+    pub publish_all: bool,
     /// Add a custom host-to-IP mapping (host:ip)
     #[arg(long = "add-host", value_name = "HOST:IP")]
     pub add_host: Vec<String>,
@@ -239,6 +254,66 @@ pub struct RunArgs {
 }
 
 impl CreateArgs {
+    /// `--network` (several for several networks), `--network-alias`,
+    /// `--ip`, `--ip6` (on the first network).
+    fn networks(&self) -> Result<(NetworkMode, Vec<spec::NetworkAttachment>)> {
+        let names: Vec<&str> = if self.network.is_empty() {
+            vec!["bridge"]
+        } else {
+            self.network.iter().map(String::as_str).collect()
+        };
+        let special = |n: &str| n == "host" || n == "none" || n.starts_with("container:");
+        if names.len() > 1 && names.iter().any(|n| special(n)) {
+            bail!(
+                "conflicting options: cannot attach both user-defined and non-user-defined network-modes"
+            );
+        }
+        let mode = match names[0] {
+            "host" => NetworkMode::Host,
+            "none" => NetworkMode::None,
+            other => match other.strip_prefix("container:") {
+                Some("") => bail!("--network container: needs a container's name or id"),
+                Some(id) => NetworkMode::Container(id.to_string()),
+                None => NetworkMode::Bridge,
+            },
+        };
+        if mode != NetworkMode::Bridge {
+            if !self.network_alias.is_empty() || self.ip.is_some() || self.ip6.is_some() {
+                bail!("--network-alias, --ip and --ip6 need a bridge network");
+            }
+            if !self.publish.is_empty() || self.publish_all {
+                eprintln!(
+                    "WARNING: Published ports are discarded when using host, none or container network mode"
+                );
+            }
+            return Ok((mode, Vec::new()));
+        }
+        let mut networks: Vec<spec::NetworkAttachment> = names
+            .iter()
+            .map(|n| spec::NetworkAttachment {
+                name: if *n == "default" {
+                    "bridge".into()
+                } else {
+                    n.to_string()
+                },
+                ..Default::default()
+            })
+            .collect();
+        let first = &mut networks[0];
+        first.aliases = self.network_alias.clone();
+        first.ipv4 = self
+            .ip
+            .as_deref()
+            .map(|ip| crate::networks::parse_ip(ip, true))
+            .transpose()?;
+        first.ipv6 = self
+            .ip6
+            .as_deref()
+            .map(|ip| crate::networks::parse_ip(ip, false))
+            .transpose()?;
+        Ok((mode, networks))
+    }
+
     /// The request, every flag value parsed (by keel-engine's parsers).
     pub fn to_spec(&self) -> Result<ContainerSpec> {
         let lookup = |key: &str| std::env::var(key).ok();
@@ -292,15 +367,7 @@ impl CreateArgs {
                 _ => bail!("invalid --security-opt: {option:?}"),
             }
         }
-        let network = match self.network.as_str() {
-            "none" => NetworkMode::None,
-            "host" => NetworkMode::Host,
-            "bridge" | "default" => bail!(
-                "--network {}: bridge networks are not in keel yet; use none or host",
-                self.network
-            ),
-            other => bail!("network {other} not found"),
-        };
+        let (network, networks) = self.networks()?;
         let mut log = spec::LogOptions::default();
         if self.log_driver != "json-file" {
             bail!(
@@ -432,6 +499,16 @@ impl CreateArgs {
             stop_timeout: self.stop_timeout,
             health,
             network,
+            networks,
+            publish: self
+                .publish
+                .iter()
+                .map(|p| spec::parse_publish(p))
+                .collect::<keel_engine::Result<Vec<_>>>()?
+                .into_iter()
+                .flatten()
+                .collect(),
+            publish_all: self.publish_all,
             extra_hosts: self
                 .add_host
                 .iter()
@@ -948,7 +1025,12 @@ fn short_image(container: &Container) -> String {
 }
 
 /// One row of `ps` as the JSON object docker's `--format` sees.
-fn ps_row(container: &Container, no_trunc: bool, size: Option<u64>) -> serde_json::Value {
+fn ps_row(
+    container: &Container,
+    no_trunc: bool,
+    size: Option<u64>,
+    ports: String,
+) -> serde_json::Value {
     let labels = container
         .spec
         .labels
@@ -970,11 +1052,14 @@ fn ps_row(container: &Container, no_trunc: bool, size: Option<u64>) -> serde_jso
         "RunningFor": format!("{} ago", human_duration(seconds_since(Some(&container.created)))),
         "Status": status_text(container),
         "State": container.state.status.as_str(),
-        "Ports": "",
+        "Ports": ports,
         "Names": container.name,
         "Labels": labels,
         "Mounts": mounts,
-        "Networks": match container.spec.network { NetworkMode::None => "none", NetworkMode::Host => "host" },
+        "Networks": match &container.spec.network {
+            NetworkMode::Bridge => container.spec.networks.iter().map(|n| n.name.clone()).collect::<Vec<_>>().join(","),
+            other => other.name(&[]),
+        },
         "Size": size.map(|s| format!("{} (virtual)", crate::images::human_size(s))).unwrap_or_default(),
     })
 }
@@ -1074,7 +1159,14 @@ pub fn ps(ctx: &Context, args: &PsArgs) -> Result<i32> {
         .iter()
         .map(|c| {
             let size = args.size.then(|| dir_size(&engine.layout.diff(&c.id)));
-            ps_row(c, args.no_trunc, size)
+            let endpoints =
+                keel_engine::network::endpoints_of(&mut engine.db, c).unwrap_or_default();
+            ps_row(
+                c,
+                args.no_trunc,
+                size,
+                crate::networks::ports_text(&endpoints),
+            )
         })
         .collect();
     match args.format.as_deref() {
@@ -1351,7 +1443,27 @@ pub struct InspectArgs {
 }
 
 /// docker's `inspect` shape for the fields keel has.
-pub fn inspect_value(engine: &Engine, c: &Container) -> serde_json::Value {
+/// `HostConfig.PortBindings`: the ports as asked for.
+fn port_bindings(spec: &ContainerSpec) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    for p in &spec.publish {
+        let key = format!("{}/{}", p.container_port, p.protocol);
+        let entry = map.entry(key).or_insert_with(|| serde_json::json!([]));
+        if let Some(list) = entry.as_array_mut() {
+            list.push(serde_json::json!({
+                "HostIp": p.host_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                "HostPort": match (p.host_port, p.host_port_end) {
+                    (0, _) => String::new(),
+                    (a, b) if b > a => format!("{a}-{b}"),
+                    (a, _) => a.to_string(),
+                },
+            }));
+        }
+    }
+    serde_json::Value::Object(map)
+}
+
+pub fn inspect_value(engine: &mut Engine, c: &Container) -> serde_json::Value {
     let s = &c.state;
     let run = engine.run_config(&c.id).unwrap_or_default();
     let image_config = run.image_config.config.clone().unwrap_or_default();
@@ -1420,7 +1532,10 @@ pub fn inspect_value(engine: &Engine, c: &Container) -> serde_json::Value {
             "AutoRemove": spec.auto_remove,
             "Privileged": spec.privileged,
             "ReadonlyRootfs": spec.read_only,
-            "NetworkMode": match spec.network { NetworkMode::None => "none", NetworkMode::Host => "host" },
+            "NetworkMode": spec.network.name(&spec.networks),
+            "PortBindings": port_bindings(spec),
+            "PublishAllPorts": spec.publish_all,
+            "DnsSearch": spec.dns_search,
             "RestartPolicy": {"Name": spec.restart.name(), "MaximumRetryCount": spec.restart.max_retries()},
             "Memory": r.memory.unwrap_or(0),
             "MemorySwap": r.memory_swap.unwrap_or(0),
@@ -1448,6 +1563,7 @@ pub fn inspect_value(engine: &Engine, c: &Container) -> serde_json::Value {
             },
         },
         "Mounts": mounts,
+        "NetworkSettings": crate::networks::settings_value(engine, c),
         "Config": {
             "Hostname": keel_engine::oci::hostname(spec, &c.id),
             "User": spec.user.clone().or(image_config.user.clone()).unwrap_or_default(),
@@ -1472,7 +1588,7 @@ pub fn inspect(ctx: &Context, args: &InspectArgs) -> Result<i32> {
     for name in &args.containers {
         match engine.find(name) {
             Ok(c) => {
-                let mut value = inspect_value(&engine, &c);
+                let mut value = inspect_value(&mut engine, &c);
                 if args.size {
                     value["SizeRw"] = dir_size(&engine.layout.diff(&c.id)).into();
                 }

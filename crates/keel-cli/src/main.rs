@@ -11,6 +11,7 @@ mod files;
 mod filter;
 mod images;
 mod login;
+mod networks;
 mod progress;
 mod pull;
 mod push;
@@ -114,6 +115,9 @@ enum Command {
     /// Manage volumes
     #[command(subcommand)]
     Volume(volumes::VolumeCommand),
+    /// Manage networks
+    #[command(subcommand)]
+    Network(networks::NetworkCommand),
     /// The monitor that holds a running container (started by keel itself)
     #[command(name = "container-monitor", hide = true)]
     ContainerMonitor(containers::MonitorArgs),
@@ -361,6 +365,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             events::run(&ctx, &args)
         }
         Command::Volume(command) => volumes::run(&ctx, &command),
+        Command::Network(command) => networks::run(&ctx, &command),
         Command::Version => {
             println!("keel version {}", keel_runtime::VERSION);
             println!("OCI runtime-spec: {}", keel_runtime::OCI_VERSION);

@@ -415,24 +415,11 @@ pub struct PortArgs {
     pub port: Option<String>,
 }
 
-/// `keel port`: keel publishes no ports yet (bridge networks come with the
-/// networking issue), so a container has none to list.
+/// `keel port`: the container's published ports.
 pub fn port(ctx: &Context, args: &PortArgs) -> Result<i32> {
     let mut engine = ctx.engine()?;
     let container = engine.find(&args.container)?;
-    if let Some(port) = &args.port {
-        let port = if port.contains('/') {
-            port.clone()
-        } else {
-            format!("{port}/tcp")
-        };
-        eprintln!(
-            "Error: No public port '{port}' published for {}",
-            container.name
-        );
-        return Ok(1);
-    }
-    Ok(0)
+    crate::networks::port(&mut engine, &container, args.port.as_deref())
 }
 
 #[cfg(test)]

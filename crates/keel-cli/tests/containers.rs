@@ -473,9 +473,19 @@ fn what_the_process_sees_user_env_caps_limits() {
         run(&["--add-host", "db:10.1.2.3", "busybox", "cat", "/etc/hosts"])
             .contains("10.1.2.3\tdb")
     );
-    // --network none: loopback only.
-    let links = run(&["busybox", "ls", "/sys/class/net"]);
+    // --network none: loopback only (and up); the default network: eth0 too.
+    let links = run(&["--network", "none", "busybox", "ls", "/sys/class/net"]);
     assert_eq!(links, "lo\n");
+    let lo = run(&[
+        "--network",
+        "none",
+        "busybox",
+        "cat",
+        "/sys/class/net/lo/operstate",
+    ]);
+    assert_eq!(lo, "unknown\n", "loopback is up");
+    let links = run(&["busybox", "ls", "/sys/class/net"]);
+    assert_eq!(links, "eth0\nlo\n");
 }
 
 #[test]
@@ -1280,7 +1290,10 @@ fn more_run_flags() {
         run(&["--dns", "10.9.8.7", "busybox", "cat", "/etc/resolv.conf"])
             .contains("nameserver 10.9.8.7")
     );
-    let host_links = std::fs::read_dir("/sys/class/net").unwrap().count();
+    // The "host" is the test's network namespace.
+    let host_links = stdout(&keel.netns.run("ip", &["-o", "link"]))
+        .lines()
+        .count();
     let seen = run(&["--network", "host", "busybox", "ls", "/sys/class/net"])
         .lines()
         .count();
@@ -1288,8 +1301,20 @@ fn more_run_flags() {
         seen, host_links,
         "--network host shows the host's interfaces"
     );
-    let out = keel.run(&["run", "--rm", "--network", "bridge", "busybox", "true"]);
+    let out = keel.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "keel-test-absent",
+        "busybox",
+        "true",
+    ]);
     assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("network keel-test-absent not found"),
+        "{}",
+        stderr(&out)
+    );
     // --pull never with a missing image; --stop-signal is what stop sends.
     let out = keel.run(&["run", "--rm", "--pull", "never", "keel-test/absent", "true"]);
     assert_eq!(out.status.code(), Some(125));
@@ -1426,7 +1451,7 @@ fn pause_restart_prune_signals_and_image_volumes() {
 fn run_pulls_a_missing_image() {
     use keel_testutil::peers::Registry;
     let keel = Keel::new();
-    let registry = Registry::start(&keel.temp, "registry", None);
+    let registry = Registry::start_in(&keel.temp, "registry", None, Some(&keel.netns));
     let remote = format!("{}/keel-test/busybox:1", registry.host());
     keel.ok(&["tag", "busybox", &remote]);
     keel.ok(&["push", "-q", &remote]);

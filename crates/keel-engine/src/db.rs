@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::spec::ContainerSpec;
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// A container as recorded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -216,7 +216,37 @@ impl Db {
             )
             .map_err(err("create the container tables"))?;
         }
+        if version < 2 {
+            // Networks and the endpoints of running containers on them
+            // (see crate::network). One address is never handed out twice:
+            // the unique indexes hold even against a buggy allocator.
+            tx.execute_batch(
+                "CREATE TABLE networks (
+                    id TEXT PRIMARY KEY,
+                    name TEXT NOT NULL UNIQUE,
+                    record TEXT NOT NULL
+                 );
+                 CREATE TABLE endpoints (
+                    network TEXT NOT NULL,
+                    container TEXT NOT NULL,
+                    ipv4 TEXT,
+                    ipv6 TEXT,
+                    record TEXT NOT NULL,
+                    PRIMARY KEY (network, container)
+                 );
+                 CREATE UNIQUE INDEX endpoints_ipv4 ON endpoints(network, ipv4);
+                 CREATE UNIQUE INDEX endpoints_ipv6 ON endpoints(network, ipv6);
+                 CREATE INDEX endpoints_of_container ON endpoints(container);
+                 INSERT INTO engine_schema (version) VALUES (2);",
+            )
+            .map_err(err("create the network tables"))?;
+        }
         tx.commit().map_err(err("commit the schema"))
+    }
+
+    /// The connection, for the network tables' queries (crate::network).
+    pub(crate) fn connection(&mut self) -> &mut Connection {
+        &mut self.conn
     }
 
     /// Records a new container; its name must be free.

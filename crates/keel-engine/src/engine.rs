@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs::File;
 use std::io::Read;
+use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -113,8 +114,9 @@ impl Engine {
     /// Creates a container of an image already in `images`: checks the
     /// whole request first (nothing is made if any of it is wrong), then
     /// records it, makes its directory, files and volumes.
-    pub fn create(&mut self, images: &ImageStore, spec: ContainerSpec) -> Result<Container> {
+    pub fn create(&mut self, images: &ImageStore, mut spec: ContainerSpec) -> Result<Container> {
         let record = images.resolve(&spec.image)?;
+        self.resolve_network(&mut spec)?;
         let image_config = images.config(&record)?;
         let layers = images.snapshots.lower_dirs(&record.chain_ids)?;
         if let Some(name) = &spec.name {
@@ -136,7 +138,16 @@ impl Engine {
         };
         let resolved: Vec<ResolvedMount> = mounts.iter().map(resolved_mount).collect();
         let devices = host_devices(&spec)?;
-        build_config(&self.layout, &id, &spec, &run, &user, &resolved, &devices)?;
+        build_config(
+            &self.layout,
+            &id,
+            &spec,
+            &run,
+            &user,
+            &resolved,
+            &devices,
+            None,
+        )?;
 
         let created = crate::logs::now_nanos();
         let mut container = Container {
@@ -163,6 +174,29 @@ impl Engine {
                 Err(e)
             }
         }
+    }
+
+    /// The networks named in the request, found (the default network
+    /// recorded on first use); `container:NAME` resolved to its id.
+    fn resolve_network(&mut self, spec: &mut ContainerSpec) -> Result<()> {
+        if let NetworkMode::Container(other) = &spec.network {
+            let other = self
+                .db
+                .find(other)
+                .map_err(|_| Error::invalid(format!("No such container: {other}")))?;
+            if spec.hostname.is_some() {
+                return Err(Error::invalid(
+                    "conflicting options: hostname and the network mode",
+                ));
+            }
+            spec.network = NetworkMode::Container(other.id);
+        }
+        if spec.network != NetworkMode::Bridge {
+            // docker ignores published ports without a network of its own.
+            spec.publish.clear();
+            spec.publish_all = false;
+        }
+        crate::network::resolve_attachments(&mut self.db, spec)
     }
 
     fn insert_with_name(&mut self, container: &mut Container) -> Result<()> {
@@ -274,11 +308,11 @@ impl Engine {
         )?;
         write_file(
             &self.layout.file(id, "hosts"),
-            hosts_file(&container.spec, &hostname).as_bytes(),
+            hosts_file(&container.spec, &hostname, &[]).as_bytes(),
         )?;
         write_file(
             &self.layout.file(id, "resolv.conf"),
-            resolv_conf(&container.spec).as_bytes(),
+            resolv_conf(&container.spec, false).as_bytes(),
         )?;
         write_file(
             &self.layout.file(id, "run.json"),
@@ -698,6 +732,9 @@ impl Engine {
         let cgroup_oom = oom_kill_count(&runtime_root, &container.id);
         let _ = keel_runtime::container::delete(&runtime_root, &container.id, true);
         let _ = crate::rootfs::unmount(&self.layout.rootfs(&container.id));
+        if let Err(e) = crate::network::sandbox::cleanup(&self.layout, &mut self.db, &container) {
+            tracing::warn!("clean up the network of {}: {e}", container.name);
+        }
         let was_running = state.status.is_active();
         self.db.update_state(&container.id, |c| {
             if c.state.monitor_pid != state.monitor_pid {
@@ -752,6 +789,10 @@ impl Engine {
             ));
         }
         self.db.rename(&container.id, &new_name)?;
+        crate::network::rename(&mut self.db, &container.id, &new_name)?;
+        if !crate::network::endpoints_of(&mut self.db, &container)?.is_empty() {
+            crate::network::sync(&self.layout, &mut self.db)?;
+        }
         let renamed = Container {
             name: new_name,
             ..container.clone()
@@ -887,6 +928,7 @@ impl Engine {
             &user,
             &resolved,
             &host_devices(&spec)?,
+            None,
         )?;
         if container.state.status.is_active() {
             let mut resources = config.linux.and_then(|l| l.resources).unwrap_or_default();
@@ -1046,6 +1088,7 @@ pub fn remove_container(
 ) -> Result<()> {
     let _ = keel_runtime::container::delete(&layout.runtime_root(), &container.id, true);
     crate::rootfs::unmount(&layout.rootfs(&container.id))?;
+    crate::network::sandbox::cleanup(layout, db, container)?;
     for mount in &container.mounts {
         if let Some(name) = &mount.name
             && volumes
@@ -1134,6 +1177,7 @@ pub fn resolved_mount(mount: &ContainerMount) -> ResolvedMount {
 }
 
 /// The container's OCI config.
+#[allow(clippy::too_many_arguments)]
 pub fn build_config(
     layout: &Layout,
     id: &str,
@@ -1142,6 +1186,7 @@ pub fn build_config(
     user: &users::ExecUser,
     mounts: &[ResolvedMount],
     devices: &[keel_runtime::spec::Device],
+    network_namespace: Option<&str>,
 ) -> Result<keel_runtime::spec::Spec> {
     let rootfs = layout.rootfs(id);
     let hostname_file = layout.file(id, "hostname");
@@ -1160,6 +1205,7 @@ pub fn build_config(
         mounts,
         devices,
         cgroups_path: &cgroups_path,
+        network_namespace,
         init_binary: run.init_binary.as_deref(),
         available_capabilities: Some(&oci::bounding_capabilities()),
     })
@@ -1200,15 +1246,24 @@ pub fn host_devices(spec: &ContainerSpec) -> Result<Vec<keel_runtime::spec::Devi
     Ok(devices)
 }
 
-fn hosts_file(spec: &ContainerSpec, hostname: &str) -> String {
+/// The container's `/etc/hosts` (docker's): loopback names, its
+/// addresses (or 127.0.1.1) with its hostname, then `--add-host`.
+fn hosts_file(spec: &ContainerSpec, hostname: &str, addresses: &[IpAddr]) -> String {
     let mut text = if spec.network == NetworkMode::Host {
         std::fs::read_to_string("/etc/hosts").unwrap_or_default()
     } else {
-        format!(
+        let mut text = String::from(
             "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
              fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n\
-             ff02::2\tip6-allrouters\n127.0.1.1\t{hostname}\n"
-        )
+             ff02::2\tip6-allrouters\n",
+        );
+        if addresses.is_empty() {
+            text.push_str(&format!("127.0.1.1\t{hostname}\n"));
+        }
+        for ip in addresses {
+            text.push_str(&format!("{ip}\t{hostname}\n"));
+        }
+        text
     };
     for (name, ip) in &spec.extra_hosts {
         text.push_str(&format!("{ip}\t{name}\n"));
@@ -1216,9 +1271,29 @@ fn hosts_file(spec: &ContainerSpec, hostname: &str) -> String {
     text
 }
 
-fn resolv_conf(spec: &ContainerSpec) -> String {
+/// The container's `/etc/resolv.conf`: the host's (without loopback
+/// resolvers a container cannot reach) or `--dns`; on a user-defined
+/// network, keel's name server in the container (which forwards to
+/// those).
+fn resolv_conf(spec: &ContainerSpec, embedded_dns: bool) -> String {
     let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     let mut text = String::new();
+    if embedded_dns {
+        text.push_str(&format!("nameserver {}\n", keel_net::dns::ADDRESS));
+        let search: Vec<String> = if spec.dns_search.is_empty() {
+            host.lines()
+                .filter_map(|l| l.strip_prefix("search"))
+                .flat_map(|l| l.split_whitespace().map(str::to_string))
+                .collect()
+        } else {
+            spec.dns_search.clone()
+        };
+        if !search.is_empty() {
+            text.push_str(&format!("search {}\n", search.join(" ")));
+        }
+        text.push_str("options ndots:0\n");
+        return text;
+    }
     if spec.dns.is_empty() {
         for line in host.lines() {
             let loopback = line
@@ -1252,6 +1327,41 @@ fn resolv_conf(spec: &ContainerSpec) -> String {
         text.push_str(&format!("search {}\n", spec.dns_search.join(" ")));
     }
     text
+}
+
+/// Writes a container's `/etc/hosts` and `/etc/resolv.conf` for a start:
+/// its addresses on its networks, keel's name server on user-defined
+/// ones; with `container:ID`, the other container's files.
+pub fn write_network_files(
+    layout: &Layout,
+    container: &Container,
+    sandbox: &crate::network::sandbox::Sandbox,
+) -> Result<()> {
+    let id = &container.id;
+    if let NetworkMode::Container(other) = &container.spec.network {
+        for name in ["hosts", "resolv.conf", "hostname"] {
+            let from = layout.file(other, name);
+            if let Ok(data) = std::fs::read(&from) {
+                write_file(&layout.file(id, name), &data)?;
+            }
+        }
+        return Ok(());
+    }
+    let hostname = oci::hostname(&container.spec, id);
+    let addresses: Vec<IpAddr> = sandbox
+        .endpoints
+        .iter()
+        .flat_map(|e| [e.ipv4, e.ipv6])
+        .flatten()
+        .collect();
+    write_file(
+        &layout.file(id, "hosts"),
+        hosts_file(&container.spec, &hostname, &addresses).as_bytes(),
+    )?;
+    write_file(
+        &layout.file(id, "resolv.conf"),
+        resolv_conf(&container.spec, sandbox.dns.is_some()).as_bytes(),
+    )
 }
 
 fn write_file(path: &Path, data: &[u8]) -> Result<()> {
@@ -1316,7 +1426,7 @@ pub fn random_id() -> Result<String> {
     Ok(hex::encode(bytes))
 }
 
-fn random_u64() -> Result<u64> {
+pub(crate) fn random_u64() -> Result<u64> {
     let mut bytes = [0u8; 8];
     random_bytes(&mut bytes)?;
     Ok(u64::from_le_bytes(bytes))
@@ -1337,11 +1447,11 @@ mod tests {
             dns_search: vec!["example.com".into()],
             ..ContainerSpec::default()
         };
-        let hosts = hosts_file(&spec, "web");
+        let hosts = hosts_file(&spec, "web", &[]);
         assert!(hosts.starts_with("127.0.0.1\tlocalhost\n"));
         assert!(hosts.contains("127.0.1.1\tweb\n"));
         assert!(hosts.ends_with("10.0.0.2\tdb\n"));
-        let resolv = resolv_conf(&spec);
+        let resolv = resolv_conf(&spec, false);
         assert!(resolv.contains("nameserver 10.0.0.53\n"));
         assert!(resolv.ends_with("search example.com\n"));
         assert!(!resolv.contains("nameserver 127."));

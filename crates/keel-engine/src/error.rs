@@ -21,6 +21,8 @@ pub enum Error {
     Conflict(String),
     #[error(transparent)]
     Image(#[from] keel_image::Error),
+    #[error(transparent)]
+    Net(#[from] keel_net::Error),
     #[error("{context}: {source}")]
     Runtime {
         context: String,
@@ -92,6 +94,13 @@ impl Error {
     pub fn no_such_container(name: &str) -> Error {
         Error::NotFound {
             kind: "container",
+            name: name.to_string(),
+        }
+    }
+
+    pub fn no_such_network(name: &str) -> Error {
+        Error::NotFound {
+            kind: "network",
             name: name.to_string(),
         }
     }

@@ -22,6 +22,7 @@ pub mod health;
 pub mod logs;
 pub mod monitor;
 pub mod names;
+pub mod network;
 pub mod oci;
 pub mod paths;
 pub mod rootfs;

@@ -145,6 +145,9 @@ struct Monitor {
     clients: Vec<Client>,
     signals: OwnedFd,
     report: Option<File>,
+    /// The container's network while it runs (its namespace, endpoints,
+    /// name server).
+    sandbox: Option<crate::network::sandbox::Sandbox>,
 }
 
 /// The monitor's main: returns its exit code.
@@ -197,6 +200,7 @@ impl Monitor {
                 clients: Vec::new(),
                 signals,
                 report,
+                sandbox: None,
             }),
             Err(e) => Err((e, report)),
         }
@@ -473,6 +477,16 @@ impl Monitor {
             .map(engine::resolved_mount)
             .collect();
         let devices = engine::host_devices(&container.spec)?;
+        let publish = ports_to_publish(container, run);
+        let layout = self.layout.clone();
+        let sandbox = crate::network::sandbox::setup(&layout, self.db()?, container, &publish)?;
+        let namespace = sandbox.path.clone();
+        self.sandbox = Some(sandbox);
+        engine::write_network_files(
+            &self.layout,
+            container,
+            self.sandbox.as_ref().expect("set above"),
+        )?;
         let config = engine::build_config(
             &self.layout,
             &self.id,
@@ -481,6 +495,7 @@ impl Monitor {
             &user,
             &mounts,
             &devices,
+            namespace.as_deref(),
         )?;
         let bundle = self.layout.bundle(&self.id);
         let config_path = bundle.join("config.json");
@@ -610,9 +625,18 @@ impl Monitor {
             .unwrap_or(0)
     }
 
-    /// Removes the runtime's state and cgroup and unmounts the rootfs.
+    /// Removes the runtime's state and cgroup, the container's network,
+    /// and unmounts the rootfs.
     fn teardown(&mut self) {
         let _ = keel_runtime::container::delete(&self.runtime_root(), &self.id, true);
+        if let Some(sandbox) = self.sandbox.take() {
+            let layout = self.layout.clone();
+            let id = self.id.clone();
+            match self.db() {
+                Ok(db) => crate::network::sandbox::teardown(&layout, db, &id, sandbox),
+                Err(e) => tracing::warn!("tear down the network: {e}"),
+            }
+        }
         let _ = crate::rootfs::unmount(&self.layout.rootfs(&self.id));
     }
 
@@ -837,6 +861,17 @@ impl Monitor {
             {
                 add(fd.as_raw_fd(), libc::POLLIN, Tag::Probe);
             }
+            if let Some(dns) = self.sandbox.as_ref().and_then(|s| s.dns.as_ref()) {
+                for fd in dns.fds() {
+                    add(fd, libc::POLLIN, Tag::Dns);
+                }
+            }
+            let dns_due = self
+                .sandbox
+                .as_ref()
+                .and_then(|s| s.dns.as_ref())
+                .and_then(|d| d.deadline())
+                .map(|due| due.saturating_duration_since(Instant::now()).as_millis() as i32 + 1);
             let timeout = if running.exit_status.is_some() {
                 50
             } else if let Some(checker) = &running.health {
@@ -847,12 +882,17 @@ impl Monitor {
             } else {
                 -1
             };
+            let timeout = match dns_due {
+                Some(due) if timeout < 0 || due < timeout => due,
+                _ => timeout,
+            };
             // SAFETY: poll on our pollfd array.
             let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
             if ready < 0 {
                 continue;
             }
             let mut client_activity = false;
+            let mut dns_ready = false;
             for (pfd, tag) in fds.iter().zip(tags.iter()) {
                 if pfd.revents == 0 {
                     continue;
@@ -892,6 +932,7 @@ impl Monitor {
                         }
                         client_activity = true;
                     }
+                    Tag::Dns => dns_ready = true,
                     Tag::Probe => {
                         if let Some(probe) = running.health.as_mut().and_then(|h| h.probe.as_mut())
                             && let Some(data) = read_some(&mut probe.output, &mut buffer)
@@ -904,6 +945,14 @@ impl Monitor {
             }
             if running.exit_status.is_none() {
                 self.tick_health(running);
+            }
+            if let Some(dns) = self.sandbox.as_mut().and_then(|s| s.dns.as_mut()) {
+                if dns_ready {
+                    let layout = &self.layout;
+                    let id = &self.id;
+                    dns.serve(&mut |question| crate::network::dns::lookup(layout, id, question));
+                }
+                dns.tick();
             }
             if client_activity || !self.clients.is_empty() {
                 self.read_clients(Some(running));
@@ -1149,6 +1198,30 @@ enum Tag {
     Stdin,
     Client(usize),
     Probe,
+    Dns,
+}
+
+/// `-p`, and with `-P` the image's EXPOSEd ports not published otherwise.
+fn ports_to_publish(container: &Container, run: &RunConfig) -> Vec<crate::spec::PortSpec> {
+    let mut ports = container.spec.publish.clone();
+    if container.spec.publish_all {
+        let exposed: Vec<String> = run
+            .image_config
+            .config
+            .as_ref()
+            .and_then(|c| c.exposed_ports.as_ref())
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        for port in crate::spec::exposed_ports(&exposed) {
+            if !ports
+                .iter()
+                .any(|p| p.container_port == port.container_port && p.protocol == port.protocol)
+            {
+                ports.push(port);
+            }
+        }
+    }
+    ports
 }
 
 fn should_restart(container: &Container, exit_code: i32) -> bool {

@@ -157,6 +157,10 @@ pub struct Inputs<'a> {
     /// privileged), read from the host.
     pub devices: &'a [Device],
     pub cgroups_path: &'a str,
+    /// The network namespace to join (the one keel made for it, or
+    /// another container's); None with a network namespace of its own
+    /// makes the runtime create a new one.
+    pub network_namespace: Option<&'a str>,
     /// keel's init on the host, for `--init`.
     pub init_binary: Option<&'a Path>,
     /// The capabilities "all" means (the bounding set keel runs with);
@@ -537,10 +541,10 @@ pub fn build(inputs: &Inputs<'_>) -> Result<Spec> {
             path: None,
         },
     ];
-    if spec.network == NetworkMode::None {
+    if spec.network != NetworkMode::Host {
         namespaces.push(Namespace {
             kind: NamespaceType::Network,
-            path: None,
+            path: inputs.network_namespace.map(str::to_string),
         });
     }
 
@@ -725,6 +729,7 @@ mod tests {
             mounts,
             devices: &[],
             cgroups_path: "/keel/x",
+            network_namespace: None,
             init_binary: Some(Path::new("/usr/libexec/keel/keel-init")),
             available_capabilities: None,
         })

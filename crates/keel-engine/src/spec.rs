@@ -52,6 +52,14 @@ pub struct ContainerSpec {
     pub stop_timeout: Option<u32>,
     pub health: Option<HealthSpec>,
     pub network: NetworkMode,
+    /// The networks of [`NetworkMode::Bridge`], in order (the first one is
+    /// the container's `eth0` and where its ports are published); `run`
+    /// fills in the default network `bridge` when none is named.
+    pub networks: Vec<NetworkAttachment>,
+    /// `-p`, one entry per port.
+    pub publish: Vec<PortSpec>,
+    /// `-P`: the image's EXPOSEd ports on random host ports.
+    pub publish_all: bool,
     /// `--add-host name:ip`.
     pub extra_hosts: Vec<(String, String)>,
     pub dns: Vec<String>,
@@ -182,10 +190,67 @@ pub struct HealthSpec {
 #[serde(rename_all = "lowercase")]
 pub enum NetworkMode {
     /// A network namespace with only loopback.
-    #[default]
     None,
     /// The host's network namespace.
     Host,
+    /// A network namespace of its own on bridge networks (the spec's
+    /// `networks`).
+    #[default]
+    Bridge,
+    /// The network namespace of another container (its id).
+    Container(String),
+}
+
+impl NetworkMode {
+    /// docker's `HostConfig.NetworkMode` for it (`default` for bridge
+    /// networks, as docker shows a container on `bridge`).
+    pub fn name(&self, networks: &[NetworkAttachment]) -> String {
+        match self {
+            NetworkMode::None => "none".into(),
+            NetworkMode::Host => "host".into(),
+            NetworkMode::Bridge => networks
+                .first()
+                .map(|n| n.name.clone())
+                .unwrap_or_else(|| "bridge".into()),
+            NetworkMode::Container(id) => format!("container:{id}"),
+        }
+    }
+
+    /// Whether the container has a network namespace of its own that keel
+    /// makes (not the host's, not another container's).
+    pub fn owns_namespace(&self) -> bool {
+        matches!(self, NetworkMode::None | NetworkMode::Bridge)
+    }
+}
+
+/// A container's place on a network, as asked for (`--network`,
+/// `--network-alias`, `--ip`, `network connect`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NetworkAttachment {
+    /// The network's id.
+    pub id: String,
+    /// Its name when attached (for display; the id is what counts).
+    pub name: String,
+    pub aliases: Vec<String>,
+    /// `--ip`: a fixed IPv4 address.
+    pub ipv4: Option<std::net::IpAddr>,
+    /// `--ip6`: a fixed IPv6 address.
+    pub ipv6: Option<std::net::IpAddr>,
+}
+
+/// One published port (`-p [IP:][HOSTPORT:]CONTAINERPORT[/PROTO]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortSpec {
+    /// The host address to publish on; None: all of them.
+    pub host_ip: Option<std::net::IpAddr>,
+    /// 0: a random free port; else the first port of `host_port..=host_port_end`
+    /// (one is picked for `-p 8000-8010:80`).
+    pub host_port: u16,
+    pub host_port_end: u16,
+    pub container_port: u16,
+    /// `tcp` or `udp`.
+    pub protocol: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -583,6 +648,105 @@ pub fn parse_device(text: &str) -> Result<DeviceSpec> {
     })
 }
 
+/// `-p [IP:][HOSTPORT:]CONTAINERPORT[/PROTO]`, ranges too
+/// (`8000-8001:80-81`, `8000-8010:80`, `127.0.0.1::80`, `[::1]:8080:80`).
+pub fn parse_publish(text: &str) -> Result<Vec<PortSpec>> {
+    let bad = |why: &str| Error::invalid(format!("invalid port specification: \"{text}\": {why}"));
+    let (rest, protocol) = match text.rsplit_once('/') {
+        Some((rest, p)) => (rest, p.to_ascii_lowercase()),
+        None => (text, "tcp".to_string()),
+    };
+    if protocol != "tcp" && protocol != "udp" {
+        return Err(bad("the protocol must be tcp or udp"));
+    }
+    // An IPv6 host address is in brackets.
+    let (host_ip, rest) = if let Some(after) = rest.strip_prefix('[') {
+        let (ip, rest) = after.split_once("]:").ok_or_else(|| bad("unclosed ["))?;
+        let ip: std::net::IpAddr = ip.parse().map_err(|_| bad("bad host address"))?;
+        (Some(ip), rest.to_string())
+    } else {
+        let parts: Vec<&str> = rest.split(':').collect();
+        match parts.as_slice() {
+            [ip, host, container] => {
+                let ip = if ip.is_empty() {
+                    None
+                } else {
+                    Some(ip.parse().map_err(|_| bad("bad host address"))?)
+                };
+                (ip, format!("{host}:{container}"))
+            }
+            [_, _] | [_] => (None, rest.to_string()),
+            _ => return Err(bad("too many colons")),
+        }
+    };
+    let host_ip = host_ip.filter(|ip: &std::net::IpAddr| !ip.is_unspecified());
+    let (host, container) = match rest.split_once(':') {
+        Some((h, c)) => (h, c),
+        None => ("", rest.as_str()),
+    };
+    let range = |part: &str| -> Result<(u16, u16)> {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        let a: u16 = a
+            .parse()
+            .map_err(|_| bad("a port is a number from 1 to 65535"))?;
+        let b: u16 = b
+            .parse()
+            .map_err(|_| bad("a port is a number from 1 to 65535"))?;
+        if a == 0 || b < a {
+            return Err(bad("a port is a number from 1 to 65535, a range LOW-HIGH"));
+        }
+        Ok((a, b))
+    };
+    let (c_start, c_end) = range(container)?;
+    let (h_start, h_end) = if host.is_empty() {
+        (0, 0)
+    } else {
+        range(host)?
+    };
+    let count = c_end - c_start;
+    let mut out = Vec::new();
+    for i in 0..=count {
+        let (host_port, host_port_end) = if host.is_empty() {
+            (0, 0)
+        } else if count == 0 {
+            // One container port: a host port, or one picked from the range.
+            (h_start, h_end)
+        } else if h_end - h_start == count {
+            (h_start + i, h_start + i)
+        } else {
+            return Err(bad("the host and container port ranges differ in size"));
+        };
+        out.push(PortSpec {
+            host_ip,
+            host_port,
+            host_port_end,
+            container_port: c_start + i,
+            protocol: protocol.clone(),
+        });
+    }
+    Ok(out)
+}
+
+/// The ports of an image's `ExposedPorts` (`80/tcp`), for `-P`.
+pub fn exposed_ports(exposed: &[String]) -> Vec<PortSpec> {
+    exposed
+        .iter()
+        .filter_map(|key| {
+            let (port, protocol) = key.split_once('/').unwrap_or((key, "tcp"));
+            let (start, end) = port.split_once('-').unwrap_or((port, port));
+            let (start, end): (u16, u16) = (start.parse().ok()?, end.parse().ok()?);
+            Some((start..=end).map(move |p| PortSpec {
+                host_ip: None,
+                host_port: 0,
+                host_port_end: 0,
+                container_port: p,
+                protocol: protocol.to_ascii_lowercase(),
+            }))
+        })
+        .flatten()
+        .collect()
+}
+
 /// `--add-host name:ip` (also `name=ip`).
 pub fn parse_add_host(text: &str) -> Result<(String, String)> {
     let (name, ip) = text
@@ -810,6 +974,47 @@ mod tests {
         );
         assert_eq!(parse_add_host("v6=[::1]").unwrap().1, "::1");
         assert!(parse_add_host("db:nope").is_err());
+    }
+
+    #[test]
+    fn publish_specs() {
+        let one = |t: &str| parse_publish(t).unwrap();
+        let p = one("8080:80");
+        assert_eq!(
+            (p[0].host_port, p[0].container_port, p[0].protocol.as_str()),
+            (8080, 80, "tcp")
+        );
+        assert_eq!(p[0].host_ip, None);
+        let p = one("127.0.0.1:5353:53/udp");
+        assert_eq!(p[0].host_ip, Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(p[0].protocol, "udp");
+        let p = one("80");
+        assert_eq!((p[0].host_port, p[0].container_port), (0, 80));
+        let p = one("127.0.0.1::80");
+        assert_eq!((p[0].host_port, p[0].host_ip.is_some()), (0, true));
+        let p = one("[::1]:8080:80");
+        assert_eq!(p[0].host_ip, Some("::1".parse().unwrap()));
+        let p = one("8000-8001:80-81");
+        assert_eq!(p.len(), 2);
+        assert_eq!((p[1].host_port, p[1].container_port), (8001, 81));
+        let p = one("8000-8010:80");
+        assert_eq!((p[0].host_port, p[0].host_port_end), (8000, 8010));
+        let p = one("0.0.0.0:8080:80");
+        assert_eq!(p[0].host_ip, None);
+        for bad in [
+            "8000-8002:80-81",
+            "x:80",
+            "80/sctp",
+            "0",
+            "70000",
+            "1:2:3:4",
+            "90-80",
+        ] {
+            assert!(parse_publish(bad).is_err(), "{bad}");
+        }
+        let exposed = exposed_ports(&["80/tcp".into(), "53/udp".into()]);
+        assert_eq!(exposed.len(), 2);
+        assert_eq!(exposed[1].protocol, "udp");
         let lookup = |k: &str| (k == "HOME").then(|| "/root".to_string());
         assert_eq!(resolve_env("A=1", lookup).unwrap(), Some("A=1".into()));
         assert_eq!(

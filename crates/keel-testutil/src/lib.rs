@@ -808,6 +808,56 @@ impl NetnsGuard {
     pub fn path(&self) -> PathBuf {
         Path::new("/run/netns").join(&self.name)
     }
+
+    /// Makes `command` run inside the namespace (only its network
+    /// namespace changes: mounts, /sys and cgroups stay the host's, unlike
+    /// `ip netns exec`).
+    pub fn enter<'a>(&self, command: &'a mut Command) -> &'a mut Command {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let file = fs::File::open(self.path())
+            .unwrap_or_else(|e| panic!("open {}: {e}", self.path().display()));
+        // SAFETY: setns is async-signal-safe; the fd is kept open by the
+        // closure (it is closed on exec: O_CLOEXEC).
+        unsafe {
+            command.pre_exec(move || {
+                if libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        command
+    }
+
+    /// Runs a program inside the namespace; its output (panics if it
+    /// cannot be run).
+    pub fn run(&self, program: &str, args: &[&str]) -> Output {
+        let mut command = Command::new(program);
+        command.args(args).stdin(Stdio::null());
+        self.enter(&mut command)
+            .output()
+            .unwrap_or_else(|e| panic!("run {program} in {}: {e}", self.name))
+    }
+
+    /// Runs `f` on a thread inside the namespace (sockets it opens stay
+    /// there).
+    pub fn within<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        use std::os::fd::AsRawFd;
+        let file = fs::File::open(self.path())
+            .unwrap_or_else(|e| panic!("open {}: {e}", self.path().display()));
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    // SAFETY: setns of this new thread only.
+                    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                    assert_eq!(rc, 0, "setns: {}", io::Error::last_os_error());
+                    f()
+                })
+                .join()
+                .expect("the thread in the namespace panicked")
+        })
+    }
 }
 
 impl Default for NetnsGuard {
@@ -1046,6 +1096,24 @@ pub mod leaks {
             .collect()
     }
 
+    /// Links in the host's namespace that only keel makes (its default
+    /// bridge `keel0`, the tests' `keeltest*` bridges): the network tests
+    /// make theirs in namespaces of their own.
+    pub fn links() -> Vec<Leak> {
+        let Ok(entries) = fs::read_dir("/sys/class/net") else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| name == "keel0" || name.starts_with("keeltest"))
+            .map(|name| Leak {
+                kind: "link",
+                what: name,
+            })
+            .collect()
+    }
+
     /// Everything above; zombies apart.
     pub fn find() -> (Vec<Leak>, Vec<Leak>) {
         let all = mountinfo::read_self().unwrap_or_default();
@@ -1055,6 +1123,7 @@ pub mod leaks {
         leaks.extend(cgroups(&all));
         leaks.extend(netns());
         leaks.extend(nftables());
+        leaks.extend(links());
         (leaks, zombies)
     }
 }

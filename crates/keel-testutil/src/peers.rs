@@ -969,6 +969,16 @@ impl Registry {
     /// Starts a registry on 127.0.0.1 with storage under `temp`; with
     /// `login`, it wants htpasswd basic auth.
     pub fn start(temp: &crate::TempRoot, name: &str, login: Option<(&str, &str)>) -> Registry {
+        Registry::start_in(temp, name, login, None)
+    }
+
+    /// [`Registry::start`] in a test's network namespace (at its 127.0.0.1).
+    pub fn start_in(
+        temp: &crate::TempRoot,
+        name: &str,
+        login: Option<(&str, &str)>,
+        netns: Option<&crate::NetnsGuard>,
+    ) -> Registry {
         let dir = temp.subdir(name);
         let storage = dir.join("storage");
         fs::create_dir_all(&storage).expect("create the registry's storage dir");
@@ -995,13 +1005,20 @@ impl Registry {
         fs::write(&config_path, config).expect("write the registry's config.yml");
         let mut command = Command::new("docker-registry");
         command.arg("serve").arg(&config_path);
+        if let Some(netns) = netns {
+            netns.enter(&mut command);
+        }
         let mut daemon = Daemon::spawn("docker-registry", command, dir.join("registry.log"), dir);
-        daemon.wait_until("listening", START_TIMEOUT, || {
+        let reachable = || {
             std::net::TcpStream::connect_timeout(
                 &SocketAddr::from(([127, 0, 0, 1], port)),
                 Duration::from_millis(200),
             )
             .is_ok()
+        };
+        daemon.wait_until("listening", START_TIMEOUT, || match netns {
+            Some(netns) => netns.within(reachable),
+            None => reachable(),
         });
         Registry { port, daemon }
     }

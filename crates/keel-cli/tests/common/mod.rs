@@ -1,8 +1,9 @@
 //! What the container tests share: a keel with its own root, runroot and
-//! cgroup parent in a temp dir, a busybox image made offline (`keel import`
-//! of a busybox-static rootfs), and a guard that removes every container,
-//! kills every process it left, and removes its cgroups, even when the
-//! test fails.
+//! cgroup parent in a temp dir, running in a network namespace of its own
+//! (its bridges, veths and nftables rules never touch the host's), a
+//! busybox image made offline (`keel import` of a busybox-static rootfs),
+//! and a guard that removes every container, kills every process it left,
+//! and removes its cgroups and the namespace, even when the test fails.
 
 #![allow(dead_code)]
 
@@ -10,12 +11,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use keel_testutil::{BusyboxBundle, CgroupGuard, TempRoot, require_root, unique_name};
+use keel_testutil::{BusyboxBundle, CgroupGuard, NetnsGuard, TempRoot, require_root, unique_name};
 
 pub struct Keel {
     pub cgroup_parent: String,
-    // Dropped in this order after Drop::drop: the cgroups, then the dir.
+    // Dropped in this order after Drop::drop: the cgroups, the network
+    // namespace, then the dir.
     _cgroup: CgroupGuard,
+    /// The network namespace keel runs in (the "host" of its containers).
+    pub netns: NetnsGuard,
     pub temp: TempRoot,
 }
 
@@ -25,9 +29,14 @@ impl Keel {
         require_root();
         let temp = TempRoot::new();
         let cgroup_parent = format!("/{}", unique_name());
+        let netns = NetnsGuard::new();
+        // Loopback up, as on a host (127.0.0.1 for published ports).
+        let lo = netns.run("ip", &["link", "set", "lo", "up"]);
+        assert!(lo.status.success(), "ip link set lo up: {}", stderr(&lo));
         let keel = Keel {
             _cgroup: CgroupGuard(PathBuf::from(&cgroup_parent)),
             cgroup_parent,
+            netns,
             temp,
         };
         let bundle = BusyboxBundle::create(keel.temp.subdir("busybox"));
@@ -67,6 +76,7 @@ impl Keel {
             .env("KEEL_CGROUP_PARENT", &self.cgroup_parent)
             .args(args)
             .stdin(Stdio::null());
+        self.netns.enter(&mut command);
         command
     }
 

@@ -1,0 +1,576 @@
+//! `keel network create/ls/inspect/rm/prune/connect/disconnect`, with
+//! docker's output; and what containers show of their networks (inspect's
+//! `NetworkSettings`, `ps`'s ports, `keel port`).
+
+use std::collections::BTreeMap;
+
+use anyhow::{Result, bail};
+use clap::{Args, Subcommand};
+use keel_engine::Engine;
+use keel_engine::db::Container;
+use keel_engine::network::{self, Endpoint, Network, PortBinding};
+use keel_engine::spec::NetworkMode;
+
+use crate::containers::Context;
+use crate::template::Template;
+
+#[derive(Subcommand)]
+pub enum NetworkCommand {
+    /// Create a network
+    Create(CreateArgs),
+    /// List networks
+    #[command(alias = "list")]
+    Ls(LsArgs),
+    /// Display detailed information on one or more networks
+    Inspect(InspectArgs),
+    /// Remove one or more networks
+    #[command(alias = "remove")]
+    Rm(RmArgs),
+    /// Remove all unused networks
+    Prune(PruneArgs),
+    /// Connect a container to a network
+    Connect(ConnectArgs),
+    /// Disconnect a container from a network
+    Disconnect(DisconnectArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// Driver to manage the network (bridge only)
+    #[arg(short, long, default_value = "bridge")]
+    pub driver: String,
+    /// Subnet in CIDR format (one IPv4, one IPv6)
+    #[arg(long)]
+    pub subnet: Vec<String>,
+    /// Gateway for the subnet of the same position
+    #[arg(long)]
+    pub gateway: Vec<String>,
+    /// Allocate container addresses from a sub-range
+    #[arg(long = "ip-range")]
+    pub ip_range: Vec<String>,
+    /// Restrict external access to the network
+    #[arg(long)]
+    pub internal: bool,
+    /// Enable IPv6 (needs an IPv6 --subnet)
+    #[arg(long)]
+    pub ipv6: bool,
+    /// Driver options (com.docker.network.bridge.name=NAME, com.docker.network.driver.mtu=N)
+    #[arg(short = 'o', long = "opt")]
+    pub opt: Vec<String>,
+    /// Set metadata on a network (KEY=VALUE)
+    #[arg(long)]
+    pub label: Vec<String>,
+    pub name: String,
+}
+
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    /// Only display network IDs
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Do not truncate the output
+    #[arg(long = "no-trunc")]
+    pub no_trunc: bool,
+    /// Filter: name=..., id=..., driver=..., label=KEY[=VALUE]
+    #[arg(short, long = "filter")]
+    pub filter: Vec<String>,
+    /// Format: table, json, or a Go template
+    #[arg(long)]
+    pub format: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// Format the output using a Go template
+    #[arg(short, long)]
+    pub format: Option<String>,
+    #[arg(required = true)]
+    pub networks: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RmArgs {
+    /// Do not fail on a network that does not exist
+    #[arg(short, long)]
+    pub force: bool,
+    #[arg(required = true)]
+    pub networks: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Do not prompt for confirmation
+    #[arg(short, long)]
+    pub force: bool,
+    /// Filter: label=KEY[=VALUE], label!=KEY[=VALUE]
+    #[arg(long = "filter")]
+    pub filter: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ConnectArgs {
+    /// Add a network-scoped alias for the container
+    #[arg(long)]
+    pub alias: Vec<String>,
+    /// IPv4 address
+    #[arg(long)]
+    pub ip: Option<String>,
+    /// IPv6 address
+    #[arg(long)]
+    pub ip6: Option<String>,
+    pub network: String,
+    pub container: String,
+}
+
+#[derive(Args, Debug)]
+pub struct DisconnectArgs {
+    /// Force the container to disconnect from a network
+    #[arg(short, long)]
+    pub force: bool,
+    pub network: String,
+    pub container: String,
+}
+
+fn key_values(entries: &[String]) -> BTreeMap<String, String> {
+    entries
+        .iter()
+        .map(|e| {
+            let (k, v) = e.split_once('=').unwrap_or((e, ""));
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+pub fn parse_ip(text: &str, v4: bool) -> Result<std::net::IpAddr> {
+    let ip: std::net::IpAddr = text
+        .parse()
+        .map_err(|_| anyhow::anyhow!("invalid IP address: {text}"))?;
+    if ip.is_ipv4() != v4 {
+        bail!("invalid IP{} address: {text}", if v4 { "v4" } else { "v6" });
+    }
+    Ok(ip)
+}
+
+pub fn run(ctx: &Context, command: &NetworkCommand) -> Result<i32> {
+    let mut engine = ctx.engine()?;
+    match command {
+        NetworkCommand::Create(args) => {
+            let network = network::create(
+                &mut engine.db,
+                network::CreateRequest {
+                    name: args.name.clone(),
+                    driver: Some(args.driver.clone()),
+                    subnets: args.subnet.clone(),
+                    gateways: args.gateway.clone(),
+                    ip_ranges: args.ip_range.clone(),
+                    internal: args.internal,
+                    ipv6: args.ipv6,
+                    options: key_values(&args.opt),
+                    labels: key_values(&args.label),
+                },
+            )?;
+            keel_engine::events::record(
+                &engine.layout.root,
+                "network",
+                "create",
+                &network.id,
+                &[("name", network.name.as_str()), ("type", "bridge")],
+            );
+            println!("{}", network.id);
+            Ok(0)
+        }
+        NetworkCommand::Ls(args) => ls(&mut engine, args),
+        NetworkCommand::Inspect(args) => {
+            let mut values = Vec::new();
+            let mut code = 0;
+            for name in &args.networks {
+                match network::find(&mut engine.db, name) {
+                    Ok(network) => values.push(network_value(&mut engine, &network)?),
+                    Err(_) => {
+                        eprintln!("Error: No such network: {name}");
+                        code = 1;
+                    }
+                }
+            }
+            print_values(&values, args.format.as_deref())?;
+            Ok(code)
+        }
+        NetworkCommand::Rm(args) => {
+            let mut code = 0;
+            for name in &args.networks {
+                match network::remove(&engine.layout, &mut engine.db, name) {
+                    Ok(network) => {
+                        keel_engine::events::record(
+                            &engine.layout.root,
+                            "network",
+                            "destroy",
+                            &network.id,
+                            &[("name", network.name.as_str()), ("type", "bridge")],
+                        );
+                        println!("{name}");
+                    }
+                    Err(keel_engine::Error::Invalid(m))
+                        if args.force && m.ends_with("not found") => {}
+                    Err(e) => {
+                        eprintln!("Error response from daemon: {e}");
+                        code = 1;
+                    }
+                }
+            }
+            Ok(code)
+        }
+        NetworkCommand::Prune(args) => {
+            let mut keep_rules: Vec<(bool, String, Option<String>)> = Vec::new();
+            for filter in &args.filter {
+                let (key, value) = filter.split_once('=').ok_or_else(|| {
+                    anyhow::anyhow!("bad format of filter (expected name=value): {filter:?}")
+                })?;
+                let (k, v) = value
+                    .split_once('=')
+                    .map(|(k, v)| (k.to_string(), Some(v.to_string())))
+                    .unwrap_or((value.to_string(), None));
+                match key {
+                    "label" => keep_rules.push((true, k, v)),
+                    "label!" => keep_rules.push((false, k, v)),
+                    other => bail!("invalid filter '{other}'"),
+                }
+            }
+            let layout = engine.layout.clone();
+            let removed = network::prune(&layout, &mut engine.db, |n| {
+                keep_rules.iter().any(|(wanted, k, v)| {
+                    let has = n
+                        .labels
+                        .get(k)
+                        .is_some_and(|x| v.as_ref().is_none_or(|v| v == x));
+                    has != *wanted
+                })
+            })?;
+            if !removed.is_empty() {
+                println!("Deleted Networks:");
+                for network in &removed {
+                    println!("{}", network.name);
+                }
+            }
+            Ok(0)
+        }
+        NetworkCommand::Connect(args) => {
+            let attachment = keel_engine::spec::NetworkAttachment {
+                aliases: args.alias.clone(),
+                ipv4: args
+                    .ip
+                    .as_deref()
+                    .map(|ip| parse_ip(ip, true))
+                    .transpose()?,
+                ipv6: args
+                    .ip6
+                    .as_deref()
+                    .map(|ip| parse_ip(ip, false))
+                    .transpose()?,
+                ..Default::default()
+            };
+            engine.connect(&args.container, &args.network, attachment)?;
+            Ok(0)
+        }
+        NetworkCommand::Disconnect(args) => {
+            engine.disconnect(&args.container, &args.network)?;
+            Ok(0)
+        }
+    }
+}
+
+fn ls(engine: &mut Engine, args: &LsArgs) -> Result<i32> {
+    // The default network is there from the first look, as docker's is.
+    network::default_network(&mut engine.db)?;
+    let mut rows = Vec::new();
+    let mut all: Vec<Listed> = network::list(&mut engine.db)?
+        .into_iter()
+        .map(|n| Listed {
+            id: n.id,
+            name: n.name,
+            driver: n.driver,
+            labels: n.labels,
+            created: n.created,
+            ipv6: n.ipv6,
+            internal: n.internal,
+        })
+        .collect();
+    // docker's pseudo-networks.
+    for (name, driver) in [("host", "host"), ("none", "null")] {
+        all.push(Listed {
+            id: pseudo_id(name),
+            name: name.into(),
+            driver: driver.into(),
+            labels: BTreeMap::new(),
+            created: String::new(),
+            ipv6: false,
+            internal: false,
+        });
+    }
+    all.sort_by(|a, b| a.name.cmp(&b.name));
+    for Listed {
+        id,
+        name,
+        driver,
+        labels,
+        created,
+        ipv6,
+        internal,
+    } in all
+    {
+        let mut keep = true;
+        for filter in &args.filter {
+            let Some((key, value)) = filter.split_once('=') else {
+                bail!("bad format of filter (expected name=value): {filter:?}");
+            };
+            keep &= match key {
+                "name" => name.contains(value),
+                "id" => id.starts_with(value),
+                "driver" => driver == value,
+                "label" => match value.split_once('=') {
+                    Some((k, v)) => labels.get(k).is_some_and(|x| x == v),
+                    None => labels.contains_key(value),
+                },
+                "scope" => value == "local",
+                "type" => match value {
+                    "builtin" => ["bridge", "host", "none"].contains(&name.as_str()),
+                    "custom" => !["bridge", "host", "none"].contains(&name.as_str()),
+                    _ => bail!("invalid filter: 'type'='{value}'"),
+                },
+                other => bail!("invalid filter '{other}'"),
+            };
+        }
+        if !keep {
+            continue;
+        }
+        rows.push(serde_json::json!({
+            "ID": if args.no_trunc { id.clone() } else { id[..12].to_string() },
+            "Name": name,
+            "Driver": driver,
+            "Scope": "local",
+            "IPv6": ipv6,
+            "Internal": internal,
+            "CreatedAt": created,
+            "Labels": labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
+        }));
+    }
+    if args.quiet {
+        for row in &rows {
+            println!("{}", row["ID"].as_str().unwrap_or_default());
+        }
+        return Ok(0);
+    }
+    match args.format.as_deref() {
+        Some("json") => {
+            for row in &rows {
+                println!("{row}");
+            }
+        }
+        Some(text) if text != "table" => {
+            let template = Template::parse(text.strip_prefix("table ").unwrap_or(text))?;
+            for row in &rows {
+                println!("{}", template.render(row));
+            }
+        }
+        _ => {
+            println!("NETWORK ID    NAME                DRIVER    SCOPE");
+            for row in &rows {
+                println!(
+                    "{:<14}{:<20}{:<10}local",
+                    row["ID"].as_str().unwrap_or_default(),
+                    row["Name"].as_str().unwrap_or_default(),
+                    row["Driver"].as_str().unwrap_or_default(),
+                );
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// A row of `network ls`.
+struct Listed {
+    id: String,
+    name: String,
+    driver: String,
+    labels: BTreeMap<String, String>,
+    created: String,
+    ipv6: bool,
+    internal: bool,
+}
+
+/// A stable id for the pseudo-networks host and none.
+fn pseudo_id(name: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(format!("keel pseudo-network {name}")))
+}
+
+fn print_values(values: &[serde_json::Value], format: Option<&str>) -> Result<()> {
+    match format {
+        Some(text) => {
+            let template = Template::parse(text)?;
+            for value in values {
+                println!("{}", template.render(value));
+            }
+        }
+        None => println!("{}", serde_json::to_string_pretty(values)?),
+    }
+    Ok(())
+}
+
+/// docker's `network inspect` object.
+fn network_value(engine: &mut Engine, network: &Network) -> Result<serde_json::Value> {
+    let endpoints = network::endpoints(&mut engine.db, Some(&network.id))?;
+    let mut containers = serde_json::Map::new();
+    for e in &endpoints {
+        containers.insert(
+            e.container.clone(),
+            serde_json::json!({
+                "Name": e.name,
+                "EndpointID": endpoint_id(e),
+                "MacAddress": e.mac,
+                "IPv4Address": e.ipv4.map(|ip| format!("{ip}/{}", e.prefix4)).unwrap_or_default(),
+                "IPv6Address": e.ipv6.map(|ip| format!("{ip}/{}", e.prefix6)).unwrap_or_default(),
+            }),
+        );
+    }
+    Ok(serde_json::json!({
+        "Name": network.name,
+        "Id": network.id,
+        "Created": network.created,
+        "Scope": "local",
+        "Driver": network.driver,
+        "EnableIPv6": network.ipv6,
+        "IPAM": {
+            "Driver": "default",
+            "Options": {},
+            "Config": network.pools.iter().map(|p| {
+                let mut config = serde_json::json!({
+                    "Subnet": p.subnet.to_string(),
+                    "Gateway": p.gateway.to_string(),
+                });
+                if let Some(range) = &p.ip_range {
+                    config["IPRange"] = range.to_string().into();
+                }
+                config
+            }).collect::<Vec<_>>(),
+        },
+        "Internal": network.internal,
+        "Attachable": false,
+        "Ingress": false,
+        "Containers": containers,
+        "Options": network.options.iter().chain(std::iter::once((&"com.docker.network.bridge.name".to_string(), &network.bridge))).map(|(k, v)| (k.clone(), serde_json::Value::from(v.clone()))).collect::<serde_json::Map<_, _>>(),
+        "Labels": network.labels,
+    }))
+}
+
+fn endpoint_id(e: &Endpoint) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(format!(
+        "{}/{}",
+        e.network, e.container
+    )))
+}
+
+/// `0.0.0.0:8080->80/tcp, ...` as `ps` shows them.
+pub fn ports_text(endpoints: &[Endpoint]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for port in endpoints.iter().flat_map(|e| e.ports.iter()) {
+        parts.push(format!(
+            "{}:{}->{}/{}",
+            network::host_ip_text(&port.host_ip),
+            port.host_port,
+            port.container_port,
+            port.protocol
+        ));
+    }
+    parts.join(", ")
+}
+
+/// A container's network settings as docker's inspect shows them.
+pub fn settings_value(engine: &mut Engine, container: &Container) -> serde_json::Value {
+    let endpoints = network::endpoints_of(&mut engine.db, container).unwrap_or_default();
+    let mut ports = serde_json::Map::new();
+    for port in endpoints.iter().flat_map(|e| e.ports.iter()) {
+        let key = format!("{}/{}", port.container_port, port.protocol);
+        let entry = ports.entry(key).or_insert_with(|| serde_json::json!([]));
+        if let Some(list) = entry.as_array_mut() {
+            list.push(serde_json::json!({
+                "HostIp": port.host_ip.map(|ip| ip.to_string()).unwrap_or_else(|| "0.0.0.0".into()),
+                "HostPort": port.host_port.to_string(),
+            }));
+        }
+    }
+    let mut networks = serde_json::Map::new();
+    let names: Vec<(String, String, Vec<String>)> = match &container.spec.network {
+        NetworkMode::Bridge => container
+            .spec
+            .networks
+            .iter()
+            .map(|n| (n.id.clone(), n.name.clone(), n.aliases.clone()))
+            .collect(),
+        other => vec![(String::new(), other.name(&[]), Vec::new())],
+    };
+    for (id, name, aliases) in names {
+        let e = endpoints.iter().find(|e| e.network == id);
+        networks.insert(
+            name,
+            serde_json::json!({
+                "Aliases": aliases,
+                "NetworkID": id,
+                "EndpointID": e.map(endpoint_id).unwrap_or_default(),
+                "Gateway": e.and_then(|e| e.gateway4).map(|ip| ip.to_string()).unwrap_or_default(),
+                "IPAddress": e.and_then(|e| e.ipv4).map(|ip| ip.to_string()).unwrap_or_default(),
+                "IPPrefixLen": e.map(|e| e.prefix4).unwrap_or(0),
+                "IPv6Gateway": e.and_then(|e| e.gateway6).map(|ip| ip.to_string()).unwrap_or_default(),
+                "GlobalIPv6Address": e.and_then(|e| e.ipv6).map(|ip| ip.to_string()).unwrap_or_default(),
+                "GlobalIPv6PrefixLen": e.map(|e| e.prefix6).unwrap_or(0),
+                "MacAddress": e.map(|e| e.mac.clone()).unwrap_or_default(),
+            }),
+        );
+    }
+    let first = endpoints.first();
+    serde_json::json!({
+        "Ports": ports,
+        "IPAddress": first.and_then(|e| e.ipv4).map(|ip| ip.to_string()).unwrap_or_default(),
+        "IPPrefixLen": first.map(|e| e.prefix4).unwrap_or(0),
+        "Gateway": first.and_then(|e| e.gateway4).map(|ip| ip.to_string()).unwrap_or_default(),
+        "GlobalIPv6Address": first.and_then(|e| e.ipv6).map(|ip| ip.to_string()).unwrap_or_default(),
+        "MacAddress": first.map(|e| e.mac.clone()).unwrap_or_default(),
+        "Networks": networks,
+    })
+}
+
+/// `keel port CONTAINER [PRIVATE_PORT[/PROTO]]`.
+pub fn port(engine: &mut Engine, container: &Container, wanted: Option<&str>) -> Result<i32> {
+    let endpoints = network::endpoints_of(&mut engine.db, container)?;
+    let bindings: Vec<&PortBinding> = endpoints.iter().flat_map(|e| e.ports.iter()).collect();
+    let show = |b: &PortBinding| format!("{}:{}", network::host_ip_text(&b.host_ip), b.host_port);
+    match wanted {
+        Some(port) => {
+            let key = if port.contains('/') {
+                port.to_string()
+            } else {
+                format!("{port}/tcp")
+            };
+            let found: Vec<&&PortBinding> = bindings
+                .iter()
+                .filter(|b| format!("{}/{}", b.container_port, b.protocol) == key)
+                .collect();
+            if found.is_empty() {
+                eprintln!(
+                    "Error: No public port '{key}' published for {}",
+                    container.name
+                );
+                return Ok(1);
+            }
+            for b in found {
+                println!("{}", show(b));
+            }
+        }
+        None => {
+            for b in bindings {
+                println!("{}/{} -> {}", b.container_port, b.protocol, show(b));
+            }
+        }
+    }
+    Ok(0)
+}

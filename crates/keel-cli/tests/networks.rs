@@ -1,0 +1,903 @@
+//! Networks as a user drives them: `keel network ...`, `run --network`,
+//! `-p`, `--network-alias`, `--ip`, `network connect/disconnect`.
+//!
+//! Each test's keel runs in a network namespace the test made (see
+//! common::Keel): bridges, veths and nftables rules live there, and all
+//! traffic stays between the test's containers and that namespace (the
+//! "host" side). What is checked is what a user checks: busybox ping, nc
+//! and nslookup in containers, connections from the host side to published
+//! ports at 127.0.0.1 and at the bridge address, and what `ip` and `nft`
+//! show afterwards.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::{Keel, stderr, stdout};
+
+/// The static echo server the tests bind into containers (busybox's nc
+/// has no UDP); scripts/setup builds it.
+fn echo_server() -> PathBuf {
+    let keel = PathBuf::from(env!("CARGO_BIN_EXE_keel"));
+    let target = keel
+        .parent()
+        .and_then(|p| p.parent())
+        .expect("the target dir");
+    let path = target
+        .join(format!("{}-unknown-linux-gnu", std::env::consts::ARCH))
+        .join("debug")
+        .join("keel-test-echo");
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/setup --debug (it builds the static test echo server)",
+        path.display()
+    );
+    path
+}
+
+/// `ip`/`nft` output in the test's namespace.
+fn host(keel: &Keel, program: &str, args: &[&str]) -> String {
+    let out = keel.netns.run(program, args);
+    assert!(out.status.success(), "{program} {args:?}: {}", stderr(&out));
+    stdout(&out)
+}
+
+/// A TCP exchange from the host side: sends a line, returns the answer.
+fn tcp_from_host(keel: &Keel, address: SocketAddr, line: &str) -> std::io::Result<String> {
+    keel.netns.within(|| {
+        let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        stream.write_all(line.as_bytes())?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer)?;
+        Ok(answer)
+    })
+}
+
+/// A UDP exchange from the host side (a few tries: the first datagram may
+/// race the server's start).
+fn udp_from_host(keel: &Keel, address: SocketAddr, data: &str) -> Option<String> {
+    keel.netns.within(|| {
+        let socket = UdpSocket::bind("0.0.0.0:0").ok()?;
+        socket
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .ok()?;
+        let mut buffer = [0u8; 512];
+        for _ in 0..10 {
+            socket.send_to(data.as_bytes(), address).ok()?;
+            if let Ok((n, _)) = socket.recv_from(&mut buffer) {
+                return Some(String::from_utf8_lossy(&buffer[..n]).into_owned());
+            }
+        }
+        None
+    })
+}
+
+fn ip_of(keel: &Keel, container: &str) -> String {
+    keel.inspect(container, "{{.NetworkSettings.IPAddress}}")
+}
+
+/// What keel left in the namespace: links besides lo and the test's
+/// dummy, addresses of containers, nftables rules.
+fn leftovers(keel: &Keel) -> Vec<String> {
+    let mut found = Vec::new();
+    for line in host(keel, "ip", &["-o", "link"]).lines() {
+        let name = line.split(':').nth(1).unwrap_or("").trim().to_string();
+        if name != "lo" && !name.starts_with("outside") {
+            found.push(format!("link {name}"));
+        }
+    }
+    for line in host(keel, "ip", &["-o", "addr"]).lines() {
+        if !line.contains(" lo ") && !line.contains("outside") {
+            found.push(format!("address {line}"));
+        }
+    }
+    let rules = host(keel, "nft", &["list", "ruleset"]);
+    if !rules.trim().is_empty() {
+        found.push(format!("nft {rules}"));
+    }
+    found
+}
+
+#[test]
+fn names_aliases_and_ids_resolve_on_a_user_network() {
+    let keel = Keel::new();
+    keel.ok(&["network", "create", "appnet"]);
+    let id = keel
+        .ok(&[
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "--network",
+            "appnet",
+            "--network-alias",
+            "www",
+            "busybox",
+            "sh",
+            "-c",
+            "echo hello > /tmp/index.html; exec httpd -f -p 80 -h /tmp",
+        ])
+        .trim()
+        .to_string();
+    let web_ip = ip_of(&keel, "web");
+    assert!(web_ip.starts_with("172."), "{web_ip}");
+    let client = |script: &str| -> (i32, String) {
+        let out = keel.run(&[
+            "run",
+            "--rm",
+            "--network",
+            "appnet",
+            "busybox",
+            "sh",
+            "-c",
+            script,
+        ]);
+        (
+            out.status.code().unwrap_or(-1),
+            stdout(&out) + &stderr(&out),
+        )
+    };
+    // By name, by alias, by short id; HTTP through the name.
+    let (code, out) = client(&format!(
+        "ping -c1 -W2 web && ping -c1 -W2 www && ping -c1 -W2 {} && wget -qO- http://www/index.html",
+        &id[..12]
+    ));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("PING web ({web_ip})")), "{out}");
+    assert!(out.contains(&format!("PING www ({web_ip})")), "{out}");
+    assert!(out.ends_with("hello\n"), "{out}");
+    // nslookup asks keel's server in the container.
+    let (code, out) = client("cat /etc/resolv.conf; nslookup web");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("nameserver 127.0.0.11"), "{out}");
+    assert!(out.contains(&format!("Address: {web_ip}")), "{out}");
+    // nc between containers by name.
+    let (code, out) = client("printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc -w 3 web 80");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("200 OK") && out.ends_with("hello\n"), "{out}");
+    // An unknown name fails (no upstream reachable from the namespace).
+    let (code, _) = client("ping -c1 -W1 no-such-container");
+    assert_ne!(code, 0);
+
+    // /etc/hosts has the container's address with its hostname.
+    let hosts = keel.ok(&["exec", "web", "cat", "/etc/hosts"]);
+    assert!(
+        hosts.contains(&format!("{web_ip}\t{}", &id[..12])),
+        "{hosts}"
+    );
+
+    // Another network can neither resolve nor reach it.
+    keel.ok(&["network", "create", "othernet"]);
+    let out = keel.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "othernet",
+        "busybox",
+        "sh",
+        "-c",
+        &format!("ping -c1 -W1 web; ping -c1 -W1 {web_ip}"),
+    ]);
+    let text = stdout(&out) + &stderr(&out);
+    assert!(text.contains("bad address 'web'"), "{text}");
+    assert!(text.contains("100% packet loss"), "{text}");
+
+    // A rename is seen by the name server at once.
+    keel.ok(&["rename", "web", "web2"]);
+    let (code, out) = client("ping -c1 -W2 web2");
+    assert_eq!(code, 0, "{out}");
+
+    // Connected to a second network while it runs: reachable there by
+    // its alias; disconnected: gone from there.
+    keel.ok(&["network", "connect", "--alias", "w2", "othernet", "web2"]);
+    let links = keel.ok(&["exec", "web2", "ls", "/sys/class/net"]);
+    assert_eq!(links, "eth0\neth1\nlo\n");
+    let out = keel.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "othernet",
+        "busybox",
+        "ping",
+        "-c1",
+        "-W2",
+        "w2",
+    ]);
+    assert!(out.status.success(), "{}", stdout(&out) + &stderr(&out));
+    keel.ok(&["network", "disconnect", "othernet", "web2"]);
+    assert_eq!(
+        keel.ok(&["exec", "web2", "ls", "/sys/class/net"]),
+        "eth0\nlo\n"
+    );
+    let out = keel.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "othernet",
+        "busybox",
+        "ping",
+        "-c1",
+        "-W1",
+        "w2",
+    ]);
+    assert!(!out.status.success());
+
+    // A network in use cannot be removed; once its containers are gone
+    // it can, and nothing is left in the namespace.
+    let out = keel.run(&["network", "rm", "appnet"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("has active endpoints"),
+        "{}",
+        stderr(&out)
+    );
+    keel.ok(&["rm", "-f", "web2"]);
+    assert_eq!(
+        keel.ok(&["network", "rm", "appnet", "othernet"]),
+        "appnet\nothernet\n"
+    );
+    assert_eq!(leftovers(&keel), Vec::<String>::new());
+}
+
+#[test]
+fn published_ports_tcp_and_udp_from_the_host_and_from_containers() {
+    let keel = Keel::new();
+    let echo = echo_server();
+    let volume = format!("{}:/echo:ro", echo.display());
+    keel.ok(&["network", "create", "--subnet", "10.123.0.0/24", "pubnet"]);
+    keel.ok(&[
+        "run", "-d", "--name", "svc", "--network", "pubnet", "-v", &volume,
+        "-p", "18080:80", "-p", "15353:53/udp", "-p", "127.0.0.1::81", "-p", "82",
+        "busybox", "sh", "-c",
+        "echo hello > /tmp/index.html; httpd -p 80 -h /tmp; /echo tcp 81 & /echo tcp 82 & exec /echo udp 53",
+    ]);
+    keel.eventually("the services listen", || {
+        keel.ok(&["exec", "svc", "netstat", "-ln"])
+            .matches(":8")
+            .count()
+            >= 3
+    });
+    let gateway: std::net::IpAddr = "10.123.0.1".parse().unwrap();
+    let localhost: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    // TCP at 127.0.0.1 and at the bridge address.
+    for ip in [localhost, gateway] {
+        let answer = tcp_from_host(
+            &keel,
+            SocketAddr::new(ip, 18080),
+            "GET /index.html HTTP/1.0\r\n\r\n",
+        )
+        .unwrap_or_else(|e| panic!("TCP to {ip}:18080: {e}"));
+        assert!(answer.ends_with("hello\n"), "{answer}");
+        // UDP too.
+        assert_eq!(
+            udp_from_host(&keel, SocketAddr::new(ip, 15353), "ping").as_deref(),
+            Some("udp:ping"),
+            "UDP to {ip}:15353"
+        );
+    }
+    // `keel port`: the random ports keel picked, and where they are bound.
+    let ports = keel.ok(&["port", "svc"]);
+    assert!(ports.contains("80/tcp -> 0.0.0.0:18080"), "{ports}");
+    assert!(ports.contains("53/udp -> 0.0.0.0:15353"), "{ports}");
+    let local: u16 = keel
+        .ok(&["port", "svc", "81"])
+        .trim()
+        .strip_prefix("127.0.0.1:")
+        .expect("bound to 127.0.0.1")
+        .parse()
+        .unwrap();
+    let any: u16 = keel
+        .ok(&["port", "svc", "82/tcp"])
+        .trim()
+        .strip_prefix("0.0.0.0:")
+        .expect("bound to all")
+        .parse()
+        .unwrap();
+    assert!(local >= 1024 && any >= 1024 && local != any);
+    assert_eq!(
+        tcp_from_host(&keel, SocketAddr::new(localhost, local), "a\n").unwrap(),
+        "tcp:a\n"
+    );
+    assert_eq!(
+        tcp_from_host(&keel, SocketAddr::new(gateway, any), "b\n").unwrap(),
+        "tcp:b\n"
+    );
+    // 127.0.0.1:PORT is published at 127.0.0.1 only.
+    assert!(tcp_from_host(&keel, SocketAddr::new(gateway, local), "c\n").is_err());
+    let out = keel.run(&["port", "svc", "9999"]);
+    assert_eq!(out.status.code(), Some(1));
+    let ps = keel.ok(&["ps", "--format", "{{.Ports}}"]);
+    assert!(
+        ps.contains("0.0.0.0:18080->80/tcp") && ps.contains("0.0.0.0:15353->53/udp"),
+        "{ps}"
+    );
+
+    // From a container: hairpin on the same network, and from the
+    // default network through the host's address.
+    let fetch =
+        "printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc -w 3 10.123.0.1 18080 | tail -1";
+    for network in ["pubnet", "bridge"] {
+        let out = keel.run(&[
+            "run",
+            "--rm",
+            "--network",
+            network,
+            "busybox",
+            "sh",
+            "-c",
+            fetch,
+        ]);
+        assert_eq!(stdout(&out), "hello\n", "from {network}: {}", stderr(&out));
+    }
+
+    // The port is taken while svc runs.
+    let out = keel.run(&["run", "--rm", "-p", "18080:80", "busybox", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("port is already allocated"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Stopped: the ports are gone; started again: back.
+    keel.ok(&["stop", "-t", "1", "svc"]);
+    assert!(tcp_from_host(&keel, SocketAddr::new(localhost, 18080), "x").is_err());
+    assert!(!host(&keel, "nft", &["list", "ruleset"]).contains("18080"));
+    keel.ok(&["start", "svc"]);
+    keel.eventually("svc serves again", || {
+        tcp_from_host(
+            &keel,
+            SocketAddr::new(gateway, 18080),
+            "GET /index.html HTTP/1.0\r\n\r\n",
+        )
+        .is_ok_and(|a| a.ends_with("hello\n"))
+    });
+    keel.ok(&["rm", "-f", "svc"]);
+    keel.ok(&["network", "rm", "pubnet"]);
+    assert_eq!(leftovers(&keel), Vec::<String>::new());
+}
+
+#[test]
+fn internal_none_host_and_container_networks() {
+    let keel = Keel::new();
+    // An address outside every keel network, on the "host".
+    host(&keel, "ip", &["link", "add", "outside0", "type", "bridge"]);
+    host(
+        &keel,
+        "ip",
+        &["addr", "add", "10.99.0.1/24", "dev", "outside0"],
+    );
+    host(&keel, "ip", &["link", "set", "outside0", "up"]);
+
+    // The default network gets out (to the host's other address).
+    let out = keel.run(&["run", "--rm", "busybox", "ping", "-c1", "-W2", "10.99.0.1"]);
+    assert!(out.status.success(), "{}", stdout(&out) + &stderr(&out));
+
+    // --internal: containers reach each other, nothing else.
+    keel.ok(&[
+        "network",
+        "create",
+        "--internal",
+        "--subnet",
+        "10.124.0.0/24",
+        "sealed",
+    ]);
+    keel.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "peer",
+        "--network",
+        "sealed",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    let out = keel.run(&[
+        "run", "--rm", "--network", "sealed", "busybox", "sh", "-c",
+        "ping -c1 -W2 peer >/dev/null && echo peer-ok; ip route; ping -c1 -W1 10.99.0.1 || echo no-way-out",
+    ]);
+    let text = stdout(&out) + &stderr(&out);
+    assert!(text.contains("peer-ok"), "{text}");
+    assert!(!text.contains("default"), "no default route: {text}");
+    assert!(text.contains("no-way-out"), "{text}");
+    keel.ok(&["rm", "-f", "peer"]);
+
+    // none: only loopback.
+    let out = keel.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "busybox",
+        "ip",
+        "-o",
+        "addr",
+    ]);
+    assert!(out.lines().all(|l| l.contains(" lo ")), "{out}");
+
+    // container:NAME shares the other's interfaces and address.
+    keel.ok(&["run", "-d", "--name", "holder", "busybox", "sleep", "600"]);
+    let holder_ip = ip_of(&keel, "holder");
+    let out = keel.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "container:holder",
+        "busybox",
+        "ip",
+        "-o",
+        "-4",
+        "addr",
+    ]);
+    assert!(out.contains(&holder_ip), "{out}");
+    let out = keel.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "container:absent",
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(125));
+
+    // host: the host's interfaces.
+    let out = keel.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "busybox",
+        "ip",
+        "-o",
+        "addr",
+    ]);
+    assert!(out.contains("10.99.0.1"), "{out}");
+
+    // --hostname, --add-host, --dns-search in the generated files.
+    let out = keel.ok(&[
+        "run",
+        "--rm",
+        "--hostname",
+        "box",
+        "--add-host",
+        "db:10.1.2.3",
+        "--network",
+        "bridge",
+        "busybox",
+        "sh",
+        "-c",
+        "hostname; cat /etc/hosts",
+    ]);
+    assert!(
+        out.starts_with("box\n") && out.contains("\tbox\n") && out.contains("10.1.2.3\tdb"),
+        "{out}"
+    );
+    keel.ok(&["network", "create", "named"]);
+    let out = keel.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "named",
+        "--dns-search",
+        "example.test",
+        "busybox",
+        "cat",
+        "/etc/resolv.conf",
+    ]);
+    assert_eq!(
+        out,
+        "nameserver 127.0.0.11\nsearch example.test\noptions ndots:0\n"
+    );
+    keel.ok(&["rm", "-f", "holder"]);
+}
+
+/// A DNS server on the host side answering every A question with
+/// 10.99.0.99: what keel's server forwards to.
+fn upstream_dns(socket: UdpSocket) {
+    let mut buffer = [0u8; 512];
+    while let Ok((n, from)) = socket.recv_from(&mut buffer) {
+        if n < 12 {
+            continue;
+        }
+        let mut reply = buffer[..n].to_vec();
+        reply[2] |= 0x80; // a response
+        reply[3] = 0x80; // recursion available, NOERROR
+        reply[6..8].copy_from_slice(&1u16.to_be_bytes());
+        reply[8..12].fill(0);
+        reply.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 10, 99, 0, 99]);
+        let _ = socket.send_to(&reply, from);
+    }
+}
+
+#[test]
+fn other_names_are_forwarded_to_the_upstream_resolver() {
+    let keel = Keel::new();
+    host(&keel, "ip", &["link", "add", "outside0", "type", "bridge"]);
+    host(
+        &keel,
+        "ip",
+        &["addr", "add", "10.99.0.1/24", "dev", "outside0"],
+    );
+    host(&keel, "ip", &["link", "set", "outside0", "up"]);
+    let socket = keel
+        .netns
+        .within(|| UdpSocket::bind("10.99.0.1:53").expect("bind the upstream"));
+    std::thread::spawn(move || upstream_dns(socket));
+    keel.ok(&["network", "create", "fwd"]);
+    keel.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "local",
+        "--network",
+        "fwd",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    let out = keel.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "fwd",
+        "--dns",
+        "10.99.0.1",
+        "busybox",
+        "sh",
+        "-c",
+        "nslookup somewhere.example 127.0.0.11; nslookup local 127.0.0.11",
+    ]);
+    assert!(out.contains("Address: 10.99.0.99"), "forwarded: {out}");
+    assert!(
+        out.contains(&format!("Address: {}", ip_of(&keel, "local"))),
+        "{out}"
+    );
+    keel.ok(&["rm", "-f", "local"]);
+}
+
+#[test]
+fn addresses_are_never_handed_out_twice_and_rm_leaves_nothing() {
+    let keel = Keel::new();
+    keel.ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.125.0.0/26",
+        "--ip-range",
+        "10.125.0.0/27",
+        "many",
+    ]);
+    // A fixed address, and a clash with it.
+    keel.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "fixed",
+        "--network",
+        "many",
+        "--ip",
+        "10.125.0.40",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    assert_eq!(ip_of(&keel, "fixed"), "10.125.0.40");
+    let out = keel.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "many",
+        "--ip",
+        "10.125.0.40",
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("already in use"), "{}", stderr(&out));
+    let out = keel.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "many",
+        "--ip",
+        "10.200.0.5",
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(125));
+
+    // 30 at once from 30 keel processes.
+    let children: Vec<_> = (0..30)
+        .map(|i| {
+            keel.command(&[
+                "run",
+                "-d",
+                "--name",
+                &format!("p{i}"),
+                "--network",
+                "many",
+                "busybox",
+                "sleep",
+                "600",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run keel")
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let mut ips: Vec<String> = (0..30).map(|i| ip_of(&keel, &format!("p{i}"))).collect();
+    // Dynamic addresses come from --ip-range (10.125.0.1-31, the gateway
+    // .1 excepted).
+    for ip in &ips {
+        let last: u8 = ip
+            .strip_prefix("10.125.0.")
+            .expect("in the subnet")
+            .parse()
+            .unwrap();
+        assert!((2..=31).contains(&last), "{ip}");
+    }
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 30, "every address once");
+    // The pool is exhausted now: a clear error, nothing left half-made.
+    let out = keel.run(&[
+        "run",
+        "-d",
+        "--name",
+        "one-too-many",
+        "--network",
+        "many",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("no available IPv4 addresses"),
+        "{}",
+        stderr(&out)
+    );
+    keel.ok(&["rm", "-f", "one-too-many"]);
+    // Each container talks to the others.
+    let out = keel.run(&["exec", "p0", "ping", "-c1", "-W2", "p29"]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    let veths = host(&keel, "ip", &["-o", "link"]).matches("veth").count();
+    assert_eq!(veths, 31);
+
+    // A freed address is handed out again.
+    let freed = ip_of(&keel, "p7");
+    keel.ok(&["rm", "-f", "p7"]);
+    keel.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "again",
+        "--network",
+        "many",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    assert_eq!(ip_of(&keel, "again"), freed);
+
+    let all = keel.ok(&["ps", "-aq"]);
+    let mut args = vec!["rm", "-f"];
+    args.extend(all.split_whitespace());
+    keel.ok(&args);
+    assert_eq!(leftovers(&keel), Vec::<String>::new());
+    assert!(
+        keel.ok(&["network", "inspect", "-f", "{{json .Containers}}", "many"])
+            .starts_with("{}")
+    );
+}
+
+#[test]
+fn a_killed_monitor_leaves_nothing_the_next_command_cannot_clean() {
+    let keel = Keel::new();
+    keel.ok(&["network", "create", "--subnet", "10.126.0.0/24", "crash"]);
+    keel.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "victim",
+        "--network",
+        "crash",
+        "-p",
+        "18081:80",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    let ip = ip_of(&keel, "victim");
+    let pid: i32 = keel.inspect("victim", "{{.State.Pid}}").parse().unwrap();
+    let monitor: i32 = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap()
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    // SAFETY: killing the monitor and container this test started, by pid.
+    unsafe {
+        libc::kill(monitor, libc::SIGKILL);
+        libc::kill(pid, libc::SIGKILL);
+    }
+    keel.eventually("the container is gone", || {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    });
+    // The next command sees it exited and cleans up its endpoint and rule.
+    assert!(
+        keel.ok(&["ps", "-a", "--format", "{{.Status}}"])
+            .starts_with("Exited")
+    );
+    assert!(!host(&keel, "nft", &["list", "ruleset"]).contains("18081"));
+    keel.eventually("the veth is gone", || {
+        !host(&keel, "ip", &["-o", "link"]).contains("veth")
+    });
+    // Its address and port are free again: it starts as before.
+    keel.ok(&["start", "victim"]);
+    assert_eq!(ip_of(&keel, "victim"), ip);
+    keel.ok(&["rm", "-f", "victim"]);
+    keel.ok(&["network", "rm", "crash"]);
+    assert_eq!(leftovers(&keel), Vec::<String>::new());
+}
+
+#[test]
+fn network_commands_as_docker_users_know_them() {
+    let keel = Keel::new();
+    let id = keel.ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.127.0.0/24",
+        "--gateway",
+        "10.127.0.254",
+        "-o",
+        "com.docker.network.bridge.name=keeltest0",
+        "-o",
+        "com.docker.network.driver.mtu=1400",
+        "--label",
+        "team=a",
+        "labelled",
+    ]);
+    assert_eq!(id.trim().len(), 64);
+    let ls = keel.ok(&["network", "ls"]);
+    for name in ["bridge", "host", "none", "labelled"] {
+        assert!(
+            ls.lines()
+                .any(|l| l.split_whitespace().nth(1) == Some(name)),
+            "{ls}"
+        );
+    }
+    assert_eq!(
+        keel.ok(&["network", "ls", "-q", "--filter", "label=team=a"])
+            .trim(),
+        &id.trim()[..12]
+    );
+    assert_eq!(
+        keel.ok(&[
+            "network",
+            "ls",
+            "--format",
+            "{{.Name}}",
+            "--filter",
+            "name=label"
+        ]),
+        "labelled\n"
+    );
+    let inspect = keel.ok(&["network", "inspect", "labelled"]);
+    let value: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(value[0]["IPAM"]["Config"][0]["Gateway"], "10.127.0.254");
+    assert_eq!(
+        value[0]["Options"]["com.docker.network.bridge.name"],
+        "keeltest0"
+    );
+
+    // The bridge exists while a container is on it, with that name and MTU.
+    keel.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "c1",
+        "--network",
+        "labelled",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    let link = host(&keel, "ip", &["-o", "link", "show", "keeltest0"]);
+    assert!(link.contains("mtu 1400"), "{link}");
+    assert_eq!(
+        keel.ok(&["exec", "c1", "cat", "/sys/class/net/eth0/mtu"]),
+        "1400\n"
+    );
+    assert!(host(&keel, "ip", &["-o", "addr", "show", "keeltest0"]).contains("10.127.0.254/24"));
+    assert_eq!(
+        keel.inspect("c1", "{{.NetworkSettings.Networks.labelled.Gateway}}"),
+        "10.127.0.254"
+    );
+
+    // Refusals name the problem.
+    for (args, message) in [
+        (vec!["network", "create", "labelled"], "already exists"),
+        (
+            vec!["network", "create", "--subnet", "10.127.0.0/25", "overlap"],
+            "overlaps",
+        ),
+        (
+            vec!["network", "create", "--subnet", "nonsense", "bad"],
+            "invalid subnet",
+        ),
+        (
+            vec!["network", "create", "--ipv6", "v6-without-subnet"],
+            "IPv6 --subnet",
+        ),
+        (
+            vec!["network", "create", "-d", "overlay", "ov"],
+            "not supported",
+        ),
+        (vec!["network", "create", "host"], "pre-defined"),
+        (vec!["network", "rm", "bridge"], "pre-defined"),
+    ] {
+        let out = keel.run(&args);
+        assert_ne!(out.status.code(), Some(0), "{args:?}");
+        assert!(stderr(&out).contains(message), "{args:?}: {}", stderr(&out));
+    }
+    // prune keeps networks that containers name.
+    keel.ok(&["network", "create", "unused"]);
+    let pruned = keel.ok(&["network", "prune", "-f"]);
+    assert_eq!(pruned, "Deleted Networks:\nunused\n");
+    keel.ok(&["rm", "-f", "c1"]);
+    assert!(
+        !host(&keel, "ip", &["-o", "link"]).contains("keeltest0"),
+        "the bridge goes with its last container"
+    );
+
+    // IPv6: a v6 subnet too; names resolve to both.
+    keel.ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        "fd00:6::/64",
+        "six",
+    ]);
+    keel.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "v6",
+        "--network",
+        "six",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    let v6 = keel.inspect("v6", "{{.NetworkSettings.GlobalIPv6Address}}");
+    assert!(v6.starts_with("fd00:6::"), "{v6}");
+    let out = keel.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "six",
+        "busybox",
+        "sh",
+        "-c",
+        "ping6 -c1 -W2 v6 >/dev/null && echo ok",
+    ]);
+    assert_eq!(out, "ok\n");
+    keel.ok(&["rm", "-f", "v6"]);
+}

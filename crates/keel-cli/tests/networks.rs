@@ -80,26 +80,48 @@ fn ip_of(keel: &Keel, container: &str) -> String {
     keel.inspect(container, "{{.NetworkSettings.IPAddress}}")
 }
 
-/// What keel left in the namespace: links besides lo and the test's
-/// dummy, addresses of containers, nftables rules.
+/// What keel left in the namespace besides what a network keeps while
+/// it exists: links other than lo, the test's `outside*` and the default
+/// network's keel0; addresses of containers; published ports (map
+/// elements) or rules naming a user-defined network's bridge.
 fn leftovers(keel: &Keel) -> Vec<String> {
+    let kept = |name: &str| name == "lo" || name == "keel0" || name.starts_with("outside");
     let mut found = Vec::new();
     for line in host(keel, "ip", &["-o", "link"]).lines() {
-        let name = line.split(':').nth(1).unwrap_or("").trim().to_string();
-        if name != "lo" && !name.starts_with("outside") {
+        let name = line.split(':').nth(1).unwrap_or("").trim();
+        let name = name.split('@').next().unwrap_or(name);
+        if !kept(name) {
             found.push(format!("link {name}"));
         }
     }
     for line in host(keel, "ip", &["-o", "addr"]).lines() {
-        if !line.contains(" lo ") && !line.contains("outside") {
+        let name = line.split_whitespace().nth(1).unwrap_or("");
+        if !kept(name) {
             found.push(format!("address {line}"));
         }
     }
     let rules = host(keel, "nft", &["list", "ruleset"]);
-    if !rules.trim().is_empty() {
+    if rules.contains("elements") || rules.contains("\"br-") || rules.contains("keeltest") {
         found.push(format!("nft {rules}"));
     }
     found
+}
+
+/// Waits until keel left nothing (the kernel removes a stopped
+/// container's veths with its namespace, in the background).
+fn assert_nothing_left(keel: &Keel) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let found = leftovers(keel);
+        if found.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "left behind: {found:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
@@ -240,7 +262,7 @@ fn names_aliases_and_ids_resolve_on_a_user_network() {
         keel.ok(&["network", "rm", "appnet", "othernet"]),
         "appnet\nothernet\n"
     );
-    assert_eq!(leftovers(&keel), Vec::<String>::new());
+    assert_nothing_left(&keel);
 }
 
 #[test]
@@ -334,6 +356,42 @@ fn published_ports_tcp_and_udp_from_the_host_and_from_containers() {
         assert_eq!(stdout(&out), "hello\n", "from {network}: {}", stderr(&out));
     }
 
+    // -P publishes the image's EXPOSEd ports on random host ports.
+    keel.ok(&[
+        "commit",
+        "--change",
+        "EXPOSE 80",
+        "svc",
+        "keel-test/exposed",
+    ]);
+    keel.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "exposed",
+        "-P",
+        "keel-test/exposed",
+        "sh",
+        "-c",
+        "echo exposed > /tmp/index.html; exec httpd -f -p 80 -h /tmp",
+    ]);
+    let published: u16 = keel
+        .ok(&["port", "exposed", "80"])
+        .trim()
+        .strip_prefix("0.0.0.0:")
+        .expect("published on all addresses")
+        .parse()
+        .unwrap();
+    keel.eventually("the exposed port answers", || {
+        tcp_from_host(
+            &keel,
+            SocketAddr::new(localhost, published),
+            "GET /index.html HTTP/1.0\r\n\r\n",
+        )
+        .is_ok_and(|a| a.ends_with("exposed\n"))
+    });
+    keel.ok(&["rm", "-f", "exposed"]);
+
     // The port is taken while svc runs.
     let out = keel.run(&["run", "--rm", "-p", "18080:80", "busybox", "true"]);
     assert_eq!(out.status.code(), Some(125));
@@ -358,7 +416,7 @@ fn published_ports_tcp_and_udp_from_the_host_and_from_containers() {
     });
     keel.ok(&["rm", "-f", "svc"]);
     keel.ok(&["network", "rm", "pubnet"]);
-    assert_eq!(leftovers(&keel), Vec::<String>::new());
+    assert_nothing_left(&keel);
 }
 
 #[test]
@@ -694,11 +752,19 @@ fn addresses_are_never_handed_out_twice_and_rm_leaves_nothing() {
     let mut args = vec!["rm", "-f"];
     args.extend(all.split_whitespace());
     keel.ok(&args);
-    assert_eq!(leftovers(&keel), Vec::<String>::new());
     assert!(
         keel.ok(&["network", "inspect", "-f", "{{json .Containers}}", "many"])
             .starts_with("{}")
     );
+    // The network keeps its bridge (and its address) until it is removed;
+    // no container's veth, address or port is left.
+    keel.eventually("the veths go with the namespaces", || {
+        !host(&keel, "ip", &["-o", "link"]).contains("veth")
+    });
+    assert!(!host(&keel, "ip", &["-o", "addr"]).contains("10.125.0.2/"));
+    assert!(!host(&keel, "nft", &["list", "ruleset"]).contains("elements"));
+    keel.ok(&["network", "rm", "many"]);
+    assert_nothing_left(&keel);
 }
 
 #[test]
@@ -752,7 +818,7 @@ fn a_killed_monitor_leaves_nothing_the_next_command_cannot_clean() {
     assert_eq!(ip_of(&keel, "victim"), ip);
     keel.ok(&["rm", "-f", "victim"]);
     keel.ok(&["network", "rm", "crash"]);
-    assert_eq!(leftovers(&keel), Vec::<String>::new());
+    assert_nothing_left(&keel);
 }
 
 #[test]
@@ -861,6 +927,16 @@ fn network_commands_as_docker_users_know_them() {
     let pruned = keel.ok(&["network", "prune", "-f"]);
     assert_eq!(pruned, "Deleted Networks:\nunused\n");
     keel.ok(&["rm", "-f", "c1"]);
+    assert!(
+        host(&keel, "ip", &["-o", "link"]).contains("keeltest0"),
+        "the bridge stays with its network"
+    );
+    keel.ok(&["network", "rm", "labelled"]);
+    assert!(
+        !host(&keel, "ip", &["-o", "link"]).contains("keeltest0"),
+        "network rm removes the bridge"
+    );
+    assert!(!host(&keel, "nft", &["list", "ruleset"]).contains("keeltest0"));
     assert!(
         !host(&keel, "ip", &["-o", "link"]).contains("keeltest0"),
         "the bridge goes with its last container"

@@ -148,6 +148,8 @@ struct Monitor {
     /// The container's network while it runs (its namespace, endpoints,
     /// name server).
     sandbox: Option<crate::network::sandbox::Sandbox>,
+    /// Endpoints went and the firewall is not made again yet.
+    network_dirty: bool,
 }
 
 /// The monitor's main: returns its exit code.
@@ -201,6 +203,7 @@ impl Monitor {
                 signals,
                 report,
                 sandbox: None,
+                network_dirty: false,
             }),
             Err(e) => Err((e, report)),
         }
@@ -269,6 +272,7 @@ impl Monitor {
             }
         };
         let mut first = true;
+        let mut removed = false;
         let mut backoff = Duration::from_millis(100);
         loop {
             let mut running = match self.create(&container) {
@@ -334,7 +338,7 @@ impl Monitor {
             let oom = self.oom_count() > running.oom_before;
             let ran_for = running.started.elapsed();
             drop(running);
-            self.teardown();
+            self.release_container();
             let exit_code = exit;
             let recorded = self.update(|c| {
                 c.state.status = Status::Exited;
@@ -348,11 +352,24 @@ impl Monitor {
                 self.event(&container, "oom", &[]);
             }
             self.event(&container, "die", &[("exitCode", &exit_code.to_string())]);
+            let restart = recorded
+                .as_ref()
+                .is_ok_and(|c| should_restart(c, exit_code));
+            // --rm: gone before the exit is reported, so that `keel run
+            // --rm` returns once it is (as docker's).
+            if !restart && container.spec.auto_remove {
+                self.release();
+                self.auto_remove(&container);
+                removed = true;
+            }
             self.broadcast(&Frame::Exit(ExitInfo {
                 exit_code,
                 oom_killed: oom,
             }));
             self.close_clients();
+            // The firewall last: removing ports waits for an RCU grace
+            // period, and their endpoints are already free.
+            self.sync_network();
             container = match recorded {
                 Ok(c) => c,
                 Err(e) => {
@@ -360,7 +377,7 @@ impl Monitor {
                     return 1;
                 }
             };
-            if !should_restart(&container, exit_code) {
+            if !restart {
                 break;
             }
             // docker's backoff: doubling from 100 ms, reset after 10 s up.
@@ -381,20 +398,27 @@ impl Monitor {
             backoff = (backoff * 2).min(Duration::from_secs(60));
             first = false;
         }
-        self.release();
-        if container.spec.auto_remove {
-            let lock = self.lock();
-            let layout = self.layout.clone();
-            let removed = self
-                .db()
-                .and_then(|db| engine::remove_container(&layout, db, &container, true));
-            match removed {
-                Ok(()) => self.event(&container, "destroy", &[]),
-                Err(e) => tracing::warn!("remove the container: {e}"),
+        if !removed {
+            self.release();
+            if container.spec.auto_remove {
+                self.auto_remove(&container);
             }
-            drop(lock);
         }
         0
+    }
+
+    /// `--rm`: removes the container (its files, state, anonymous volumes).
+    fn auto_remove(&mut self, container: &Container) {
+        let lock = self.lock();
+        let layout = self.layout.clone();
+        let removed = self
+            .db()
+            .and_then(|db| engine::remove_container(&layout, db, container, true));
+        match removed {
+            Ok(()) => self.event(container, "destroy", &[]),
+            Err(e) => tracing::warn!("remove the container: {e}"),
+        }
+        drop(lock);
     }
 
     /// Forgets being the container's monitor.
@@ -628,16 +652,35 @@ impl Monitor {
     /// Removes the runtime's state and cgroup, the container's network,
     /// and unmounts the rootfs.
     fn teardown(&mut self) {
+        self.release_container();
+        self.sync_network();
+    }
+
+    /// [`Monitor::teardown`] but the firewall, which
+    /// [`Monitor::sync_network`] makes once the exit is reported.
+    fn release_container(&mut self) {
         let _ = keel_runtime::container::delete(&self.runtime_root(), &self.id, true);
         if let Some(sandbox) = self.sandbox.take() {
-            let layout = self.layout.clone();
             let id = self.id.clone();
             match self.db() {
-                Ok(db) => crate::network::sandbox::teardown(&layout, db, &id, sandbox),
+                Ok(db) => {
+                    self.network_dirty |= crate::network::sandbox::release(db, &id, sandbox);
+                }
                 Err(e) => tracing::warn!("tear down the network: {e}"),
             }
         }
         let _ = crate::rootfs::unmount(&self.layout.rootfs(&self.id));
+    }
+
+    /// Makes the firewall again after the container's endpoints went.
+    fn sync_network(&mut self) {
+        if !std::mem::take(&mut self.network_dirty) {
+            return;
+        }
+        let layout = self.layout.clone();
+        if let Err(e) = self.db().and_then(|db| crate::network::sync(&layout, db)) {
+            tracing::warn!("render the firewall: {e}");
+        }
     }
 
     /// Waits for the attach client that will start the container; false if

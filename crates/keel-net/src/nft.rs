@@ -2,16 +2,24 @@
 //! published ports (DNAT from the host's addresses and 127.0.0.1), hairpin
 //! NAT, isolation between bridges and for `--internal` networks.
 //!
-//! The table is rendered whole from a [`Firewall`] (the caller builds it
-//! from its state) and applied with `nft -f -` as one transaction that
-//! replaces the table: readers never see half a table, another keel
-//! process that applies after us sees our changes in the state it renders
-//! from, and no other table is touched.
+//! Published ports are elements of four maps (per family, any local
+//! address or one), so that a container starting or stopping changes
+//! elements, not rules: [`update`] turns the difference between what was
+//! applied and what is wanted into element additions and deletions. The
+//! table itself is rendered whole ([`render`]) when the bridges change,
+//! and applied with `nft -f -` as one transaction that replaces it:
+//! readers never see half a table, and no other table is touched.
+//!
+//! (Removing anything from nf_tables costs an RCU grace period when the
+//! nft process closes its socket; adding does not. On a nested-virt host
+//! that is 10-20 ms, so the start of a container adds only.)
 
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::ipam::Subnet;
@@ -19,7 +27,8 @@ use crate::ipam::Subnet;
 /// keel's table (family inet).
 pub const TABLE: &str = "keel";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Tcp,
     Udp,
@@ -35,7 +44,7 @@ impl Protocol {
 }
 
 /// A bridge keel owns and the subnets behind it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Bridge {
     pub name: String,
     pub subnets: Vec<Subnet>,
@@ -45,7 +54,7 @@ pub struct Bridge {
 
 /// A published port: traffic to `host_ip` (any local address if None)
 /// at `host_port` goes to `target:target_port`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Forward {
     pub protocol: Protocol,
     pub host_ip: Option<IpAddr>,
@@ -54,7 +63,7 @@ pub struct Forward {
     pub target_port: u16,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Firewall {
     pub bridges: Vec<Bridge>,
     pub forwards: Vec<Forward>,
@@ -68,12 +77,64 @@ fn family_of(ip: &IpAddr) -> &'static str {
     if ip.is_ipv4() { "ip" } else { "ip6" }
 }
 
-fn socket(ip: &IpAddr, port: u16) -> String {
-    match ip {
-        IpAddr::V4(v4) => format!("{v4}:{port}"),
-        IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+fn address(ip: &IpAddr) -> String {
+    ip.to_string()
+}
+
+impl Forward {
+    /// A forward whose host address cannot reach its target's family is
+    /// never rendered.
+    fn usable(&self) -> bool {
+        self.host_ip
+            .is_none_or(|ip| ip.is_ipv4() == self.target.is_ipv4())
+    }
+
+    /// The map it goes in.
+    fn map(&self) -> &'static str {
+        match (self.target.is_ipv4(), self.host_ip.is_some()) {
+            (true, false) => "published4",
+            (true, true) => "published4_at",
+            (false, false) => "published6",
+            (false, true) => "published6_at",
+        }
+    }
+
+    fn key(&self) -> String {
+        let port = format!("{} . {}", self.protocol.as_str(), self.host_port);
+        match &self.host_ip {
+            Some(ip) => format!("{} . {port}", address(ip)),
+            None => port,
+        }
+    }
+
+    fn element(&self) -> String {
+        format!(
+            "{} : {} . {}",
+            self.key(),
+            address(&self.target),
+            self.target_port
+        )
     }
 }
+
+const MAPS: [(&str, &str); 4] = [
+    (
+        "published4",
+        "inet_proto . inet_service : ipv4_addr . inet_service",
+    ),
+    (
+        "published4_at",
+        "ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service",
+    ),
+    (
+        "published6",
+        "inet_proto . inet_service : ipv6_addr . inet_service",
+    ),
+    (
+        "published6_at",
+        "ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service",
+    ),
+];
 
 /// The nft script that replaces keel's table with `firewall` (or removes
 /// it when there is nothing to hold).
@@ -84,28 +145,28 @@ pub fn render(firewall: &Firewall) -> String {
         return out;
     }
     out.push_str(&format!("table inet {TABLE} {{\n"));
-
-    out.push_str("\tchain published {\n");
-    for f in &firewall.forwards {
-        let family = family_of(&f.target);
-        let nfproto = if f.target.is_ipv4() { "ipv4" } else { "ipv6" };
-        let destination = match &f.host_ip {
-            Some(ip) if ip.is_ipv4() == f.target.is_ipv4() => {
-                format!("{} daddr {ip} ", family_of(ip))
-            }
-            // A host address of the other family cannot reach this target.
-            Some(_) => continue,
-            None => String::new(),
-        };
-        out.push_str(&format!(
-            "\t\tmeta nfproto {nfproto} {destination}{proto} dport {port} dnat {family} to {to}\n",
-            proto = f.protocol.as_str(),
-            port = f.host_port,
-            to = socket(&f.target, f.target_port),
-        ));
+    for (name, kind) in MAPS {
+        out.push_str(&format!("\tmap {name} {{\n\t\ttype {kind}\n"));
+        let elements: Vec<String> = firewall
+            .forwards
+            .iter()
+            .filter(|f| f.usable() && f.map() == name)
+            .map(Forward::element)
+            .collect();
+        if !elements.is_empty() {
+            out.push_str(&format!("\t\telements = {{ {} }}\n", elements.join(", ")));
+        }
+        out.push_str("\t}\n");
     }
-    out.push_str("\t}\n");
-
+    // Specific host addresses first, then any local address.
+    out.push_str(
+        "\tchain published {\n\
+         \t\tmeta nfproto ipv4 meta l4proto { tcp, udp } dnat ip to ip daddr . meta l4proto . th dport map @published4_at\n\
+         \t\tmeta nfproto ipv4 meta l4proto { tcp, udp } dnat ip to meta l4proto . th dport map @published4\n\
+         \t\tmeta nfproto ipv6 meta l4proto { tcp, udp } dnat ip6 to ip6 daddr . meta l4proto . th dport map @published6_at\n\
+         \t\tmeta nfproto ipv6 meta l4proto { tcp, udp } dnat ip6 to meta l4proto . th dport map @published6\n\
+         \t}\n",
+    );
     out.push_str(
         "\tchain prerouting {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n\
          \t\tfib daddr type local jump published\n\t}\n",
@@ -145,9 +206,7 @@ pub fn render(firewall: &Firewall) -> String {
     );
     // A published port is for everyone who reaches the host, containers
     // of other networks too (the isolation below is for direct traffic).
-    if !firewall.forwards.is_empty() {
-        out.push_str("\t\tct status dnat accept\n");
-    }
+    out.push_str("\t\tct status dnat accept\n");
     for bridge in &firewall.bridges {
         let name = quote(&bridge.name);
         if bridge.internal {
@@ -171,6 +230,40 @@ pub fn render(firewall: &Firewall) -> String {
     out
 }
 
+/// The element changes that take the table from `applied` to `desired`,
+/// when only published ports differ (None: the bridges changed, render
+/// the table whole). Deletions come first, so that a port that moves from
+/// one container to another is never in a map twice.
+pub fn update(applied: &Firewall, desired: &Firewall) -> Option<String> {
+    if applied.bridges != desired.bridges || desired.bridges.is_empty() {
+        return None;
+    }
+    let mut out = String::new();
+    for gone in applied
+        .forwards
+        .iter()
+        .filter(|f| f.usable() && !desired.forwards.contains(f))
+    {
+        out.push_str(&format!(
+            "delete element inet {TABLE} {} {{ {} }}\n",
+            gone.map(),
+            gone.key()
+        ));
+    }
+    for new in desired
+        .forwards
+        .iter()
+        .filter(|f| f.usable() && !applied.forwards.contains(f))
+    {
+        out.push_str(&format!(
+            "add element inet {TABLE} {} {{ {} }}\n",
+            new.map(),
+            new.element()
+        ));
+    }
+    Some(out)
+}
+
 /// The `nft` binary (PATH, then the sbin directories root's PATH may lack).
 pub fn nft_binary() -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -183,14 +276,30 @@ pub fn nft_binary() -> Option<PathBuf> {
 /// The table a container's own namespace gets so that its name server
 /// answers at 127.0.0.11:53 while listening on `port` (as docker's: port
 /// 53 stays free for the container's own servers).
-pub fn dns_redirect(port: u16) -> String {
-    format!(
+///
+/// NAT needs connection tracking, which would then follow every packet
+/// of the namespace (8% of container-to-container throughput here); with
+/// `untracked`, traffic that is not on loopback skips it. Only for a
+/// container that cannot manage netfilter itself: one with CAP_NET_ADMIN
+/// may NAT its own traffic and needs tracking.
+pub fn dns_redirect(port: u16, untracked: bool) -> String {
+    let mut out = format!(
         "table ip keel-dns {{\n\
          \tchain output {{\n\t\ttype nat hook output priority -100; policy accept;\n\
          \t\tip daddr 127.0.0.11 udp dport 53 dnat to 127.0.0.11:{port}\n\t}}\n\
          \tchain postrouting {{\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\
-         \t\tip saddr 127.0.0.11 udp sport {port} snat to 127.0.0.11:53\n\t}}\n}}\n"
-    )
+         \t\tip saddr 127.0.0.11 udp sport {port} snat to 127.0.0.11:53\n\t}}\n"
+    );
+    if untracked {
+        out.push_str(
+            "\tchain raw_output {\n\t\ttype filter hook output priority raw; policy accept;\n\
+             \t\tip daddr != 127.0.0.0/8 notrack\n\t}\n\
+             \tchain raw_prerouting {\n\t\ttype filter hook prerouting priority raw; policy accept;\n\
+             \t\tiifname != \"lo\" notrack\n\t}\n",
+        );
+    }
+    out.push_str("}\n");
+    out
 }
 
 /// Applies a script with `nft -f -` (one kernel transaction).
@@ -247,6 +356,35 @@ pub fn apply_in(namespace: Option<std::os::fd::BorrowedFd<'_>>, script: &str) ->
 mod tests {
     use super::*;
 
+    fn forward(port: u16, host_ip: Option<&str>, target: &str) -> Forward {
+        Forward {
+            protocol: if port == 5353 {
+                Protocol::Udp
+            } else {
+                Protocol::Tcp
+            },
+            host_ip: host_ip.map(|ip| ip.parse().unwrap()),
+            host_port: port,
+            target: target.parse().unwrap(),
+            target_port: 80,
+        }
+    }
+
+    fn bridges() -> Vec<Bridge> {
+        vec![
+            Bridge {
+                name: "keel0".into(),
+                subnets: vec!["172.17.0.0/16".parse().unwrap()],
+                internal: false,
+            },
+            Bridge {
+                name: "br-int".into(),
+                subnets: vec!["10.5.0.0/24".parse().unwrap()],
+                internal: true,
+            },
+        ]
+    }
+
     #[test]
     fn nothing_to_hold_removes_the_table() {
         let script = render(&Firewall::default());
@@ -256,51 +394,61 @@ mod tests {
     #[test]
     fn renders_masquerade_ports_and_isolation() {
         let firewall = Firewall {
-            bridges: vec![
-                Bridge {
-                    name: "keel0".into(),
-                    subnets: vec!["172.17.0.0/16".parse().unwrap()],
-                    internal: false,
-                },
-                Bridge {
-                    name: "br-int".into(),
-                    subnets: vec!["10.5.0.0/24".parse().unwrap()],
-                    internal: true,
-                },
-            ],
+            bridges: bridges(),
             forwards: vec![
-                Forward {
-                    protocol: Protocol::Tcp,
-                    host_ip: None,
-                    host_port: 8080,
-                    target: "172.17.0.2".parse().unwrap(),
-                    target_port: 80,
-                },
-                Forward {
-                    protocol: Protocol::Udp,
-                    host_ip: Some("127.0.0.1".parse().unwrap()),
-                    host_port: 5353,
-                    target: "172.17.0.2".parse().unwrap(),
-                    target_port: 53,
-                },
-                Forward {
-                    protocol: Protocol::Tcp,
-                    host_ip: Some("::1".parse().unwrap()),
-                    host_port: 1,
-                    target: "172.17.0.2".parse().unwrap(),
-                    target_port: 1,
-                },
+                forward(8080, None, "172.17.0.2"),
+                forward(5353, Some("127.0.0.1"), "172.17.0.2"),
+                forward(1, Some("::1"), "172.17.0.2"),
+                forward(8080, None, "fd00::2"),
             ],
         };
         let script = render(&firewall);
-        assert!(script.contains("meta nfproto ipv4 tcp dport 8080 dnat ip to 172.17.0.2:80\n"));
-        assert!(script.contains(
-            "meta nfproto ipv4 ip daddr 127.0.0.1 udp dport 5353 dnat ip to 172.17.0.2:53\n"
-        ));
+        assert!(
+            script.contains("elements = { tcp . 8080 : 172.17.0.2 . 80 }"),
+            "{script}"
+        );
+        assert!(
+            script.contains("elements = { 127.0.0.1 . udp . 5353 : 172.17.0.2 . 80 }"),
+            "{script}"
+        );
+        assert!(
+            script.contains("elements = { tcp . 8080 : fd00::2 . 80 }"),
+            "{script}"
+        );
         assert!(!script.contains("::1"), "{script}");
         assert!(script.contains("ip saddr 172.17.0.0/16 oifname != \"keel0\" masquerade"));
         assert!(!script.contains("ip saddr 10.5.0.0/24 oifname != \"br-int\" masquerade"));
         assert!(script.contains("iifname \"br-int\" oifname != \"br-int\" drop"));
         assert!(script.contains("iifname \"keel0\" oifname { \"br-int\" } drop"));
+    }
+
+    #[test]
+    fn port_changes_are_element_updates() {
+        let before = Firewall {
+            bridges: bridges(),
+            forwards: vec![
+                forward(8080, None, "172.17.0.2"),
+                forward(5353, Some("127.0.0.1"), "172.17.0.2"),
+            ],
+        };
+        let after = Firewall {
+            bridges: bridges(),
+            forwards: vec![
+                forward(8080, None, "172.17.0.3"),
+                forward(5353, Some("127.0.0.1"), "172.17.0.2"),
+            ],
+        };
+        let script = update(&before, &after).unwrap();
+        assert_eq!(
+            script,
+            "delete element inet keel published4 { tcp . 8080 }\n\
+             add element inet keel published4 { tcp . 8080 : 172.17.0.3 . 80 }\n"
+        );
+        assert_eq!(update(&after, &after).unwrap(), "");
+        let fewer = Firewall {
+            bridges: bridges()[..1].to_vec(),
+            forwards: Vec::new(),
+        };
+        assert_eq!(update(&after, &fewer), None);
     }
 }

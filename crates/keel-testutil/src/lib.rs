@@ -700,14 +700,18 @@ impl Drop for CgroupGuard {
         for hierarchy in mountinfo::cgroup_hierarchies(&mounts) {
             let dir = hierarchy.mount_point.join(relative);
             remove_cgroup_tree(&dir);
-            // The shared `keel-test*` parents go when the last test using them is done;
-            // while another test uses one, rmdir fails with EBUSY and that is fine.
+            // A test's own `keel-test-<unique>` parents go with it. The shared parent
+            // (`/keel-test`) stays: removing it when it looks empty races with a
+            // runtime making another test's cgroup below it (mkdir of the parent, then
+            // of the child, ENOENT in between). The leak check removes it after the
+            // suite.
             let mut parent = relative.parent();
             while let Some(ancestor) = parent {
-                let named_ours = ancestor
-                    .file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with(PREFIX));
-                if !named_ours || fs::remove_dir(hierarchy.mount_point.join(ancestor)).is_err() {
+                let own = ancestor.file_name().is_some_and(|n| {
+                    let n = n.to_string_lossy();
+                    n.starts_with(PREFIX) && n != PREFIX
+                });
+                if !own || fs::remove_dir(hierarchy.mount_point.join(ancestor)).is_err() {
                     break;
                 }
                 parent = ancestor.parent();
@@ -1009,6 +1013,10 @@ pub mod leaks {
                     continue;
                 }
                 let path = entry.path();
+                // The tests' shared parent, empty: scaffolding, removed now.
+                if entry.file_name().to_string_lossy() == PREFIX && fs::remove_dir(&path).is_ok() {
+                    continue;
+                }
                 if entry.file_name().to_string_lossy().starts_with(PREFIX) {
                     out.push(cgroup_leak(&path));
                     continue;

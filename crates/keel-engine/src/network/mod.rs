@@ -3,9 +3,9 @@
 //!
 //! - A network ([`Network`]) is a record in the state database: a bridge
 //!   device name, its subnets with gateways, options. The device itself
-//!   is made when the first container on it starts and removed when the
-//!   last one stops (as netavark does), so a network nobody uses leaves
-//!   nothing on the machine.
+//!   is made when the first container on it starts (again after a reboot)
+//!   and removed by `network rm`, as docker's: a bridge made and removed
+//!   with every container would cost each start and stop tens of ms.
 //! - An endpoint ([`Endpoint`]) is a running container's place on a
 //!   network: addresses, MAC, interface, published ports. It is recorded
 //!   when the container starts (or is connected) and forgotten when it
@@ -917,10 +917,15 @@ pub fn remove(layout: &Layout, db: &mut Db, name_or_id: &str) -> Result<Network>
     tx.execute("DELETE FROM networks WHERE id = ?1", [&network.id])
         .map_err(err("forget a network"))?;
     tx.commit().map_err(err("commit"))?;
-    if let Ok(mut netlink) = keel_net::netlink::Netlink::open() {
-        let _ = netlink.delete_link(&network.bridge);
-    }
+    let deleted =
+        keel_net::netlink::Netlink::open().and_then(|mut n| n.delete_link(&network.bridge));
     sync_locked(layout, db)?;
+    deleted.map_err(|e| {
+        Error::msg(format!(
+            "network {} is removed, but its bridge {} is not: {e}",
+            network.name, network.bridge
+        ))
+    })?;
     Ok(network)
 }
 
@@ -990,23 +995,33 @@ pub struct NameRecord {
 
 /// Renders keel's nftables table and every network's name records from
 /// the database. The caller holds [`lock`].
+///
+/// The table holds the bridges that exist (a network's bridge lives from
+/// its first container to `network rm`, as docker's) and the published
+/// ports of running containers. What was applied last is kept in
+/// `<runroot>/firewall.json`: when only ports changed, the table gets
+/// element updates; otherwise (or if an update fails: someone flushed the
+/// ruleset) it is rendered whole.
 pub fn sync_locked(layout: &Layout, db: &mut Db) -> Result<()> {
     let networks = list(db)?;
     let all = endpoints(db, None)?;
+    let existing: Vec<String> = keel_net::netlink::Netlink::open()
+        .and_then(|mut n| n.links())
+        .map(|links| links.into_iter().map(|l| l.name).collect())
+        .unwrap_or_default();
     let mut firewall = keel_net::nft::Firewall::default();
     let dir = records_dir(layout);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
     let mut kept = Vec::new();
     for network in &networks {
         let on: Vec<&Endpoint> = all.iter().filter(|e| e.network == network.id).collect();
-        if on.is_empty() {
-            continue;
+        if existing.contains(&network.bridge) {
+            firewall.bridges.push(keel_net::nft::Bridge {
+                name: network.bridge.clone(),
+                subnets: network.pools.iter().map(|p| p.subnet).collect(),
+                internal: network.internal,
+            });
         }
-        firewall.bridges.push(keel_net::nft::Bridge {
-            name: network.bridge.clone(),
-            subnets: network.pools.iter().map(|p| p.subnet).collect(),
-            internal: network.internal,
-        });
         // docker publishes no ports of an internal network.
         for endpoint in on.iter().filter(|_| !network.internal) {
             for port in &endpoint.ports {
@@ -1026,7 +1041,7 @@ pub fn sync_locked(layout: &Layout, db: &mut Db) -> Result<()> {
                 }
             }
         }
-        if network.has_dns() {
+        if network.has_dns() && !on.is_empty() {
             let records: Vec<NameRecord> = on
                 .iter()
                 .map(|e| NameRecord {
@@ -1054,13 +1069,45 @@ pub fn sync_locked(layout: &Layout, db: &mut Db) -> Result<()> {
             }
         }
     }
-    let script = keel_net::nft::render(&firewall);
-    if firewall.bridges.is_empty() && keel_net::nft::nft_binary().is_none() {
-        // Nothing to hold, and no nft to hold it: nothing to do.
+    apply_firewall(layout, &firewall)
+}
+
+fn apply_firewall(layout: &Layout, desired: &keel_net::nft::Firewall) -> Result<()> {
+    let state = layout.runroot.join("firewall.json");
+    let applied: Option<keel_net::nft::Firewall> = std::fs::read(&state)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    if applied.as_ref() == Some(desired) {
         return Ok(());
     }
-    keel_net::nft::apply(&script)?;
-    Ok(())
+    if applied.is_none() && desired.bridges.is_empty() && desired.forwards.is_empty() {
+        // Nothing applied that we know of, nothing to hold: no nft needed
+        // (a host without nftables runs --network none and host fine),
+        // unless a table of ours survived a lost runroot.
+        if keel_net::nft::nft_binary().is_none() {
+            return Ok(());
+        }
+    }
+    let incremental = applied
+        .as_ref()
+        .and_then(|applied| keel_net::nft::update(applied, desired));
+    let done = match incremental {
+        Some(script) if script.is_empty() => Ok(()),
+        Some(script) => keel_net::nft::apply(&script).or_else(|e| {
+            tracing::info!("update the firewall: {e}; rendering it whole");
+            keel_net::nft::apply(&keel_net::nft::render(desired))
+        }),
+        None => keel_net::nft::apply(&keel_net::nft::render(desired)),
+    };
+    if let Err(e) = done {
+        let _ = std::fs::remove_file(&state);
+        return Err(e.into());
+    }
+    keel_runtime::util::write_atomic(
+        &state,
+        &serde_json::to_vec(desired).expect("firewalls serialize"),
+    )
+    .map_err(|e| Error::runtime(format!("write {}", state.display()), e))
 }
 
 /// [`sync_locked`] under the lock.

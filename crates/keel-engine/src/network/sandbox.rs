@@ -5,9 +5,9 @@
 //! networks: the bridge (if this is its first container), an endpoint
 //! record with its addresses and ports, a veth pair with one end on the
 //! bridge and the other in the namespace (`eth0`, `eth1`, ...), addresses,
-//! MAC and the default route. When the container stops everything is
-//! undone in reverse: veths, endpoint records, bridges nobody uses, and
-//! keel's nftables table is rendered again.
+//! MAC and the default route. When the container stops its endpoint
+//! records and published ports go, and its namespace (with the veths)
+//! goes with the monitor's fd.
 
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -135,10 +135,24 @@ fn wire_all(
             upstreams(container),
         )?;
         let port = server.local_address()?.port();
-        keel_net::nft::apply_in(Some(namespace.as_fd()), &keel_net::nft::dns_redirect(port))?;
+        let untracked = !manages_netfilter(&container.spec);
+        keel_net::nft::apply_in(
+            Some(namespace.as_fd()),
+            &keel_net::nft::dns_redirect(port, untracked),
+        )?;
         sandbox.dns = Some(server);
     }
     Ok(())
+}
+
+/// Whether the container may change netfilter in its namespace (and so
+/// may rely on connection tracking there).
+fn manages_netfilter(spec: &crate::spec::ContainerSpec) -> bool {
+    let named = |c: &String| {
+        let c = c.to_ascii_uppercase();
+        c == "ALL" || c == "NET_ADMIN" || c == "CAP_NET_ADMIN"
+    };
+    spec.privileged || spec.cap_add.iter().any(named)
 }
 
 /// Where names keel does not know are asked: `--dns`, else the host's
@@ -196,13 +210,7 @@ fn attach_locked(
             publish,
         },
     );
-    let (endpoint, stale) = match allocated {
-        Ok(allocated) => allocated,
-        Err(e) => {
-            remove_unused_bridge(db, network);
-            return Err(e);
-        }
-    };
+    let (endpoint, stale) = allocated?;
     if let Ok(mut netlink) = Netlink::open() {
         for veth in &stale {
             let _ = netlink.delete_link(veth);
@@ -215,7 +223,6 @@ fn attach_locked(
                 let _ = netlink.delete_link(&endpoint.veth);
             }
             let _ = super::release(db, &endpoint.network, &endpoint.container);
-            remove_unused_bridge(db, network);
             Err(e)
         }
     }
@@ -272,18 +279,25 @@ fn wire(
     Ok(())
 }
 
-/// Removes a network's bridge once no endpoint is on it (under the lock).
-fn remove_unused_bridge(db: &mut Db, network: &Network) {
-    if super::endpoints(db, Some(&network.id)).is_ok_and(|e| e.is_empty())
-        && let Ok(mut netlink) = Netlink::open()
+/// Undoes [`setup`]: endpoint records, the firewall; the namespace goes
+/// with the sandbox's fd, and the kernel removes its veths with it (in the
+/// background: deleting a link waits for RCU grace periods, 20-50 ms on a
+/// nested-virt host, for nothing the user waits on). A start that finds a
+/// veth of the same name still there deletes it first.
+pub fn teardown(layout: &Layout, db: &mut Db, container: &str, sandbox: Sandbox) {
+    if release(db, container, sandbox)
+        && let Err(e) = super::sync(layout, db)
     {
-        let _ = netlink.delete_link(&network.bridge);
+        tracing::warn!("render the firewall: {e}");
     }
 }
 
-/// Undoes [`setup`]: veths, endpoint records, unused bridges, the
-/// firewall; the namespace goes with the sandbox's fd.
-pub fn teardown(layout: &Layout, db: &mut Db, container: &str, sandbox: Sandbox) {
+/// The first half of [`teardown`]: the endpoint records go (their
+/// addresses and ports are free for the next start) and the namespace is
+/// dropped; true if the firewall must be made again ([`super::sync`]),
+/// which the monitor does once it has reported the exit (removing ports
+/// costs an RCU grace period nobody needs to wait for).
+pub fn release(db: &mut Db, container: &str, sandbox: Sandbox) -> bool {
     let Sandbox {
         namespace,
         endpoints,
@@ -298,26 +312,24 @@ pub fn teardown(layout: &Layout, db: &mut Db, container: &str, sandbox: Sandbox)
             endpoints.push(endpoint);
         }
     }
-    if !endpoints.is_empty() {
-        let _lock = super::lock(layout);
-        forget(db, container, &endpoints);
-        if let Err(e) = super::sync_locked(layout, db) {
-            tracing::warn!("render the firewall: {e}");
-        }
-    }
+    // Held by our fd, the namespace is about to go: its veths with it.
+    let delete_links = namespace.is_none();
+    forget(db, container, &endpoints, delete_links);
     drop(namespace);
+    !endpoints.is_empty()
 }
 
-fn forget(db: &mut Db, container: &str, endpoints: &[Endpoint]) {
-    let mut netlink = Netlink::open().ok();
+fn forget(db: &mut Db, container: &str, endpoints: &[Endpoint], delete_links: bool) {
+    let mut netlink = if delete_links {
+        Netlink::open().ok()
+    } else {
+        None
+    };
     for endpoint in endpoints {
         if let Some(netlink) = netlink.as_mut() {
             let _ = netlink.delete_link(&endpoint.veth);
         }
         let _ = super::release(db, &endpoint.network, container);
-        if let Ok(Some(network)) = super::by_id(db, &endpoint.network) {
-            remove_unused_bridge(db, &network);
-        }
     }
 }
 
@@ -329,7 +341,7 @@ pub fn cleanup(layout: &Layout, db: &mut Db, container: &Container) -> Result<()
         return Ok(());
     }
     let _lock = super::lock(layout)?;
-    forget(db, &container.id, &endpoints);
+    forget(db, &container.id, &endpoints, true);
     super::sync_locked(layout, db)
 }
 
@@ -378,6 +390,6 @@ pub fn disconnect(
         .filter(|e| e.network == network.id)
         .collect();
     let _lock = super::lock(layout)?;
-    forget(db, &container.id, &endpoints);
+    forget(db, &container.id, &endpoints, true);
     super::sync_locked(layout, db)
 }

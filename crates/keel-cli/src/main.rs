@@ -5,6 +5,7 @@
 //! and its version.
 
 mod attach_client;
+mod build;
 mod containers;
 mod events;
 mod files;
@@ -121,6 +122,11 @@ enum Command {
     /// The monitor that holds a running container (started by keel itself)
     #[command(name = "container-monitor", hide = true)]
     ContainerMonitor(containers::MonitorArgs),
+    /// Build an image from a Dockerfile
+    Build(build::BuildArgs),
+    /// Manage the build cache
+    #[command(subcommand)]
+    Builder(build::BuilderCommand),
     /// List images
     Images(images::ImagesArgs),
     /// Download an image from a registry
@@ -159,6 +165,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ImageCommand {
+    /// Build an image from a Dockerfile
+    Build(build::BuildArgs),
     /// List images
     #[command(alias = "list")]
     Ls(images::ImagesArgs),
@@ -268,7 +276,7 @@ fn main() {
     // pipe instead of failing to print (Rust ignores SIGPIPE by default).
     // SAFETY: restoring the default disposition of one signal at startup.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(end_flags_after_image(std::env::args_os().collect()));
     let code = match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -278,6 +286,64 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// docker stops reading its own flags at the image of `run`/`create` and
+/// at the container of `exec`: `keel run IMAGE -c 1` passes `-c 1` to the
+/// container. clap would take `-c` as `--cpu-shares`, so a `--` goes in
+/// after that positional.
+fn end_flags_after_image(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    use clap::CommandFactory;
+    let root = Cli::command();
+    let takes_value = |command: &clap::Command, arg: &str| -> bool {
+        let found = if let Some(long) = arg.strip_prefix("--") {
+            command.get_arguments().find(|a| {
+                a.get_long() == Some(long)
+                    || a.get_all_aliases()
+                        .is_some_and(|aliases| aliases.contains(&long))
+            })
+        } else {
+            let short = arg.chars().nth(1);
+            command
+                .get_arguments()
+                .find(|a| a.get_short().is_some() && a.get_short() == short)
+        };
+        found.is_some_and(|a| a.get_action().takes_values())
+    };
+    let mut command = &root;
+    let mut i = 1;
+    while i < args.len() {
+        let Some(arg) = args[i].to_str() else {
+            return args;
+        };
+        if arg == "--" {
+            return args;
+        }
+        if arg.starts_with('-') && arg.len() > 1 {
+            let attached = arg.contains('=') || (!arg.starts_with("--") && arg.len() > 2);
+            let name = arg.split('=').next().unwrap_or(arg);
+            if !attached && takes_value(command, name) {
+                i += 1;
+            }
+            i += 1;
+            continue;
+        }
+        match command.find_subcommand(arg) {
+            Some(sub) if command.get_name() == "keel" || command.get_name() == "container" => {
+                command = sub;
+                i += 1;
+                continue;
+            }
+            _ => {}
+        }
+        if matches!(command.get_name(), "run" | "create" | "exec") {
+            let mut out = args;
+            out.insert(i + 1, "--".into());
+            return out;
+        }
+        return args;
+    }
+    args
 }
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
@@ -366,6 +432,10 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Volume(command) => volumes::run(&ctx, &command),
         Command::Network(command) => networks::run(&ctx, &command),
+        Command::Build(args) | Command::Image(ImageCommand::Build(args)) => {
+            build::build(&ctx, &args)
+        }
+        Command::Builder(command) => build::builder(&ctx, &command),
         Command::Version => {
             println!("keel version {}", keel_runtime::VERSION);
             println!("OCI runtime-spec: {}", keel_runtime::OCI_VERSION);

@@ -114,11 +114,24 @@ impl Engine {
     /// Creates a container of an image already in `images`: checks the
     /// whole request first (nothing is made if any of it is wrong), then
     /// records it, makes its directory, files and volumes.
-    pub fn create(&mut self, images: &ImageStore, mut spec: ContainerSpec) -> Result<Container> {
+    pub fn create(&mut self, images: &ImageStore, spec: ContainerSpec) -> Result<Container> {
         let record = images.resolve(&spec.image)?;
-        self.resolve_network(&mut spec)?;
         let image_config = images.config(&record)?;
         let layers = images.snapshots.lower_dirs(&record.chain_ids)?;
+        self.create_on_layers(&record.id.to_string(), image_config, layers, spec)
+    }
+
+    /// `create` on layers that need not be an image of the store (a build
+    /// step's state: `image_config` and the snapshot directories `layers`,
+    /// topmost first); `image_id` is what the container records as its image.
+    pub fn create_on_layers(
+        &mut self,
+        image_id: &str,
+        image_config: keel_image::manifest::ImageConfig,
+        layers: Vec<PathBuf>,
+        mut spec: ContainerSpec,
+    ) -> Result<Container> {
+        self.resolve_network(&mut spec)?;
         if let Some(name) = &spec.name {
             crate::spec::validate_container_name(name)?;
         }
@@ -154,7 +167,7 @@ impl Engine {
             id: id.clone(),
             name: String::new(),
             image: spec.image.clone(),
-            image_id: record.id.to_string(),
+            image_id: image_id.to_string(),
             created,
             spec,
             args,

@@ -38,7 +38,7 @@ pub struct Metadata {
     conn: Connection,
 }
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 fn db_error(what: &str, error: rusqlite::Error) -> Error {
     Error::msg(format!("state database: {what}: {error}"))
@@ -97,6 +97,24 @@ impl Metadata {
                  PRAGMA user_version = 1;",
             )
             .map_err(|e| db_error("create schema", e))?;
+        }
+        if version < 2 {
+            // The build cache: a step's key to the layer it made (none for
+            // a step that changed no file), and a whole build's key to the
+            // image it made. Its layers are roots for the garbage collector.
+            tx.execute_batch(
+                "CREATE TABLE build_cache (
+                    key TEXT PRIMARY KEY,
+                    layer TEXT,
+                    size INTEGER NOT NULL,
+                    chain_id TEXT,
+                    image_id TEXT,
+                    created TEXT NOT NULL,
+                    description TEXT NOT NULL
+                 );
+                 PRAGMA user_version = 2;",
+            )
+            .map_err(|e| db_error("create the build cache schema", e))?;
         }
         tx.commit().map_err(|e| db_error("commit schema", e))
     }
@@ -276,6 +294,129 @@ impl Metadata {
         tx.commit().map_err(|e| db_error("commit", e))?;
         Ok(removed > 0)
     }
+}
+
+/// One build-cache record: what a build step (or a whole build) made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheRecord {
+    pub key: String,
+    /// The layer blob the step made (uncompressed tar: also its diff id);
+    /// None for a step that changed no file.
+    pub layer: Option<Digest>,
+    /// The layer's size in bytes.
+    pub size: u64,
+    /// The chain id of the layer on its parents (its snapshot's key).
+    pub chain_id: Option<Digest>,
+    /// For a whole build's record: the image it made.
+    pub image_id: Option<Digest>,
+    /// When the step first ran, RFC 3339 (its history entry's time).
+    pub created: String,
+    /// The step as `keel builder ls`-like listings show it.
+    pub description: String,
+}
+
+impl Metadata {
+    pub fn cache_get(&self, key: &str) -> Result<Option<CacheRecord>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT key, layer, size, chain_id, image_id, created, description
+                 FROM build_cache WHERE key = ?1",
+            )
+            .map_err(|e| db_error("read the build cache", e))?;
+        let row = stmt
+            .query_row([key], read_cache_row)
+            .optional()
+            .map_err(|e| db_error("read the build cache", e))?;
+        row.map(into_cache_record).transpose()
+    }
+
+    pub fn cache_put(&mut self, record: &CacheRecord) -> Result<()> {
+        let digest = |d: &Option<Digest>| d.as_ref().map(Digest::to_string);
+        self.conn
+            .execute(
+                "INSERT INTO build_cache (key, layer, size, chain_id, image_id, created, description)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(key) DO UPDATE SET layer = ?2, size = ?3, chain_id = ?4,
+                    image_id = ?5, created = ?6, description = ?7",
+                params![
+                    record.key,
+                    digest(&record.layer),
+                    record.size as i64,
+                    digest(&record.chain_id),
+                    digest(&record.image_id),
+                    record.created,
+                    record.description,
+                ],
+            )
+            .map_err(|e| db_error("record a build cache entry", e))?;
+        Ok(())
+    }
+
+    pub fn cache_list(&self) -> Result<Vec<CacheRecord>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT key, layer, size, chain_id, image_id, created, description
+                 FROM build_cache ORDER BY created",
+            )
+            .map_err(|e| db_error("list the build cache", e))?;
+        let rows = stmt
+            .query_map([], read_cache_row)
+            .map_err(|e| db_error("list the build cache", e))?
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| db_error("list the build cache", e))?;
+        rows.into_iter().map(into_cache_record).collect()
+    }
+
+    /// Deletes these records (`keel builder prune`).
+    pub fn cache_remove(&mut self, keys: &[String]) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| db_error("begin", e))?;
+        for key in keys {
+            tx.execute("DELETE FROM build_cache WHERE key = ?1", [key])
+                .map_err(|e| db_error("delete a build cache entry", e))?;
+        }
+        tx.commit().map_err(|e| db_error("commit", e))
+    }
+}
+
+type CacheRow = (
+    String,
+    Option<String>,
+    i64,
+    Option<String>,
+    Option<String>,
+    String,
+    String,
+);
+
+fn read_cache_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<CacheRow> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+        row.get(6)?,
+    ))
+}
+
+fn into_cache_record(row: CacheRow) -> Result<CacheRecord> {
+    let (key, layer, size, chain_id, image_id, created, description) = row;
+    let digest = |d: Option<String>| d.as_deref().map(parse_digest).transpose();
+    Ok(CacheRecord {
+        key,
+        layer: digest(layer)?,
+        size: size.max(0) as u64,
+        chain_id: digest(chain_id)?,
+        image_id: digest(image_id)?,
+        created,
+        description,
+    })
 }
 
 type Row = (String, String, String, String, i64, String, String);

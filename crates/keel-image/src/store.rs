@@ -400,6 +400,111 @@ impl ImageStore {
         )
     }
 
+    /// The layer descriptors of an image's manifest, bottom first.
+    pub fn layers(&self, record: &ImageRecord) -> Result<Vec<Descriptor>> {
+        match Document::parse(
+            Some(&record.manifest_media_type),
+            &self.content.read(&record.manifest)?,
+        )? {
+            Document::Manifest(manifest) => Ok(manifest.layers),
+            Document::Index(_) => Err(Error::msg(format!(
+                "image {}: its manifest is an index",
+                record.id
+            ))),
+        }
+    }
+
+    /// Records an image made of `config` and `layers` (already in the
+    /// content store, their snapshots made or to be made from them), tagged
+    /// `tags`: the end of a build. Docker layer media types become OCI's.
+    pub fn put_image(
+        &mut self,
+        config: &ImageConfig,
+        layers: &[Descriptor],
+        tags: &[Reference],
+    ) -> Result<ImageRecord> {
+        let config_bytes = serde_json::to_vec(config).expect("config serializes");
+        let config_digest = self.content.write(&config_bytes)?;
+        let mut layers = layers.to_vec();
+        for layer in layers.iter_mut() {
+            layer.media_type = match layer.media_type.as_str() {
+                manifest::MEDIA_TYPE_DOCKER_LAYER => manifest::MEDIA_TYPE_OCI_LAYER.to_string(),
+                manifest::MEDIA_TYPE_DOCKER_LAYER_GZIP => {
+                    manifest::MEDIA_TYPE_OCI_LAYER_GZIP.to_string()
+                }
+                manifest::MEDIA_TYPE_DOCKER_LAYER_ZSTD => {
+                    manifest::MEDIA_TYPE_OCI_LAYER_ZSTD.to_string()
+                }
+                other => other.to_string(),
+            };
+        }
+        let manifest = Manifest {
+            schema_version: 2,
+            media_type: Some(manifest::MEDIA_TYPE_OCI_MANIFEST.to_string()),
+            artifact_type: None,
+            config: descriptor(
+                manifest::MEDIA_TYPE_OCI_CONFIG,
+                config_digest,
+                config_bytes.len() as u64,
+            ),
+            layers,
+            subject: None,
+            annotations: BTreeMap::new(),
+        };
+        let manifest_bytes = serde_json::to_vec(&manifest).expect("manifest serializes");
+        let manifest_digest = self.content.write(&manifest_bytes)?;
+        self.commit(
+            &manifest_digest,
+            manifest::MEDIA_TYPE_OCI_MANIFEST,
+            &manifest,
+            tags,
+        )
+    }
+
+    /// A new layer (an uncompressed tar in the image format) into the
+    /// content store and as the snapshot on `parents` (chain ids, bottom
+    /// first). Returns its descriptor and chain id.
+    pub fn add_layer_blob(
+        &mut self,
+        layer: impl Read,
+        parents: &[Digest],
+    ) -> Result<(Descriptor, Digest)> {
+        let (digest, size) = self.content.ingest_any(layer)?;
+        let chain_id = match parents.last() {
+            None => digest.clone(),
+            Some(parent) => Digest::of(format!("{parent} {digest}").as_bytes()),
+        };
+        self.ensure_snapshot(&chain_id, &digest, parents)?;
+        Ok((
+            descriptor(manifest::MEDIA_TYPE_OCI_LAYER, digest, size),
+            chain_id,
+        ))
+    }
+
+    /// Makes the snapshot `chain_id` from the uncompressed layer blob
+    /// `diff_id` on `parents` unless it is there.
+    pub fn ensure_snapshot(
+        &mut self,
+        chain_id: &Digest,
+        diff_id: &Digest,
+        parents: &[Digest],
+    ) -> Result<()> {
+        if self.snapshots.contains(chain_id) {
+            return Ok(());
+        }
+        let mut options = Self::unpack_options();
+        options.parents = self.snapshots.lower_dirs(parents)?;
+        let blob = self.content.open_blob(diff_id)?;
+        let reader = std::io::BufReader::with_capacity(256 * 1024, blob);
+        self.snapshots.unpack(chain_id, diff_id, reader, &options)?;
+        Ok(())
+    }
+
+    /// Now, RFC 3339 in UTC to the second (as image configs carry it).
+    pub fn now() -> String {
+        now_rfc3339()
+    }
+
     /// An image by what a user types: a name (`busybox`, normalized), a
     /// full reference, `name@sha256:...` or an id (prefix).
     pub fn resolve(&self, name: &str) -> Result<ImageRecord> {
@@ -530,6 +635,12 @@ impl ImageStore {
                 blobs.extend(manifest.layers.into_iter().map(|l| l.digest));
             }
             snapshots.extend(record.chain_ids.iter().cloned());
+        }
+        // The build cache's layers, and the snapshots below them (a cached
+        // step's parents are what it needs to be used again).
+        for entry in self.metadata.cache_list()? {
+            blobs.extend(entry.layer);
+            snapshots.extend(entry.chain_id);
         }
         let mut freed = 0;
         for (digest, size) in self.content.list()? {

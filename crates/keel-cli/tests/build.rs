@@ -1,0 +1,532 @@
+//! `keel build` as a user drives it, offline, on the busybox image the
+//! harness imports: multi-stage builds with `--from` and `--target`, the
+//! cache (hits, misses, `--no-cache`, `builder prune`), `.dockerignore`,
+//! `--chown`/`--chmod`, USER and WORKDIR, ONBUILD, heredocs, a context on
+//! stdin, and bad input that must fail clearly and tag nothing.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{Keel, stderr, stdout};
+
+fn context(keel: &Keel, name: &str, files: &[(&str, &str)]) -> PathBuf {
+    let dir = keel.temp.subdir(name);
+    for (path, text) in files {
+        let file = dir.join(path);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, text).unwrap();
+    }
+    dir
+}
+
+fn build(keel: &Keel, dir: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["build", "--progress", "plain"];
+    args.extend_from_slice(extra);
+    args.push(dir.to_str().unwrap());
+    keel.run(&args)
+}
+
+fn build_ok(keel: &Keel, dir: &Path, extra: &[&str]) -> String {
+    let out = build(keel, dir, extra);
+    assert!(
+        out.status.success(),
+        "keel build {extra:?} failed:\n{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    stderr(&out)
+}
+
+fn image_id(keel: &Keel, name: &str) -> String {
+    keel.ok(&["image", "inspect", "-f", "{{.Id}}", name])
+        .trim()
+        .to_string()
+}
+
+fn config(keel: &Keel, name: &str) -> serde_json::Value {
+    let text = keel.ok(&["image", "inspect", name]);
+    let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    value[0]["Config"].clone()
+}
+
+fn no_build_leftovers(keel: &Keel) {
+    assert_eq!(
+        keel.ok(&["ps", "-aq"]).trim(),
+        "",
+        "build containers are removed"
+    );
+    let mounts: Vec<String> = keel
+        .mounts()
+        .into_iter()
+        .filter(|m| m.contains("/build/"))
+        .collect();
+    assert!(mounts.is_empty(), "no build mounts left: {mounts:?}");
+    let tmp = keel.root().join("build").join("tmp");
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "no scratch dirs left: {left:?}");
+}
+
+#[test]
+fn multi_stage_with_from_and_target() {
+    let keel = Keel::new();
+    let dir = context(
+        &keel,
+        "ctx",
+        &[(
+            "Dockerfile",
+            r#"# syntax=docker/dockerfile:1
+ARG BASE=busybox
+FROM $BASE AS builder
+WORKDIR /src
+RUN echo built > artifact && mkdir -p out && echo two > out/b
+
+FROM busybox AS never
+RUN echo this stage is not needed && exit 1
+
+FROM busybox
+LABEL org.example.kind=test
+ENV GREETING="hello world" \
+    OTHER=/x
+COPY --from=builder /src/artifact /app/
+COPY --from=0 /src/out /app/out
+EXPOSE 8080 53/udp
+USER 1000:1000
+WORKDIR /app
+ENTRYPOINT ["cat"]
+CMD ["artifact"]
+"#,
+        )],
+    );
+    let log = build_ok(&keel, &dir, &["-t", "multi:1", "--label", "extra=yes"]);
+    assert!(
+        !log.contains("this stage is not needed"),
+        "the unneeded stage is not built:\n{log}"
+    );
+    // The image runs as its config says.
+    assert_eq!(
+        keel.ok(&["run", "--rm", "--network", "none", "multi:1"]),
+        "built\n"
+    );
+    assert_eq!(
+        keel.ok(&["run", "--rm", "--network", "none", "multi:1", "out/b"]),
+        "two\n"
+    );
+    assert_eq!(
+        keel.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--entrypoint",
+            "sh",
+            "multi:1",
+            "-c",
+            "id -u; id -g"
+        ]),
+        "1000\n1000\n"
+    );
+    let config = config(&keel, "multi:1");
+    let env: Vec<String> = serde_json::from_value(config["Env"].clone()).unwrap();
+    assert!(env.contains(&"GREETING=hello world".to_string()), "{env:?}");
+    assert!(env.contains(&"OTHER=/x".to_string()), "{env:?}");
+    assert!(env.iter().any(|e| e.starts_with("PATH=")), "{env:?}");
+    assert_eq!(config["User"], "1000:1000");
+    assert_eq!(config["WorkingDir"], "/app");
+    assert_eq!(config["Entrypoint"], serde_json::json!(["cat"]));
+    assert_eq!(config["Cmd"], serde_json::json!(["artifact"]));
+    assert_eq!(config["Labels"]["org.example.kind"], "test");
+    assert_eq!(config["Labels"]["extra"], "yes");
+    assert!(config["ExposedPorts"]["8080/tcp"].is_object());
+    assert!(config["ExposedPorts"]["53/udp"].is_object());
+    // History: one entry per instruction, the layer-making ones with layers.
+    let history = keel.ok(&["image", "history", "--no-trunc", "multi:1"]);
+    assert!(
+        history.contains("COPY --from=builder /src/artifact /app/"),
+        "{history}"
+    );
+    assert!(
+        history.contains("ENV GREETING=hello world OTHER=/x"),
+        "{history}"
+    );
+
+    // --target builds that stage only.
+    let log = build_ok(&keel, &dir, &["-t", "multi:builder", "--target", "builder"]);
+    assert!(
+        log.contains("CACHED"),
+        "the builder stage comes from the cache:\n{log}"
+    );
+    assert_eq!(
+        keel.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "multi:builder",
+            "cat",
+            "/src/artifact"
+        ]),
+        "built\n"
+    );
+    no_build_leftovers(&keel);
+}
+
+#[test]
+fn cache_hits_misses_no_cache_and_prune() {
+    let keel = Keel::new();
+    let dir = context(
+        &keel,
+        "ctx",
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox\nCOPY a.txt /a.txt\nRUN cat /a.txt > /copy && date +%s%N > /stamp\nCOPY b.txt /b.txt\nRUN cat /b.txt > /b-copy\n",
+            ),
+            ("a.txt", "first\n"),
+            ("b.txt", "second\n"),
+        ],
+    );
+    let first = build_ok(&keel, &dir, &["-t", "cached"]);
+    assert!(
+        !first.contains("CACHED"),
+        "a first build has no cache:\n{first}"
+    );
+    let id = image_id(&keel, "cached");
+    let stamp = keel.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "cached",
+        "cat",
+        "/stamp",
+    ]);
+
+    // Nothing changed: every step from the cache, the same image.
+    let again = build_ok(&keel, &dir, &["-t", "cached"]);
+    assert_eq!(
+        again.matches("CACHED").count(),
+        4,
+        "all four steps cached:\n{again}"
+    );
+    assert_eq!(
+        image_id(&keel, "cached"),
+        id,
+        "an unchanged rebuild gives the same image"
+    );
+
+    // One file changed: steps before its COPY stay cached, the rest rerun.
+    std::fs::write(dir.join("b.txt"), "changed\n").unwrap();
+    let changed = build_ok(&keel, &dir, &["-t", "cached"]);
+    assert_eq!(
+        changed.matches("CACHED").count(),
+        2,
+        "COPY a.txt and the first RUN cached:\n{changed}"
+    );
+    assert_ne!(image_id(&keel, "cached"), id);
+    assert_eq!(
+        keel.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "cached",
+            "cat",
+            "/stamp",
+            "/b-copy"
+        ]),
+        format!("{stamp}changed\n"),
+        "the first RUN was not run again; the second saw the new file"
+    );
+
+    // A file's mode is content too.
+    let changed_id = image_id(&keel, "cached");
+    std::fs::set_permissions(
+        dir.join("a.txt"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let mode = build_ok(&keel, &dir, &["-t", "cached"]);
+    assert_eq!(
+        mode.matches("CACHED").count(),
+        0,
+        "a chmod invalidates from its COPY:\n{mode}"
+    );
+    assert_ne!(image_id(&keel, "cached"), changed_id);
+
+    let no_cache = build_ok(&keel, &dir, &["-t", "cached", "--no-cache"]);
+    assert!(
+        !no_cache.contains("CACHED"),
+        "--no-cache uses nothing cached:\n{no_cache}"
+    );
+
+    let pruned = keel.ok(&["builder", "prune", "-f"]);
+    assert!(pruned.contains("Total reclaimed space"), "{pruned}");
+    // The tagged image survives the prune and still runs.
+    assert_eq!(
+        keel.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "cached",
+            "cat",
+            "/b-copy"
+        ]),
+        "changed\n"
+    );
+    let after = build_ok(&keel, &dir, &["-t", "cached"]);
+    assert!(
+        !after.contains("CACHED"),
+        "the pruned cache is gone:\n{after}"
+    );
+    no_build_leftovers(&keel);
+}
+
+#[test]
+fn dockerignore_chown_chmod_user_workdir() {
+    let keel = Keel::new();
+    let dir = context(
+        &keel,
+        "ctx",
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox\n\
+                 RUN echo 'app:x:1234:1234::/home/app:/bin/sh' >> /etc/passwd && echo 'app:x:1234:' >> /etc/group\n\
+                 COPY . /ctx/\n\
+                 COPY --chown=1000:2000 --chmod=640 f.txt /owned/f.txt\n\
+                 COPY --chown=app:app dir /named/\n\
+                 WORKDIR rel\n\
+                 USER app\n\
+                 RUN id -u > /tmp/uid && pwd > /tmp/pwd\n",
+            ),
+            (".dockerignore", "# comment\n*.log\n!keep.log\nsecret/\n"),
+            ("f.txt", "f\n"),
+            ("drop.log", "no\n"),
+            ("keep.log", "yes\n"),
+            ("secret/key", "hidden\n"),
+            ("dir/sub/file", "in dir\n"),
+        ],
+    );
+    build_ok(&keel, &dir, &["-t", "files"]);
+    let run = |cmd: &str| {
+        keel.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-u",
+            "0",
+            "files",
+            "sh",
+            "-c",
+            cmd,
+        ])
+    };
+    assert_eq!(
+        run("ls -A /ctx | sort | tr '\\n' ' '"),
+        ".dockerignore Dockerfile dir f.txt keep.log "
+    );
+    assert_eq!(run("stat -c '%u:%g %a' /owned/f.txt"), "1000:2000 640\n");
+    assert_eq!(
+        run("stat -c '%u:%g' /named/sub/file /named/sub"),
+        "1234:1234\n1234:1234\n"
+    );
+    assert_eq!(run("cat /named/sub/file"), "in dir\n");
+    // WORKDIR relative to the previous one (/), USER for RUN.
+    assert_eq!(run("cat /tmp/uid /tmp/pwd"), "1234\n/rel\n");
+    no_build_leftovers(&keel);
+}
+
+#[test]
+fn onbuild_triggers_run_in_the_child() {
+    let keel = Keel::new();
+    let parent = context(
+        &keel,
+        "parent",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nONBUILD COPY hello.txt /hello.txt\nONBUILD RUN echo triggered > /onbuild\n",
+        )],
+    );
+    build_ok(&keel, &parent, &["-t", "parent"]);
+    let onbuild = config(&keel, "parent")["OnBuild"].clone();
+    assert_eq!(
+        onbuild,
+        serde_json::json!(["COPY hello.txt /hello.txt", "RUN echo triggered > /onbuild"])
+    );
+    let child = context(
+        &keel,
+        "child",
+        &[
+            (
+                "Dockerfile",
+                "FROM parent\nRUN cat /hello.txt /onbuild > /both\n",
+            ),
+            ("hello.txt", "hi\n"),
+        ],
+    );
+    build_ok(&keel, &child, &["-t", "child"]);
+    assert_eq!(
+        keel.ok(&["run", "--rm", "--network", "none", "child", "cat", "/both"]),
+        "hi\ntriggered\n"
+    );
+    assert!(
+        config(&keel, "child")["OnBuild"].is_null(),
+        "triggers are not passed on"
+    );
+}
+
+#[test]
+fn heredocs_args_and_a_context_on_stdin() {
+    let keel = Keel::new();
+    let dir = context(
+        &keel,
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox\n\
+             ARG WHO=world\n\
+             ENV PLACE=here\n\
+             RUN <<EOF\n\
+             echo \"hello $WHO\" > /greeting\n\
+             echo line two >> /greeting\n\
+             EOF\n\
+             COPY <<EOT /etc/note\n\
+             at $PLACE for ${WHO}\n\
+             EOT\n\
+             COPY <<'RAW' /etc/raw\n\
+             kept $PLACE\n\
+             RAW\n",
+        )],
+    );
+    build_ok(&keel, &dir, &["-t", "heredoc", "--build-arg", "WHO=keel"]);
+    assert_eq!(
+        keel.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "heredoc",
+            "cat",
+            "/greeting",
+            "/etc/note",
+            "/etc/raw"
+        ]),
+        "hello keel\nline two\nat here for keel\nkept $PLACE\n"
+    );
+    // ARG values are not in the image's environment.
+    let env = config(&keel, "heredoc")["Env"].to_string();
+    assert!(!env.contains("WHO"), "{env}");
+
+    // The same context as a tar on stdin.
+    let tarball = keel.temp.path().join("ctx.tar");
+    let tar = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(&dir)
+        .arg("-cf")
+        .arg(&tarball)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    let out = keel
+        .command(&["build", "-q", "-t", "fromstdin", "-"])
+        .stdin(std::fs::File::open(&tarball).unwrap())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let printed = stdout(&out);
+    assert!(
+        printed.trim().starts_with("sha256:"),
+        "-q prints the id: {printed}"
+    );
+    assert_eq!(printed.trim(), image_id(&keel, "fromstdin"));
+    assert_eq!(
+        keel.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "fromstdin",
+            "cat",
+            "/greeting"
+        ]),
+        "hello world\nline two\n"
+    );
+}
+
+#[test]
+fn bad_input_fails_clearly_and_tags_nothing() {
+    let keel = Keel::new();
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "FROM busybox\nRUN true\nFRM busybox\n",
+            "Dockerfile:3",
+            &["unknown instruction", "FRM"],
+        ),
+        (
+            "FROM busybox\nCOPY missing.txt /x\n",
+            "Dockerfile:2",
+            &["missing.txt", "not found"],
+        ),
+        (
+            "FROM busybox\nCOPY ../outside /x\n",
+            "Dockerfile:2",
+            &["outside"],
+        ),
+        (
+            "FROM busybox\nRUN echo some output; exit 3\n",
+            "Dockerfile:2",
+            &["exit code: 3"],
+        ),
+        (
+            "FROM busybox\nCOPY --from=nosuchstage /a /b\n",
+            "",
+            &["nosuchstage"],
+        ),
+        ("FROM $UNSET\n", "", &["base name", "should not be blank"]),
+        (
+            "FROM busybox\nCOPY a.txt b.txt /dest\n",
+            "Dockerfile:2",
+            &["destination must be a directory"],
+        ),
+    ];
+    for (i, (dockerfile, place, words)) in cases.iter().enumerate() {
+        let dir = context(
+            &keel,
+            &format!("bad{i}"),
+            &[("Dockerfile", dockerfile), ("a.txt", "a"), ("b.txt", "b")],
+        );
+        let tag = format!("bad:{i}");
+        let out = build(&keel, &dir, &["-t", &tag]);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{dockerfile:?} must fail:\n{err}");
+        assert!(
+            err.contains(place),
+            "{dockerfile:?}: the error names {place}:\n{err}"
+        );
+        for word in *words {
+            assert!(
+                err.contains(word),
+                "{dockerfile:?}: the error says {word:?}:\n{err}"
+            );
+        }
+        let listed = keel.run(&["image", "inspect", &tag]);
+        assert!(
+            !listed.status.success(),
+            "{dockerfile:?}: nothing is tagged {tag}"
+        );
+    }
+    // The failing RUN's output is shown.
+    let dir = keel.temp.path().join("bad3");
+    let out = build(&keel, &dir, &[]);
+    assert!(stderr(&out).contains("some output"), "{}", stderr(&out));
+    // An unknown --target.
+    let out = build(&keel, &dir, &["--target", "nope"]);
+    assert!(stderr(&out).contains("nope"), "{}", stderr(&out));
+    no_build_leftovers(&keel);
+}

@@ -1124,24 +1124,7 @@ impl Shared<'_, '_> {
             description: text.to_string(),
         };
         if !empty {
-            let (descriptor, chain_id) = std::thread::scope(|scope| {
-                let (reader, writer) = std::io::pipe().map_err(|e| Error::io("pipe", e))?;
-                let packer = scope.spawn(move || {
-                    keel_image::pack::pack(
-                        upper,
-                        std::io::BufWriter::with_capacity(256 * 1024, writer),
-                        &keel_image::pack::PackOptions {
-                            overlay_diff: true,
-                            top_name: None,
-                        },
-                    )
-                });
-                let added = store.add_layer_blob(std::io::BufReader::new(reader), &state.chain_ids);
-                packer
-                    .join()
-                    .map_err(|_| Error::msg("the layer packer failed"))??;
-                Ok::<_, Error>(added?)
-            })?;
+            let (descriptor, chain_id) = store.add_layer_from_dir(upper, &state.chain_ids)?;
             record.layer = Some(descriptor.digest.clone());
             record.size = descriptor.size;
             record.chain_id = Some(chain_id);

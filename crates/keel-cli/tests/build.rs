@@ -530,3 +530,109 @@ fn bad_input_fails_clearly_and_tags_nothing() {
     assert!(stderr(&out).contains("nope"), "{}", stderr(&out));
     no_build_leftovers(&keel);
 }
+
+#[test]
+fn independent_stages_build_at_once() {
+    let keel = Keel::new();
+    // Each stage waits (up to 30 s) for the other's mark in a shared cache
+    // mount: built one after the other, the first would give up.
+    let wait = |me: &str, other: &str| {
+        format!(
+            "RUN --mount=type=cache,target=/meet,id=meet touch /meet/{me} && \
+             i=0; while [ ! -e /meet/{other} ]; do i=$((i+1)); [ $i -gt 600 ] && exit 7; sleep 0.05; done; \
+             echo {me} > /{me}"
+        )
+    };
+    let dockerfile = format!(
+        "FROM busybox AS a\n{}\nFROM busybox AS b\n{}\nFROM busybox\nCOPY --from=a /a /a\nCOPY --from=b /b /b\n",
+        wait("a", "b"),
+        wait("b", "a")
+    );
+    let dir = context(&keel, "ctx", &[("Dockerfile", &dockerfile)]);
+    build_ok(&keel, &dir, &["-t", "both", "--network", "none"]);
+    assert_eq!(
+        keel.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "both",
+            "cat",
+            "/a",
+            "/b"
+        ]),
+        "a\nb\n"
+    );
+}
+
+#[test]
+fn add_unpacks_local_archives_and_fetches_urls() {
+    let keel = Keel::new();
+    let dir = context(
+        &keel,
+        "ctx",
+        &[("payload/inner/file.txt", "from the archive\n")],
+    );
+    let tar = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(dir.join("payload"))
+        .arg("-czf")
+        .arg(dir.join("bundle.tar.gz"))
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    std::fs::remove_dir_all(dir.join("payload")).unwrap();
+    // A tiny HTTP server inside keel's network namespace.
+    let listener = keel
+        .netns
+        .within(|| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    let port = listener.local_addr().unwrap().port();
+    let body = "downloaded\n";
+    let server = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for stream in listener.incoming().take(2) {
+            let mut stream = stream.unwrap();
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let sha = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(body.as_bytes()))
+    };
+    std::fs::write(
+        dir.join("Dockerfile"),
+        format!(
+            "FROM busybox\nADD bundle.tar.gz /unpacked/\nCOPY bundle.tar.gz /copied/\n\
+             ADD --checksum=sha256:{sha} http://127.0.0.1:{port}/files/remote.txt /fetched/\n"
+        ),
+    )
+    .unwrap();
+    build_ok(&keel, &dir, &["-t", "added"]);
+    let run = |cmd: &str| keel.ok(&["run", "--rm", "--network", "none", "added", "sh", "-c", cmd]);
+    assert_eq!(run("cat /unpacked/inner/file.txt"), "from the archive\n");
+    assert_eq!(run("ls /copied"), "bundle.tar.gz\n", "COPY does not unpack");
+    assert_eq!(run("cat /fetched/remote.txt"), "downloaded\n");
+    assert_eq!(run("stat -c %a /fetched/remote.txt"), "600\n");
+
+    // A wrong checksum fails the build and tags nothing.
+    std::fs::write(
+        dir.join("Dockerfile"),
+        format!(
+            "FROM busybox\nADD --checksum=sha256:{} http://127.0.0.1:{port}/files/remote.txt /x\n",
+            "0".repeat(64)
+        ),
+    )
+    .unwrap();
+    let out = build(&keel, &dir, &["-t", "badsum"]);
+    server.join().unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("digest mismatch"), "{}", stderr(&out));
+    assert!(!keel.run(&["image", "inspect", "badsum"]).status.success());
+}

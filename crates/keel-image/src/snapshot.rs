@@ -79,6 +79,29 @@ impl Snapshots {
         self.unpack_with(layer, options, |unpacked| Ok(unpacked.diff_id.clone()))
     }
 
+    /// Publishes the directory `dir` (an overlay upper directory: whiteouts
+    /// and opaque directories already as overlayfs keeps them) as the
+    /// snapshot `chain_id`, by rename; the layer made from it must be in
+    /// the content store already. Leaves `dir` alone if the snapshot
+    /// exists.
+    pub fn adopt(&self, chain_id: &Digest, dir: &Path, size: u64) -> Result<()> {
+        let target = self.path(chain_id);
+        if target.is_dir() {
+            return Ok(());
+        }
+        let size_file = self.dir.join(format!("{}.size", chain_id.hex()));
+        fs::write(&size_file, size.to_string())
+            .map_err(|e| Error::io(format!("write {}", size_file.display()), e))?;
+        match fs::rename(dir, &target) {
+            Ok(()) => Ok(()),
+            Err(_) if target.is_dir() => Ok(()),
+            Err(e) => Err(Error::io(
+                format!("publish snapshot {}", target.display()),
+                e,
+            )),
+        }
+    }
+
     /// Unpacks into a work dir, lets `name` check the result and choose the
     /// chain id, records the size and publishes the snapshot by rename.
     fn unpack_with(

@@ -481,6 +481,46 @@ impl ImageStore {
         ))
     }
 
+    /// A new layer from an overlay upper directory (a build step's changes):
+    /// packed into the content store, and the directory itself moved to be
+    /// its snapshot on `parents` (no second unpack). Returns the layer's
+    /// descriptor and chain id.
+    pub fn add_layer_from_dir(
+        &mut self,
+        upper: &Path,
+        parents: &[Digest],
+    ) -> Result<(Descriptor, Digest)> {
+        let (digest, size) = std::thread::scope(|scope| {
+            let (reader, writer) = std::io::pipe().map_err(|e| Error::io("pipe", e))?;
+            let packer = scope.spawn(move || {
+                crate::pack::pack(
+                    upper,
+                    std::io::BufWriter::with_capacity(256 * 1024, writer),
+                    &crate::pack::PackOptions {
+                        overlay_diff: true,
+                        top_name: None,
+                    },
+                )
+            });
+            let ingested = self
+                .content
+                .ingest_any(std::io::BufReader::with_capacity(256 * 1024, reader));
+            packer
+                .join()
+                .map_err(|_| Error::msg("the layer packer failed"))??;
+            ingested
+        })?;
+        let chain_id = match parents.last() {
+            None => digest.clone(),
+            Some(parent) => Digest::of(format!("{parent} {digest}").as_bytes()),
+        };
+        self.snapshots.adopt(&chain_id, upper, size)?;
+        Ok((
+            descriptor(manifest::MEDIA_TYPE_OCI_LAYER, digest, size),
+            chain_id,
+        ))
+    }
+
     /// Makes the snapshot `chain_id` from the uncompressed layer blob
     /// `diff_id` on `parents` unless it is there.
     pub fn ensure_snapshot(

@@ -636,3 +636,161 @@ fn add_unpacks_local_archives_and_fetches_urls() {
     assert!(stderr(&out).contains("digest mismatch"), "{}", stderr(&out));
     assert!(!keel.run(&["image", "inspect", "badsum"]).status.success());
 }
+
+/// buildah with its own storage in the test's temp dir; its container is
+/// unmounted and removed on drop.
+struct Buildah<'a> {
+    keel: &'a Keel,
+    root: PathBuf,
+}
+
+impl Buildah<'_> {
+    fn run(&self, args: &[&str]) -> String {
+        let mut command = std::process::Command::new("buildah");
+        command
+            .arg("--root")
+            .arg(self.root.join("root"))
+            .arg("--runroot")
+            .arg(self.root.join("run"))
+            .args(["--storage-driver", "vfs"])
+            .args(args)
+            .env("BUILDAH_ISOLATION", "chroot")
+            .stdin(std::process::Stdio::null());
+        self.keel.netns.enter(&mut command);
+        let out = command
+            .output()
+            .expect("run buildah (scripts/setup installs it)");
+        assert!(out.status.success(), "buildah {args:?}: {}", stderr(&out));
+        stdout(&out)
+    }
+}
+
+impl Drop for Buildah<'_> {
+    fn drop(&mut self) {
+        let mut command = std::process::Command::new("buildah");
+        command
+            .arg("--root")
+            .arg(self.root.join("root"))
+            .arg("--runroot")
+            .arg(self.root.join("run"))
+            .args(["--storage-driver", "vfs", "rm", "--all"]);
+        let _ = command.output();
+    }
+}
+
+#[test]
+fn the_same_image_as_buildah() {
+    let keel = Keel::new();
+    let dir = context(
+        &keel,
+        "ctx",
+        &[
+            (
+                "Dockerfile",
+                r#"FROM busybox
+ENV A=1 B="two words"
+LABEL x=y
+WORKDIR /app
+COPY --chown=10:20 --chmod=640 f.txt ./
+COPY dir/ /app/dir/
+RUN mkdir -p /data && echo made > /data/made && ln -s /data/made /app/link
+ARG V=3
+RUN echo $V > /app/v
+EXPOSE 80/tcp 53/udp
+VOLUME /vol
+USER 10:20
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=5s CMD true
+ONBUILD RUN true
+SHELL ["/bin/sh", "-ec"]
+ENTRYPOINT ["/bin/sh", "-c"]
+CMD ["echo hi"]
+"#,
+            ),
+            ("f.txt", "f\n"),
+            ("dir/sub/g", "g\n"),
+        ],
+    );
+    std::fs::set_permissions(
+        dir.join("dir/sub/g"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o751),
+    )
+    .unwrap();
+    build_ok(&keel, &dir, &["-t", "same", "--network", "none"]);
+    let archive = keel.temp.path().join("busybox.tar");
+    keel.ok(&["save", "-o", archive.to_str().unwrap(), "busybox"]);
+    let buildah = Buildah {
+        keel: &keel,
+        root: keel.temp.subdir("buildah"),
+    };
+    buildah.run(&[
+        "pull",
+        "-q",
+        &format!("docker-archive:{}", archive.display()),
+    ]);
+    buildah.run(&[
+        "bud",
+        "-q",
+        "--format",
+        "docker",
+        "-t",
+        "same",
+        dir.to_str().unwrap(),
+    ]);
+
+    // The image config: every field docker's config has, the same.
+    let theirs: serde_json::Value =
+        serde_json::from_str(&buildah.run(&["inspect", "--type", "image", "same"])).unwrap();
+    let mut theirs = theirs["Docker"]["config"].clone();
+    theirs["Labels"]
+        .as_object_mut()
+        .unwrap()
+        .remove("io.buildah.version");
+    let ours = config(&keel, "same");
+    for field in [
+        "User",
+        "ExposedPorts",
+        "Env",
+        "Cmd",
+        "Healthcheck",
+        "Volumes",
+        "WorkingDir",
+        "Entrypoint",
+        "OnBuild",
+        "Labels",
+        "StopSignal",
+        "Shell",
+    ] {
+        assert_eq!(ours[field], theirs[field], "config field {field}");
+    }
+
+    // The files: type, owner, mode, size and content.
+    let paths =
+        "/app /app/f.txt /app/dir /app/dir/sub /app/dir/sub/g /app/link /data /data/made /app/v";
+    let script = format!(
+        "stat -c '%n %F %u:%g %a %s' {paths}; cat /app/f.txt /app/dir/sub/g /data/made /app/v; readlink /app/link"
+    );
+    let container = buildah.run(&["from", "same"]).trim().to_string();
+    let mount = buildah.run(&["mount", &container]).trim().to_string();
+    let listing = std::process::Command::new("chroot")
+        .arg(&mount)
+        .args(["/bin/sh", "-c", &script])
+        .output()
+        .unwrap();
+    buildah.run(&["umount", &container]);
+    assert!(listing.status.success(), "{}", stderr(&listing));
+    let mine = keel.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-u",
+        "0",
+        "--entrypoint",
+        "/bin/sh",
+        "same",
+        "-c",
+        &script,
+    ]);
+    assert_eq!(mine, stdout(&listing), "the same files as buildah's");
+}

@@ -247,6 +247,7 @@ pub fn build(
     open: &(dyn Fn() -> Result<(ImageStore, Box<dyn Worker>)> + Sync),
     progress: &Mutex<&mut dyn Progress>,
 ) -> Result<Outcome> {
+    crate::overlay::sweep(root);
     let dockerfile = crate::parser::parse(&request.dockerfile, &request.dockerfile_name)?;
     if dockerfile.stages.is_empty() {
         return Err(Error::msg(format!(
@@ -2223,7 +2224,11 @@ mod tempfile_path {
             std::fs::create_dir_all(&dir).map_err(|e| Error::path("create", &dir, e))?;
             let mut bytes = [0u8; 8];
             let _ = getrandom(&mut bytes);
-            let path = dir.join(format!("download-{}", hex::encode(bytes)));
+            let path = dir.join(format!(
+                "{}-download-{}",
+                std::process::id(),
+                hex::encode(bytes)
+            ));
             std::fs::File::create(&path).map_err(|e| Error::path("create", &path, e))?;
             Ok(TempFile { path })
         }

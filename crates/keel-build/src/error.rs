@@ -3,7 +3,7 @@
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{0}")]
+    #[error(transparent)]
     Parse(#[from] crate::parser::ParseError),
     /// A step that cannot be done as written (a bad flag value, a COPY
     /// source that is not there, an unknown stage).
@@ -36,6 +36,14 @@ pub enum Error {
 }
 
 impl Error {
+    /// The Dockerfile line a step error is about.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            Error::Step { line, .. } | Error::RunFailed { line, .. } => Some(*line),
+            _ => None,
+        }
+    }
+
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Error {
         Error::Io {
             context: context.into(),

@@ -21,7 +21,13 @@ impl Scratch {
     pub fn new(root: &Path) -> Result<Scratch> {
         let mut bytes = [0u8; 8];
         crate::build::getrandom(&mut bytes).map_err(|e| Error::io("read /dev/urandom", e))?;
-        let dir = root.join("build").join("tmp").join(hex::encode(bytes));
+        // Named by the build's pid: a later build removes what a killed
+        // one left (see [`sweep`]).
+        let dir = root.join("build").join("tmp").join(format!(
+            "{}-{}",
+            std::process::id(),
+            hex::encode(bytes)
+        ));
         for sub in ["upper", "work", "merged"] {
             let path = dir.join(sub);
             std::fs::create_dir_all(&path).map_err(|e| Error::path("create", &path, e))?;
@@ -105,6 +111,27 @@ impl Drop for Scratch {
             let _ = nix::mount::umount2(&self.sub("merged"), nix::mount::MntFlags::MNT_DETACH);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Removes scratch space under `<root>/build/tmp` left by builds that are
+/// gone (killed: their mounts went with their mount namespace).
+pub fn sweep(root: &Path) {
+    let dir = root.join("build").join("tmp");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let path = entry.path();
+        let _ = nix::mount::umount2(&path.join("merged"), nix::mount::MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_dir_all(&path);
     }
 }
 

@@ -288,6 +288,7 @@ pub fn build(ctx: &Context, args: &BuildArgs) -> Result<i32> {
 
     // Mounts made by the build die with it, even if it is killed.
     private_mount_namespace()?;
+    remove_orphaned_steps(ctx);
 
     let mut shown: Box<dyn Progress> = if args.quiet {
         Box::new(keel_build::build::Quiet)
@@ -318,6 +319,9 @@ pub fn build(ctx: &Context, args: &BuildArgs) -> Result<i32> {
     let outcome = match outcome {
         Ok(outcome) => outcome,
         Err(e) => {
+            if let Some(line) = e.line() {
+                show_lines(&request.dockerfile_name, &request.dockerfile, line);
+            }
             return Err(anyhow::Error::new(e).context("failed to solve"));
         }
     };
@@ -338,6 +342,52 @@ pub fn build(ctx: &Context, args: &BuildArgs) -> Result<i32> {
         println!("{id}");
     }
     Ok(0)
+}
+
+/// The label on a RUN step's container: the build's pid and start time.
+const OWNER_LABEL: &str = "io.keel.build.owner";
+
+fn owner() -> String {
+    let pid = std::process::id() as i32;
+    format!(
+        "{pid}:{}",
+        keel_runtime::util::proc_start_time(pid).unwrap_or(0)
+    )
+}
+
+/// Removes RUN step containers whose build is gone (killed mid-step).
+fn remove_orphaned_steps(ctx: &Context) {
+    let Ok(mut engine) = ctx.engine() else { return };
+    let Ok(containers) = engine.list() else {
+        return;
+    };
+    for container in containers {
+        let Some(owner) = container.spec.labels.get(OWNER_LABEL) else {
+            continue;
+        };
+        let alive = owner
+            .split_once(':')
+            .and_then(|(pid, start)| Some((pid.parse::<i32>().ok()?, start.parse::<u64>().ok()?)))
+            .is_some_and(|(pid, start)| keel_runtime::util::proc_start_time(pid) == Some(start));
+        if !alive {
+            let _ = engine.remove(&container.id, true, true);
+        }
+    }
+}
+
+/// The failing instruction in its place, as BuildKit shows it.
+fn show_lines(name: &str, text: &str, line: usize) {
+    let lines: Vec<&str> = text.lines().collect();
+    if line == 0 || line > lines.len() {
+        return;
+    }
+    eprintln!("{name}:{line}");
+    eprintln!("--------------------");
+    for n in line.saturating_sub(2).max(1)..=(line + 1).min(lines.len()) {
+        let marker = if n == line { ">>>" } else { "   " };
+        eprintln!("{n:>4} | {marker} {}", lines[n - 1]);
+    }
+    eprintln!("--------------------");
 }
 
 fn looks_like_tar(data: &[u8]) -> bool {
@@ -471,7 +521,7 @@ impl Worker for EngineWorker {
             entrypoint: Some(Vec::new()),
             network,
             mounts,
-            labels: BTreeMap::from([("io.keel.build".to_string(), "true".to_string())]),
+            labels: BTreeMap::from([(OWNER_LABEL.to_string(), owner())]),
             ..ContainerSpec::default()
         };
         let container = self

@@ -794,3 +794,59 @@ CMD ["echo hi"]
     ]);
     assert_eq!(mine, stdout(&listing), "the same files as buildah's");
 }
+
+#[test]
+fn a_killed_build_leaves_nothing_the_next_cannot_clean() {
+    use std::io::{BufRead, BufReader};
+    let keel = Keel::new();
+    let dir = context(
+        &keel,
+        "ctx",
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox\nCOPY . /ctx\nRUN echo started; sleep 60\n",
+            ),
+            ("f", "x"),
+        ],
+    );
+    let mut child = keel
+        .command(&[
+            "build",
+            "--progress",
+            "plain",
+            "--network",
+            "none",
+            "-t",
+            "killed",
+            dir.to_str().unwrap(),
+        ])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    // Killed once its RUN step runs.
+    loop {
+        let line = lines
+            .next()
+            .expect("the build ended before its RUN step")
+            .unwrap();
+        if line.ends_with(" started") {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_ne!(
+        keel.ok(&["ps", "-aq"]).trim(),
+        "",
+        "the step's container outlives the build"
+    );
+
+    // The next build cleans up after it, and nothing is tagged.
+    std::fs::write(dir.join("Dockerfile"), "FROM busybox\nRUN true\n").unwrap();
+    build_ok(&keel, &dir, &["-t", "next", "--network", "none"]);
+    assert!(!keel.run(&["image", "inspect", "killed"]).status.success());
+    no_build_leftovers(&keel);
+}

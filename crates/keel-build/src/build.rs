@@ -1221,8 +1221,10 @@ impl Shared<'_, '_> {
             .config
             .get_or_insert_with(ContainerConfig::default)
             .env = Some(env);
+        let layers = self.lowers(store, state)?;
+        let stubs = self.mount_stubs(&layers, &mounts)?;
         let request = RunRequest {
-            layers: self.lowers(store, state)?,
+            layers,
             config,
             args: args.clone(),
             network,
@@ -1232,6 +1234,7 @@ impl Shared<'_, '_> {
         let exit = {
             let mut output = |data: &[u8]| self.event(Event::Output { id, data });
             let mut diff = |upper: &Path| -> Result<()> {
+                remove_stubs(upper, &stubs);
                 let result = self.commit_layer(store, state, &key, &text, upper);
                 let ok = result.is_ok();
                 layer_result = Some(result);
@@ -1276,6 +1279,53 @@ impl Shared<'_, '_> {
                 Err(e)
             }
         }
+    }
+
+    /// The mount targets of a RUN (its `--mount`s and the container's own:
+    /// /proc, /dev, /etc/hosts, ...) that the stage does not have, with
+    /// their missing parents: the runtime makes them as mount points, and
+    /// they are taken out of the step's layer again, as BuildKit does.
+    fn mount_stubs(&self, layers: &[PathBuf], mounts: &[RunMount]) -> Result<Vec<String>> {
+        let mut targets: Vec<String> = [
+            "/proc",
+            "/dev",
+            "/dev/pts",
+            "/dev/shm",
+            "/dev/mqueue",
+            "/sys",
+            "/sys/fs/cgroup",
+            "/etc/hosts",
+            "/etc/hostname",
+            "/etc/resolv.conf",
+        ]
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+        for mount in mounts {
+            let target = match mount {
+                RunMount::Bind { target, .. } | RunMount::Tmpfs { target, .. } => target,
+            };
+            targets.push(fsops::clean_path(target));
+        }
+        let scratch = Scratch::new(&self.root)?;
+        let root = scratch.mount_read_only(layers)?;
+        let mut stubs = Vec::new();
+        for target in targets {
+            let mut path = target.clone();
+            // The target and each parent that is not there either.
+            while path != "/" && root.kind(&path)?.is_none() {
+                if !stubs.contains(&path) {
+                    stubs.push(path.clone());
+                }
+                path = match path.rsplit_once('/') {
+                    Some(("", _)) | None => "/".to_string(),
+                    Some((parent, _)) => parent.to_string(),
+                };
+            }
+        }
+        // Deepest first, so a parent is empty when its turn comes.
+        stubs.sort_by_key(|s| std::cmp::Reverse(s.matches('/').count()));
+        Ok(stubs)
     }
 
     /// RUN's argv: the exec form as is; the shell form through SHELL; a
@@ -2015,6 +2065,22 @@ impl Shared<'_, '_> {
                 self.fail(id, &e);
                 Err(e)
             }
+        }
+    }
+}
+
+/// Takes the mount points a RUN's container needed out of its changes:
+/// each empty file or empty directory at a stub's path in `upper`.
+fn remove_stubs(upper: &Path, stubs: &[String]) {
+    for stub in stubs {
+        let path = upper.join(stub.trim_start_matches('/'));
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.is_dir() {
+            let _ = std::fs::remove_dir(&path);
+        } else if meta.is_file() && meta.len() == 0 {
+            let _ = std::fs::remove_file(&path);
         }
     }
 }

@@ -850,3 +850,133 @@ fn a_killed_build_leaves_nothing_the_next_cannot_clean() {
     assert!(!keel.run(&["image", "inspect", "killed"]).status.success());
     no_build_leftovers(&keel);
 }
+
+#[test]
+fn run_mounts_networks_and_build_flags() {
+    let keel = Keel::new();
+    let dir = context(
+        &keel,
+        "ctx",
+        &[
+            (
+                "custom.Dockerfile",
+                "FROM busybox\n\
+                 ARG TARGETARCH\n\
+                 RUN echo $TARGETARCH > /arch\n\
+                 RUN --mount=type=bind,source=f.txt,target=/mnt/f cat /mnt/f > /bound\n\
+                 RUN --mount=type=secret,id=token wc -c < /run/secrets/token > /secret-size\n\
+                 RUN --mount=type=tmpfs,target=/scratch touch /scratch/x && ls /scratch > /scratch-seen\n\
+                 RUN ls /sys/class/net | sort | tr '\\n' ' ' > /nets\n\
+                 RUN --network=none ls /sys/class/net > /nets-none\n\
+                 COPY --exclude=*.log --exclude=skip . /ex/\n\
+                 COPY --parents dir/sub/g /p/\n",
+            ),
+            ("custom.Dockerfile.dockerignore", "ignored.txt\n"),
+            (".dockerignore", "f.txt\n"),
+            ("f.txt", "bound file\n"),
+            ("a.log", "log\n"),
+            ("ignored.txt", "no\n"),
+            ("skip/x", "no\n"),
+            ("dir/sub/g", "g\n"),
+        ],
+    );
+    let secret = keel.temp.path().join("token");
+    std::fs::write(&secret, "s3cret").unwrap();
+    let iid = keel.temp.path().join("iid");
+    let file = dir.join("custom.Dockerfile");
+    let log = build_ok(
+        &keel,
+        &dir,
+        &[
+            "-t",
+            "mounts",
+            "-f",
+            file.to_str().unwrap(),
+            "--secret",
+            &format!("id=token,src={}", secret.display()),
+            "--iidfile",
+            iid.to_str().unwrap(),
+            "--build-arg",
+            "UNUSED=1",
+        ],
+    );
+    assert!(log.contains("[UNUSED] were not consumed"), "{log}");
+    assert_eq!(
+        std::fs::read_to_string(&iid).unwrap(),
+        image_id(&keel, "mounts")
+    );
+    let run = |cmd: &str| {
+        keel.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "mounts",
+            "sh",
+            "-c",
+            cmd,
+        ])
+    };
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    assert_eq!(run("cat /arch"), format!("{arch}\n"));
+    // custom.Dockerfile.dockerignore wins over .dockerignore: f.txt is there.
+    assert_eq!(run("cat /bound"), "bound file\n");
+    assert_eq!(run("cat /secret-size"), "6\n");
+    assert_eq!(
+        run("ls -A /run/secrets 2>/dev/null | wc -l"),
+        "0\n",
+        "the secret is not in the image"
+    );
+    assert_eq!(
+        run("cat /scratch-seen; ls -A /scratch | wc -l"),
+        "x\n0\n",
+        "tmpfs content stays out"
+    );
+    assert_eq!(
+        run("cat /nets"),
+        "eth0 lo ",
+        "RUN has keel run's default network"
+    );
+    assert_eq!(run("cat /nets-none"), "lo\n");
+    assert_eq!(
+        run("ls -A /ex | sort | tr '\\n' ' '"),
+        ".dockerignore custom.Dockerfile custom.Dockerfile.dockerignore dir f.txt "
+    );
+    assert_eq!(run("cat /p/dir/sub/g"), "g\n");
+
+    // A Dockerfile on stdin, no context.
+    let out = keel
+        .command(&["build", "-q", "-t", "stdin-only", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(b"FROM busybox\nRUN echo from stdin > /s\n")?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        keel.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "stdin-only",
+            "cat",
+            "/s"
+        ]),
+        "from stdin\n"
+    );
+    no_build_leftovers(&keel);
+}

@@ -392,37 +392,6 @@ fn lookup_in(vars: &[(String, String)], name: &str) -> Option<String> {
         .map(|(_, v)| v.clone())
 }
 
-/// Go-style durations of HEALTHCHECK (`30s`, `1m30s`, `500ms`) in ns.
-fn parse_duration(text: &str) -> Option<i64> {
-    let mut total: f64 = 0.0;
-    let mut rest = text.trim();
-    if rest == "0" {
-        return Some(0);
-    }
-    while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let number: f64 = rest[..number_len].parse().ok()?;
-        rest = &rest[number_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "ns" => 1.0,
-            "us" | "µs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
-        total += number * scale;
-        rest = &rest[unit_len..];
-    }
-    Some(total as i64)
-}
-
 /// How a COPY/ADD source is reached.
 enum From {
     Context,
@@ -911,7 +880,7 @@ impl Shared<'_, '_> {
                         let duration = |d: &Option<String>, what: &str| -> Result<Option<i64>> {
                             d.as_deref()
                                 .map(|d| {
-                                    parse_duration(d).ok_or_else(|| {
+                                    crate::parser::parse_go_duration(d).map_err(|_| {
                                         self.step_error(
                                             line,
                                             format!("HEALTHCHECK --{what}: bad duration {d:?}"),
@@ -1497,7 +1466,7 @@ impl Shared<'_, '_> {
                         (source.path, format!("bind {spec} {digest}"))
                     }
                     Some(from) => {
-                        let from = self.from_source(store, &expand(from)?, line, done, stage)?;
+                        let from = self.source_stage(store, &expand(from)?, line, done, stage)?;
                         let From::Layers { key, chain, .. } = from else {
                             return Err(Error::msg("no such stage or image"));
                         };
@@ -1546,7 +1515,7 @@ impl Shared<'_, '_> {
     }
 
     /// `--from=NAME`: an earlier stage (its state) or an image.
-    fn from_source(
+    fn source_stage(
         &self,
         store: &mut ImageStore,
         name: &str,
@@ -1595,7 +1564,7 @@ impl Shared<'_, '_> {
         if let Some(word) = &copy.from {
             let name = self.expand_global(word, line)?;
             match self.find_stage(&name, stage) {
-                Some(_) => from = self.from_source(store, &name, line, done, stage)?,
+                Some(_) => from = self.source_stage(store, &name, line, done, stage)?,
                 None => {
                     let record = worker
                         .image(store, &name, false)
@@ -1905,19 +1874,8 @@ impl Shared<'_, '_> {
 
     fn expand_heredoc(&self, state: &State, heredoc: &Heredoc, line: usize) -> Result<String> {
         // Expansion applies to the body; quotes in it are kept.
-        let mut out = String::new();
-        for piece in heredoc.content.split_inclusive('\n') {
-            let (body, newline) = match piece.strip_suffix('\n') {
-                Some(b) => (b, "\n"),
-                None => (piece, ""),
-            };
-            out.push_str(
-                &expand_keep_quotes(body, &|n| state.lookup(n), self.escape())
-                    .map_err(|e| self.step_error(line, e))?,
-            );
-            out.push_str(newline);
-        }
-        Ok(out)
+        crate::shell::expand_raw(&heredoc.content, &|n| state.lookup(n))
+            .map_err(|e| self.step_error(line, e.to_string()))
     }
 
     /// `--chown=USER[:GROUP]`: numbers, or names in the stage's
@@ -2182,23 +2140,6 @@ fn url_file_name(url: &str) -> String {
     } else {
         name.to_string()
     }
-}
-
-/// Heredoc bodies of COPY expand `$VAR` but keep their quotes.
-fn expand_keep_quotes(
-    text: &str,
-    lookup: &dyn Fn(&str) -> Option<String>,
-    escape: char,
-) -> std::result::Result<String, String> {
-    // Quotes are escaped first, so the word expander leaves them in place.
-    let mut protected = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c == '"' || c == '\'' {
-            protected.push(escape);
-        }
-        protected.push(c);
-    }
-    crate::shell::expand(&protected, lookup, escape).map_err(|e| e.to_string())
 }
 
 /// ADD's local archives: tar, gzip- or zstd-compressed tar (by content).

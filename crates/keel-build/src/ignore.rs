@@ -438,10 +438,8 @@ fn scan_chunk(pattern: &str) -> (bool, &str, &str) {
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
-            b'\\' => {
-                if i + 1 < bytes.len() {
-                    i += 1;
-                }
+            b'\\' if i + 1 < bytes.len() => {
+                i += 1;
             }
             b'[' => in_range = true,
             b']' => in_range = false,
@@ -473,11 +471,9 @@ fn match_chunk<'a>(chunk: &str, s: &'a str) -> Result<(&'a str, bool), ()> {
         match first {
             '[' => {
                 let mut r = '\0';
-                if !failed {
-                    if let Some(c) = s.chars().next() {
-                        r = c;
-                        s = &s[c.len_utf8()..];
-                    }
+                if !failed && let Some(c) = s.chars().next() {
+                    r = c;
+                    s = &s[c.len_utf8()..];
                 }
                 chunk = &chunk[1..];
                 let mut negated = false;
@@ -488,11 +484,11 @@ fn match_chunk<'a>(chunk: &str, s: &'a str) -> Result<(&'a str, bool), ()> {
                 let mut matched = false;
                 let mut count = 0;
                 loop {
-                    if count > 0 {
-                        if let Some(rest) = chunk.strip_prefix(']') {
-                            chunk = rest;
-                            break;
-                        }
+                    if count > 0
+                        && let Some(rest) = chunk.strip_prefix(']')
+                    {
+                        chunk = rest;
+                        break;
                     }
                     let (lo, rest) = get_escaped(chunk)?;
                     chunk = rest;
@@ -512,13 +508,11 @@ fn match_chunk<'a>(chunk: &str, s: &'a str) -> Result<(&'a str, bool), ()> {
                 }
             }
             '?' => {
-                if !failed {
-                    if let Some(c) = s.chars().next() {
-                        if c == '/' {
-                            failed = true;
-                        }
-                        s = &s[c.len_utf8()..];
+                if !failed && let Some(c) = s.chars().next() {
+                    if c == '/' {
+                        failed = true;
                     }
+                    s = &s[c.len_utf8()..];
                 }
                 chunk = &chunk[1..];
             }

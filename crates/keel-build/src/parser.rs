@@ -372,10 +372,10 @@ fn is_comment(line: &str) -> bool {
 /// continuation, as in BuildKit.
 fn trim_continuation(line: &str, escape: char) -> (&str, bool) {
     let trimmed = line.trim_end_matches([' ', '\t']);
-    if let Some(before) = trimmed.strip_suffix(escape) {
-        if before.is_empty() || !before.ends_with(escape) {
-            return (before, false);
-        }
+    if let Some(before) = trimmed.strip_suffix(escape)
+        && (before.is_empty() || !before.ends_with(escape))
+    {
+        return (before, false);
     }
     (line, true)
 }
@@ -399,8 +399,6 @@ struct Node {
     /// The keyword as written.
     command: String,
     flags: Vec<String>,
-    /// Arguments after the flags, trimmed.
-    rest: String,
     /// The whole instruction, continuation lines joined.
     original: String,
     values: Vec<String>,
@@ -466,8 +464,8 @@ fn scan(text: &str, state: &mut DirectiveState) -> Result<Vec<Node>, Fail> {
             line.push_str(part);
         }
 
-        let mut node =
-            new_node_from_line(&line, escape).map_err(|message| Fail::at(start_line, message))?;
+        let mut node = new_node_from_line(&line, escape, 0)
+            .map_err(|message| Fail::at(start_line, message))?;
         node.start_line = start_line;
 
         if node.can_contain_heredoc() && line.contains("<<") {
@@ -515,7 +513,9 @@ fn scan(text: &str, state: &mut DirectiveState) -> Result<Vec<Node>, Fail> {
 
 /// Splits `line` into keyword, flags and arguments, and parses the
 /// arguments the way that instruction wants (BuildKit's dispatch table).
-fn new_node_from_line(line: &str, escape: char) -> Result<Node, String> {
+/// `depth` is 1 for an `ONBUILD` trigger; a trigger's own trigger is
+/// not parsed (it is rejected later anyway), which bounds the recursion.
+fn new_node_from_line(line: &str, escape: char, depth: usize) -> Result<Node, String> {
     let trimmed = line.trim();
     let (command, after) = match trimmed.find(is_token_space) {
         Some(at) => {
@@ -532,7 +532,6 @@ fn new_node_from_line(line: &str, escape: char) -> Result<Node, String> {
     let mut node = Node {
         command: command.to_string(),
         flags,
-        rest: rest.clone(),
         original: line.to_string(),
         ..Node::default()
     };
@@ -556,16 +555,12 @@ fn new_node_from_line(line: &str, escape: char) -> Result<Node, String> {
             node.values = values;
             node.json = json;
         }
-        "maintainer" | "stopsignal" | "user" | "workdir" => {
-            if !rest.is_empty() {
-                node.values = vec![rest.clone()];
-            }
+        "maintainer" | "stopsignal" | "user" | "workdir" if !rest.is_empty() => {
+            node.values = vec![rest.clone()];
         }
-        "onbuild" => {
-            if !rest.is_empty() {
-                let child = new_node_from_line(&rest, escape)?;
-                node.child = Some(Box::new(child));
-            }
+        "onbuild" if !rest.is_empty() && depth == 0 => {
+            let child = new_node_from_line(&rest, escape, depth + 1)?;
+            node.child = Some(Box::new(child));
         }
         _ => {}
     }
@@ -1285,24 +1280,24 @@ fn convert(node: &Node) -> Result<Converted, Fail> {
                 ],
             )?;
             let network = flags.strings.get("network").cloned();
-            if let Some(network) = &network {
-                if !matches!(network.as_str(), "default" | "none" | "host") {
-                    return Err(Fail::pointing(
-                        line,
-                        "--network",
-                        format!("invalid network mode {network:?}"),
-                    ));
-                }
+            if let Some(network) = &network
+                && !matches!(network.as_str(), "default" | "none" | "host")
+            {
+                return Err(Fail::pointing(
+                    line,
+                    "--network",
+                    format!("invalid network mode {network:?}"),
+                ));
             }
             let security = flags.strings.get("security").cloned();
-            if let Some(security) = &security {
-                if !matches!(security.as_str(), "insecure" | "sandbox") {
-                    return Err(Fail::pointing(
-                        line,
-                        "--security",
-                        format!("security {security:?} is not valid"),
-                    ));
-                }
+            if let Some(security) = &security
+                && !matches!(security.as_str(), "insecure" | "sandbox")
+            {
+                return Err(Fail::pointing(
+                    line,
+                    "--security",
+                    format!("security {security:?} is not valid"),
+                ));
             }
             if node.values.is_empty() && node.heredocs.is_empty() && !node.json {
                 return Err(at_least_one(node, "RUN"));

@@ -75,6 +75,7 @@ pub(crate) fn process(
         options,
         raw_escapes: options.raw_escapes,
         lookup,
+        depth: 0,
     };
     lexer
         .process_stop_on(None, options.raw_escapes)
@@ -92,7 +93,12 @@ struct Lexer<'a> {
     /// pattern, as BuildKit does, so that `\*` reaches the pattern.
     raw_escapes: bool,
     lookup: Lookup<'a>,
+    /// `${...}` nesting, bounded so that hostile input cannot exhaust the
+    /// stack (Go's growable stacks never had to care).
+    depth: usize,
 }
+
+const MAX_NESTING: usize = 256;
 
 #[derive(Default)]
 struct Words {
@@ -225,10 +231,10 @@ impl Lexer<'_> {
     /// Everything up to the next `'` is literal; a `'` cannot be escaped.
     fn process_single_quote(&mut self) -> Result<String, String> {
         let mut result = String::new();
-        if let Some(quote) = self.next() {
-            if self.options.raw_quotes {
-                result.push(quote);
-            }
+        if let Some(quote) = self.next()
+            && self.options.raw_quotes
+        {
+            result.push(quote);
         }
         loop {
             match self.next() {
@@ -253,10 +259,10 @@ impl Lexer<'_> {
     /// character only escapes `"`, `$` and itself (otherwise it stays).
     fn process_double_quote(&mut self) -> Result<String, String> {
         let mut result = String::new();
-        if let Some(quote) = self.next() {
-            if self.options.raw_quotes {
-                result.push(quote);
-            }
+        if let Some(quote) = self.next()
+            && self.options.raw_quotes
+        {
+            result.push(quote);
         }
         loop {
             match self.peek() {
@@ -301,6 +307,17 @@ impl Lexer<'_> {
     }
 
     fn process_dollar(&mut self) -> Result<String, String> {
+        self.depth += 1;
+        let result = if self.depth > MAX_NESTING {
+            Err("syntax error: substitutions nested too deeply".to_string())
+        } else {
+            self.process_dollar_inner()
+        };
+        self.depth -= 1;
+        result
+    }
+
+    fn process_dollar_inner(&mut self) -> Result<String, String> {
         self.next();
         if self.peek() != Some('{') {
             let name = self.process_name();
@@ -499,10 +516,10 @@ impl Pattern {
                 '?' => tokens.push(Token::Any),
                 '\\' => {
                     // `\}` and `\/` inside `${}` are the delimiters, escaped.
-                    if let Some(&next) = chars.peek() {
-                        if next == '}' || next == '/' {
-                            continue;
-                        }
+                    if let Some(&next) = chars.peek()
+                        && (next == '}' || next == '/')
+                    {
+                        continue;
                     }
                     match chars.next() {
                         Some(escaped @ ('*' | '?' | '\\')) => tokens.push(Token::Literal(escaped)),
@@ -802,7 +819,8 @@ mod tests {
     /// BuildKit's `TestProcessWithMatches` cases.
     #[test]
     fn modifiers_and_patterns() {
-        let cases: &[(&str, &[(&str, &str)], Option<&str>)] = &[
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], Option<&'a str>);
+        let cases: &[Case] = &[
             ("x ${UNUSED}", &[("DUMMY", "dummy")], Some("x ")),
             (
                 "${FOO-aaa} ${BAR-bbb} ${BAZ-ccc}",
@@ -1011,6 +1029,14 @@ mod tests {
         assert_eq!(word("${V//b/[$$0]}", &vars).unwrap(), "a[0]c");
         assert_eq!(word("${V//b/\\$0}", &vars).unwrap(), "a\\bc");
         assert_eq!(word("${V/*/x}", &vars).unwrap(), "x");
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let deep = "${a:-".repeat(100_000);
+        assert!(word(&deep, &env(&[])).is_err());
+        let ok = format!("{}x{}", "${a:-".repeat(100), "}".repeat(100));
+        assert_eq!(word(&ok, &env(&[])).unwrap(), "x");
     }
 
     #[test]

@@ -2266,3 +2266,100 @@ mod tempfile_path {
 }
 
 pub(crate) use tempfile_path::getrandom;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_as_docker_writes_them() {
+        assert_eq!(expand_ports("80").unwrap(), ["80/tcp"]);
+        assert_eq!(expand_ports("53/UDP").unwrap(), ["53/udp"]);
+        assert_eq!(
+            expand_ports("8000-8002/tcp").unwrap(),
+            ["8000/tcp", "8001/tcp", "8002/tcp"]
+        );
+        assert!(
+            expand_ports("80/icmp")
+                .unwrap_err()
+                .contains("invalid proto")
+        );
+        assert!(expand_ports("x").is_err());
+        assert!(expand_ports("9-1").is_err());
+    }
+
+    #[test]
+    fn mount_option_lists() {
+        let options = mount_options("type=cache,target=/root/.cache,ID=x,rw");
+        assert_eq!(options["type"], "cache");
+        assert_eq!(options["target"], "/root/.cache");
+        assert_eq!(options["id"], "x", "keys are case-insensitive");
+        assert_eq!(options["rw"], "true", "a bare key is a flag");
+    }
+
+    #[test]
+    fn file_names_of_urls() {
+        assert_eq!(
+            url_file_name("https://example.com/a/b.tar.gz?x=1"),
+            "b.tar.gz"
+        );
+        assert_eq!(url_file_name("https://example.com/"), "index.html");
+        assert_eq!(url_file_name("https://example.com"), "index.html");
+    }
+
+    #[test]
+    fn heredoc_forms() {
+        assert!(is_bare_heredoc("<<EOF"));
+        assert!(is_bare_heredoc(" <<-\"EOF\" "));
+        assert!(!is_bare_heredoc("python3 <<EOF"));
+        assert!(is_heredoc_word("<<EOF", "EOF"));
+        assert!(is_heredoc_word("EOF", "EOF"));
+        assert!(is_heredoc_word("<<-'EOF'", "EOF"));
+        assert!(!is_heredoc_word("file.txt", "EOF"));
+    }
+
+    #[test]
+    fn cache_keys_depend_on_every_part_in_order() {
+        let a = key_of(&["parent", "RUN x"]);
+        assert_eq!(a, key_of(&["parent", "RUN x"]));
+        assert_ne!(a, key_of(&["parent", "RUN y"]));
+        assert_ne!(a, key_of(&["RUN x", "parent"]));
+        // Parts are separated: moving a byte between them changes the key.
+        assert_ne!(key_of(&["ab", "c"]), key_of(&["a", "bc"]));
+    }
+
+    #[test]
+    fn env_merge_replaces_in_place() {
+        let mut env = vec!["PATH=/bin".to_string(), "A=1".to_string()];
+        crate_merge_env(&mut env, "A", "2");
+        crate_merge_env(&mut env, "B", "x y");
+        assert_eq!(env, ["PATH=/bin", "A=2", "B=x y"]);
+    }
+
+    #[test]
+    fn stubs_go_only_when_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let upper = dir.path();
+        std::fs::create_dir_all(upper.join("run/secrets")).unwrap();
+        std::fs::write(upper.join("run/secrets/token"), "").unwrap();
+        std::fs::create_dir_all(upper.join("mnt")).unwrap();
+        std::fs::write(upper.join("mnt/kept"), "written by the step").unwrap();
+        remove_stubs(
+            upper,
+            &[
+                "/run/secrets/token".into(),
+                "/run/secrets".into(),
+                "/run".into(),
+                "/mnt".into(),
+            ],
+        );
+        assert!(
+            !upper.join("run").exists(),
+            "empty stubs and their parents go"
+        );
+        assert!(
+            upper.join("mnt/kept").exists(),
+            "a directory the step wrote into stays"
+        );
+    }
+}

@@ -404,3 +404,98 @@ fn join(a: &str, b: &str) -> String {
         format!("{a}/{b}")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (path, text) in files {
+            let file = dir.path().join(path);
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(file, text).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn sources_paths_globs_and_escapes() {
+        let dir = tree(&[
+            ("a.txt", "a"),
+            ("b.txt", "b"),
+            ("src/x.rs", "x"),
+            ("src/y.rs", "y"),
+        ]);
+        let context = Context::open(dir.path(), Some("b.txt\n"), None).unwrap();
+        let names = |word: &str| -> Vec<String> {
+            context
+                .select(word)
+                .unwrap()
+                .into_iter()
+                .map(|s| s.relative)
+                .collect()
+        };
+        assert_eq!(names("./a.txt"), ["a.txt"]);
+        assert_eq!(names("*.txt"), ["a.txt"], "an ignored file matches no glob");
+        assert_eq!(names("src/*.rs"), ["src/x.rs", "src/y.rs"]);
+        assert_eq!(names("."), [""]);
+        let outside = context.select("../etc/passwd").unwrap_err().to_string();
+        assert!(outside.contains("outside"), "{outside}");
+        let missing = context.select("nope").unwrap_err().to_string();
+        assert!(missing.contains("\"/nope\" not found"), "{missing}");
+        let ignored = context.select("b.txt").unwrap_err().to_string();
+        assert!(ignored.contains(".dockerignore"), "{ignored}");
+        assert!(
+            context.select("*.md").is_err(),
+            "a glob must match something"
+        );
+    }
+
+    #[test]
+    fn symlinks_resolve_inside_the_context() {
+        let dir = tree(&[("real/file", "inside")]);
+        std::os::unix::fs::symlink("/real", dir.path().join("absolute")).unwrap();
+        std::os::unix::fs::symlink("../../real", dir.path().join("real/up")).unwrap();
+        let resolved = crate::fsops::resolve_under(dir.path(), "absolute/file")
+            .unwrap()
+            .unwrap();
+        assert_eq!(resolved, dir.path().join("real/file"));
+        let resolved = crate::fsops::resolve_under(dir.path(), "real/up/file")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            resolved,
+            dir.path().join("real/file"),
+            "`..` stops at the root"
+        );
+    }
+
+    #[test]
+    fn digests_follow_content_modes_and_filters() {
+        let dir = tree(&[("d/a", "1"), ("d/skip.log", "x")]);
+        let context = Context::open(dir.path(), None, None).unwrap();
+        let source = context.select("d").unwrap().remove(0);
+        let first = context.digest(&source, None).unwrap();
+        assert_eq!(first, context.digest(&source, None).unwrap());
+        let excludes = Matcher::new(&["*.log".to_string()]).unwrap();
+        let filtered = context.digest(&source, Some(&excludes)).unwrap();
+        assert_ne!(first, filtered);
+        std::fs::write(dir.path().join("d/skip.log"), "changed").unwrap();
+        assert_eq!(
+            filtered,
+            context.digest(&source, Some(&excludes)).unwrap(),
+            "an excluded file does not count"
+        );
+        std::fs::set_permissions(
+            dir.path().join("d/a"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
+        assert_ne!(
+            filtered,
+            context.digest(&source, Some(&excludes)).unwrap(),
+            "modes count"
+        );
+    }
+}

@@ -15,6 +15,7 @@
 //! The layout-specific work sits in [`v1`] and [`v2`]; this file holds the
 //! layout detection, path resolution and the operations common to both.
 
+pub mod bpf_devices;
 pub mod stats;
 mod v1;
 mod v2;

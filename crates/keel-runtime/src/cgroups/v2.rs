@@ -161,10 +161,7 @@ pub(super) fn apply(dir: &Path, resources: &Resources) -> Result<()> {
         }
     }
     if !resources.devices.is_empty() {
-        tracing::warn!(
-            cgroup = %dir.display(),
-            "device cgroup rules are not enforced on cgroup v2 yet (needs eBPF)"
-        );
+        super::bpf_devices::apply(dir, &resources.devices)?;
     }
     for (key, value) in &resources.unified {
         super::check_unified_key(key)?;

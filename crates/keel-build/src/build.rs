@@ -158,6 +158,8 @@ struct State {
     key: String,
     /// ARGs in scope, in order, with their values.
     args: Vec<(String, String)>,
+    /// ARGs declared without a default that no --build-arg gave.
+    unset_args: BTreeSet<String>,
 }
 
 impl State {
@@ -235,6 +237,8 @@ struct Shared<'a, 'p> {
     /// Global ARG values (meta args, build args, the platform ARGs).
     globals: Vec<(String, String)>,
     used_args: Mutex<BTreeSet<String>>,
+    /// ARGs without a value that an instruction used (a warning).
+    unset_used: Mutex<BTreeSet<String>>,
     started: String,
 }
 
@@ -304,6 +308,7 @@ pub fn build(
         next_id: Mutex::new(0),
         globals,
         used_args: shared_used,
+        unset_used: Mutex::new(BTreeSet::new()),
         started: ImageStore::now(),
     };
     let target = shared.target_index()?;
@@ -367,6 +372,14 @@ pub fn build(
         .keys()
         .filter(|k| !used.contains(*k) && !is_proxy_arg(k))
         .collect();
+    let unset = shared.unset_used.lock().expect("not poisoned").clone();
+    if !unset.is_empty() {
+        let names: Vec<&str> = unset.iter().map(String::as_str).collect();
+        warnings.push(format!(
+            "ARG without a value used (no default and no --build-arg; it expanded to \"\"): {}",
+            names.join(", ")
+        ));
+    }
     if !unused.is_empty() {
         let names: Vec<&str> = unused.iter().map(|s| s.as_str()).collect();
         warnings.push(format!(
@@ -570,6 +583,22 @@ impl Shared<'_, '_> {
                 format!("base name ({}) should not be blank", stage.base),
             ));
         }
+        if let Some(platform) = &stage.platform {
+            let platform = self.expand_global(platform, stage.line)?;
+            let wanted = Platform::parse(&platform).map_err(|e| {
+                self.step_error(stage.line, format!("FROM --platform={platform}: {e}"))
+            })?;
+            let current = Platform::current();
+            if wanted.os != current.os || wanted.architecture != current.architecture {
+                return Err(self.step_error(
+                    stage.line,
+                    format!(
+                        "FROM --platform={platform}: keel builds for this machine's platform only ({}/{})",
+                        current.os, current.architecture
+                    ),
+                ));
+            }
+        }
         let (id, started) = self.begin(&format!("{} FROM {base}", label(1)));
         let mut state = match self.find_stage(&base, index) {
             Some(i) => {
@@ -578,6 +607,7 @@ impl Shared<'_, '_> {
                     .cloned()
                     .ok_or_else(|| Error::msg(format!("stage {i} was not built")))?;
                 state.args.clear();
+                state.unset_args.clear();
                 state
             }
             None if base.eq_ignore_ascii_case("scratch") => {
@@ -597,6 +627,7 @@ impl Shared<'_, '_> {
                     chain_ids: Vec::new(),
                     key: key_of(&["scratch"]),
                     args: Vec::new(),
+                    unset_args: BTreeSet::new(),
                 }
             }
             None => {
@@ -618,6 +649,7 @@ impl Shared<'_, '_> {
                     chain_ids: record.chain_ids.clone(),
                     key: key_of(&["image", &record.id.to_string()]),
                     args: Vec::new(),
+                    unset_args: BTreeSet::new(),
                 }
             }
         };
@@ -686,6 +718,17 @@ impl Shared<'_, '_> {
     fn expand(&self, state: &State, word: &str, line: usize) -> Result<String> {
         let lookup = |name: &str| {
             let v = state.lookup(name);
+            if state.unset_args.contains(name)
+                && !state
+                    .env()
+                    .iter()
+                    .any(|e| e.starts_with(&format!("{name}=")))
+            {
+                self.unset_used
+                    .lock()
+                    .expect("not poisoned")
+                    .insert(format!("{name} (line {line})"));
+            }
             if v.is_some() {
                 self.used_args
                     .lock()
@@ -747,7 +790,13 @@ impl Shared<'_, '_> {
                         }
                         None => match &decl.default {
                             Some(d) => self.expand(state, d, line)?,
-                            None => lookup_in(&self.globals, &decl.name).unwrap_or_default(),
+                            None => match lookup_in(&self.globals, &decl.name) {
+                                Some(v) => v,
+                                None => {
+                                    state.unset_args.insert(decl.name.clone());
+                                    String::new()
+                                }
+                            },
                         },
                     };
                     shown.push(format!("{}={value}", decl.name));

@@ -980,3 +980,40 @@ fn run_mounts_networks_and_build_flags() {
     );
     no_build_leftovers(&keel);
 }
+
+#[test]
+fn args_without_values_warn_and_foreign_platforms_are_refused() {
+    let keel = Keel::new();
+    let dir = context(
+        &keel,
+        "ctx",
+        &[("Dockerfile", "FROM busybox\nARG NOVAL\nENV X=$NOVAL\n")],
+    );
+    let log = build_ok(&keel, &dir, &["-t", "noval"]);
+    assert!(log.contains("ARG without a value used"), "{log}");
+    assert!(log.contains("NOVAL (line 3)"), "{log}");
+    let env = config(&keel, "noval")["Env"].to_string();
+    assert!(
+        env.contains("\"X=\""),
+        "docker expands it to nothing: {env}"
+    );
+
+    std::fs::write(
+        dir.join("Dockerfile"),
+        "ARG P=linux/s390x\nFROM --platform=$P busybox\n",
+    )
+    .unwrap();
+    let out = build(&keel, &dir, &["-t", "foreign"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("this machine's platform only"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::write(
+        dir.join("Dockerfile"),
+        "FROM --platform=$BUILDPLATFORM busybox\nRUN true\n",
+    )
+    .unwrap();
+    build_ok(&keel, &dir, &["-t", "native"]);
+}

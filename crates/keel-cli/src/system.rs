@@ -182,7 +182,7 @@ pub fn df(ctx: &crate::containers::Context, store: &ImageStore, args: &DfArgs) -
                 human_size(volume_total),
                 reclaimable(volume_reclaimable, volume_total),
             ],
-            zero_row("Build Cache"),
+            build_cache_row(&store)?,
         ];
         out.write_all(render_table(&rows).as_bytes())?;
         return Ok(());
@@ -272,30 +272,58 @@ pub fn df(ctx: &crate::containers::Context, store: &ImageStore, args: &DfArgs) -
         ]);
     }
     out.write_all(render_table(&table).as_bytes())?;
-    writeln!(out, "\nBuild cache usage: 0B\n")?;
-    let cache = [[
-        "CACHE ID",
-        "CACHE TYPE",
-        "SIZE",
-        "CREATED",
-        "LAST USED",
-        "USAGE",
-        "SHARED",
-    ]
-    .map(String::from)
-    .to_vec()];
+    let records = store.metadata.cache_list()?;
+    let cache_total: u64 = records
+        .iter()
+        .filter(|r| r.layer.is_some())
+        .map(|r| r.size)
+        .sum();
+    writeln!(out, "\nBuild cache usage: {}\n", human_size(cache_total))?;
+    let mut cache = vec![
+        ["CACHE ID", "CACHE TYPE", "SIZE", "CREATED", "DESCRIPTION"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for record in records.iter().filter(|r| r.layer.is_some()) {
+        cache.push(vec![
+            record.key.chars().take(12).collect(),
+            "regular".into(),
+            human_size(record.size),
+            record.created.clone(),
+            record.description.lines().next().unwrap_or("").to_string(),
+        ]);
+    }
     out.write_all(render_table(&cache).as_bytes())?;
     Ok(())
 }
 
-fn zero_row(kind: &str) -> Vec<String> {
-    vec![
-        kind.into(),
+/// The build cache's layers: all of them, and those no image uses.
+fn build_cache_row(store: &keel_image::store::ImageStore) -> Result<Vec<String>> {
+    let mut image_layers = std::collections::BTreeSet::new();
+    for (record, _) in store.metadata.images()? {
+        if let Ok(layers) = store.layers(&record) {
+            image_layers.extend(layers.into_iter().map(|l| l.digest));
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let (mut count, mut total, mut reclaimable) = (0usize, 0u64, 0u64);
+    for record in store.metadata.cache_list()? {
+        let Some(layer) = record.layer else { continue };
+        count += 1;
+        if seen.insert(layer.clone()) {
+            total += record.size;
+            if !image_layers.contains(&layer) {
+                reclaimable += record.size;
+            }
+        }
+    }
+    Ok(vec![
+        "Build Cache".into(),
+        count.to_string(),
         "0".into(),
-        "0".into(),
-        "0B".into(),
-        "0B".into(),
-    ]
+        human_size(total),
+        human_size(reclaimable),
+    ])
 }
 
 /// `keel image prune`: dangling images (no tag), or with `-a` every image

@@ -262,7 +262,31 @@ fn cache_hits_misses_no_cache_and_prune() {
         "--no-cache uses nothing cached:\n{no_cache}"
     );
 
+    let df = keel.ok(&["system", "df"]);
+    let cache_line = df
+        .lines()
+        .find(|l| l.starts_with("Build Cache"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        !cache_line
+            .split_whitespace()
+            .nth(2)
+            .is_some_and(|n| n == "0"),
+        "system df counts the cache: {df}"
+    );
     let pruned = keel.ok(&["builder", "prune", "-f"]);
+    let df = keel.ok(&["system", "df"]);
+    let cache_line = df
+        .lines()
+        .find(|l| l.starts_with("Build Cache"))
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(
+        cache_line.split_whitespace().nth(2),
+        Some("0"),
+        "pruned: {df}"
+    );
     assert!(pruned.contains("Total reclaimed space"), "{pruned}");
     // The tagged image survives the prune and still runs.
     assert_eq!(

@@ -182,7 +182,7 @@ pub fn df(ctx: &crate::containers::Context, store: &ImageStore, args: &DfArgs) -
                 human_size(volume_total),
                 reclaimable(volume_reclaimable, volume_total),
             ],
-            build_cache_row(&store)?,
+            build_cache_row(store)?,
         ];
         out.write_all(render_table(&rows).as_bytes())?;
         return Ok(());

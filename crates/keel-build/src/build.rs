@@ -2205,10 +2205,14 @@ fn is_archive(path: &Path) -> bool {
             Err(_) => return false,
         }
     }
-    let head = &head[..n];
+    looks_like_archive(&head[..n])
+}
+
+/// A tar, or a gzip or zstd stream (of a tar), by its first 512 bytes.
+pub fn looks_like_archive(head: &[u8]) -> bool {
     head.starts_with(&[0x1f, 0x8b])
         || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
-        || (n >= 262 && &head[257..262] == b"ustar")
+        || (head.len() >= 262 && &head[257..262] == b"ustar")
 }
 
 /// Unpacks an ADD archive into `dest` of the root, with the guards of a

@@ -211,7 +211,7 @@ pub fn build(ctx: &Context, args: &BuildArgs) -> Result<i32> {
             .join(format!("context-{}", std::process::id()));
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
         temp = Some(TempDir(dir.clone()));
-        if looks_like_tar(&data) {
+        if keel_build::build::looks_like_archive(&data) {
             unpack_context(&data, &dir)?;
         } else {
             dockerfile_text =
@@ -390,12 +390,6 @@ fn show_lines(name: &str, text: &str, line: usize) {
     eprintln!("--------------------");
 }
 
-fn looks_like_tar(data: &[u8]) -> bool {
-    data.starts_with(&[0x1f, 0x8b])
-        || data.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
-        || (data.len() >= 262 && &data[257..262] == b"ustar")
-}
-
 fn unpack_context(data: &[u8], into: &Path) -> Result<()> {
     let reader: Box<dyn Read + '_> = if data.starts_with(&[0x1f, 0x8b]) {
         Box::new(flate2::read::MultiGzDecoder::new(data))
@@ -404,23 +398,7 @@ fn unpack_context(data: &[u8], into: &Path) -> Result<()> {
     } else {
         Box::new(data)
     };
-    let mut archive = tar::Archive::new(reader);
-    archive.set_preserve_permissions(true);
-    archive.set_preserve_mtime(true);
-    for entry in archive.entries().context("read the context tar")? {
-        let mut entry = entry.context("read the context tar")?;
-        let name = entry
-            .path()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
-        if !entry
-            .unpack_in(into)
-            .with_context(|| format!("unpack {name:?} of the context"))?
-        {
-            bail!("the context tar's entry {name:?} leads outside the context");
-        }
-    }
-    Ok(())
+    keel_engine::files::unpack_on_host(reader, into).context("unpack the context from stdin")
 }
 
 fn private_mount_namespace() -> Result<()> {

@@ -332,18 +332,7 @@ impl ImageStore {
         change: impl FnOnce(&mut ImageConfig),
         reference: Option<&Reference>,
     ) -> Result<ImageRecord> {
-        let base_manifest = match Document::parse(
-            Some(&base.manifest_media_type),
-            &self.content.read(&base.manifest)?,
-        )? {
-            Document::Manifest(manifest) => manifest,
-            Document::Index(_) => {
-                return Err(Error::msg(format!(
-                    "image {}: its manifest is an index",
-                    base.id
-                )));
-            }
-        };
+        let mut layers = self.layers(base)?;
         let mut config = self.config(base)?;
         let (layer_digest, layer_size) = self.content.ingest_any(layer)?;
         // Uncompressed: the diff id is the blob's digest.
@@ -355,49 +344,13 @@ impl ImageStore {
             ..history
         });
         change(&mut config);
-        let config_bytes = serde_json::to_vec(&config).expect("config serializes");
-        let config_digest = self.content.write(&config_bytes)?;
-        let mut layers = base_manifest.layers.clone();
         layers.push(descriptor(
             manifest::MEDIA_TYPE_OCI_LAYER,
             layer_digest,
             layer_size,
         ));
-        // The base's layers keep their media types; the manifest is OCI.
-        for layer in layers.iter_mut() {
-            layer.media_type = match layer.media_type.as_str() {
-                manifest::MEDIA_TYPE_DOCKER_LAYER => manifest::MEDIA_TYPE_OCI_LAYER.to_string(),
-                manifest::MEDIA_TYPE_DOCKER_LAYER_GZIP => {
-                    manifest::MEDIA_TYPE_OCI_LAYER_GZIP.to_string()
-                }
-                manifest::MEDIA_TYPE_DOCKER_LAYER_ZSTD => {
-                    manifest::MEDIA_TYPE_OCI_LAYER_ZSTD.to_string()
-                }
-                other => other.to_string(),
-            };
-        }
-        let manifest = Manifest {
-            schema_version: 2,
-            media_type: Some(manifest::MEDIA_TYPE_OCI_MANIFEST.to_string()),
-            artifact_type: None,
-            config: descriptor(
-                manifest::MEDIA_TYPE_OCI_CONFIG,
-                config_digest,
-                config_bytes.len() as u64,
-            ),
-            layers,
-            subject: None,
-            annotations: BTreeMap::new(),
-        };
-        let manifest_bytes = serde_json::to_vec(&manifest).expect("manifest serializes");
-        let manifest_digest = self.content.write(&manifest_bytes)?;
         let tags: Vec<Reference> = reference.into_iter().cloned().collect();
-        self.commit(
-            &manifest_digest,
-            manifest::MEDIA_TYPE_OCI_MANIFEST,
-            &manifest,
-            &tags,
-        )
+        self.put_image(&config, &layers, &tags)
     }
 
     /// The layer descriptors of an image's manifest, bottom first.
@@ -459,26 +412,6 @@ impl ImageStore {
             &manifest,
             tags,
         )
-    }
-
-    /// A new layer (an uncompressed tar in the image format) into the
-    /// content store and as the snapshot on `parents` (chain ids, bottom
-    /// first). Returns its descriptor and chain id.
-    pub fn add_layer_blob(
-        &mut self,
-        layer: impl Read,
-        parents: &[Digest],
-    ) -> Result<(Descriptor, Digest)> {
-        let (digest, size) = self.content.ingest_any(layer)?;
-        let chain_id = match parents.last() {
-            None => digest.clone(),
-            Some(parent) => Digest::of(format!("{parent} {digest}").as_bytes()),
-        };
-        self.ensure_snapshot(&chain_id, &digest, parents)?;
-        Ok((
-            descriptor(manifest::MEDIA_TYPE_OCI_LAYER, digest, size),
-            chain_id,
-        ))
     }
 
     /// A new layer from an overlay upper directory (a build step's changes):

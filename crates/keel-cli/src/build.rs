@@ -46,7 +46,7 @@ pub struct BuildArgs {
     /// Write the image id to this file
     #[arg(long)]
     pub iidfile: Option<PathBuf>,
-    /// auto, plain or tty
+    /// How to show progress: auto (tty on a terminal), plain (every line of every step) or tty
     #[arg(long, default_value = "auto")]
     pub progress: String,
     /// Print only the image id

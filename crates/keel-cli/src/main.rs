@@ -12,10 +12,12 @@ mod files;
 mod filter;
 mod images;
 mod login;
+mod netio;
 mod networks;
 mod progress;
 mod pull;
 mod push;
+mod registry;
 mod save;
 mod stats;
 mod system;
@@ -150,6 +152,9 @@ enum Command {
     Login(login::LoginArgs),
     /// Log out from a registry
     Logout(login::LogoutArgs),
+    /// Run keel's own image registry (serve, gc)
+    #[command(subcommand)]
+    Registry(registry::RegistryCommand),
     /// Manage keel
     #[command(subcommand)]
     System(SystemCommand),
@@ -482,6 +487,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Login(args) => login::login(&root, &args),
         Command::Logout(args) => login::logout(&args),
+        Command::Registry(command) => registry::run(&command),
         Command::System(SystemCommand::Df(args)) => {
             system::df(&ctx, &images::open(&root)?, &args).map(|_| 0)
         }

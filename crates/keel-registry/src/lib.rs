@@ -12,12 +12,15 @@
 //! - [`push`]: [`push::push`], an image from the content store to a
 //!   registry: blobs it lacks (mounted or uploaded, in parallel), then the
 //!   manifest.
+//! - [`server`]: the server half, `keel registry serve` (distribution spec
+//!   v1.1 on filesystem storage) and `keel registry gc`.
 
 pub mod auth;
 pub mod client;
 pub mod error;
 pub mod pull;
 pub mod push;
+pub mod server;
 
 pub use client::{Client, ClientOptions};
 pub use error::{Error, Result};

@@ -546,13 +546,11 @@ impl Worker for EngineWorker {
     }
 
     fn fetch(&mut self, url: &str, into: &Path) -> keel_build::Result<Option<i64>> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| keel_build::Error::io("start the I/O runtime", e))?;
+        let runtime =
+            crate::netio::runtime(None).map_err(|e| keel_build::Error::msg(format!("{e:#}")))?;
         let into = into.to_path_buf();
         let url = url.to_string();
-        runtime.block_on(async move {
+        crate::netio::block_on(&runtime, async move {
             use futures_util::StreamExt;
             let fail = |e: reqwest::Error| keel_build::Error::msg(format!("download {url}: {e}"));
             let response = reqwest::Client::builder()

@@ -181,11 +181,8 @@ fn verify(root: &Path, server: &Server, username: &str, password: &str) -> Resul
     );
     options.docker_config = Some(config);
     let client = Client::new(options)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("start the I/O runtime")?;
-    runtime.block_on(client.login(&server.registry))?;
+    let runtime = crate::netio::runtime(None)?;
+    crate::netio::block_on(&runtime, client.login(&server.registry))?;
     Ok(())
 }
 

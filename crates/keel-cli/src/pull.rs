@@ -52,11 +52,7 @@ pub fn pull(root: &Path, args: &PullArgs) -> Result<()> {
         None => Platform::current(),
     };
     let client = client(root)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("start the I/O runtime")?;
+    let runtime = crate::netio::runtime(Some(2))?;
     // What the user typed (references are normalized with `latest`).
     let name_only = !args.name.contains('@')
         && !args
@@ -68,8 +64,10 @@ pub fn pull(root: &Path, args: &PullArgs) -> Result<()> {
         if !name_only {
             bail!("tag can't be used with --all-tags/-a");
         }
-        let tags =
-            runtime.block_on(client.list_tags(reference.registry(), reference.repository()))?;
+        let tags = crate::netio::block_on(
+            &runtime,
+            client.list_tags(reference.registry(), reference.repository()),
+        )?;
         tags.iter()
             .map(|tag| reference.with_tag(tag))
             .collect::<std::result::Result<Vec<_>, _>>()?
@@ -103,14 +101,11 @@ pub fn pull(root: &Path, args: &PullArgs) -> Result<()> {
             progress: (!args.quiet).then(|| progress.callback()),
             ..PullOptions::default()
         };
-        let result = runtime
-            .block_on(keel_registry::pull_with(
-                &client,
-                &store.content,
-                &reference,
-                &options,
-            ))
-            .with_context(|| format!("pull {familiar}"))?;
+        let result = crate::netio::block_on(
+            &runtime,
+            keel_registry::pull_with(&client, &store.content, &reference, &options),
+        )
+        .with_context(|| format!("pull {familiar}"))?;
         progress.flush();
         let bytes = store.content.read(&result.manifest_digest)?;
         let Document::Manifest(manifest) =

@@ -76,11 +76,7 @@ pub fn push(root: &Path, args: &PushArgs) -> Result<()> {
         .map(|m| m.len())
         .with_context(|| format!("manifest {} of the image", record.manifest))?;
     let client = crate::pull::client(root)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("start the I/O runtime")?;
+    let runtime = crate::netio::runtime(Some(2))?;
     if !args.quiet {
         println!("The push refers to repository [{}]", reference.name());
     }
@@ -89,16 +85,18 @@ pub fn push(root: &Path, args: &PushArgs) -> Result<()> {
         mount_from,
         ..PushOptions::default()
     };
-    let digest = runtime
-        .block_on(keel_registry::push(
+    let digest = crate::netio::block_on(
+        &runtime,
+        keel_registry::push(
             &client,
             &store.content,
             &reference,
             &record.manifest,
             &record.manifest_media_type,
             &options,
-        ))
-        .with_context(|| format!("push {}", reference.full()))?;
+        ),
+    )
+    .with_context(|| format!("push {}", reference.full()))?;
     if args.quiet {
         println!("{}", reference.full());
     } else {

@@ -32,6 +32,10 @@ struct HashCache {
     known: HashMap<String, (String, String)>,
     new: Vec<(String, String, String)>,
     db: Option<rusqlite::Connection>,
+    /// The context's directory, with a trailing `/`: what it remembered of
+    /// it is read in one query, on first need.
+    prefix: String,
+    remembered: Option<HashMap<String, (String, String)>>,
 }
 
 /// One source of a COPY: its path relative to the root it came from, and
@@ -64,7 +68,10 @@ impl Context {
             .map(Matcher::parse)
             .transpose()
             .map_err(|e| Error::msg(format!(".dockerignore: {e}")))?;
-        let mut cache = HashCache::default();
+        let mut cache = HashCache {
+            prefix: format!("{}/", root.display()),
+            ..HashCache::default()
+        };
         if let Some(db) = state_db {
             cache.db = open_hash_db(db)?;
         }
@@ -255,15 +262,22 @@ impl Context {
 
 impl HashCache {
     fn lookup(&mut self, path: &str, stat: &str) -> Option<String> {
-        let db = self.db.as_ref()?;
-        let row: Option<(String, String)> = db
-            .query_row(
-                "SELECT stat, digest FROM build_file_hashes WHERE path = ?1",
-                [path],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )
-            .ok();
-        let (known, digest) = row?;
+        if self.remembered.is_none() {
+            let db = self.db.as_ref()?;
+            // Every path under the prefix: `/` + 1 is `0`.
+            let end = format!("{}0", self.prefix.trim_end_matches('/'));
+            let rows = db
+                .prepare("SELECT path, stat, digest FROM build_file_hashes WHERE path >= ?1 AND path < ?2")
+                .and_then(|mut stmt| {
+                    stmt.query_map([self.prefix.as_str(), end.as_str()], |row| {
+                        Ok((row.get::<_, String>(0)?, (row.get(1)?, row.get(2)?)))
+                    })?
+                    .collect::<rusqlite::Result<HashMap<_, _>>>()
+                })
+                .unwrap_or_default();
+            self.remembered = Some(rows);
+        }
+        let (known, digest) = self.remembered.as_ref()?.get(path)?.clone();
         (known == stat).then(|| {
             self.known.insert(path.to_string(), (known, digest.clone()));
             digest
@@ -496,6 +510,40 @@ mod tests {
             filtered,
             context.digest(&source, Some(&excludes)).unwrap(),
             "modes count"
+        );
+    }
+
+    #[test]
+    fn file_digests_are_remembered_across_builds_by_stat() {
+        let dir = tree(&[("big.bin", "content")]);
+        let state = tempfile::tempdir().unwrap();
+        let file = dir.path().join("big.bin");
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let context = Context::open(dir.path(), None, Some(state.path())).unwrap();
+        let meta = std::fs::metadata(&file).unwrap();
+        let real = context.file_digest(&file, &meta).unwrap();
+        assert_eq!(real, sha256_file(&file).unwrap());
+        context.save();
+        // What the next build finds is the remembered digest, not a new read:
+        // tampered with here, it shows.
+        let db = rusqlite::Connection::open(state.path().join("keel.db")).unwrap();
+        db.execute("UPDATE build_file_hashes SET digest = 'remembered'", [])
+            .unwrap();
+        let next = Context::open(dir.path(), None, Some(state.path())).unwrap();
+        assert_eq!(next.file_digest(&file, &meta).unwrap(), "remembered");
+        // A changed file (its stat changes) is read again.
+        std::fs::write(&file, "changed").unwrap();
+        let meta = std::fs::metadata(&file).unwrap();
+        let again = Context::open(dir.path(), None, Some(state.path())).unwrap();
+        assert_eq!(
+            again.file_digest(&file, &meta).unwrap(),
+            sha256_file(&file).unwrap()
         );
     }
 }

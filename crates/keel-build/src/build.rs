@@ -1949,49 +1949,39 @@ impl Shared<'_, '_> {
             }
             String::new()
         };
-        let uid_and_gid = match user.parse::<u32>() {
+        use keel_image::users::{parse_group, parse_passwd};
+        let (uid, user_gid) = match user.parse::<u32>() {
             Ok(uid) => (uid, None),
             Err(_) => {
-                let passwd = read("/etc/passwd");
-                let entry = passwd
-                    .lines()
-                    .map(|l| l.split(':').collect::<Vec<_>>())
-                    .find(|f| f.len() >= 4 && f[0] == user)
+                let entry = parse_passwd(&read("/etc/passwd"))
+                    .into_iter()
+                    .find(|e| e.name == user)
                     .ok_or_else(|| {
                         Error::msg(format!(
                             "--chown={chown}: no user {user} in the image's /etc/passwd"
                         ))
                     })?;
-                (
-                    entry[2]
-                        .parse()
-                        .map_err(|_| Error::msg(format!("bad uid for {user} in /etc/passwd")))?,
-                    entry[3].parse::<u32>().ok(),
-                )
+                (entry.uid, Some(entry.gid))
             }
         };
         let gid = match group {
-            None => uid_and_gid.1.unwrap_or(uid_and_gid.0),
+            None => user_gid.unwrap_or(uid),
             Some(group) => match group.parse::<u32>() {
                 Ok(gid) => gid,
                 Err(_) => {
-                    let groups = read("/etc/group");
-                    let entry = groups
-                        .lines()
-                        .map(|l| l.split(':').collect::<Vec<_>>())
-                        .find(|f| f.len() >= 3 && f[0] == group)
+                    parse_group(&read("/etc/group"))
+                        .into_iter()
+                        .find(|e| e.name == group)
                         .ok_or_else(|| {
                             Error::msg(format!(
                                 "--chown={chown}: no group {group} in the image's /etc/group"
                             ))
-                        })?;
-                    entry[2]
-                        .parse()
-                        .map_err(|_| Error::msg(format!("bad gid for {group} in /etc/group")))?
+                        })?
+                        .gid
                 }
             },
         };
-        Ok((uid_and_gid.0, gid))
+        Ok((uid, gid))
     }
 
     /// The image: the target stage's config and layers, with `--label`s;

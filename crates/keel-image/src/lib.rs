@@ -27,5 +27,6 @@ pub mod pack;
 pub mod reference;
 pub mod snapshot;
 pub mod store;
+pub mod users;
 
 pub use error::{Error, Result};

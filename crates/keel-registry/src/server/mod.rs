@@ -297,6 +297,7 @@ pub async fn serve_until(
     };
 
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let open_connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new());
     builder.http2().timer(TokioTimer::new());
@@ -319,7 +320,9 @@ pub async fn serve_until(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let acceptor = acceptor.clone();
+        let open = Connection::open(&open_connections);
         tokio::spawn(async move {
+            let _open = open;
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                 let app = app.clone();
                 logged(app, peer, request)
@@ -437,4 +440,25 @@ async fn logged(
         start.elapsed().as_secs_f64() * 1000.0
     );
     Ok(response)
+}
+
+/// Counts the connections being served; when the last one closes, the heap
+/// the transfers used goes back to the system (glibc keeps freed memory
+/// otherwise, and a burst of clients would leave the server's RSS high).
+struct Connection(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Connection {
+    fn open(count: &Arc<std::sync::atomic::AtomicUsize>) -> Connection {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Connection(count.clone())
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            // SAFETY: malloc_trim only returns free heap pages to the kernel.
+            unsafe { libc::malloc_trim(0) };
+        }
+    }
 }

@@ -15,7 +15,7 @@ use hyper::body::{Body, Frame, Incoming};
 use keel_image::digest::Digest;
 use keel_image::manifest::MEDIA_TYPE_OCI_INDEX;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::io::AsyncSeekExt;
 
 use super::auth::{Htpasswd, Identity};
 use super::errors::{ApiError, ApiResult, Code};
@@ -24,9 +24,6 @@ use super::storage::{
 };
 
 pub type ResponseBody = BoxBody<Bytes, io::Error>;
-
-/// Reads of a blob go out in pieces of this size.
-const READ_CHUNK: usize = 256 * 1024;
 
 /// What every request handler shares.
 pub struct App {
@@ -513,31 +510,44 @@ fn parse_range(header: Option<&str>, size: u64) -> Result<Option<(u64, u64)>, ()
     Ok(Some(range))
 }
 
-/// A body that reads `length` bytes of `file` from where it stands, piece
-/// by piece.
+/// A body that reads `length` bytes of `file` from where it stands: one
+/// blocking reader per response sends 1 MiB pieces through a channel of
+/// two, so a download costs one thread hand-off per piece rather than a
+/// blocking-pool task per read, and memory per client stays bounded.
 fn file_body(file: tokio::fs::File, length: u64) -> ResponseBody {
-    let stream = futures_util::stream::unfold((file, length), |(mut file, left)| async move {
-        if left == 0 {
-            return None;
-        }
-        let mut buffer = vec![0u8; (left as usize).min(READ_CHUNK)];
-        match file.read(&mut buffer).await {
-            Ok(0) => Some((
-                Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the blob is shorter than its size",
-                )),
-                (file, 0),
-            )),
-            Ok(n) => {
-                buffer.truncate(n);
-                Some((
-                    Ok(Frame::data(Bytes::from(buffer))),
-                    (file, left - n as u64),
-                ))
+    const PIECE: usize = 1 << 20;
+    let (sender, receiver) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(2);
+    tokio::spawn(async move {
+        let mut file = file.into_std().await;
+        let _ = tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let mut left = length;
+            while left > 0 {
+                let mut buffer = vec![0u8; (left as usize).min(PIECE)];
+                let piece = match file.read(&mut buffer) {
+                    Ok(0) => Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the blob is shorter than its size",
+                    )),
+                    Ok(n) => {
+                        buffer.truncate(n);
+                        left -= n as u64;
+                        Ok(Bytes::from(buffer))
+                    }
+                    Err(e) => Err(e),
+                };
+                let failed = piece.is_err();
+                // The client went away: stop reading.
+                if sender.blocking_send(piece).is_err() || failed {
+                    break;
+                }
             }
-            Err(e) => Some((Err(e), (file, 0))),
-        }
+        })
+        .await;
+    });
+    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        let piece = receiver.recv().await?;
+        Some((piece.map(Frame::data), receiver))
     });
     BodyExt::boxed(StreamBody::new(stream))
 }

@@ -753,7 +753,9 @@ impl Shared<'_, '_> {
         stage: usize,
     ) -> Result<()> {
         let line = instruction.line;
-        let history = |state: &mut State, created_by: String| {
+        // A config-only instruction: part of the key, an empty-layer history entry.
+        let record = |state: &mut State, created_by: String| {
+            state.extend_key(&[&created_by]);
             state.config.history.push(History {
                 created: Some(self.started.clone()),
                 created_by: Some(created_by),
@@ -774,8 +776,7 @@ impl Shared<'_, '_> {
                     shown.push(format!("{k}={v}"));
                 }
                 let text = format!("ENV {}", shown.join(" "));
-                state.extend_key(&[&text]);
-                history(state, text);
+                record(state, text);
             }
             Kind::Arg(decls) => {
                 let mut shown = Vec::new();
@@ -803,8 +804,7 @@ impl Shared<'_, '_> {
                     state.args.push((decl.name.clone(), value));
                 }
                 let text = format!("ARG {}", shown.join(" "));
-                state.extend_key(&[&text]);
-                history(state, text);
+                record(state, text);
             }
             Kind::Label(pairs) => {
                 let mut shown = Vec::new();
@@ -819,22 +819,19 @@ impl Shared<'_, '_> {
                         .insert(k, v);
                 }
                 let text = format!("LABEL {}", shown.join(" "));
-                state.extend_key(&[&text]);
-                history(state, text);
+                record(state, text);
             }
             Kind::User(user) => {
                 let user = self.expand(state, user, line)?;
                 state.container_config().user = Some(user.clone());
                 let text = format!("USER {user}");
-                state.extend_key(&[&text]);
-                history(state, text);
+                record(state, text);
             }
             Kind::Cmd(command) => {
                 let args = self.command_args(state, command);
                 state.container_config().cmd = Some(args.clone());
                 let text = format!("CMD {}", json(&args));
-                state.extend_key(&[&text]);
-                history(state, text);
+                record(state, text);
             }
             Kind::Entrypoint(command) => {
                 let args = self.command_args(state, command);
@@ -843,8 +840,7 @@ impl Shared<'_, '_> {
                 // An ENTRYPOINT resets the CMD inherited from the base.
                 c.cmd = None;
                 let text = format!("ENTRYPOINT {}", json(&args));
-                state.extend_key(&[&text]);
-                history(state, text);
+                record(state, text);
             }
             Kind::Expose(ports) => {
                 let mut shown = Vec::new();
@@ -860,8 +856,7 @@ impl Shared<'_, '_> {
                     }
                 }
                 let text = format!("EXPOSE map[{}]", shown.join(" "));
-                state.extend_key(&[&text]);
-                history(state, text);
+                record(state, text);
             }
             Kind::Volume(paths) => {
                 let mut shown = Vec::new();
@@ -880,27 +875,23 @@ impl Shared<'_, '_> {
                         .insert(path, serde_json::json!({}));
                 }
                 let text = format!("VOLUME {}", json(&shown));
-                state.extend_key(&[&text]);
-                history(state, text);
+                record(state, text);
             }
             Kind::Shell(shell) => {
                 state.container_config().shell = Some(shell.clone());
                 let text = format!("SHELL {}", json(shell));
-                state.extend_key(&[&text]);
-                history(state, text);
+                record(state, text);
             }
             Kind::StopSignal(signal) => {
                 let signal = self.expand(state, signal, line)?;
                 state.container_config().stop_signal = Some(signal.clone());
                 let text = format!("STOPSIGNAL {signal}");
-                state.extend_key(&[&text]);
-                history(state, text);
+                record(state, text);
             }
             Kind::Maintainer(who) => {
                 state.config.author = Some(who.clone());
                 let text = format!("MAINTAINER {who}");
-                state.extend_key(&[&text]);
-                history(state, text);
+                record(state, text);
             }
             Kind::Onbuild(trigger) => {
                 state
@@ -909,8 +900,7 @@ impl Shared<'_, '_> {
                     .get_or_insert_with(Vec::new)
                     .push(trigger.original.clone());
                 let text = format!("ONBUILD {}", trigger.original);
-                state.extend_key(&[&text]);
-                history(state, text);
+                record(state, text);
             }
             Kind::Healthcheck(check) => {
                 let health = match check {
@@ -962,8 +952,7 @@ impl Shared<'_, '_> {
                     serde_json::to_string(&health).unwrap_or_default()
                 );
                 state.container_config().healthcheck = Some(health);
-                state.extend_key(&[&text]);
-                history(state, text);
+                record(state, text);
             }
             Kind::Workdir(dir) => {
                 let dir = self.expand(state, dir, line)?;

@@ -289,32 +289,14 @@ impl ImageStore {
             }],
             ..ImageConfig::default()
         };
-        let config_bytes = serde_json::to_vec(&config).expect("config serializes");
-        let config_digest = self.content.write(&config_bytes)?;
         let layer_media_type = match compression {
             crate::layer::Compression::Gzip => manifest::MEDIA_TYPE_OCI_LAYER_GZIP,
             crate::layer::Compression::Zstd => manifest::MEDIA_TYPE_OCI_LAYER_ZSTD,
             crate::layer::Compression::None => manifest::MEDIA_TYPE_OCI_LAYER,
         };
-        let manifest = Manifest {
-            schema_version: 2,
-            media_type: Some(manifest::MEDIA_TYPE_OCI_MANIFEST.to_string()),
-            artifact_type: None,
-            config: descriptor(
-                manifest::MEDIA_TYPE_OCI_CONFIG,
-                config_digest,
-                config_bytes.len() as u64,
-            ),
-            layers: vec![descriptor(layer_media_type, layer_digest, layer_size)],
-            subject: None,
-            annotations: BTreeMap::new(),
-        };
-        let manifest_bytes = serde_json::to_vec(&manifest).expect("manifest serializes");
-        let manifest_digest = self.content.write(&manifest_bytes)?;
-        self.commit(
-            &manifest_digest,
-            manifest::MEDIA_TYPE_OCI_MANIFEST,
-            &manifest,
+        self.put_image(
+            &config,
+            &[descriptor(layer_media_type, layer_digest, layer_size)],
             std::slice::from_ref(reference),
         )
     }

@@ -299,6 +299,14 @@ fn main() {
 /// after that positional.
 fn end_flags_after_image(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     use clap::CommandFactory;
+    // Building clap's command tree costs time on every start: only when
+    // there can be something to do.
+    if !args
+        .iter()
+        .any(|a| matches!(a.to_str(), Some("run" | "create" | "exec")))
+    {
+        return args;
+    }
     let root = Cli::command();
     let takes_value = |command: &clap::Command, arg: &str| -> bool {
         let found = if let Some(long) = arg.strip_prefix("--") {

@@ -1681,15 +1681,18 @@ impl Shared<'_, '_> {
             copy.parents, copy.excludes
         ));
         let mut plans: Vec<Plan> = Vec::new();
-        let stage_root_scratch = Scratch::new(&self.root)?;
-        let stage_root = match &from {
+        // Scratch space only to view another stage or image.
+        let stage_root_scratch = match &from {
             From::Context => None,
-            From::Layers { chain, .. } => {
-                let lowers = store.snapshots.lower_dirs(chain)?;
-                Some(stage_root_scratch.mount_read_only(&lowers)?)
-            }
+            From::Layers { .. } => Some(Scratch::new(&self.root)?),
         };
-        let heredoc_names: BTreeSet<&str> = copy.heredocs.iter().map(|h| h.name.as_str()).collect();
+        let stage_root = match (&from, &stage_root_scratch) {
+            (From::Layers { chain, .. }, Some(scratch)) => {
+                let lowers = store.snapshots.lower_dirs(chain)?;
+                Some(scratch.mount_read_only(&lowers)?)
+            }
+            _ => None,
+        };
         let source_count = copy.sources.len();
         for word in &copy.sources {
             if let Some(heredoc) = copy
@@ -1709,7 +1712,6 @@ impl Shared<'_, '_> {
                 });
                 continue;
             }
-            let _ = &heredoc_names;
             let word = self.expand(state, word, line)?;
             if add && (word.starts_with("http://") || word.starts_with("https://")) {
                 plans.push(Plan::Url(word.clone()));

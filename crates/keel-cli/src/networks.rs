@@ -54,7 +54,8 @@ pub struct CreateArgs {
     /// Enable IPv6 (needs an IPv6 --subnet)
     #[arg(long)]
     pub ipv6: bool,
-    /// Driver options (com.docker.network.bridge.name=NAME, com.docker.network.driver.mtu=N)
+    /// Driver options (com.docker.network.bridge.name=NAME, com.docker.network.driver.mtu=N,
+    /// io.keel.bridge.fastpath=false: every frame crosses the bridge)
     #[arg(short = 'o', long = "opt")]
     pub opt: Vec<String>,
     /// Set metadata on a network (KEY=VALUE)

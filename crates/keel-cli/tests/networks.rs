@@ -977,3 +977,178 @@ fn network_commands_as_docker_users_know_them() {
     assert_eq!(out, "ok\n");
     keel.ok(&["rm", "-f", "v6"]);
 }
+
+/// Bytes each link keel's `ip -s link show ARGS` lists transmitted.
+fn tx_bytes(keel: &Keel, args: &[&str]) -> Vec<(String, u64)> {
+    let mut command = vec!["-j", "-s", "link", "show"];
+    command.extend(args);
+    let json = host(keel, "ip", &command);
+    let links: serde_json::Value = serde_json::from_str(&json).expect("ip -j prints JSON");
+    links
+        .as_array()
+        .expect("a list of links")
+        .iter()
+        .map(|l| {
+            (
+                l["ifname"].as_str().unwrap_or("").to_string(),
+                l["stats64"]["tx"]["bytes"].as_u64().expect("tx bytes"),
+            )
+        })
+        .collect()
+}
+
+/// What the links of `after` sent since `before` (links in both).
+fn sent_since(before: &[(String, u64)], after: &[(String, u64)]) -> u64 {
+    after
+        .iter()
+        .filter_map(|(name, bytes)| {
+            let (_, earlier) = before.iter().find(|(n, _)| n == name)?;
+            Some(bytes - earlier)
+        })
+        .sum()
+}
+
+/// The bridge fast path: frames between a network's containers go from
+/// one veth into the other container (the bridge's ports, the host ends
+/// of the veths, do not transmit them, as they would on a bridge), and
+/// frames the host sends to a container skip the bridge device (its
+/// transmit counter stays). Off by a network option, the bridge carries
+/// them again. Hairpin to a published port still works (the published-port
+/// test). Survives a restart (new veths), and leaves nothing behind.
+#[test]
+fn frames_skip_the_bridge_unless_the_network_turns_the_fast_path_off() {
+    let keel = Keel::new();
+    keel.ok(&["network", "create", "fast"]);
+    keel.ok(&[
+        "network",
+        "create",
+        "-o",
+        "io.keel.bridge.fastpath=false",
+        "slow",
+    ]);
+    let out = keel.run(&[
+        "network",
+        "create",
+        "-o",
+        "io.keel.bridge.fastpath=maybe",
+        "bad",
+    ]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("true or false"), "{}", stderr(&out));
+    const SIZE: u64 = 4 << 20;
+    let serve = format!(
+        "dd if=/dev/zero of=/tmp/big bs=1M count={} 2>/dev/null; exec httpd -f -p 80 -h /tmp",
+        SIZE >> 20
+    );
+    // The host side sends SIZE bytes to a container's nc.
+    let upload = |keel: &Keel, ip: &str| {
+        let address: SocketAddr = format!("{ip}:9000").parse().unwrap();
+        keel.netns.within(|| {
+            for _ in 0..50 {
+                if let Ok(mut stream) = TcpStream::connect_timeout(&address, Duration::from_secs(2))
+                {
+                    let zeros = vec![0u8; 64 * 1024];
+                    for _ in 0..SIZE / zeros.len() as u64 {
+                        stream.write_all(&zeros).expect("upload");
+                    }
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            panic!("nothing listens at {address}");
+        })
+    };
+    for network in ["fast", "slow"] {
+        let bridge = keel
+            .ok(&[
+                "network",
+                "inspect",
+                "-f",
+                "{{index .Options \"com.docker.network.bridge.name\"}}",
+                network,
+            ])
+            .trim()
+            .to_string();
+        let [web, sink, client] = ["web", "sink", "client"].map(|n| format!("{n}-{network}"));
+        keel.ok(&[
+            "run",
+            "-d",
+            "--name",
+            &web,
+            "--network",
+            network,
+            "busybox",
+            "sh",
+            "-c",
+            &serve,
+        ]);
+        keel.ok(&[
+            "run",
+            "-d",
+            "--name",
+            &sink,
+            "--network",
+            network,
+            "busybox",
+            "sh",
+            "-c",
+            "nc -l -p 9000 > /tmp/up; exec sleep 1000",
+        ]);
+        keel.ok(&[
+            "run",
+            "-d",
+            "--name",
+            &client,
+            "--network",
+            network,
+            "busybox",
+            "sleep",
+            "1000",
+        ]);
+        for round in ["first start", "after a restart"] {
+            if round == "after a restart" {
+                keel.ok(&["restart", "-t", "1", &web, &sink, &client]);
+            }
+            // Container to container: a download of SIZE bytes.
+            let ports = tx_bytes(&keel, &["master", &bridge]);
+            let out = keel.run(&[
+                "exec", &client, "sh", "-c",
+                &format!("for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- http://{web}/big > /tmp/got && break; sleep 0.2; done; wc -c < /tmp/got"),
+            ]);
+            assert_eq!(
+                stdout(&out).trim(),
+                SIZE.to_string(),
+                "{network}, {round}: {}",
+                stderr(&out)
+            );
+            let by_ports = sent_since(&ports, &tx_bytes(&keel, &["master", &bridge]));
+            // Host to container: an upload of SIZE bytes.
+            let device = tx_bytes(&keel, &[&bridge]);
+            upload(&keel, &ip_of(&keel, &sink));
+            keel.eventually("the upload arrived", || {
+                keel.ok(&["exec", &sink, "wc", "-c", "/tmp/up"])
+                    .starts_with(&SIZE.to_string())
+            });
+            let by_bridge = sent_since(&device, &tx_bytes(&keel, &[&bridge]));
+            let what = format!(
+                "{network}, {round}: the ports sent {by_ports} bytes, the bridge {by_bridge}"
+            );
+            if network == "fast" {
+                assert!(by_ports < SIZE / 8 && by_bridge < SIZE / 8, "{what}");
+            } else {
+                assert!(by_ports > SIZE && by_bridge > SIZE, "{what}");
+            }
+        }
+        keel.ok(&["rm", "-f", &web, &sink, &client]);
+    }
+    let records = keel.runroot().join("fastpath");
+    assert!(
+        std::fs::read_dir(&records).is_ok_and(|d| d.count() == 1),
+        "one record, of network fast, while it exists"
+    );
+    keel.ok(&["network", "rm", "fast", "slow"]);
+    // The next sync drops the record of a removed network.
+    keel.ok(&["run", "--rm", "--network", "none", "busybox", "true"]);
+    assert!(std::fs::read_dir(&records).is_ok_and(|d| d.count() == 0));
+    assert_nothing_left(&keel);
+}

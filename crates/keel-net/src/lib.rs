@@ -2,6 +2,8 @@
 //!
 //! - [`netlink`]: bridges, veth pairs, addresses and routes (rtnetlink,
 //!   no `ip` command);
+//! - [`fastpath`]: tc programs that take frames between a bridge's
+//!   endpoints past the bridge (BPF, loaded with the bpf syscall);
 //! - [`netns`]: network namespaces held by an fd, sysctls inside them;
 //! - [`ipam`]: subnets and address allocation (pure; the caller keeps the
 //!   addresses in use in its state database);
@@ -16,6 +18,7 @@
 
 pub mod dns;
 pub mod error;
+pub mod fastpath;
 pub mod ipam;
 pub mod netlink;
 pub mod netns;

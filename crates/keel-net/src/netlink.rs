@@ -22,6 +22,8 @@ const RTM_GETLINK: u16 = 18;
 const RTM_NEWADDR: u16 = 20;
 const RTM_GETADDR: u16 = 22;
 const RTM_NEWROUTE: u16 = 24;
+const RTM_NEWQDISC: u16 = 36;
+const RTM_NEWTFILTER: u16 = 44;
 
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
@@ -48,6 +50,19 @@ const RTA_OIF: u16 = 4;
 const RTA_GATEWAY: u16 = 5;
 
 const IFF_UP: u32 = 0x1;
+
+const TCA_KIND: u16 = 1;
+const TCA_OPTIONS: u16 = 2;
+const TCA_BPF_FD: u16 = 6;
+const TCA_BPF_NAME: u16 = 7;
+const TCA_BPF_FLAGS: u16 = 8;
+const TCA_BPF_FLAG_ACT_DIRECT: u32 = 1;
+const NLM_F_REPLACE: u16 = 0x100;
+/// TC_H_CLSACT, and its ingress and egress minors.
+const TC_H_CLSACT: u32 = 0xffff_fff1;
+const TC_H_CLSACT_INGRESS: u32 = 0xffff_fff2;
+const TC_H_CLSACT_EGRESS: u32 = 0xffff_fff3;
+const ETH_P_ALL: u16 = 0x0003;
 
 /// A netlink message being built: header, a fixed part, attributes.
 struct Message {
@@ -85,6 +100,16 @@ impl Message {
         header[4..8].copy_from_slice(&index.to_ne_bytes());
         header[8..12].copy_from_slice(&flags.to_ne_bytes());
         header[12..16].copy_from_slice(&change.to_ne_bytes());
+        self.raw(&header)
+    }
+
+    /// tcmsg: family, padding, ifindex, handle, parent, info.
+    fn tc_header(&mut self, index: i32, handle: u32, parent: u32, info: u32) -> &mut Message {
+        let mut header = [0u8; 20];
+        header[4..8].copy_from_slice(&index.to_ne_bytes());
+        header[8..12].copy_from_slice(&handle.to_ne_bytes());
+        header[12..16].copy_from_slice(&parent.to_ne_bytes());
+        header[16..20].copy_from_slice(&info.to_ne_bytes());
         self.raw(&header)
     }
 
@@ -469,6 +494,45 @@ impl Netlink {
             Err(e) if e.errno() == Some(libc::EEXIST) => Ok(()),
             other => other,
         }
+    }
+
+    /// Attaches the BPF program `program` (a SCHED_CLS program in
+    /// direct-action mode) to the ingress or egress of link `index`, in
+    /// place of the one attached there before; makes the link's clsact
+    /// qdisc first if it has none. The attachment lives as long as the
+    /// link.
+    pub fn attach_tc_program(
+        &mut self,
+        index: i32,
+        egress: bool,
+        program: BorrowedFd<'_>,
+        name: &str,
+    ) -> Result<()> {
+        let mut qdisc = Message::new(RTM_NEWQDISC, NLM_F_CREATE | NLM_F_EXCL);
+        qdisc
+            .tc_header(index, 0xffff_0000, TC_H_CLSACT, 0)
+            .string(TCA_KIND, "clsact");
+        match self.request(&mut qdisc, &format!("add a clsact qdisc to link {index}")) {
+            Err(e) if e.errno() == Some(libc::EEXIST) => {}
+            other => other?,
+        }
+        let parent = if egress {
+            TC_H_CLSACT_EGRESS
+        } else {
+            TC_H_CLSACT_INGRESS
+        };
+        // Priority 1, every protocol, handle 1: one filter of ours per hook.
+        let info = (1u32 << 16) | u32::from(ETH_P_ALL.to_be());
+        let mut filter = Message::new(RTM_NEWTFILTER, NLM_F_CREATE | NLM_F_REPLACE);
+        filter
+            .tc_header(index, 1, parent, info)
+            .string(TCA_KIND, "bpf")
+            .begin(TCA_OPTIONS)
+            .u32(TCA_BPF_FD, program.as_raw_fd() as u32)
+            .string(TCA_BPF_NAME, name)
+            .u32(TCA_BPF_FLAGS, TCA_BPF_FLAG_ACT_DIRECT)
+            .end();
+        self.request(&mut filter, &format!("attach a tc program to link {index}"))
     }
 
     /// Adds a default route through `gateway` on link `name`.

@@ -277,29 +277,20 @@ pub fn nft_binary() -> Option<PathBuf> {
 /// answers at 127.0.0.11:53 while listening on `port` (as docker's: port
 /// 53 stays free for the container's own servers).
 ///
-/// NAT needs connection tracking, which would then follow every packet
-/// of the namespace (8% of container-to-container throughput here); with
-/// `untracked`, traffic that is not on loopback skips it. Only for a
-/// container that cannot manage netfilter itself: one with CAP_NET_ADMIN
-/// may NAT its own traffic and needs tracking.
-pub fn dns_redirect(port: u16, untracked: bool) -> String {
-    let mut out = format!(
-        "table ip keel-dns {{\n\
-         \tchain output {{\n\t\ttype nat hook output priority -100; policy accept;\n\
-         \t\tip daddr 127.0.0.11 udp dport 53 dnat to 127.0.0.11:{port}\n\t}}\n\
-         \tchain postrouting {{\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\
-         \t\tip saddr 127.0.0.11 udp sport {port} snat to 127.0.0.11:53\n\t}}\n"
-    );
-    if untracked {
-        out.push_str(
-            "\tchain raw_output {\n\t\ttype filter hook output priority raw; policy accept;\n\
-             \t\tip daddr != 127.0.0.0/8 notrack\n\t}\n\
-             \tchain raw_prerouting {\n\t\ttype filter hook prerouting priority raw; policy accept;\n\
-             \t\tiifname != \"lo\" notrack\n\t}\n",
-        );
-    }
-    out.push_str("}\n");
-    out
+/// Docker does this with NAT, which needs connection tracking, and then
+/// every packet of the namespace pays for netfilter hooks and tracking.
+/// Here the rewrite is stateless, on loopback's ingress only (the one
+/// device the queries and the answers cross): queries for port 53 get
+/// `port`, answers from `port` get 53 back. Traffic on the container's
+/// other interfaces meets no netfilter hook at all, and conntrack stays
+/// off in the namespace unless the container's own rules need it.
+pub fn dns_redirect(port: u16) -> String {
+    format!(
+        "table netdev keel-dns {{\n\
+         \tchain lo {{\n\t\ttype filter hook ingress device \"lo\" priority 0; policy accept;\n\
+         \t\tip daddr 127.0.0.11 udp dport 53 udp dport set {port}\n\
+         \t\tip saddr 127.0.0.11 udp sport {port} udp sport set 53\n\t}}\n}}\n"
+    )
 }
 
 /// Applies a script with `nft -f -` (one kernel transaction).

@@ -20,6 +20,7 @@
 //! The default network `bridge` (device `keel0`) is recorded on first use.
 
 pub mod dns;
+pub mod fastpath;
 pub mod sandbox;
 
 use std::collections::BTreeMap;
@@ -334,6 +335,16 @@ fn insert(db: &mut Db, request: CreateRequest, default: bool) -> Result<Network>
                     .filter(|m| (68..=65535).contains(m))
                     .ok_or_else(|| Error::invalid(format!("invalid MTU {value:?}: 68 to 65535")))?;
                 mtu = Some(value);
+            }
+            fastpath::OPTION => {
+                if !matches!(
+                    value.as_str(),
+                    "true" | "false" | "1" | "0" | "yes" | "no" | "on" | "off"
+                ) {
+                    return Err(Error::invalid(format!(
+                        "invalid {key} {value:?}: true or false"
+                    )));
+                }
             }
             // Accepted as docker does, with keel's fixed behaviour.
             "com.docker.network.bridge.enable_ip_masquerade"
@@ -1005,17 +1016,17 @@ pub struct NameRecord {
 pub fn sync_locked(layout: &Layout, db: &mut Db) -> Result<()> {
     let networks = list(db)?;
     let all = endpoints(db, None)?;
-    let existing: Vec<String> = keel_net::netlink::Netlink::open()
+    let links = keel_net::netlink::Netlink::open()
         .and_then(|mut n| n.links())
-        .map(|links| links.into_iter().map(|l| l.name).collect())
         .unwrap_or_default();
+    let existing: Vec<&str> = links.iter().map(|l| l.name.as_str()).collect();
     let mut firewall = keel_net::nft::Firewall::default();
     let dir = records_dir(layout);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
     let mut kept = Vec::new();
     for network in &networks {
         let on: Vec<&Endpoint> = all.iter().filter(|e| e.network == network.id).collect();
-        if existing.contains(&network.bridge) {
+        if existing.contains(&network.bridge.as_str()) {
             firewall.bridges.push(keel_net::nft::Bridge {
                 name: network.bridge.clone(),
                 subnets: network.pools.iter().map(|p| p.subnet).collect(),
@@ -1069,6 +1080,7 @@ pub fn sync_locked(layout: &Layout, db: &mut Db) -> Result<()> {
             }
         }
     }
+    fastpath::sync(layout, &networks, &all, &links);
     apply_firewall(layout, &firewall)
 }
 

@@ -1,0 +1,193 @@
+//! Keeps each network's bridge fast path (`keel_net::fastpath`) in step
+//! with its endpoints: a map per network (MAC → host-side veth), a program
+//! on the bridge's egress, one on each endpoint veth's ingress.
+//!
+//! What was applied is kept in `<runroot>/fastpath/<network id>.json`
+//! (the map's kernel ID, the bridge's index, the entries), read and
+//! written under the network lock by [`super::sync_locked`]. The kernel's
+//! objects die with their devices or a reboot; a record whose map is gone
+//! or whose bridge was made again starts over. The fast path is an
+//! optimisation: when the kernel refuses it (no tc BPF, an old kernel),
+//! frames take the bridge, as before.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use keel_net::fastpath::{self, Hook, Map};
+use keel_net::netlink::{Link, Netlink};
+use serde::{Deserialize, Serialize};
+
+use super::{Endpoint, Network};
+use crate::paths::Layout;
+
+/// The network option that turns the fast path off (`-o
+/// io.keel.bridge.fastpath=false`): every frame then crosses the bridge,
+/// where `tcpdump -i BRIDGE` sees it.
+pub const OPTION: &str = "io.keel.bridge.fastpath";
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Record {
+    map: u32,
+    bridge: i32,
+    /// MAC (text) → host-side veth index.
+    entries: BTreeMap<String, i32>,
+}
+
+fn dir(layout: &Layout) -> PathBuf {
+    layout.runroot.join("fastpath")
+}
+
+fn enabled(network: &Network) -> bool {
+    network
+        .options
+        .get(OPTION)
+        .is_none_or(|v| !matches!(v.as_str(), "false" | "0" | "no" | "off"))
+}
+
+/// Brings every network's fast path in line with `endpoints` and the
+/// links that exist (`links`, of this namespace). Errors are logged, not
+/// returned: without the fast path the bridge carries the frames.
+pub fn sync(layout: &Layout, networks: &[Network], endpoints: &[Endpoint], links: &[Link]) {
+    let dir = dir(layout);
+    let mut kept = Vec::new();
+    for network in networks.iter().filter(|n| enabled(n)) {
+        let Some(bridge) = links.iter().find(|l| l.name == network.bridge) else {
+            continue;
+        };
+        let path = dir.join(format!("{}.json", network.id));
+        let on: Vec<(String, i32)> = endpoints
+            .iter()
+            .filter(|e| e.network == network.id)
+            .filter_map(|e| {
+                let veth = links.iter().find(|l| l.name == e.veth)?;
+                Some((e.mac.clone(), veth.index))
+            })
+            .collect();
+        if on.is_empty() && !path.exists() {
+            continue;
+        }
+        kept.push(format!("{}.json", network.id));
+        if let Err(e) = sync_network(&path, network, bridge, &on) {
+            tracing::info!(
+                "network {}: the bridge fast path is off ({e}); frames take the bridge",
+                network.name
+            );
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for entry in entries.flatten() {
+            if !kept.contains(&entry.file_name().to_string_lossy().into_owned()) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+fn sync_network(
+    path: &Path,
+    network: &Network,
+    bridge: &Link,
+    on: &[(String, i32)],
+) -> keel_net::Result<()> {
+    let name = fastpath::map_name(&network.id);
+    let record: Option<Record> = std::fs::read(path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    let mut netlink = Netlink::open()?;
+    let (map, mut record) = match record.and_then(|r| {
+        let map = (r.bridge == bridge.index)
+            .then(|| Map::open(r.map, &name))
+            .flatten()?;
+        Some((map, r))
+    }) {
+        Some(found) => found,
+        None => {
+            // A new map: the bridge's program refers to it (and keeps it
+            // alive); every veth gets a program on it below.
+            let map = Map::create(&name)?;
+            let program = fastpath::load(&map, Hook::BridgeEgress)?;
+            netlink.attach_tc_program(bridge.index, true, program_fd(&program), "keel")?;
+            let record = Record {
+                map: map.id(),
+                bridge: bridge.index,
+                entries: BTreeMap::new(),
+            };
+            (map, record)
+        }
+    };
+    // What the map holds, not only what the record says: a command killed
+    // half way may have added entries it did not record.
+    for key in map.keys()? {
+        let mac = format_mac(key);
+        if !on.iter().any(|(m, _)| *m == mac) {
+            map.remove(key)?;
+            record.entries.remove(&mac);
+        }
+    }
+    for (mac, veth) in on {
+        if record.entries.get(mac) == Some(veth) {
+            continue;
+        }
+        let Some(key) = fastpath::parse_mac(mac) else {
+            continue;
+        };
+        let program = fastpath::load(&map, Hook::VethIngress)?;
+        netlink.attach_tc_program(*veth, false, program_fd(&program), "keel")?;
+        map.set(key, *veth as u32)?;
+        record.entries.insert(mac.clone(), *veth);
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| keel_net::Error::io(format!("create {}", parent.display()), e))?;
+    }
+    keel_runtime::util::write_atomic(path, &serde_json::to_vec(&record).expect("serializes"))
+        .map_err(|e| keel_net::Error::msg(format!("write {}: {e}", path.display())))
+}
+
+fn format_mac(mac: [u8; 6]) -> String {
+    mac.map(|b| format!("{b:02x}")).join(":")
+}
+
+fn program_fd(program: &std::os::fd::OwnedFd) -> std::os::fd::BorrowedFd<'_> {
+    use std::os::fd::AsFd;
+    program.as_fd()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn network(options: &[(&str, &str)]) -> Network {
+        Network {
+            id: "ab".repeat(32),
+            name: "n".into(),
+            driver: "bridge".into(),
+            created: String::new(),
+            bridge: "br-x".into(),
+            internal: false,
+            ipv6: false,
+            pools: Vec::new(),
+            labels: BTreeMap::new(),
+            options: options
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            mtu: None,
+        }
+    }
+
+    #[test]
+    fn on_unless_the_network_says_off() {
+        assert!(enabled(&network(&[])));
+        assert!(enabled(&network(&[(OPTION, "true")])));
+        assert!(!enabled(&network(&[(OPTION, "false")])));
+        assert!(!enabled(&network(&[(OPTION, "0")])));
+    }
+
+    #[test]
+    fn macs_print_as_endpoints_record_them() {
+        let mac = "02:42:ac:11:00:0a";
+        assert_eq!(format_mac(fastpath::parse_mac(mac).unwrap()), mac);
+    }
+}

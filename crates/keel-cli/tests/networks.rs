@@ -997,6 +997,15 @@ fn tx_bytes(keel: &Keel, args: &[&str]) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// Bytes the bridge device `bridge` received (passed up to the host).
+fn rx_bytes(keel: &Keel, bridge: &str) -> u64 {
+    let json = host(keel, "ip", &["-j", "-s", "link", "show", bridge]);
+    let links: serde_json::Value = serde_json::from_str(&json).expect("ip -j prints JSON");
+    links[0]["stats64"]["rx"]["bytes"]
+        .as_u64()
+        .expect("rx bytes")
+}
+
 /// What the links of `after` sent since `before` (links in both).
 fn sent_since(before: &[(String, u64)], after: &[(String, u64)]) -> u64 {
     after
@@ -1010,9 +1019,10 @@ fn sent_since(before: &[(String, u64)], after: &[(String, u64)]) -> u64 {
 
 /// The bridge fast path: frames between a network's containers go from
 /// one veth into the other container (the bridge's ports, the host ends
-/// of the veths, do not transmit them, as they would on a bridge), and
-/// frames the host sends to a container skip the bridge device (its
-/// transmit counter stays). Off by a network option, the bridge carries
+/// of the veths, do not transmit them, as they would on a bridge), frames
+/// the host sends to a container skip the bridge device (its transmit
+/// counter stays), and frames a container sends to the host skip the
+/// bridge's forwarding (its receive counter stays). Off by a network option, the bridge carries
 /// them again. Hairpin to a published port still works (the published-port
 /// test). Survives a restart (new veths), and leaves nothing behind.
 #[test]
@@ -1130,13 +1140,49 @@ fn frames_skip_the_bridge_unless_the_network_turns_the_fast_path_off() {
                     .starts_with(&SIZE.to_string())
             });
             let by_bridge = sent_since(&device, &tx_bytes(&keel, &[&bridge]));
+            // Container to host: the bridge passes what it takes up to the
+            // host (and counts it as received); the fast path does not.
+            let received = rx_bytes(&keel, &bridge);
+            let gateway = keel.inspect(
+                &client,
+                &format!("{{{{.NetworkSettings.Networks.{network}.Gateway}}}}"),
+            );
+            let got = keel.netns.within(|| {
+                let listener = std::net::TcpListener::bind("0.0.0.0:0").expect("listen");
+                let port = listener.local_addr().unwrap().port();
+                let send = format!(
+                    "dd if=/dev/zero bs=1M count={} 2>/dev/null | nc -w 2 {gateway} {port}",
+                    SIZE >> 20
+                );
+                std::thread::scope(|scope| {
+                    let sender = scope.spawn(|| keel.run(&["exec", &client, "sh", "-c", &send]));
+                    let (mut stream, _) = listener.accept().expect("accept");
+                    stream
+                        .set_read_timeout(Some(Duration::from_secs(30)))
+                        .unwrap();
+                    let mut got = vec![0u8; SIZE as usize];
+                    let whole = stream.read_exact(&mut got).is_ok();
+                    // nc ends when the connection does.
+                    drop(stream);
+                    let _ = sender.join();
+                    if whole { SIZE } else { 0 }
+                })
+            });
+            assert_eq!(got, SIZE, "{network}, {round}: container to host");
+            let by_host = rx_bytes(&keel, &bridge) - received;
             let what = format!(
-                "{network}, {round}: the ports sent {by_ports} bytes, the bridge {by_bridge}"
+                "{network}, {round}: the ports sent {by_ports} bytes, the bridge {by_bridge}, the bridge passed up {by_host}"
             );
             if network == "fast" {
-                assert!(by_ports < SIZE / 8 && by_bridge < SIZE / 8, "{what}");
+                assert!(
+                    by_ports < SIZE / 8 && by_bridge < SIZE / 8 && by_host < SIZE / 8,
+                    "{what}"
+                );
             } else {
-                assert!(by_ports > SIZE && by_bridge > SIZE, "{what}");
+                assert!(
+                    by_ports > SIZE && by_bridge > SIZE && by_host > SIZE,
+                    "{what}"
+                );
             }
         }
         keel.ok(&["rm", "-f", &web, &sink, &client]);

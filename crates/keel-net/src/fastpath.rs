@@ -52,7 +52,8 @@ const TC_ACT_OK: i32 = 0;
 /// endpoints on the fast path (the rest use the bridge).
 const MAX_ENDPOINTS: u32 = 65536;
 const KEY_SIZE: u32 = 6;
-const VALUE_SIZE: u32 = 4;
+const VALUE_SIZE: u32 = 8;
+const BPF_F_INGRESS: u32 = 1;
 
 /// One eBPF instruction (struct bpf_insn).
 #[repr(C)]
@@ -85,6 +86,7 @@ const MOV64_K: u8 = 0xb7;
 const ADD64_K: u8 = 0x07;
 const JGT_X: u8 = 0x2d;
 const JEQ_K: u8 = 0x15;
+const JNE_K: u8 = 0x55;
 const CALL: u8 = 0x85;
 const EXIT: u8 = 0x95;
 
@@ -98,19 +100,44 @@ pub enum Hook {
     BridgeEgress,
 }
 
+/// Where frames for one MAC go (a map value: the device's index and
+/// whether the frame enters it rather than its peer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Target {
+    /// An endpoint: the host end of its veth (frames go into its peer, the
+    /// container's interface).
+    Veth(u32),
+    /// The host: the bridge device, whose own MAC this is (frames enter
+    /// the host's stack as the bridge would pass them up, without the
+    /// bridge's forwarding and its netfilter pass).
+    Host(u32),
+}
+
+impl Target {
+    fn value(self) -> [u8; 8] {
+        let (index, flags) = match self {
+            Target::Veth(index) => (index, 0u32),
+            Target::Host(index) => (index, BPF_F_INGRESS),
+        };
+        let mut value = [0u8; 8];
+        value[..4].copy_from_slice(&index.to_ne_bytes());
+        value[4..].copy_from_slice(&flags.to_ne_bytes());
+        value
+    }
+}
+
 /// The program: look the frame's destination MAC up in the map (`map_fd`);
-/// found, redirect to that veth; else let the frame pass.
+/// found, redirect as its [`Target`] says; else let the frame pass.
 ///
-/// On the bridge's egress only frames the host itself sends (those with a
-/// socket) are redirected: a frame the host forwards (a container reaching a published
-/// port on its own bridge, say) may still need the bridge's netfilter
-/// steps (br_netfilter masquerades such hairpin frames while the bridge
-/// forwards them), so it takes the bridge.
+/// On an endpoint veth's ingress: an endpoint's MAC goes into that
+/// container (`bpf_redirect_peer`), the bridge's MAC into the bridge
+/// device's ingress (`bpf_redirect` with BPF_F_INGRESS). On the bridge's
+/// egress only frames the host's own sockets send to an endpoint are
+/// redirected (`bpf_redirect` to its veth): a frame the host forwards (a
+/// container reaching a published port on its own bridge, say) may still
+/// need the bridge's netfilter steps (br_netfilter masquerades such
+/// hairpin frames while the bridge forwards them), so it takes the bridge.
 pub fn program(map_fd: i32, hook: Hook) -> Vec<Insn> {
-    let helper = match hook {
-        Hook::VethIngress => HELPER_REDIRECT_PEER,
-        Hook::BridgeEgress => HELPER_REDIRECT,
-    };
     // Jumps to "pass" are patched once its place is known.
     const PASS: i16 = i16::MAX;
     let mut program = Vec::new();
@@ -141,12 +168,26 @@ pub fn program(map_fd: i32, hook: Hook) -> Vec<Insn> {
         insn(ADD64_K, 2, 0, 0, -8),
         insn(CALL, 0, 0, 0, HELPER_MAP_LOOKUP_ELEM),
         insn(JEQ_K, 0, 0, PASS, 0),
-        // return redirect(*r0, 0)
+        // r1 = index, r2 = flags
         insn(LDX_W, 1, 0, 0, 0),
-        insn(MOV64_K, 2, 0, 0, 0),
-        insn(CALL, 0, 0, 0, helper),
-        insn(EXIT, 0, 0, 0, 0),
+        insn(LDX_W, 2, 0, 4, 0),
     ]);
+    match hook {
+        Hook::VethIngress => program.extend([
+            // flags: into the bridge device; none: into the peer
+            insn(JNE_K, 2, 0, 2, 0),
+            insn(CALL, 0, 0, 0, HELPER_REDIRECT_PEER),
+            insn(EXIT, 0, 0, 0, 0),
+            insn(CALL, 0, 0, 0, HELPER_REDIRECT),
+            insn(EXIT, 0, 0, 0, 0),
+        ]),
+        Hook::BridgeEgress => program.extend([
+            // the host's own MAC: nothing to do here
+            insn(JNE_K, 2, 0, PASS, 0),
+            insn(CALL, 0, 0, 0, HELPER_REDIRECT),
+            insn(EXIT, 0, 0, 0, 0),
+        ]),
+    }
     let pass = program.len();
     for (at, i) in program.iter_mut().enumerate() {
         if i.off == PASS {
@@ -198,8 +239,7 @@ pub fn map_name(network_id: &str) -> String {
     format!("k{id}")
 }
 
-/// One network's map: destination MAC → index of the endpoint's host-side
-/// veth.
+/// One network's map: destination MAC → [`Target`].
 #[derive(Debug)]
 pub struct Map {
     fd: OwnedFd,
@@ -250,9 +290,9 @@ impl Map {
         self.fd.as_fd()
     }
 
-    /// Frames for `mac` go to the veth with index `veth`.
-    pub fn set(&self, mac: [u8; 6], veth: u32) -> Result<()> {
-        let value = veth.to_ne_bytes();
+    /// Frames for `mac` go to `target`.
+    pub fn set(&self, mac: [u8; 6], target: Target) -> Result<()> {
+        let value = target.value();
         let mut attr = [0u8; 32];
         put_u32(&mut attr, 0, self.fd.as_raw_fd() as u32);
         put_u64(&mut attr, 8, mac.as_ptr() as u64);
@@ -378,26 +418,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn jumps_land_on_the_pass_branch() {
+    fn jumps_land_inside_the_program_and_pass_lets_the_frame_go() {
         for hook in [Hook::VethIngress, Hook::BridgeEgress] {
             let program = program(3, hook);
             let pass = program.len() - 2;
-            let mut jumps = 0;
+            assert_eq!(program[pass].imm, TC_ACT_OK);
+            let mut to_pass = 0;
             for (at, i) in program.iter().enumerate() {
-                if matches!(i.code, JGT_X | JEQ_K) {
-                    assert_eq!(at as i64 + 1 + i.off as i64, pass as i64, "jump at {at}");
-                    jumps += 1;
+                if matches!(i.code, JGT_X | JEQ_K | JNE_K) {
+                    let target = at as i64 + 1 + i.off as i64;
+                    assert!(
+                        target > at as i64 && target < program.len() as i64,
+                        "jump at {at}"
+                    );
+                    to_pass += usize::from(target == pass as i64);
                 }
             }
-            assert_eq!(jumps, if hook == Hook::BridgeEgress { 3 } else { 2 });
-            assert_eq!(program[pass].imm, TC_ACT_OK);
-            let helper = program.iter().rfind(|i| i.code == CALL).unwrap().imm;
-            let expected = match hook {
-                Hook::VethIngress => HELPER_REDIRECT_PEER,
-                Hook::BridgeEgress => HELPER_REDIRECT,
-            };
-            assert_eq!(helper, expected);
+            // Short frame, unknown MAC; on the bridge also: no socket, the
+            // host's MAC.
+            assert_eq!(to_pass, if hook == Hook::BridgeEgress { 4 } else { 2 });
+            let helpers: Vec<i32> = program
+                .iter()
+                .filter(|i| i.code == CALL && i.imm != HELPER_MAP_LOOKUP_ELEM)
+                .map(|i| i.imm)
+                .collect();
+            match hook {
+                Hook::VethIngress => assert_eq!(helpers, [HELPER_REDIRECT_PEER, HELPER_REDIRECT]),
+                Hook::BridgeEgress => {
+                    assert_eq!(helpers, [HELPER_GET_SOCKET_COOKIE, HELPER_REDIRECT])
+                }
+            }
         }
+    }
+
+    #[test]
+    fn map_values_say_index_and_whether_into_the_host() {
+        assert_eq!(Target::Veth(7).value(), [7, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(Target::Host(2).value(), [2, 0, 0, 0, 1, 0, 0, 0]);
     }
 
     #[test]
@@ -405,8 +462,9 @@ mod tests {
         keel_testutil::require_root();
         let map = Map::create("ktest").expect("create a map");
         let mac = [0x02, 0x42, 0xac, 0x11, 0x00, 0x07];
-        map.set(mac, 7).unwrap();
-        map.set([0x02, 0x42, 0xac, 0x11, 0x00, 0x08], 8).unwrap();
+        map.set(mac, Target::Veth(7)).unwrap();
+        map.set([0x02, 0x42, 0xac, 0x11, 0x00, 0x08], Target::Host(8))
+            .unwrap();
         let mut keys = map.keys().unwrap();
         keys.sort();
         assert_eq!(keys, [mac, [0x02, 0x42, 0xac, 0x11, 0x00, 0x08]]);

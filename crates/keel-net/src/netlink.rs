@@ -173,6 +173,8 @@ pub struct Link {
     pub name: String,
     pub up: bool,
     pub mtu: u32,
+    /// The hardware address (Ethernet links).
+    pub mac: Option<[u8; 6]>,
 }
 
 /// An rtnetlink socket in one network namespace.
@@ -377,13 +379,28 @@ impl Netlink {
             .ok_or_else(|| Error::msg(format!("no link named {name}")))
     }
 
-    /// Creates a bridge (unless one of that name exists).
+    /// Creates a bridge (unless one of that name exists), with a random
+    /// locally administered MAC of its own (as docker's): a bridge left to
+    /// itself takes its lowest port's, which changes as ports come and go.
     pub fn add_bridge(&mut self, name: &str, mtu: Option<u32>) -> Result<()> {
         if self.link(name)?.is_some() {
             return Ok(());
         }
+        let mut mac = [0u8; 6];
+        // SAFETY: getrandom writes at most mac.len() bytes into mac.
+        let n = unsafe { libc::getrandom(mac.as_mut_ptr().cast(), mac.len(), 0) };
+        if n != mac.len() as isize {
+            return Err(Error::io(
+                "pick a MAC for the bridge",
+                std::io::Error::last_os_error(),
+            ));
+        }
+        mac[0] = (mac[0] & 0xfe) | 0x02;
         let mut message = Message::new(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL);
-        message.link_header(0, 0, 0).string(IFLA_IFNAME, name);
+        message
+            .link_header(0, 0, 0)
+            .string(IFLA_IFNAME, name)
+            .attribute(IFLA_ADDRESS, &mac);
         if let Some(mtu) = mtu {
             message.u32(IFLA_MTU, mtu);
         }
@@ -561,6 +578,7 @@ fn parse_link(payload: &[u8]) -> Option<Link> {
     let flags = u32::from_ne_bytes(payload[8..12].try_into().ok()?);
     let mut name = String::new();
     let mut mtu = 0;
+    let mut mac = None;
     let mut at = 16;
     while at + 4 <= payload.len() {
         let length = u16::from_ne_bytes(payload[at..at + 2].try_into().ok()?) as usize;
@@ -575,6 +593,7 @@ fn parse_link(payload: &[u8]) -> Option<Link> {
                     .into_owned()
             }
             IFLA_MTU if data.len() >= 4 => mtu = u32::from_ne_bytes(data[0..4].try_into().ok()?),
+            IFLA_ADDRESS if data.len() == 6 => mac = data.try_into().ok(),
             _ => {}
         }
         at += align(length);
@@ -584,6 +603,7 @@ fn parse_link(payload: &[u8]) -> Option<Link> {
         name,
         up: flags & IFF_UP != 0,
         mtu,
+        mac,
     })
 }
 

@@ -1,6 +1,7 @@
 //! Keeps each network's bridge fast path (`keel_net::fastpath`) in step
-//! with its endpoints: a map per network (MAC → host-side veth), a program
-//! on the bridge's egress, one on each endpoint veth's ingress.
+//! with its endpoints: a map per network (each endpoint's MAC → its
+//! host-side veth, the bridge's own MAC → the bridge), a program on the
+//! bridge's egress, one on each endpoint veth's ingress.
 //!
 //! What was applied is kept in `<runroot>/fastpath/<network id>.json`
 //! (the map's kernel ID, the bridge's index, the entries), read and
@@ -13,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use keel_net::fastpath::{self, Hook, Map};
+use keel_net::fastpath::{self, Hook, Map, Target};
 use keel_net::netlink::{Link, Netlink};
 use serde::{Deserialize, Serialize};
 
@@ -29,8 +30,8 @@ pub const OPTION: &str = "io.keel.bridge.fastpath";
 struct Record {
     map: u32,
     bridge: i32,
-    /// MAC (text) → host-side veth index.
-    entries: BTreeMap<String, i32>,
+    /// MAC (text) → where its frames go.
+    entries: BTreeMap<String, Target>,
 }
 
 fn dir(layout: &Layout) -> PathBuf {
@@ -55,16 +56,19 @@ pub fn sync(layout: &Layout, networks: &[Network], endpoints: &[Endpoint], links
             continue;
         };
         let path = dir.join(format!("{}.json", network.id));
-        let on: Vec<(String, i32)> = endpoints
+        let mut on: Vec<(String, Target)> = endpoints
             .iter()
             .filter(|e| e.network == network.id)
             .filter_map(|e| {
                 let veth = links.iter().find(|l| l.name == e.veth)?;
-                Some((e.mac.clone(), veth.index))
+                Some((e.mac.clone(), Target::Veth(veth.index as u32)))
             })
             .collect();
         if on.is_empty() && !path.exists() {
             continue;
+        }
+        if let Some(mac) = bridge.mac {
+            on.push((format_mac(mac), Target::Host(bridge.index as u32)));
         }
         kept.push(format!("{}.json", network.id));
         if let Err(e) = sync_network(&path, network, bridge, &on) {
@@ -88,7 +92,7 @@ fn sync_network(
     path: &Path,
     network: &Network,
     bridge: &Link,
-    on: &[(String, i32)],
+    on: &[(String, Target)],
 ) -> keel_net::Result<()> {
     let name = fastpath::map_name(&network.id);
     let record: Option<Record> = std::fs::read(path)
@@ -125,17 +129,19 @@ fn sync_network(
             record.entries.remove(&mac);
         }
     }
-    for (mac, veth) in on {
-        if record.entries.get(mac) == Some(veth) {
+    for (mac, target) in on {
+        if record.entries.get(mac) == Some(target) {
             continue;
         }
         let Some(key) = fastpath::parse_mac(mac) else {
             continue;
         };
-        let program = fastpath::load(&map, Hook::VethIngress)?;
-        netlink.attach_tc_program(*veth, false, program_fd(&program), "keel")?;
-        map.set(key, *veth as u32)?;
-        record.entries.insert(mac.clone(), *veth);
+        if let Target::Veth(veth) = target {
+            let program = fastpath::load(&map, Hook::VethIngress)?;
+            netlink.attach_tc_program(*veth as i32, false, program_fd(&program), "keel")?;
+        }
+        map.set(key, *target)?;
+        record.entries.insert(mac.clone(), *target);
     }
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)

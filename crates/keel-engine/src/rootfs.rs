@@ -4,7 +4,7 @@
 
 use std::ffi::CString;
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -94,42 +94,17 @@ pub fn open_dir_in_root(root: &Path, path: &str) -> Result<Option<OwnedFd>> {
 
 fn open_in_root(root: &Path, path: &str, flags: i32) -> Result<Option<OwnedFd>> {
     let root_fd = open_dir(root)?;
-    let relative = CString::new(path.trim_start_matches('/').as_bytes())
-        .map_err(|_| Error::invalid(format!("path {path:?} holds a NUL byte")))?;
-    #[repr(C)]
-    struct OpenHow {
-        flags: u64,
-        mode: u64,
-        resolve: u64,
+    if path.contains('\0') {
+        return Err(Error::invalid(format!("path {path:?} holds a NUL byte")));
     }
-    const RESOLVE_IN_ROOT: u64 = 0x10;
-    const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
-    let how = OpenHow {
-        flags: (flags | libc::O_CLOEXEC) as u64,
-        mode: 0,
-        resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
-    };
-    // SAFETY: openat2 with a valid dir fd, C string and open_how of the
-    // size passed; returns a new fd or -1.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root_fd.as_raw_fd(),
-            relative.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
-    };
-    if fd < 0 {
-        let e = std::io::Error::last_os_error();
-        return match e.raw_os_error() {
+    match keel_image::inroot::open(root_fd.as_fd(), path, flags, 0) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(e) => match e.raw_os_error() {
             Some(libc::ENOENT) => Ok(None),
             Some(libc::ENOTDIR) if flags & libc::O_DIRECTORY == 0 => Ok(None),
             _ => Err(Error::io(format!("open {path} in {}", root.display()), e)),
-        };
+        },
     }
-    // SAFETY: a new fd we own.
-    Ok(Some(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
 }
 
 fn open_dir(path: &Path) -> Result<OwnedFd> {

@@ -1089,30 +1089,7 @@ mod sys {
     /// Opens a directory (O_PATH) by a relative path resolved with `root`
     /// as `/`: no symlink or `..` can lead out of it.
     pub fn open_in_root(root: BorrowedFd<'_>, path: &CStr) -> io::Result<OwnedFd> {
-        // SAFETY: open_how is plain data; zeroed is its valid empty value
-        // (the struct is non_exhaustive, so it cannot be built literally).
-        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-        how.flags = (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64;
-        how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
-        for _ in 0..8 {
-            // SAFETY: valid fd, C string and open_how of the size passed.
-            let fd = unsafe {
-                libc::syscall(
-                    libc::SYS_openat2,
-                    root.as_raw_fd(),
-                    path.as_ptr(),
-                    &how as *const libc::open_how,
-                    std::mem::size_of::<libc::open_how>(),
-                )
-            };
-            let result = owned(fd as libc::c_int);
-            match result {
-                // A concurrent rename made the kernel unsure: retry.
-                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => continue,
-                other => return other,
-            }
-        }
-        Err(io::Error::from_raw_os_error(libc::EAGAIN))
+        crate::inroot::open(root, path.to_bytes(), libc::O_PATH | libc::O_DIRECTORY, 0)
     }
 
     pub fn open_dir(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {

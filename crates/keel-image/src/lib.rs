@@ -20,6 +20,7 @@ pub mod content;
 pub mod digest;
 pub mod error;
 pub mod export;
+pub mod inroot;
 pub mod layer;
 pub mod manifest;
 pub mod metadata;

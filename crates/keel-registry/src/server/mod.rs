@@ -327,33 +327,26 @@ pub async fn serve_until(
                 let app = app.clone();
                 logged(app, peer, request)
             });
-            match acceptor {
-                Some(acceptor) => {
-                    let stream = match acceptor.accept(stream).await {
-                        Ok(stream) => stream,
-                        Err(e) => {
-                            tracing::debug!("TLS handshake with {peer}: {e}");
-                            return;
-                        }
-                    };
-                    let connection = builder
-                        .serve_connection(TokioIo::new(stream), service)
-                        .into_owned();
-                    if let Err(e) = watcher.watch(connection).await {
-                        tracing::debug!("connection from {peer}: {e}");
+            let stream: Box<dyn Io> = match acceptor {
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(stream) => Box::new(stream),
+                    Err(e) => {
+                        tracing::debug!("TLS handshake with {peer}: {e}");
+                        return;
                     }
-                }
+                },
                 None => {
                     if !plain_http(&stream, peer).await {
                         return;
                     }
-                    let connection = builder
-                        .serve_connection(TokioIo::new(stream), service)
-                        .into_owned();
-                    if let Err(e) = watcher.watch(connection).await {
-                        tracing::debug!("connection from {peer}: {e}");
-                    }
+                    Box::new(stream)
                 }
+            };
+            let connection = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
+            if let Err(e) = watcher.watch(connection).await {
+                tracing::debug!("connection from {peer}: {e}");
             }
         });
     }
@@ -369,6 +362,10 @@ pub async fn serve_until(
     drop(lock);
     Ok(())
 }
+
+/// A connection's byte stream, TLS or plain (one code path serves both).
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
 /// Whether a connection to the plain-HTTP port speaks HTTP. A TLS
 /// ClientHello (clients that try HTTPS first, as keel's and docker's do

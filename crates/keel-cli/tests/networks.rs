@@ -177,6 +177,24 @@ fn names_aliases_and_ids_resolve_on_a_user_network() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("nameserver 127.0.0.11"), "{out}");
     assert!(out.contains(&format!("Address: {web_ip}")), "{out}");
+    // A container that may manage netfilter gets NAT for the name server's
+    // port (its own rules may track connections): names resolve there too.
+    let out = keel.run(&[
+        "run",
+        "--rm",
+        "--cap-add",
+        "NET_ADMIN",
+        "--network",
+        "appnet",
+        "busybox",
+        "nslookup",
+        "web",
+    ]);
+    let text = stdout(&out) + &stderr(&out);
+    assert!(
+        out.status.success() && text.contains(&format!("Address: {web_ip}")),
+        "{text}"
+    );
     // nc between containers by name.
     let (code, out) = client("printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc -w 3 web 80");
     assert_eq!(code, 0, "{out}");
@@ -1118,6 +1136,24 @@ fn frames_skip_the_bridge_unless_the_network_turns_the_fast_path_off() {
         for round in ["first start", "after a restart"] {
             if round == "after a restart" {
                 keel.ok(&["restart", "-t", "1", &web, &sink, &client]);
+            }
+            // Each container's MAC is a static entry of the bridge (frames
+            // that skip the bridge teach it nothing; a learnt entry would
+            // age out and the bridge would flood what it still forwards).
+            if network == "fast" {
+                let fdb = host(&keel, "bridge", &["fdb", "show", "br", &bridge]);
+                for name in [&web, &sink, &client] {
+                    let mac = keel.inspect(
+                        name,
+                        &format!("{{{{.NetworkSettings.Networks.{network}.MacAddress}}}}"),
+                    );
+                    assert_eq!(mac.len(), 17, "{name}: MacAddress {mac:?}");
+                    assert!(
+                        fdb.lines()
+                            .any(|l| l.starts_with(&mac) && l.contains(" static")),
+                        "{round}: no static entry for {mac}:\n{fdb}"
+                    );
+                }
             }
             // Container to container: a download of SIZE bytes.
             let ports = tx_bytes(&keel, &["master", &bridge]);

@@ -78,7 +78,6 @@ fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
 // Opcodes (class | size/op | mode/source).
 const LDX_W: u8 = 0x61;
 const LDX_H: u8 = 0x69;
-const STX_W: u8 = 0x63;
 const STX_H: u8 = 0x6b;
 const LD_IMM64: u8 = 0x18;
 const MOV64_X: u8 = 0xbf;
@@ -156,9 +155,12 @@ pub fn program(map_fd: i32, hook: Hook) -> Vec<Insn> {
         insn(MOV64_X, 4, 2, 0, 0),
         insn(ADD64_K, 4, 0, 0, KEY_SIZE as i32),
         insn(JGT_X, 4, 3, PASS, 0),
-        // the key (destination MAC) at fp-8
-        insn(LDX_W, 5, 2, 0, 0),
-        insn(STX_W, 10, 5, -8, 0),
+        // the key (destination MAC) at fp-8, in 2-byte loads (the MAC
+        // sits 2 bytes off a 4-byte boundary in the verifier's model)
+        insn(LDX_H, 5, 2, 0, 0),
+        insn(STX_H, 10, 5, -8, 0),
+        insn(LDX_H, 5, 2, 2, 0),
+        insn(STX_H, 10, 5, -6, 0),
         insn(LDX_H, 5, 2, 4, 0),
         insn(STX_H, 10, 5, -4, 0),
         // r0 = lookup(map, fp-8)

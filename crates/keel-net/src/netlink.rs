@@ -22,6 +22,7 @@ const RTM_GETLINK: u16 = 18;
 const RTM_NEWADDR: u16 = 20;
 const RTM_GETADDR: u16 = 22;
 const RTM_NEWROUTE: u16 = 24;
+const RTM_NEWNEIGH: u16 = 28;
 const RTM_NEWQDISC: u16 = 36;
 const RTM_NEWTFILTER: u16 = 44;
 
@@ -50,6 +51,10 @@ const RTA_OIF: u16 = 4;
 const RTA_GATEWAY: u16 = 5;
 
 const IFF_UP: u32 = 0x1;
+
+const NDA_LLADDR: u16 = 2;
+const NUD_NOARP: u16 = 0x40;
+const NTF_MASTER: u8 = 0x04;
 
 const TCA_KIND: u16 = 1;
 const TCA_OPTIONS: u16 = 2;
@@ -550,6 +555,25 @@ impl Netlink {
             .u32(TCA_BPF_FLAGS, TCA_BPF_FLAG_ACT_DIRECT)
             .end();
         self.request(&mut filter, &format!("attach a tc program to link {index}"))
+    }
+
+    /// A static entry in the forwarding database of the bridge that link
+    /// `index` is a port of: frames for `mac` go out of that port, learnt
+    /// or not (`bridge fdb replace MAC dev PORT master static`). It goes
+    /// with the port.
+    pub fn add_static_fdb(&mut self, index: i32, mac: [u8; 6]) -> Result<()> {
+        let mut message = Message::new(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE);
+        // ndmsg: family, pad, pad, ifindex, state, flags, type.
+        let mut header = [0u8; 12];
+        header[0] = libc::AF_BRIDGE as u8;
+        header[4..8].copy_from_slice(&index.to_ne_bytes());
+        header[8..10].copy_from_slice(&NUD_NOARP.to_ne_bytes());
+        header[10] = NTF_MASTER;
+        message.raw(&header).attribute(NDA_LLADDR, &mac);
+        self.request(
+            &mut message,
+            &format!("add a static bridge entry on link {index}"),
+        )
     }
 
     /// Adds a default route through `gateway` on link `name`.

@@ -279,12 +279,25 @@ pub fn nft_binary() -> Option<PathBuf> {
 ///
 /// Docker does this with NAT, which needs connection tracking, and then
 /// every packet of the namespace pays for netfilter hooks and tracking.
-/// Here the rewrite is stateless, on loopback's ingress only (the one
-/// device the queries and the answers cross): queries for port 53 get
-/// `port`, answers from `port` get 53 back. Traffic on the container's
-/// other interfaces meets no netfilter hook at all, and conntrack stays
-/// off in the namespace unless the container's own rules need it.
-pub fn dns_redirect(port: u16) -> String {
+/// keel rewrites the port statelessly instead, on loopback's ingress only
+/// (the one device the queries and the answers cross): queries for port 53
+/// get `port`, answers from `port` get 53 back. Traffic on the container's
+/// other interfaces meets no netfilter hook at all.
+///
+/// Not for a container that may manage netfilter itself (`nat`: one with
+/// CAP_NET_ADMIN): if its own rules turn tracking on, a stateless rewrite
+/// makes the answer a new, unrelated flow that an "established, related
+/// accept" policy drops; such a container gets docker's NAT.
+pub fn dns_redirect(port: u16, nat: bool) -> String {
+    if nat {
+        return format!(
+            "table ip keel-dns {{\n\
+             \tchain output {{\n\t\ttype nat hook output priority -100; policy accept;\n\
+             \t\tip daddr 127.0.0.11 udp dport 53 dnat to 127.0.0.11:{port}\n\t}}\n\
+             \tchain postrouting {{\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\
+             \t\tip saddr 127.0.0.11 udp sport {port} snat to 127.0.0.11:53\n\t}}\n}}\n"
+        );
+    }
     format!(
         "table netdev keel-dns {{\n\
          \tchain lo {{\n\t\ttype filter hook ingress device \"lo\" priority 0; policy accept;\n\
@@ -380,6 +393,25 @@ mod tests {
     fn nothing_to_hold_removes_the_table() {
         let script = render(&Firewall::default());
         assert_eq!(script, "add table inet keel\ndelete table inet keel\n");
+    }
+
+    #[test]
+    fn the_dns_port_is_rewritten_on_loopback_or_natted_for_netfilter_managers() {
+        let stateless = dns_redirect(40000, false);
+        assert!(stateless.contains("table netdev keel-dns"), "{stateless}");
+        assert!(stateless.contains("device \"lo\""), "{stateless}");
+        assert!(
+            stateless.contains("udp dport 53 udp dport set 40000"),
+            "{stateless}"
+        );
+        assert!(
+            stateless.contains("udp sport 40000 udp sport set 53"),
+            "{stateless}"
+        );
+        assert!(!stateless.contains("nat"), "{stateless}");
+        let nat = dns_redirect(40000, true);
+        assert!(nat.contains("dnat to 127.0.0.11:40000"), "{nat}");
+        assert!(nat.contains("snat to 127.0.0.11:53"), "{nat}");
     }
 
     #[test]

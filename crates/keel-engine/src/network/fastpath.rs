@@ -99,49 +99,72 @@ fn sync_network(
         .ok()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok());
     let mut netlink = Netlink::open()?;
-    let (map, mut record) = match record.and_then(|r| {
+    let found = record.and_then(|r| {
         let map = (r.bridge == bridge.index)
             .then(|| Map::open(r.map, &name))
             .flatten()?;
         Some((map, r))
-    }) {
-        Some(found) => found,
-        None => {
-            // A new map: the bridge's program refers to it (and keeps it
-            // alive); every veth gets a program on it below.
-            let map = Map::create(&name)?;
-            let program = fastpath::load(&map, Hook::BridgeEgress)?;
-            netlink.attach_tc_program(bridge.index, true, program_fd(&program), "keel")?;
+    });
+    let fresh = found.is_none();
+    let (map, mut record) = found.map_or_else(
+        || {
             let record = Record {
-                map: map.id(),
+                map: 0,
                 bridge: bridge.index,
                 entries: BTreeMap::new(),
             };
-            (map, record)
-        }
-    };
+            Map::create(&name).map(|map| (map, record))
+        },
+        Ok,
+    )?;
+    record.map = map.id();
+    // Both programs before anything is attached: a kernel that refuses one
+    // (no bpf_redirect_peer before 5.10) is left as it was.
+    let veth_program = fastpath::load(&map, Hook::VethIngress)?;
+    if fresh {
+        // The bridge's program refers to the map (and keeps it alive);
+        // every veth gets a program on it below (the record is empty).
+        let program = fastpath::load(&map, Hook::BridgeEgress)?;
+        netlink.attach_tc_program(bridge.index, true, program_fd(&program), "keel")?;
+    }
     // What the map holds, not only what the record says: a command killed
-    // half way may have added entries it did not record.
-    for key in map.keys()? {
-        let mac = format_mac(key);
+    // half way may have added entries it did not record, or recorded ones
+    // it did not add.
+    record
+        .entries
+        .retain(|mac, _| on.iter().any(|(m, _)| m == mac));
+    let held = map.keys()?;
+    for key in &held {
+        let mac = format_mac(*key);
         if !on.iter().any(|(m, _)| *m == mac) {
-            map.remove(key)?;
-            record.entries.remove(&mac);
+            map.remove(*key)?;
         }
     }
     for (mac, target) in on {
-        if record.entries.get(mac) == Some(target) {
-            continue;
-        }
         let Some(key) = fastpath::parse_mac(mac) else {
             continue;
         };
-        if let Target::Veth(veth) = target {
-            let program = fastpath::load(&map, Hook::VethIngress)?;
-            netlink.attach_tc_program(*veth as i32, false, program_fd(&program), "keel")?;
+        if record.entries.get(mac) == Some(target) && held.contains(&key) {
+            continue;
         }
-        map.set(key, *target)?;
-        record.entries.insert(mac.clone(), *target);
+        // One endpoint that cannot be put on the fast path (its veth gone
+        // with a killed monitor, a filter of someone else's) stays on the
+        // bridge; the others go on. Not recorded: the next sync tries again.
+        let done = match target {
+            Target::Veth(veth) => netlink
+                .attach_tc_program(*veth as i32, false, program_fd(&veth_program), "keel")
+                .and_then(|()| netlink.add_static_fdb(*veth as i32, key))
+                .and_then(|()| map.set(key, *target)),
+            Target::Host(_) => map.set(key, *target),
+        };
+        match done {
+            Ok(()) => {
+                record.entries.insert(mac.clone(), *target);
+            }
+            Err(e) => {
+                tracing::info!("network {}: {mac} stays on the bridge ({e})", network.name);
+            }
+        }
     }
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)

@@ -135,10 +135,24 @@ fn wire_all(
             upstreams(container),
         )?;
         let port = server.local_address()?.port();
-        keel_net::nft::apply_in(Some(namespace.as_fd()), &keel_net::nft::dns_redirect(port))?;
+        let nat = manages_netfilter(&container.spec);
+        keel_net::nft::apply_in(
+            Some(namespace.as_fd()),
+            &keel_net::nft::dns_redirect(port, nat),
+        )?;
         sandbox.dns = Some(server);
     }
     Ok(())
+}
+
+/// Whether the container may change netfilter in its namespace (and so
+/// may turn connection tracking on there).
+fn manages_netfilter(spec: &crate::spec::ContainerSpec) -> bool {
+    let named = |c: &String| {
+        let c = c.to_ascii_uppercase();
+        c == "ALL" || c == "NET_ADMIN" || c == "CAP_NET_ADMIN"
+    };
+    spec.privileged || spec.cap_add.iter().any(named)
 }
 
 /// Where names keel does not know are asked: `--dns`, else the host's

@@ -405,16 +405,6 @@ pub fn load(map: &Map, hook: Hook) -> Result<OwnedFd> {
     }
 }
 
-/// A MAC address from its text form (`02:42:ac:11:00:02`).
-pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let mut parts = text.split(':');
-    for byte in mac.iter_mut() {
-        *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -486,16 +476,5 @@ mod tests {
         assert_eq!(map_name("0123456789abcdef0123"), "k0123456789abcd");
         assert_eq!(map_name("0123456789abcdef0123").len(), 15);
         assert_eq!(map_name("ab"), "kab");
-    }
-
-    #[test]
-    fn macs_parse() {
-        assert_eq!(
-            parse_mac("02:42:ac:11:00:02"),
-            Some([0x02, 0x42, 0xac, 0x11, 0x00, 0x02])
-        );
-        assert_eq!(parse_mac("02:42:ac:11:00"), None);
-        assert_eq!(parse_mac("02:42:ac:11:00:02:03"), None);
-        assert_eq!(parse_mac("zz:42:ac:11:00:02"), None);
     }
 }

@@ -190,6 +190,21 @@ pub fn free_pool(taken: &[Subnet]) -> Option<Subnet> {
         .find(|c| !taken.iter().any(|t| t.overlaps(c)))
 }
 
+/// A MAC in its text form (`02:42:ac:11:00:02`).
+pub fn format_mac(mac: [u8; 6]) -> String {
+    mac.map(|b| format!("{b:02x}")).join(":")
+}
+
+/// A MAC from its text form; None unless it is six hex bytes.
+pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in mac.iter_mut() {
+        *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
 /// A locally administered MAC derived from an address (as docker does for
 /// IPv4: 02:42 and the four octets), stable for the address.
 pub fn mac_for(ip: &IpAddr) -> [u8; 6] {
@@ -207,6 +222,16 @@ pub fn mac_for(ip: &IpAddr) -> [u8; 6] {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn macs_print_and_parse() {
+        let mac = [0x02, 0x42, 0xac, 0x11, 0x00, 0x0a];
+        assert_eq!(format_mac(mac), "02:42:ac:11:00:0a");
+        assert_eq!(parse_mac("02:42:ac:11:00:0a"), Some(mac));
+        assert_eq!(parse_mac("02:42:ac:11:00"), None);
+        assert_eq!(parse_mac("02:42:ac:11:00:02:03"), None);
+        assert_eq!(parse_mac("zz:42:ac:11:00:02"), None);
+    }
     use super::*;
 
     fn ip(text: &str) -> IpAddr {

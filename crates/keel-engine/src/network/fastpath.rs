@@ -14,7 +14,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use std::os::fd::AsFd;
+
 use keel_net::fastpath::{self, Hook, Map, Target};
+use keel_net::ipam::{format_mac, parse_mac};
 use keel_net::netlink::{Link, Netlink};
 use serde::{Deserialize, Serialize};
 
@@ -118,15 +121,6 @@ fn sync_network(
         Ok,
     )?;
     record.map = map.id();
-    // Both programs before anything is attached: a kernel that refuses one
-    // (no bpf_redirect_peer before 5.10) is left as it was.
-    let veth_program = fastpath::load(&map, Hook::VethIngress)?;
-    if fresh {
-        // The bridge's program refers to the map (and keeps it alive);
-        // every veth gets a program on it below (the record is empty).
-        let program = fastpath::load(&map, Hook::BridgeEgress)?;
-        netlink.attach_tc_program(bridge.index, true, program_fd(&program), "keel")?;
-    }
     // What the map holds, not only what the record says: a command killed
     // half way may have added entries it did not record, or recorded ones
     // it did not add.
@@ -140,26 +134,47 @@ fn sync_network(
             map.remove(*key)?;
         }
     }
-    for (mac, target) in on {
-        let Some(key) = fastpath::parse_mac(mac) else {
-            continue;
-        };
-        if record.entries.get(mac) == Some(target) && held.contains(&key) {
-            continue;
-        }
+    let pending: Vec<([u8; 6], &String, &Target)> = on
+        .iter()
+        .filter_map(|(mac, target)| Some((parse_mac(mac)?, mac, target)))
+        .filter(|(key, mac, target)| {
+            record.entries.get(*mac) != Some(*target) || !held.contains(key)
+        })
+        .collect();
+    // The programs are loaded only when something is to be attached (not
+    // at every start), and both before anything is: a kernel that refuses
+    // one (no bpf_redirect_peer before 5.10) is left as it was.
+    let veth_needed = fresh || pending.iter().any(|(_, _, t)| matches!(t, Target::Veth(_)));
+    let veth_program = if veth_needed {
+        Some(fastpath::load(&map, Hook::VethIngress)?)
+    } else {
+        None
+    };
+    if fresh {
+        // The bridge's program refers to the map (and keeps it alive);
+        // every veth gets a program on it below (the record is empty).
+        let program = fastpath::load(&map, Hook::BridgeEgress)?;
+        netlink.attach_tc_program(bridge.index, true, program.as_fd(), "keel")?;
+    }
+    for (key, mac, target) in pending {
         // One endpoint that cannot be put on the fast path (its veth gone
         // with a killed monitor, a filter of someone else's) stays on the
         // bridge; the others go on. Not recorded: the next sync tries again.
         let done = match target {
             Target::Veth(veth) => netlink
-                .attach_tc_program(*veth as i32, false, program_fd(&veth_program), "keel")
+                .attach_tc_program(
+                    *veth as i32,
+                    false,
+                    veth_program.as_ref().expect("loaded for veths").as_fd(),
+                    "keel",
+                )
                 .and_then(|()| netlink.add_static_fdb(*veth as i32, key))
                 .and_then(|()| map.set(key, *target)),
             Target::Host(_) => map.set(key, *target),
         };
         match done {
             Ok(()) => {
-                record.entries.insert(mac.clone(), *target);
+                record.entries.insert(mac.to_string(), *target);
             }
             Err(e) => {
                 tracing::info!("network {}: {mac} stays on the bridge ({e})", network.name);
@@ -172,15 +187,6 @@ fn sync_network(
     }
     keel_runtime::util::write_atomic(path, &serde_json::to_vec(&record).expect("serializes"))
         .map_err(|e| keel_net::Error::msg(format!("write {}: {e}", path.display())))
-}
-
-fn format_mac(mac: [u8; 6]) -> String {
-    mac.map(|b| format!("{b:02x}")).join(":")
-}
-
-fn program_fd(program: &std::os::fd::OwnedFd) -> std::os::fd::BorrowedFd<'_> {
-    use std::os::fd::AsFd;
-    program.as_fd()
 }
 
 #[cfg(test)]
@@ -212,11 +218,5 @@ mod tests {
         assert!(enabled(&network(&[(OPTION, "true")])));
         assert!(!enabled(&network(&[(OPTION, "false")])));
         assert!(!enabled(&network(&[(OPTION, "0")])));
-    }
-
-    #[test]
-    fn macs_print_as_endpoints_record_them() {
-        let mac = "02:42:ac:11:00:0a";
-        assert_eq!(format_mac(fastpath::parse_mac(mac).unwrap()), mac);
     }
 }

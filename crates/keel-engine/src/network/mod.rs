@@ -725,11 +725,7 @@ pub fn allocate(
         .ipv4
         .or(endpoint.ipv6)
         .expect("a network has a pool");
-    endpoint.mac = ipam::mac_for(&mac_source)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":");
+    endpoint.mac = ipam::format_mac(ipam::mac_for(&mac_source));
     endpoint.ports = pick_ports(request.publish, &live)?;
     tx.execute(
         "INSERT INTO endpoints (network, container, ipv4, ipv6, record) VALUES (?1, ?2, ?3, ?4, ?5)",

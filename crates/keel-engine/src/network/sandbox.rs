@@ -228,14 +228,6 @@ fn attach_locked(
     }
 }
 
-fn parse_mac(text: &str) -> [u8; 6] {
-    let mut mac = [0u8; 6];
-    for (i, part) in text.split(':').take(6).enumerate() {
-        mac[i] = u8::from_str_radix(part, 16).unwrap_or(0);
-    }
-    mac
-}
-
 /// The veth pair of an endpoint, and its addresses and routes inside.
 fn wire(
     network: &Network,
@@ -258,7 +250,13 @@ fn wire(
     netns::run_in(namespace.as_fd(), || {
         let mut inside = Netlink::open()?;
         let ifname = &endpoint.ifname;
-        inside.set_mac(ifname, parse_mac(&endpoint.mac))?;
+        let mac = keel_net::ipam::parse_mac(&endpoint.mac).ok_or_else(|| {
+            keel_net::Error::invalid(format!(
+                "endpoint MAC {:?} is not six hex bytes",
+                endpoint.mac
+            ))
+        })?;
+        inside.set_mac(ifname, mac)?;
         if let Some(ip) = endpoint.ipv4 {
             inside.add_address(ifname, ip, endpoint.prefix4)?;
         }

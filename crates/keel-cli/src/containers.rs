@@ -1315,7 +1315,8 @@ pub fn logs(ctx: &Context, args: &LogsArgs) -> Result<i32> {
             }
         }
     };
-    for entry in keel_engine::logs::read(&path, &options)? {
+    let (entries, end) = keel_engine::logs::read_to(&path, &options)?;
+    for entry in entries {
         if emit(&entry).is_err() {
             return Ok(0);
         }
@@ -1326,7 +1327,7 @@ pub fn logs(ctx: &Context, args: &LogsArgs) -> Result<i32> {
             tail: None,
             ..options
         };
-        keel_engine::logs::follow(&path, &follow_options, emit, || {
+        keel_engine::logs::follow(&path, end, &follow_options, emit, || {
             engine
                 .find(&id)
                 .map(|c| !c.state.status.is_active())

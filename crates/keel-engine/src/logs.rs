@@ -192,9 +192,23 @@ fn parse_line(line: &str) -> Option<Entry> {
     serde_json::from_str(line.trim_end_matches('\n')).ok()
 }
 
+/// Where a read of the log ended: the live file (by inode) and how far
+/// into it the whole lines went. A follow that starts there misses
+/// nothing written in between, even across a rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    inode: u64,
+    offset: u64,
+}
+
 /// The entries of the log and its rotations, oldest first, as `options`
 /// select them.
 pub fn read(path: &Path, options: &ReadOptions) -> Result<Vec<Entry>> {
+    read_to(path, options).map(|(entries, _)| entries)
+}
+
+/// [`read`], and where it ended (None: there is no log yet).
+pub fn read_to(path: &Path, options: &ReadOptions) -> Result<(Vec<Entry>, Option<Position>)> {
     let mut files: Vec<PathBuf> = (1..=64)
         .map(|n| rotated(path, n))
         .take_while(|p| p.exists())
@@ -202,18 +216,36 @@ pub fn read(path: &Path, options: &ReadOptions) -> Result<Vec<Entry>> {
     files.reverse();
     files.push(path.to_path_buf());
     let mut entries = Vec::new();
+    let mut position = None;
     for file in files {
         let Ok(handle) = File::open(&file) else {
             continue;
         };
-        for line in BufReader::new(handle).lines() {
-            let line =
-                line.map_err(|e| Error::io(format!("read the log {}", file.display()), e))?;
+        let inode = handle
+            .metadata()
+            .map_err(|e| Error::io(format!("read the log {}", file.display()), e))?
+            .ino();
+        let mut reader = BufReader::new(handle);
+        let mut offset = 0u64;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = reader
+                .read_line(&mut line)
+                .map_err(|e| Error::io(format!("read the log {}", file.display()), e))?;
+            // The end, or a line still being written (a follow reads it).
+            if n == 0 || !line.ends_with('\n') {
+                break;
+            }
+            offset += n as u64;
             if let Some(entry) = parse_line(&line)
                 && wanted(&entry, options)
             {
                 entries.push(entry);
             }
+        }
+        if file == path {
+            position = Some(Position { inode, offset });
         }
     }
     if let Some(tail) = options.tail
@@ -221,33 +253,58 @@ pub fn read(path: &Path, options: &ReadOptions) -> Result<Vec<Entry>> {
     {
         entries.drain(..entries.len() - tail);
     }
-    Ok(entries)
+    Ok((entries, position))
 }
 
-/// Follows the log from its current end, calling `emit` with each new
-/// entry, until `done` says so (checked whenever nothing new arrived).
-/// A rotation (a new file at the path, or a shorter one) is followed.
+/// Follows the log from `from` (where a [`read_to`] ended; None: from its
+/// current end), calling `emit` with each new entry, until `done` says so
+/// (checked whenever nothing new arrived). A rotation (a new file at the
+/// path, or a shorter one) is followed, also one between the read and the
+/// follow.
 pub fn follow(
     path: &Path,
+    from: Option<Position>,
     options: &ReadOptions,
     mut emit: impl FnMut(&Entry) -> io::Result<()>,
     mut done: impl FnMut() -> bool,
 ) -> Result<()> {
+    let context = |e| Error::io(format!("read the log {}", path.display()), e);
     let open = || -> Option<(BufReader<File>, u64)> {
         let file = File::open(path).ok()?;
         let inode = file.metadata().ok()?.ino();
         Some((BufReader::new(file), inode))
     };
-    let (mut reader, mut inode) = match open() {
-        Some(mut opened) => {
-            opened
-                .0
-                .seek(SeekFrom::End(0))
-                .map_err(|e| Error::io(format!("read the log {}", path.display()), e))?;
-            opened
-        }
-        None => return Ok(()),
+    let Some((mut reader, mut inode)) = open() else {
+        return Ok(());
     };
+    match from {
+        None => {
+            reader.seek(SeekFrom::End(0)).map_err(context)?;
+        }
+        Some(at) if at.inode == inode => {
+            reader.seek(SeekFrom::Start(at.offset)).map_err(context)?;
+        }
+        Some(at) => {
+            // Rotated since the read: the rest of the file it read (now a
+            // rotation), then the new one from its start.
+            let old = (1..=64).map(|n| rotated(path, n)).find_map(|p| {
+                let file = File::open(p).ok()?;
+                (file.metadata().ok()?.ino() == at.inode).then_some(file)
+            });
+            if let Some(mut old) = old {
+                old.seek(SeekFrom::Start(at.offset)).map_err(context)?;
+                for line in BufReader::new(old).lines() {
+                    let line = line.map_err(context)?;
+                    if let Some(entry) = parse_line(&line)
+                        && wanted(&entry, options)
+                        && emit(&entry).is_err()
+                    {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
     let mut line = String::new();
     let mut finishing = false;
     loop {
@@ -386,6 +443,7 @@ mod tests {
                 let mut seen = Vec::new();
                 follow(
                     &path,
+                    None,
                     &ReadOptions::default(),
                     |e| {
                         seen.push(e.log.clone());
@@ -410,6 +468,39 @@ mod tests {
         assert!(rotated(&path, 1).exists(), "the log rotated");
         assert!(!seen.contains(&"before\n".to_string()));
         let expected: Vec<String> = (0..20).map(|i| format!("after {i}\n")).collect();
+        assert_eq!(seen, expected);
+    }
+
+    #[test]
+    fn a_follow_from_a_read_misses_nothing_written_in_between_even_across_a_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c-json.log");
+        let mut writer = Writer::open(&path, Some(900), Some(3)).unwrap();
+        writer.write(Stream::Stdout, b"read 0\n").unwrap();
+        writer.flush().unwrap();
+        let (entries, end) = read_to(&path, &ReadOptions::default()).unwrap();
+        assert_eq!(entries.len(), 1);
+        // Between the read and the follow: enough lines to rotate.
+        for i in 0..20 {
+            writer
+                .write(Stream::Stderr, format!("between {i}\n").as_bytes())
+                .unwrap();
+        }
+        writer.flush().unwrap();
+        assert!(rotated(&path, 1).exists(), "the log rotated");
+        let mut seen = Vec::new();
+        follow(
+            &path,
+            end,
+            &ReadOptions::default(),
+            |e| {
+                seen.push(e.log.clone());
+                Ok(())
+            },
+            || true,
+        )
+        .unwrap();
+        let expected: Vec<String> = (0..20).map(|i| format!("between {i}\n")).collect();
         assert_eq!(seen, expected);
     }
 }

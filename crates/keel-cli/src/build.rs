@@ -473,6 +473,7 @@ impl Worker for EngineWorker {
                     tmpfs_mode: None,
                     no_copy: false,
                     propagation: None,
+                    volume_flag: None,
                 },
                 RunMount::Tmpfs { target, size } => MountSpec {
                     kind: MountKind::Tmpfs,
@@ -483,6 +484,7 @@ impl Worker for EngineWorker {
                     tmpfs_mode: None,
                     no_copy: false,
                     propagation: None,
+                    volume_flag: None,
                 },
             })
             .collect();

@@ -1372,7 +1372,13 @@ pub fn exec(ctx: &Context, args: &ExecArgs) -> Result<i32> {
     // The process enters the container: this binary must be one that a
     // process inside cannot write through (CVE-2019-5736).
     keel_runtime::sealed::reexec()?;
-    if args.tty && !args.detach && !nix::unistd::isatty(std::io::stdin()).unwrap_or(false) {
+    // docker refuses only -it from a non-terminal; -t alone gives the command
+    // a terminal and reads nothing.
+    if args.tty
+        && args.interactive
+        && !args.detach
+        && !nix::unistd::isatty(std::io::stdin()).unwrap_or(false)
+    {
         bail!("the input device is not a TTY");
     }
     let mut engine = ctx.engine()?;
@@ -1395,7 +1401,7 @@ pub fn exec(ctx: &Context, args: &ExecArgs) -> Result<i32> {
         Ok(found) => found,
         Err(e) => return fail(e),
     };
-    if !args.interactive && !args.tty {
+    if !args.interactive {
         // Without -i the command reads nothing.
         // SAFETY: open and dup2 onto our own stdin.
         unsafe {
@@ -1495,7 +1501,19 @@ pub fn inspect_value(engine: &mut Engine, c: &Container) -> serde_json::Value {
         })
         .collect();
     let r = &spec.resources;
-    serde_json::json!({
+    // docker: the image's EXPOSEd ports and the published ones.
+    let mut exposed = image_config.exposed_ports.clone().unwrap_or_default();
+    for port in &spec.publish {
+        exposed
+            .entry(format!("{}/{}", port.container_port, port.protocol))
+            .or_insert_with(|| serde_json::json!({}));
+    }
+    let binds: Vec<&str> = spec
+        .mounts
+        .iter()
+        .filter_map(|m| m.volume_flag.as_deref())
+        .collect();
+    let mut value = serde_json::json!({
         "Id": c.id,
         "Created": c.created,
         "Path": c.args.first(),
@@ -1579,7 +1597,13 @@ pub fn inspect_value(engine: &mut Engine, c: &Container) -> serde_json::Value {
             "StopSignal": keel_engine::oci::stop_signal(&run.image_config, spec),
             "StopTimeout": spec.stop_timeout,
         },
-    })
+    });
+    value["HostConfig"]["Binds"] = serde_json::json!((!binds.is_empty()).then_some(binds));
+    value["Config"]["ExposedPorts"] = serde_json::json!(exposed);
+    value["Config"]["Healthcheck"] =
+        serde_json::json!(keel_engine::health::config_of(&run.image_config, spec));
+    value["Config"]["Volumes"] = serde_json::json!(image_config.volumes);
+    value
 }
 
 pub fn inspect(ctx: &Context, args: &InspectArgs) -> Result<i32> {

@@ -135,4 +135,22 @@ fn exec_with_a_terminal() {
     let seen = read_until(&mut master, "24 80");
     assert!(seen.contains("/dev/pts/"), "{seen}");
     assert_eq!(wait_exit(&mut child), 3);
+
+    // docker's exec -t sets TERM=xterm (a shell falls back to "dumb" without
+    // it); without -t there is none, and -e TERM=... wins.
+    let out = keel.ok(&["exec", "-t", "box", "sh", "-c", "echo term=$TERM"]);
+    assert_eq!(out.trim_end(), "term=xterm");
+    let out = keel.ok(&["exec", "box", "sh", "-c", "echo term=$TERM"]);
+    assert_eq!(out.trim_end(), "term=");
+    let out = keel.ok(&[
+        "exec",
+        "-t",
+        "-e",
+        "TERM=vt100",
+        "box",
+        "sh",
+        "-c",
+        "echo $TERM",
+    ]);
+    assert_eq!(out.trim_end(), "vt100");
 }

@@ -132,6 +132,14 @@ impl Engine {
         mut spec: ContainerSpec,
     ) -> Result<Container> {
         self.resolve_network(&mut spec)?;
+        // docker: a container's labels are the image's, the request's over them.
+        if let Some(labels) = image_config.config.as_ref().and_then(|c| c.labels.as_ref()) {
+            for (key, value) in labels {
+                spec.labels
+                    .entry(key.clone())
+                    .or_insert_with(|| value.clone());
+            }
+        }
         if let Some(name) = &spec.name {
             crate::spec::validate_container_name(name)?;
         }
@@ -331,7 +339,9 @@ impl Engine {
             &self.layout.file(id, "run.json"),
             &serde_json::to_vec_pretty(run).expect("run config serializes"),
         )?;
-        // Volumes: made now, with a copy-up only for one that is new.
+        // Volumes: made now if they are not there. The copy-up (unless
+        // `nocopy`) happens at the first start, into any volume that is empty
+        // then, however it was made (docker copies into an empty volume too).
         let mut mounts = container.mounts.clone();
         for mount in mounts.iter_mut().filter(|m| m.kind == MountKind::Volume) {
             let name = mount.name.clone().expect("volume mounts are named");
@@ -340,9 +350,8 @@ impl Engine {
                 .mounts
                 .iter()
                 .all(|m| m.kind != MountKind::Volume || m.source != name);
-            let new = self.ensure_volume(&name, anonymous)?;
+            self.ensure_volume(&name, anonymous)?;
             mount.source = Some(self.layout.volume_data(&name));
-            mount.copy_up &= new;
         }
         self.db.update_state(id, |c| {
             c.mounts = mounts;
@@ -729,6 +738,9 @@ impl Engine {
         container: Container,
         exit_code: Option<i32>,
     ) -> Result<Container> {
+        if container.state.status == Status::Running {
+            self.undo_abandoned_commit_pause(&container.id);
+        }
         let state = &container.state;
         let monitor_alive = state.monitor_pid > 0
             && keel_runtime::util::process_alive(state.monitor_pid, state.monitor_start);
@@ -771,6 +783,27 @@ impl Engine {
             Ok(())
         })?;
         self.db.find(&container.id)
+    }
+
+    /// A commit pauses a running container and records who did; if that
+    /// process died before resuming it (killed mid-commit), the container
+    /// is resumed here so that the runtime agrees with `Paused: false`.
+    fn undo_abandoned_commit_pause(&mut self, id: &str) {
+        let record = self.layout.commit_pause(id);
+        let Ok(text) = std::fs::read_to_string(&record) else {
+            return;
+        };
+        let mut words = text.split_whitespace().map(str::parse::<u64>);
+        if let (Some(Ok(pid)), Some(Ok(start))) = (words.next(), words.next())
+            && keel_runtime::util::process_alive(pid as i32, start)
+        {
+            return;
+        }
+        tracing::info!("resuming {id}: the commit that paused it is gone");
+        if let Err(e) = keel_runtime::container::resume(&self.runtime_root(), id) {
+            tracing::debug!("resume {id}: {e}");
+        }
+        let _ = std::fs::remove_file(&record);
     }
 
     /// Blocks until the container is not running; its exit code.
@@ -983,6 +1016,11 @@ impl Engine {
         process.args = request.args.clone();
         process.terminal = request.tty;
         process.console_size = None;
+        // docker's exec: a terminal gets TERM=xterm unless the container's
+        // environment has a TERM; the request's own -e comes last.
+        if request.tty && !process.env.iter().any(|e| e.starts_with("TERM=")) {
+            process.env.push("TERM=xterm".into());
+        }
         oci::merge_env(&mut process.env, request.env.iter().cloned());
         if let Some(workdir) = &request.workdir {
             process.cwd = workdir.clone();
@@ -1377,7 +1415,7 @@ pub fn write_network_files(
     )
 }
 
-fn write_file(path: &Path, data: &[u8]) -> Result<()> {
+pub(crate) fn write_file(path: &Path, data: &[u8]) -> Result<()> {
     std::fs::write(path, data).map_err(|e| Error::io(format!("write {}", path.display()), e))
 }
 

@@ -89,7 +89,7 @@ impl Engine {
         let run = self.run_config(&container.id)?;
         let upper = self.layout.diff(&container.id);
         let mut changes = Vec::new();
-        walk_diff(&upper, "", &run.layers, &mut changes)?;
+        walk_diff(&upper, "", &run.layers, &mut changes, &mut Vec::new())?;
         changes.sort_by(|a, b| a.1.cmp(&b.1));
         Ok(changes)
     }
@@ -182,6 +182,7 @@ impl Engine {
             let out = std::fs::File::from(write);
             let options = keel_image::pack::PackOptions {
                 overlay_diff: false,
+                exclude: Vec::new(),
                 top_name: Some(top_name.unwrap_or_else(|| {
                     given
                         .file_name()
@@ -243,8 +244,8 @@ impl Engine {
                 path,
                 std::io::BufWriter::with_capacity(256 * 1024, writer),
                 &keel_image::pack::PackOptions {
-                    overlay_diff: false,
                     top_name,
+                    ..Default::default()
                 },
             )
             .map_err(Error::from),
@@ -351,12 +352,23 @@ impl Engine {
             )?
             .ok_or_else(|| Error::msg(format!("the image of {} is gone", container.name)))?;
         let paused = options.pause && container.state.status == crate::db::Status::Running;
+        let pause_record = self.layout.commit_pause(&container.id);
         if paused {
-            keel_runtime::container::pause(&self.runtime_root(), &container.id)
-                .map_err(|e| Error::runtime(format!("pause {}", container.name), e))?;
+            // Recorded before the pause: should this process die before it
+            // resumes the container, whoever finds the record does.
+            let me = std::process::id() as i32;
+            let start = keel_runtime::util::proc_start_time(me).unwrap_or(0);
+            crate::engine::write_file(&pause_record, format!("{me} {start}\n").as_bytes())?;
+            if let Err(e) = keel_runtime::container::pause(&self.runtime_root(), &container.id) {
+                let _ = std::fs::remove_file(&pause_record);
+                return Err(Error::runtime(format!("pause {}", container.name), e));
+            }
         }
         let upper = self.layout.diff(&container.id);
         let packed = std::thread::scope(|scope| {
+            // The mount points the runtime made stay out of the layer.
+            let mut hidden = Vec::new();
+            walk_diff(&upper, "", &run.layers, &mut Vec::new(), &mut hidden)?;
             let (reader, writer) = std::io::pipe().map_err(|e| Error::io("pipe", e))?;
             let packer = scope.spawn(move || {
                 keel_image::pack::pack(
@@ -365,6 +377,10 @@ impl Engine {
                     &keel_image::pack::PackOptions {
                         overlay_diff: true,
                         top_name: None,
+                        exclude: hidden
+                            .iter()
+                            .map(|p| PathBuf::from(p.trim_start_matches('/')))
+                            .collect(),
                     },
                 )
             });
@@ -397,6 +413,7 @@ impl Engine {
         });
         if paused {
             let _ = keel_runtime::container::resume(&self.runtime_root(), &container.id);
+            let _ = std::fs::remove_file(&pause_record);
         }
         packed
     }
@@ -553,16 +570,34 @@ fn split_words(text: &str) -> Vec<String> {
     words
 }
 
+/// The mount points every container gets. When the image lacks one, the
+/// runtime makes it in the writable layer; docker keeps these in an init
+/// layer of its own, so neither `diff` nor `commit` shows them.
+const CONTAINER_MOUNT_POINTS: &[&str] = &[
+    "/proc",
+    "/dev",
+    "/sys",
+    "/etc/hosts",
+    "/etc/hostname",
+    "/etc/resolv.conf",
+];
+
+/// Walks the writable layer below `relative`: each change into `changes`,
+/// each mount point the runtime made (and a directory that holds nothing
+/// else and is as the image has it) into `hidden`. Whether anything under
+/// `relative` was reported.
 fn walk_diff(
     upper: &Path,
     relative: &str,
     layers: &[PathBuf],
     changes: &mut Vec<(Change, String)>,
-) -> Result<()> {
+    hidden: &mut Vec<String>,
+) -> Result<bool> {
     let dir = upper.join(relative.trim_start_matches('/'));
     let Ok(entries) = std::fs::read_dir(&dir) else {
-        return Ok(());
+        return Ok(false);
     };
+    let mut reported = false;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let path = format!("{relative}/{name}");
@@ -571,24 +606,51 @@ fn walk_diff(
         };
         if meta.file_type().is_char_device() && meta.rdev() == 0 {
             changes.push((Change::Deleted, path));
+            reported = true;
             continue;
         }
         let below = layers
             .iter()
-            .any(|l| std::fs::symlink_metadata(l.join(path.trim_start_matches('/'))).is_ok());
-        changes.push((
-            if below {
-                Change::Changed
-            } else {
-                Change::Added
-            },
-            path.clone(),
-        ));
-        if meta.is_dir() {
-            walk_diff(upper, &path, layers, changes)?;
+            .find_map(|l| std::fs::symlink_metadata(l.join(path.trim_start_matches('/'))).ok());
+        let stub = below.is_none()
+            && CONTAINER_MOUNT_POINTS.contains(&path.as_str())
+            && (meta.is_dir() || (meta.is_file() && meta.len() == 0));
+        if stub {
+            hidden.push(path);
+            continue;
+        }
+        let change = if below.is_some() {
+            Change::Changed
+        } else {
+            Change::Added
+        };
+        if !meta.is_dir() {
+            changes.push((change, path));
+            reported = true;
+            continue;
+        }
+        let at = changes.len();
+        let hidden_before = hidden.len();
+        let inner = walk_diff(upper, &path, layers, changes, hidden)?;
+        // A directory that is only there to hold mount points: as the image
+        // has it (or absent from it) and with nothing else in it.
+        let only_stubs = !inner
+            && hidden.len() > hidden_before
+            && below.as_ref().is_none_or(|b| {
+                b.is_dir()
+                    && b.mode() == meta.mode()
+                    && (b.uid(), b.gid()) == (meta.uid(), meta.gid())
+            })
+            && !keel_image::pack::is_opaque(&entry.path());
+        if only_stubs {
+            hidden.truncate(hidden_before);
+            hidden.push(path);
+        } else {
+            changes.insert(at, (change, path));
+            reported = true;
         }
     }
-    Ok(())
+    Ok(reported)
 }
 
 /// A forked child running a closure; its failure comes back as text.

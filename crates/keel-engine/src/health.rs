@@ -76,6 +76,37 @@ pub fn check_of(image: &ImageConfig, spec: &ContainerSpec) -> Option<Check> {
     })
 }
 
+/// The container's `Config.Healthcheck` as docker's inspect shows it: the
+/// flags' test and settings, each unset one taken from the image's.
+pub fn config_of(
+    image: &ImageConfig,
+    spec: &ContainerSpec,
+) -> Option<keel_image::manifest::Healthcheck> {
+    let image_check = image.config.as_ref().and_then(|c| c.healthcheck.clone());
+    let Some(flags) = &spec.health else {
+        return image_check;
+    };
+    let image_check = image_check.unwrap_or_default();
+    let nanos = |ms: Option<u64>| ms.filter(|v| *v > 0).map(|v| v as i64 * 1_000_000);
+    Some(keel_image::manifest::Healthcheck {
+        test: if flags.test.is_empty() {
+            image_check.test
+        } else {
+            Some(flags.test.clone())
+        },
+        interval: nanos(flags.interval_ms).or(image_check.interval),
+        timeout: nanos(flags.timeout_ms).or(image_check.timeout),
+        start_period: nanos(flags.start_period_ms).or(image_check.start_period),
+        start_interval: image_check.start_interval,
+        retries: flags
+            .retries
+            .filter(|r| *r > 0)
+            .map(i64::from)
+            .or(image_check.retries),
+        extra: Default::default(),
+    })
+}
+
 /// A fresh container's health: starting, no probes yet.
 pub fn starting() -> Health {
     Health {
@@ -151,6 +182,23 @@ mod tests {
         };
         let check = check_of(&image, &spec).unwrap();
         assert_eq!(check.args, ["true"]);
+        // inspect's Config.Healthcheck: the flags over the image's, in ns.
+        assert_eq!(
+            config_of(&image, &ContainerSpec::default()),
+            image.config.as_ref().unwrap().healthcheck
+        );
+        let merged = config_of(&image, &spec).unwrap();
+        assert_eq!(
+            merged.test.as_deref(),
+            Some(&["CMD".to_string(), "true".into()][..])
+        );
+        assert_eq!(merged.interval, Some(100_000_000));
+        assert_eq!(merged.start_period, Some(1_000_000_000));
+        assert_eq!((merged.timeout, merged.retries), (None, Some(2)));
+        assert_eq!(
+            config_of(&ImageConfig::default(), &ContainerSpec::default()),
+            None
+        );
         assert_eq!(
             (check.interval_ms, check.start_period_ms, check.retries),
             (100, 1000, 2)

@@ -1010,6 +1010,7 @@ mod tests {
                 tmpfs_mode: None,
                 no_copy: false,
                 propagation: None,
+                volume_flag: None,
             }],
             ..ContainerSpec::default()
         };

@@ -4,7 +4,8 @@
 //!   overlay mount point), `diff/` and `work/` (its writable layer),
 //!   `hostname`, `hosts`, `resolv.conf`, `<id>-json.log` (+ rotations)
 //! - `<root>/volumes/<name>/_data`
-//! - `<runroot>/containers/<id>/`: `attach` (the monitor's socket), `lock`
+//! - `<runroot>/containers/<id>/`: `attach` (the monitor's socket), `lock`,
+//!   `commit-pause` (while a commit holds the container paused)
 //! - `<runroot>/runtime/`: keel-runtime's state
 
 use std::path::{Path, PathBuf};
@@ -65,6 +66,12 @@ impl Layout {
 
     pub fn lock(&self, id: &str) -> PathBuf {
         self.run_dir(id).join("lock")
+    }
+
+    /// Who paused the container for a commit (`PID START_TIME`): if that
+    /// process dies before resuming it, the next command does.
+    pub fn commit_pause(&self, id: &str) -> PathBuf {
+        self.run_dir(id).join("commit-pause")
     }
 
     pub fn runtime_root(&self) -> PathBuf {

@@ -87,6 +87,10 @@ pub struct MountSpec {
     pub no_copy: bool,
     /// Bind propagation (`rprivate` unless given).
     pub propagation: Option<String>,
+    /// The `-v` text a bind or named volume came from (docker's
+    /// `HostConfig.Binds`; `--mount` entries have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_flag: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -445,6 +449,7 @@ pub fn parse_volume_flag(text: &str) -> Result<MountSpec> {
         tmpfs_mode: None,
         no_copy: false,
         propagation: None,
+        volume_flag: (!source.is_empty()).then(|| text.to_string()),
     };
     for option in options.split(',').filter(|o| !o.is_empty()) {
         match option {
@@ -486,6 +491,7 @@ pub fn parse_mount_flag(text: &str) -> Result<MountSpec> {
         tmpfs_mode: None,
         no_copy: false,
         propagation: None,
+        volume_flag: None,
     };
     for field in text.split(',') {
         let (key, value) = match field.split_once('=') {
@@ -563,6 +569,7 @@ pub fn parse_tmpfs_flag(text: &str) -> Result<MountSpec> {
         tmpfs_mode: None,
         no_copy: false,
         propagation: None,
+        volume_flag: None,
     };
     for option in options.split(',').filter(|o| !o.is_empty()) {
         match option.split_once('=') {

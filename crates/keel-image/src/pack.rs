@@ -23,6 +23,9 @@ pub struct PackOptions {
     /// The name of the tree's top in the archive (`keel cp` of a file or
     /// a directory); None packs the top's contents at the archive's root.
     pub top_name: Option<String>,
+    /// Paths in the tree (`etc/hosts`, relative to its top) left out of
+    /// the stream, each with what is below it.
+    pub exclude: Vec<PathBuf>,
 }
 
 /// Writes `source` (a file or a directory) as a tar stream to `out`.
@@ -73,9 +76,13 @@ impl<W: Write> Packer<'_, W> {
         }
         for entry in entries {
             let path = entry.path();
+            let entry_name = name.join(entry.file_name());
+            if self.options.exclude.contains(&entry_name) {
+                continue;
+            }
             let meta = fs::symlink_metadata(&path)
                 .map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
-            self.entry(&path, &name.join(entry.file_name()), &meta)?;
+            self.entry(&path, &entry_name, &meta)?;
         }
         Ok(())
     }
@@ -187,7 +194,9 @@ impl<W: Write> Packer<'_, W> {
     }
 }
 
-fn is_opaque(dir: &Path) -> bool {
+/// An overlay upper directory marked opaque: it hides what the layers
+/// below have there.
+pub fn is_opaque(dir: &Path) -> bool {
     let Ok(c) = CString::new(dir.as_os_str().as_bytes()) else {
         return false;
     };

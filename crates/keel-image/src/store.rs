@@ -413,7 +413,7 @@ impl ImageStore {
                     std::io::BufWriter::with_capacity(256 * 1024, writer),
                     &crate::pack::PackOptions {
                         overlay_diff: true,
-                        top_name: None,
+                        ..Default::default()
                     },
                 )
             });

@@ -1,0 +1,232 @@
+//! Where keel must do what docker does, found by running real work on it:
+//! what `inspect` shows of an image's settings, which files `diff` and
+//! `commit` leave out, how a volume made beforehand is filled.
+
+mod common;
+
+use common::{Keel, stderr};
+
+/// An image with labels, exposed ports and a health check, built from a
+/// Dockerfile (no RUN: nothing but config).
+fn build_configured_image(keel: &Keel) {
+    let context = keel.temp.subdir("context");
+    std::fs::write(
+        context.join("Dockerfile"),
+        "FROM busybox\n\
+         LABEL tier=img shared=image\n\
+         EXPOSE 80 53/udp\n\
+         HEALTHCHECK --interval=5s --retries=4 CMD true\n",
+    )
+    .unwrap();
+    keel.ok(&[
+        "build",
+        "-q",
+        "-t",
+        "keel-test/configured",
+        context.to_str().unwrap(),
+    ]);
+}
+
+#[test]
+fn inspect_shows_the_image_settings_the_container_runs_with() {
+    let keel = Keel::new();
+    build_configured_image(&keel);
+    let host = keel.temp.subdir("host");
+    let bind = format!("{}:/mnt:ro", host.display());
+    let id = keel
+        .ok(&[
+            "create",
+            "--name",
+            "web",
+            "-l",
+            "shared=container",
+            "-p",
+            "127.0.0.1:8080:81",
+            "--health-timeout",
+            "2s",
+            "-v",
+            "data:/data",
+            "-v",
+            &bind,
+            "-v",
+            "/anonymous",
+            "--mount",
+            "type=volume,source=other,target=/other",
+            "keel-test/configured",
+            "true",
+        ])
+        .trim()
+        .to_string();
+
+    // The image's labels, the container's over them; filters see both.
+    assert_eq!(
+        keel.inspect("web", "{{json .Config.Labels}}"),
+        r#"{"shared":"container","tier":"img"}"#
+    );
+    assert_eq!(
+        keel.ok(&["ps", "-aq", "--no-trunc", "--filter", "label=tier=img"])
+            .trim(),
+        id
+    );
+    assert_eq!(
+        keel.ok(&["ps", "-aq", "--filter", "label=shared=image"])
+            .trim(),
+        ""
+    );
+
+    // EXPOSEd and published ports.
+    let exposed: serde_json::Value =
+        serde_json::from_str(&keel.inspect("web", "{{json .Config.ExposedPorts}}")).unwrap();
+    let mut ports: Vec<&str> = exposed
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    ports.sort();
+    assert_eq!(ports, ["53/udp", "80/tcp", "81/tcp"]);
+
+    // The health check: the flag's timeout over the image's settings (ns).
+    let health: serde_json::Value =
+        serde_json::from_str(&keel.inspect("web", "{{json .Config.Healthcheck}}")).unwrap();
+    assert_eq!(health["Test"], serde_json::json!(["CMD-SHELL", "true"]));
+    assert_eq!(health["Interval"], 5_000_000_000i64);
+    assert_eq!(health["Timeout"], 2_000_000_000i64);
+    assert_eq!(health["Retries"], 4);
+
+    // -v binds and named volumes as typed; --mount and anonymous ones not.
+    let binds: serde_json::Value =
+        serde_json::from_str(&keel.inspect("web", "{{json .HostConfig.Binds}}")).unwrap();
+    assert_eq!(binds, serde_json::json!(["data:/data", bind]));
+    keel.ok(&["create", "--name", "plain", "busybox", "true"]);
+    assert_eq!(keel.inspect("plain", "{{json .HostConfig.Binds}}"), "null");
+}
+
+#[test]
+fn a_volume_made_beforehand_gets_the_image_content_on_first_mount() {
+    let keel = Keel::new();
+    // An image whose /owned belongs to 1000:1001 with mode 750.
+    keel.ok(&[
+        "run",
+        "--name",
+        "maker",
+        "busybox",
+        "sh",
+        "-c",
+        "mkdir /owned && echo seeded > /owned/f && chown -R 1000:1001 /owned && chmod 750 /owned",
+    ]);
+    keel.ok(&["commit", "maker", "keel-test/owned"]);
+
+    // docker copies into any empty volume, however it was made.
+    keel.ok(&["volume", "create", "made"]);
+    let seen = keel.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "made:/owned",
+        "keel-test/owned",
+        "sh",
+        "-c",
+        "stat -c '%u:%g %a' /owned /owned/f; cat /owned/f",
+    ]);
+    assert_eq!(seen, "1000:1001 750\n1000:1001 644\nseeded\n");
+    let data = keel.root().join("volumes/made/_data");
+    assert_eq!(std::fs::read_to_string(data.join("f")).unwrap(), "seeded\n");
+
+    // A volume with content keeps it; nocopy keeps an empty one empty.
+    keel.ok(&["volume", "create", "full"]);
+    keel.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "full:/x",
+        "busybox",
+        "sh",
+        "-c",
+        "echo mine > /x/own",
+    ]);
+    assert_eq!(
+        keel.ok(&[
+            "run",
+            "--rm",
+            "-v",
+            "full:/owned",
+            "keel-test/owned",
+            "ls",
+            "/owned"
+        ]),
+        "own\n"
+    );
+    keel.ok(&["volume", "create", "bare"]);
+    assert_eq!(
+        keel.ok(&[
+            "run",
+            "--rm",
+            "-v",
+            "bare:/owned:nocopy",
+            "keel-test/owned",
+            "ls",
+            "/owned"
+        ]),
+        ""
+    );
+}
+
+#[test]
+fn diff_and_commit_leave_out_the_mount_points_keel_makes() {
+    let keel = Keel::new();
+    // The offline busybox image has no /etc/hosts, /proc, /sys or /dev: the
+    // runtime makes them in the writable layer as mount points.
+    keel.ok(&["run", "-d", "--name", "box", "busybox", "sleep", "300"]);
+    assert_eq!(keel.ok(&["diff", "box"]), "", "nothing changed yet");
+    keel.ok(&[
+        "exec",
+        "box",
+        "sh",
+        "-c",
+        "echo x > /etc/new && mkdir /data && touch /data/f",
+    ]);
+    assert_eq!(
+        keel.ok(&["diff", "box"]),
+        "A /data\nA /data/f\nC /etc\nA /etc/new\n"
+    );
+    keel.ok(&["commit", "box", "keel-test/committed"]);
+    // The committed layer has the changes and none of the mount points.
+    let archive = keel.temp.path().join("committed.tar");
+    keel.ok(&[
+        "save",
+        "-o",
+        archive.to_str().unwrap(),
+        "keel-test/committed",
+    ]);
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::process::Command::new("tar")
+            .args(["-xOf", archive.to_str().unwrap(), "manifest.json"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let layers = manifest[0]["Layers"].as_array().unwrap();
+    let top = layers.last().unwrap().as_str().unwrap();
+    let listing = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "tar -xOf {} {top} | tar -tz 2>/dev/null || tar -xOf {} {top} | tar -t",
+            archive.display(),
+            archive.display()
+        ))
+        .output()
+        .unwrap();
+    let mut names: Vec<String> = String::from_utf8_lossy(&listing.stdout)
+        .lines()
+        .map(|l| l.trim_start_matches("./").trim_end_matches('/').to_string())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["data", "data/f", "etc", "etc/new"],
+        "{}",
+        stderr(&listing)
+    );
+}

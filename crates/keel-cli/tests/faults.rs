@@ -65,3 +65,63 @@ fn a_commit_killed_while_the_container_is_paused_leaves_it_running() {
     keel.ok(&["commit", "box", "keel-test/small"]);
     keel.ok(&["image", "inspect", "keel-test/small"]);
 }
+
+#[test]
+fn many_foreground_rm_runs_at_once_each_see_their_output_and_code() {
+    let keel = Keel::new();
+    // `run --rm` of a short command: the monitor may remove the container
+    // before the CLI has read that it started; the CLI must still report
+    // the output and the exit code, never "No such container".
+    let failures: Vec<String> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..8)
+            .map(|worker| {
+                let keel = &keel;
+                scope.spawn(move || {
+                    let mut failures = Vec::new();
+                    for round in 0..12 {
+                        let code = (worker + round) % 5;
+                        let script = format!("echo hi-{worker}-{round}; exit {code}");
+                        let out = keel.run(&[
+                            "run",
+                            "--rm",
+                            "--network",
+                            "none",
+                            "busybox",
+                            "sh",
+                            "-c",
+                            &script,
+                        ]);
+                        let want = format!("hi-{worker}-{round}\n");
+                        if out.status.code() != Some(code)
+                            || String::from_utf8_lossy(&out.stdout) != want
+                        {
+                            failures.push(format!(
+                                "{script}: exit {:?}, stdout {:?}, stderr {:?}",
+                                out.status.code(),
+                                String::from_utf8_lossy(&out.stdout),
+                                stderr(&out)
+                            ));
+                        }
+                    }
+                    failures
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    });
+    assert!(failures.is_empty(), "{failures:#?}");
+    // The same, with the window held open: the CLI waits after reading that
+    // the container started, and the monitor removes it meanwhile.
+    let out = keel
+        .command(&["run", "--rm", "busybox", "sh", "-c", "echo late; exit 3"])
+        .env("KEEL_FAULT_DELAY", "run-started=500")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "late\n");
+    assert_eq!(keel.ok(&["ps", "-aq"]), "", "--rm left containers");
+    assert!(keel.mounts().is_empty(), "{:?}", keel.mounts());
+}

@@ -442,7 +442,10 @@ impl Engine {
                 Some(_) => {}
             }
         }
-        Ok((self.db.find(&container.id)?, stream))
+        crate::fault::point("run-started");
+        // A `--rm` container may be done and removed by its monitor already:
+        // its exit is in the stream, and the record read before will do.
+        Ok((self.db.find(&container.id).unwrap_or(container), stream))
     }
 
     /// Attaches to a running container (`attach`, `wait`).

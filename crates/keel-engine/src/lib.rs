@@ -17,6 +17,7 @@ pub mod db;
 pub mod engine;
 pub mod error;
 pub mod events;
+pub mod fault;
 pub mod files;
 pub mod health;
 pub mod logs;

@@ -606,9 +606,20 @@ fn error_code(e: &keel_engine::Error) -> i32 {
     }
 }
 
-/// Reports an engine error and returns the exit code.
+/// Reports an engine error of `run`/`create` and returns the exit code.
 fn fail(e: keel_engine::Error) -> Result<i32> {
     let code = error_code(&e);
+    eprintln!("Error: {e}");
+    Ok(code)
+}
+
+/// Reports an engine error of any other command: docker's CLI exits 1
+/// (126/127 still tell a command in the container that could not start).
+fn fail_command(e: keel_engine::Error) -> Result<i32> {
+    let code = match error_code(&e) {
+        125 => 1,
+        code => code,
+    };
     eprintln!("Error: {e}");
     Ok(code)
 }
@@ -707,7 +718,7 @@ pub fn start(ctx: &Context, args: &StartArgs) -> Result<i32> {
         };
         let (container, stream) = match engine.start_attached(&args.containers[0], hello) {
             Ok(started) => started,
-            Err(e) => return fail(e),
+            Err(e) => return fail_command(e),
         };
         let tty = container.spec.tty;
         return session(
@@ -725,7 +736,10 @@ pub fn start(ctx: &Context, args: &StartArgs) -> Result<i32> {
             Ok(_) => println!("{name}"),
             Err(e) => {
                 eprintln!("Error response from daemon: {e}");
-                code = error_code(&e);
+                code = match error_code(&e) {
+                    125 => 1,
+                    code => code,
+                };
             }
         }
     }
@@ -870,7 +884,7 @@ pub fn attach(ctx: &Context, args: &AttachArgs) -> Result<i32> {
     };
     let (container, stream) = match engine.attach(&args.container, hello) {
         Ok(attached) => attached,
-        Err(e) => return fail(e),
+        Err(e) => return fail_command(e),
     };
     let sig_proxy = args.sig_proxy && !container.spec.tty;
     session(
@@ -1399,7 +1413,7 @@ pub fn exec(ctx: &Context, args: &ExecArgs) -> Result<i32> {
     };
     let (container, process) = match engine.exec_process(&args.container, &request) {
         Ok(found) => found,
-        Err(e) => return fail(e),
+        Err(e) => return fail_command(e),
     };
     if !args.interactive {
         // Without -i the command reads nothing.
@@ -1606,34 +1620,29 @@ pub fn inspect_value(engine: &mut Engine, c: &Container) -> serde_json::Value {
     value
 }
 
+/// [`inspect_value`], with `SizeRw` when `size` asks for it.
+pub fn inspect_value_sized(engine: &mut Engine, c: &Container, size: bool) -> serde_json::Value {
+    let mut value = inspect_value(engine, c);
+    if size {
+        value["SizeRw"] = dir_size(&engine.layout.diff(&c.id)).into();
+    }
+    value
+}
+
 pub fn inspect(ctx: &Context, args: &InspectArgs) -> Result<i32> {
     let mut engine = ctx.engine()?;
     let mut values = Vec::new();
     let mut code = 0;
     for name in &args.containers {
         match engine.find(name) {
-            Ok(c) => {
-                let mut value = inspect_value(&mut engine, &c);
-                if args.size {
-                    value["SizeRw"] = dir_size(&engine.layout.diff(&c.id)).into();
-                }
-                values.push(value);
-            }
+            Ok(c) => values.push(inspect_value_sized(&mut engine, &c, args.size)),
             Err(e) => {
                 eprintln!("Error: {e}");
                 code = 1;
             }
         }
     }
-    match &args.format {
-        Some(format) => {
-            let template = Template::parse(format)?;
-            for value in &values {
-                println!("{}", template.render(value));
-            }
-        }
-        None => println!("{}", serde_json::to_string_pretty(&values)?),
-    }
+    crate::template::print_values(&values, args.format.as_deref())?;
     Ok(code)
 }
 
@@ -1649,7 +1658,7 @@ pub fn top(ctx: &Context, args: &TopArgs) -> Result<i32> {
     let mut engine = ctx.engine()?;
     let pids = match engine.pids(&args.container) {
         Ok(pids) => pids,
-        Err(e) => return fail(e),
+        Err(e) => return fail_command(e),
     };
     let mut table = vec![
         ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]

@@ -474,20 +474,13 @@ pub fn inspect(store: &ImageStore, args: &InspectArgs) -> Result<i32> {
         match store.inspect(name) {
             Ok(value) => out.push(value),
             Err(e) => {
-                eprintln!("Error: No such image: {name} ({e})");
+                tracing::debug!("inspect {name}: {e}");
+                eprintln!("Error: No such image: {name}");
                 failed = true;
             }
         }
     }
-    match &args.format {
-        Some(format) => {
-            let template = crate::template::Template::parse(format)?;
-            for value in &out {
-                println!("{}", template.render(value));
-            }
-        }
-        None => println!("{}", serde_json::to_string_pretty(&out)?),
-    }
+    crate::template::print_values(&out, args.format.as_deref())?;
     Ok(if failed { 1 } else { 0 })
 }
 

@@ -262,18 +262,40 @@ enum SystemCommand {
     Events(events::EventsArgs),
 }
 
-/// `keel inspect NAME`: a container if there is one by that name, else an image.
+/// `keel inspect NAME...`: each name is a container, else an image, else a
+/// network, else a volume (docker's order); "No such object" otherwise.
 fn inspect_any(ctx: &containers::Context, args: &containers::InspectArgs) -> anyhow::Result<i32> {
     let mut engine = ctx.engine()?;
-    let all_containers = args.containers.iter().all(|n| engine.find(n).is_ok());
-    if all_containers {
-        return containers::inspect(ctx, args);
+    let store = images::open(&ctx.root)?;
+    let mut values = Vec::new();
+    let mut code = 0;
+    for name in &args.containers {
+        let value = if let Ok(container) = engine.find(name) {
+            Some(containers::inspect_value_sized(
+                &mut engine,
+                &container,
+                args.size,
+            ))
+        } else if let Ok(image) = store.inspect(name) {
+            Some(image)
+        } else if let Some(network) = networks::inspect_value(&mut engine, name) {
+            Some(network)
+        } else {
+            engine
+                .volume(name)
+                .ok()
+                .map(|volume| engine.volume_value(&volume))
+        };
+        match value {
+            Some(value) => values.push(value),
+            None => {
+                eprintln!("Error: No such object: {name}");
+                code = 1;
+            }
+        }
     }
-    let image_args = images::InspectArgs {
-        images: args.containers.clone(),
-        format: args.format.clone(),
-    };
-    images::inspect(&images::open(&ctx.root)?, &image_args)
+    template::print_values(&values, args.format.as_deref())?;
+    Ok(code)
 }
 
 fn main() {
@@ -281,16 +303,123 @@ fn main() {
     // pipe instead of failing to print (Rust ignores SIGPIPE by default).
     // SAFETY: restoring the default disposition of one signal at startup.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    let cli = Cli::parse_from(end_flags_after_image(std::env::args_os().collect()));
+    let args = end_flags_after_image(std::env::args_os().collect());
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => std::process::exit(usage_error(&e, &args)),
+    };
+    // docker: `run` and `create` exit 125 on an error of their own (the
+    // container's code otherwise); every other command exits 1.
+    let own_error = match &cli.command {
+        Command::Run(_)
+        | Command::Create(_)
+        | Command::Container(ContainerCommand::Run(_) | ContainerCommand::Create(_)) => 125,
+        _ => 1,
+    };
     let code = match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            // docker: keel's own errors exit 125.
             eprintln!("Error: {e:#}");
-            125
+            own_error
         }
     };
     std::process::exit(code);
+}
+
+/// A command line that does not parse, told as docker's CLI tells it:
+///
+/// ```text
+/// unknown flag: --badflag
+///
+/// Usage:  keel logs [OPTIONS] <CONTAINER>
+///
+/// Run 'keel logs --help' for more information
+/// ```
+///
+/// and exit 125 (`--help` and `--version` print and exit 0).
+fn usage_error(e: &clap::Error, args: &[std::ffi::OsString]) -> i32 {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            return 0;
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            return 125;
+        }
+        _ => {}
+    }
+    let context = |kind| match e.get(kind) {
+        Some(ContextValue::String(text)) => Some(text.clone()),
+        _ => None,
+    };
+    let invalid = context(ContextKind::InvalidArg);
+    let (command, usage) = command_usage(args);
+    let first_line = match (e.kind(), &invalid) {
+        (ErrorKind::InvalidSubcommand, _) => {
+            let word = context(ContextKind::InvalidSubcommand).unwrap_or_default();
+            eprintln!("{command}: '{word}' is not a {command} command.");
+            eprintln!("See '{command} --help'");
+            return 1;
+        }
+        (ErrorKind::UnknownArgument, Some(arg)) if arg.starts_with("--") => {
+            format!("unknown flag: {}", arg.split('=').next().unwrap_or(arg))
+        }
+        (ErrorKind::UnknownArgument, Some(arg)) if arg.starts_with('-') => {
+            let letter = arg.chars().nth(1).unwrap_or('-');
+            format!("unknown shorthand flag: '{letter}' in {arg}")
+        }
+        (ErrorKind::InvalidValue, Some(arg))
+            if context(ContextKind::InvalidValue).is_some_and(|v| v.is_empty()) =>
+        {
+            format!(
+                "flag needs an argument: {}",
+                arg.split_whitespace().next().unwrap_or(arg)
+            )
+        }
+        (ErrorKind::MissingRequiredArgument, _) => {
+            format!("\"{command}\" requires at least 1 argument.")
+        }
+        _ => {
+            // clap's own sentence, without its "error: " and tips.
+            let rendered = e.render().to_string();
+            let line = rendered.lines().next().unwrap_or("").trim();
+            line.trim_start_matches("error: ").to_string()
+        }
+    };
+    eprintln!("{first_line}");
+    eprintln!("\nUsage:  {usage}");
+    eprintln!("\nRun '{command} --help' for more information");
+    125
+}
+
+/// The command that `args` names (`keel network create`) and its usage
+/// line, found in clap's command tree.
+fn command_usage(args: &[std::ffi::OsString]) -> (String, String) {
+    use clap::CommandFactory;
+    let mut root = Cli::command();
+    root.build();
+    let mut command = &root;
+    for arg in args.iter().skip(1).filter_map(|a| a.to_str()) {
+        if arg == "--" {
+            break;
+        }
+        if arg.starts_with('-') {
+            continue;
+        }
+        match command.find_subcommand(arg) {
+            Some(sub) => command = sub,
+            None => break,
+        }
+    }
+    let name = command
+        .get_bin_name()
+        .unwrap_or(command.get_name())
+        .to_string();
+    let usage = command.clone().render_usage().to_string();
+    let usage = usage.trim().trim_start_matches("Usage:").trim().to_string();
+    (name, usage)
 }
 
 /// docker stops reading its own flags at the image of `run`/`create` and

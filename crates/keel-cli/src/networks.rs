@@ -193,7 +193,7 @@ pub fn run(ctx: &Context, command: &NetworkCommand) -> Result<i32> {
                     }
                 }
             }
-            print_values(&values, args.format.as_deref())?;
+            crate::template::print_values(&values, args.format.as_deref())?;
             Ok(code)
         }
         NetworkCommand::Rm(args) => {
@@ -404,17 +404,10 @@ fn pseudo_id(name: &str) -> String {
     hex::encode(sha2::Sha256::digest(format!("keel pseudo-network {name}")))
 }
 
-fn print_values(values: &[serde_json::Value], format: Option<&str>) -> Result<()> {
-    match format {
-        Some(text) => {
-            let template = Template::parse(text)?;
-            for value in values {
-                println!("{}", template.render(value));
-            }
-        }
-        None => println!("{}", serde_json::to_string_pretty(values)?),
-    }
-    Ok(())
+/// `inspect NAME` of a network, if there is one by that name or id.
+pub fn inspect_value(engine: &mut Engine, name: &str) -> Option<serde_json::Value> {
+    let network = network::find(&mut engine.db, name).ok()?;
+    network_value(engine, &network).ok()
 }
 
 /// docker's `network inspect` object.

@@ -99,6 +99,21 @@ impl Template {
     }
 }
 
+/// Prints `values` as `inspect` does: one rendering of `format` a value,
+/// or else a JSON array of them all.
+pub fn print_values(values: &[Value], format: Option<&str>) -> Result<()> {
+    match format {
+        Some(format) => {
+            let template = Template::parse(format)?;
+            for value in values {
+                println!("{}", template.render(value));
+            }
+        }
+        None => println!("{}", serde_json::to_string_pretty(values)?),
+    }
+    Ok(())
+}
+
 fn parse_action(action: &str, text: &str) -> Result<Piece> {
     let words: Vec<&str> = action.split_whitespace().collect();
     let (func, field, key) = match words.as_slice() {

@@ -172,15 +172,7 @@ pub fn run(ctx: &Context, command: &VolumeCommand) -> Result<i32> {
                     }
                 }
             }
-            match &args.format {
-                Some(format) => {
-                    let template = Template::parse(format)?;
-                    for value in &values {
-                        println!("{}", template.render(value));
-                    }
-                }
-                None => println!("{}", serde_json::to_string_pretty(&values)?),
-            }
+            crate::template::print_values(&values, args.format.as_deref())?;
             Ok(code)
         }
         VolumeCommand::Rm(args) => {

@@ -230,3 +230,86 @@ fn diff_and_commit_leave_out_the_mount_points_keel_makes() {
         stderr(&listing)
     );
 }
+
+#[test]
+fn errors_read_and_exit_as_the_docker_cli_s() {
+    let keel = Keel::new();
+    // A flag keel does not know: docker's three parts, exit 125, any command.
+    let out = keel.run(&["logs", "--badflag", "x"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(
+        stderr(&out),
+        "unknown flag: --badflag\n\nUsage:  keel logs [OPTIONS] <CONTAINER>\n\n\
+         Run 'keel logs --help' for more information\n"
+    );
+    let out = keel.run(&["network", "create", "-Z", "n"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).starts_with("unknown shorthand flag: 'Z' in -Z\n"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).ends_with("Run 'keel network create --help' for more information\n"));
+    let out = keel.run(&["run", "--memory"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).starts_with("flag needs an argument: --memory\n"));
+    let out = keel.run(&["nosuchcommand"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "keel: 'nosuchcommand' is not a keel command.\nSee 'keel --help'\n"
+    );
+    assert_eq!(keel.run(&["ps", "--help"]).status.code(), Some(0));
+
+    // A command's own failure exits 1; run and create exit 125.
+    for args in [
+        &["logs", "nosuch"][..],
+        &["exec", "nosuch", "true"],
+        &["cp", "nosuch:/etc/passwd", "/tmp"],
+        &["top", "nosuch"],
+        &["start", "nosuch"],
+        &["rmi", "nosuch"],
+    ] {
+        let out = keel.run(args);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "keel {args:?}: {}",
+            stderr(&out)
+        );
+        assert!(stderr(&out).contains("nosuch"), "{}", stderr(&out));
+    }
+    keel.ok(&["create", "--name", "stopped", "busybox", "true"]);
+    let out = keel.run(&["exec", "stopped", "true"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("is not running"), "{}", stderr(&out));
+    for args in [&["run", "nosuch-image"][..], &["create", "nosuch-image"]] {
+        assert_eq!(keel.run(args).status.code(), Some(125), "keel {args:?}");
+    }
+    // A broken Dockerfile: exit 1 with the line.
+    let context = keel.temp.subdir("broken");
+    std::fs::write(context.join("Dockerfile"), "FROM busybox\nFROBNICATE x\n").unwrap();
+    let out = keel.run(&["build", context.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+
+    // inspect looks for any kind of object; what it does not find is named.
+    let out = keel.run(&["inspect", "nosuch"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out), "Error: No such object: nosuch\n");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "[]\n");
+    keel.ok(&["volume", "create", "vol"]);
+    keel.ok(&["network", "create", "net"]);
+    let out = keel.run(&[
+        "inspect",
+        "-f",
+        "{{.Name}}",
+        "stopped",
+        "vol",
+        "net",
+        "nosuch",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "/stopped\nvol\nnet\n");
+    let out = keel.run(&["image", "inspect", "nosuch"]);
+    assert_eq!(stderr(&out), "Error: No such image: nosuch\n");
+}

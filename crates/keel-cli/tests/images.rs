@@ -154,14 +154,14 @@ fn bad_names_and_missing_files_are_keel_errors() {
     let temp = TempRoot::new();
     let root = temp.subdir("root");
     let out = keel(&root, &["import", "/no/such/file.tar", "x"]);
-    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("/no/such/file.tar"),
         "{}",
         stderr(&out)
     );
     let out = keel(&root, &["tag", "nothing", "x"]);
-    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("No such image: nothing"),
         "{}",
@@ -170,7 +170,7 @@ fn bad_names_and_missing_files_are_keel_errors() {
     let archive = busybox_image_archive(&temp.subdir("archive"));
     ok(&root, &["load", "-i", archive.to_str().unwrap()]);
     let out = keel(&root, &["tag", "keel-test/busybox", "Bad/Name"]);
-    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("invalid reference format"),
         "{}",
@@ -216,13 +216,13 @@ fn pull_from_a_registry_then_pull_again() {
     );
     assert!(!again.contains("Download complete"), "{again}");
 
-    // -q prints only the name; a missing tag is the registry's error, exit 125.
+    // -q prints only the name; a missing tag is the registry's error, exit 1 (as docker).
     assert_eq!(ok(&root, &["pull", "-q", &name]), format!("{name}\n"));
     let out = keel(
         &root,
         &["pull", &format!("{}/keel/busybox:nope", registry.host())],
     );
-    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("MANIFEST_UNKNOWN"),
         "{}",
@@ -401,14 +401,14 @@ fn images_filters_and_prune_filters() {
     }
 
     let out = keel(&root, &["images", "--filter", "colour=red"]);
-    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("invalid filter 'colour'"),
         "{}",
         stderr(&out)
     );
     let out = keel(&root, &["images", "--filter", "before=keel-test/none:1"]);
-    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(out.status.code(), Some(1));
 
     // prune: the filters pick among the unused images; -a for tagged ones.
     let out = ok(
@@ -434,7 +434,7 @@ fn images_filters_and_prune_filters() {
     assert!(out.contains("untagged: keel-test/db:1"), "{out}");
     assert_eq!(listed(&root, &[]), ["<none>:<none>"]);
     let out = keel(&root, &["image", "prune", "-f", "--filter", "reference=x"]);
-    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("invalid filter 'reference'"),
         "{}",

@@ -17,7 +17,6 @@ use keel_engine::spec::{self, ContainerSpec, NetworkMode, SeccompChoice};
 use keel_engine::{Engine, Options};
 
 use crate::attach_client::{self, Ended, Session};
-use crate::template::Template;
 
 /// Where keel keeps things, from the global flags.
 #[derive(Debug, Clone)]
@@ -377,6 +376,7 @@ impl CreateArgs {
         }
         for option in &self.log_opt {
             match option.split_once('=') {
+                Some(("max-size", "-1")) => log.max_size = Some(0),
                 Some(("max-size", v)) => log.max_size = Some(spec::parse_size(v)?),
                 Some(("max-file", v)) => {
                     log.max_file = Some(
@@ -1183,24 +1183,19 @@ pub fn ps(ctx: &Context, args: &PsArgs) -> Result<i32> {
             )
         })
         .collect();
-    match args.format.as_deref() {
-        Some("json") | Some("{{json .}}") => {
-            for row in &rows {
-                writeln!(out, "{row}")?;
-            }
-        }
-        Some(format) if format != "table" => {
-            let template = Template::parse(format)?;
-            let mut lines = Vec::new();
-            if template.table {
-                lines.push(template.header(&ps_header));
-            }
-            for row in &rows {
-                lines.push(template.render(row));
-            }
-            write_aligned(&mut out, &lines, template.has_tabs())?;
-        }
-        _ => {
+    let listed = crate::template::render_list(&rows, args.format.as_deref(), &|field| {
+        crate::template::title_of(
+            field,
+            &[
+                ("ID", "CONTAINER ID"),
+                ("RunningFor", "CREATED"),
+                ("CreatedAt", "CREATED AT"),
+            ],
+        )
+    })?;
+    match listed {
+        Some(text) => out.write_all(text.as_bytes())?,
+        None => {
             let mut table = vec![
                 [
                     "CONTAINER ID",
@@ -1237,31 +1232,6 @@ pub fn ps(ctx: &Context, args: &PsArgs) -> Result<i32> {
         }
     }
     Ok(0)
-}
-
-fn ps_header(field: &str) -> String {
-    match field {
-        "ID" => "CONTAINER ID".into(),
-        "RunningFor" => "CREATED".into(),
-        "CreatedAt" => "CREATED AT".into(),
-        other => other.to_uppercase(),
-    }
-}
-
-/// Template output: tab-separated cells aligned like docker's tabwriter.
-fn write_aligned(out: &mut impl Write, lines: &[String], tabs: bool) -> Result<()> {
-    if !tabs {
-        for line in lines {
-            writeln!(out, "{line}")?;
-        }
-        return Ok(());
-    }
-    let rows: Vec<Vec<String>> = lines
-        .iter()
-        .map(|l| l.split('\t').map(str::to_string).collect())
-        .collect();
-    out.write_all(crate::images::render_table(&rows).as_bytes())?;
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------

@@ -76,7 +76,9 @@ pub fn run(ctx: &Context, args: &EventsArgs) -> Result<i32> {
         let text = if json {
             serde_json::to_string(event).unwrap_or_default()
         } else if let Some(template) = &template {
-            template.render(&serde_json::to_value(event).unwrap_or_default())
+            template
+                .render(&serde_json::to_value(event).unwrap_or_default())
+                .map_err(|e| std::io::Error::other(e.to_string()))?
         } else {
             line(event)
         };
@@ -86,8 +88,10 @@ pub fn run(ctx: &Context, args: &EventsArgs) -> Result<i32> {
     };
     if filter.since.is_some() || filter.until.is_some() {
         for event in events::read(&ctx.root, &filter)? {
-            if emit(&event).is_err() {
-                return Ok(0);
+            match emit(&event) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(0),
+                Err(e) => return Err(e.into()),
             }
         }
         // Past events only when the end is in the past.

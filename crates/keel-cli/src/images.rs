@@ -26,7 +26,7 @@ pub struct ImagesArgs {
     /// Show full image IDs
     #[arg(long = "no-trunc")]
     pub no_trunc: bool,
-    /// Output format: table (default) or json (one object per line, as docker)
+    /// Format: table (default), json, or a Go template ({{.Repository}}:{{.Tag}}, table {{.ID}}\t{{.Size}})
     #[arg(long, default_value = "table")]
     pub format: String,
     /// Filter: dangling=true|false, reference=PATTERN, label=KEY[=VALUE],
@@ -87,6 +87,9 @@ pub struct HistoryArgs {
     /// Only show image IDs
     #[arg(short, long)]
     pub quiet: bool,
+    /// Format: table (default), json, or a Go template ({{.CreatedBy}} ...)
+    #[arg(long)]
+    pub format: Option<String>,
     pub image: String,
 }
 
@@ -262,9 +265,10 @@ pub fn images(store: &ImageStore, args: &ImagesArgs) -> Result<()> {
         }
         return Ok(());
     }
-    if args.format == "json" || args.format == "{{json .}}" {
-        for (repository, tag, record) in &rows {
-            let line = serde_json::json!({
+    let values: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|(repository, tag, record)| {
+            serde_json::json!({
                 "Containers": "N/A",
                 "CreatedAt": record.created,
                 "CreatedSince": since(&record.created),
@@ -276,13 +280,25 @@ pub fn images(store: &ImageStore, args: &ImagesArgs) -> Result<()> {
                 "Tag": tag,
                 "UniqueSize": "N/A",
                 "VirtualSize": human_size(record.size),
-            });
-            writeln!(out, "{line}")?;
-        }
+            })
+        })
+        .collect();
+    let listed = crate::template::render_list(&values, Some(&args.format), &|field| {
+        crate::template::title_of(
+            field,
+            &[
+                ("ID", "IMAGE ID"),
+                ("CreatedSince", "CREATED"),
+                ("CreatedAt", "CREATED AT"),
+                ("VirtualSize", "SIZE"),
+                ("SharedSize", "SHARED SIZE"),
+                ("UniqueSize", "UNIQUE SIZE"),
+            ],
+        )
+    })?;
+    if let Some(text) = listed {
+        out.write_all(text.as_bytes())?;
         return Ok(());
-    }
-    if args.format != "table" {
-        bail!("unknown --format {:?}: use table or json", args.format);
     }
     let mut table: Vec<Vec<String>> = Vec::new();
     let mut header = vec!["REPOSITORY", "TAG"];
@@ -494,6 +510,7 @@ pub fn history(store: &ImageStore, args: &HistoryArgs) -> Result<()> {
     ];
     let sizes = store.layer_sizes(&record);
     let mut layer = sizes.len();
+    let mut values = Vec::new();
     let entries: Vec<_> = config.history.iter().rev().collect();
     for (i, entry) in entries.iter().enumerate() {
         let size = if entry.empty_layer {
@@ -515,20 +532,44 @@ pub fn history(store: &ImageStore, args: &HistoryArgs) -> Result<()> {
         if !args.no_trunc && created_by.chars().count() > 45 {
             created_by = created_by.chars().take(44).collect::<String>() + "…";
         }
+        let created_since = entry
+            .created
+            .as_deref()
+            .map(since)
+            .unwrap_or_else(|| "N/A".into());
+        values.push(serde_json::json!({
+            "ID": id,
+            "CreatedAt": entry.created.clone().unwrap_or_default(),
+            "CreatedSince": created_since,
+            "CreatedBy": created_by,
+            "Size": human_size(size),
+            "Comment": entry.comment.clone().unwrap_or_default(),
+        }));
         rows.push(vec![
             id,
-            entry
-                .created
-                .as_deref()
-                .map(since)
-                .unwrap_or_else(|| "N/A".into()),
+            created_since,
             created_by,
             human_size(size),
             entry.comment.clone().unwrap_or_default(),
         ]);
     }
-    if !args.quiet {
-        print!("{}", render_table(&rows));
+    if args.quiet {
+        return Ok(());
+    }
+    let listed = crate::template::render_list(&values, args.format.as_deref(), &|field| {
+        crate::template::title_of(
+            field,
+            &[
+                ("ID", "IMAGE"),
+                ("CreatedSince", "CREATED"),
+                ("CreatedAt", "CREATED AT"),
+                ("CreatedBy", "CREATED BY"),
+            ],
+        )
+    })?;
+    match listed {
+        Some(text) => print!("{text}"),
+        None => print!("{}", render_table(&rows)),
     }
     Ok(())
 }

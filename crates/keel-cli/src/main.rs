@@ -143,6 +143,8 @@ enum Command {
     Push(push::PushArgs),
     /// Give an image another name: keel tag SOURCE TARGET
     Tag(images::TagArgs),
+    /// Show the history of an image
+    History(images::HistoryArgs),
     /// Remove images
     Rmi(images::RmiArgs),
     /// Manage images
@@ -299,10 +301,7 @@ fn inspect_any(ctx: &containers::Context, args: &containers::InspectArgs) -> any
 }
 
 fn main() {
-    // Like any Unix filter: `keel images | head` ends quietly on a closed
-    // pipe instead of failing to print (Rust ignores SIGPIPE by default).
-    // SAFETY: restoring the default disposition of one signal at startup.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    quiet_on_closed_stdout();
     let args = end_flags_after_image(std::env::args_os().collect());
     let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
@@ -319,11 +318,71 @@ fn main() {
     let code = match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("Error: {e:#}");
+            if stdout_closed() {
+                die_of_sigpipe();
+            }
+            eprintln!("Error: {}", error_text(&e));
             own_error
         }
     };
     std::process::exit(code);
+}
+
+/// Like any Unix filter, `keel images | head` ends quietly (as killed by
+/// SIGPIPE) when what reads its output goes away. SIGPIPE itself stays
+/// ignored: keel's own pipes (a layer packed in one thread and stored in
+/// another) must fail with an error that says why, not kill the process.
+fn quiet_on_closed_stdout() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            die_of_sigpipe();
+        }
+        default_hook(info);
+    }));
+}
+
+/// An error and its causes, `: `-separated, each said once (an error's
+/// text often holds its cause's already).
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let cause = cause.to_string();
+        if text.contains(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
+}
+
+/// Whether standard output is a pipe whose reader has gone.
+fn stdout_closed() -> bool {
+    let mut pfd = libc::pollfd {
+        fd: 1,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: poll on one pollfd of ours, without waiting.
+    let ready = unsafe { libc::poll(&mut pfd, 1, 0) };
+    ready == 1 && pfd.revents & libc::POLLERR != 0
+}
+
+fn die_of_sigpipe() {
+    // SAFETY: the default disposition back, then the signal to self.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::raise(libc::SIGPIPE);
+    }
 }
 
 /// A command line that does not parse, told as docker's CLI tells it:
@@ -616,7 +675,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Image(ImageCommand::Inspect(args)) => {
             images::inspect(&images::open(&root)?, &args)
         }
-        Command::Image(ImageCommand::History(args)) => {
+        Command::History(args) | Command::Image(ImageCommand::History(args)) => {
             images::history(&images::open(&root)?, &args).map(|_| 0)
         }
         Command::Image(ImageCommand::Prune(args)) => {

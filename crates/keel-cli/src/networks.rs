@@ -12,7 +12,6 @@ use keel_engine::network::{self, Endpoint, Network, PortBinding};
 use keel_engine::spec::NetworkMode;
 
 use crate::containers::Context;
-use crate::template::Template;
 
 #[derive(Subcommand)]
 pub enum NetworkCommand {
@@ -360,19 +359,12 @@ fn ls(engine: &mut Engine, args: &LsArgs) -> Result<i32> {
         }
         return Ok(0);
     }
-    match args.format.as_deref() {
-        Some("json") => {
-            for row in &rows {
-                println!("{row}");
-            }
-        }
-        Some(text) if text != "table" => {
-            let template = Template::parse(text.strip_prefix("table ").unwrap_or(text))?;
-            for row in &rows {
-                println!("{}", template.render(row));
-            }
-        }
-        _ => {
+    let listed = crate::template::render_list(&rows, args.format.as_deref(), &|field| {
+        crate::template::title_of(field, &[("ID", "NETWORK ID")])
+    })?;
+    match listed {
+        Some(text) => print!("{text}"),
+        None => {
             println!("NETWORK ID    NAME                DRIVER    SCOPE");
             for row in &rows {
                 println!(

@@ -9,7 +9,6 @@ use keel_engine::db::Container;
 use keel_engine::spec;
 
 use crate::containers::Context;
-use crate::template::Template;
 
 #[derive(Args, Debug)]
 pub struct StatsArgs {
@@ -217,36 +216,23 @@ fn net_bytes(pid: i32) -> (u64, u64) {
 
 fn render(rows: &[serde_json::Value], format: Option<&str>) -> Result<String> {
     let mut out = String::new();
-    match format {
-        Some("json") => {
-            for r in rows {
-                out.push_str(&format!("{r}\n"));
-            }
-        }
-        Some(format) if format != "table" => {
-            let template = Template::parse(format)?;
-            let mut lines = Vec::new();
-            if template.table {
-                lines.push(template.header(&|f| match f {
-                    "CPUPerc" => "CPU %".into(),
-                    "MemUsage" => "MEM USAGE / LIMIT".into(),
-                    "MemPerc" => "MEM %".into(),
-                    "NetIO" => "NET I/O".into(),
-                    "BlockIO" => "BLOCK I/O".into(),
-                    "ID" | "Container" => "CONTAINER ID".into(),
-                    other => other.to_uppercase(),
-                }));
-            }
-            for r in rows {
-                lines.push(template.render(r));
-            }
-            let table: Vec<Vec<String>> = lines
-                .iter()
-                .map(|l| l.split('\t').map(str::to_string).collect())
-                .collect();
-            out.push_str(&crate::images::render_table(&table));
-        }
-        _ => {
+    let listed = crate::template::render_list(rows, format, &|field| {
+        crate::template::title_of(
+            field,
+            &[
+                ("CPUPerc", "CPU %"),
+                ("MemUsage", "MEM USAGE / LIMIT"),
+                ("MemPerc", "MEM %"),
+                ("NetIO", "NET I/O"),
+                ("BlockIO", "BLOCK I/O"),
+                ("ID", "CONTAINER ID"),
+                ("Container", "CONTAINER ID"),
+            ],
+        )
+    })?;
+    match listed {
+        Some(text) => out.push_str(&text),
+        None => {
             let mut table = vec![
                 [
                     "CONTAINER ID",

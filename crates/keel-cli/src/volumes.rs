@@ -7,7 +7,6 @@ use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 
 use crate::containers::Context;
-use crate::template::Template;
 
 #[derive(Subcommand)]
 pub enum VolumeCommand {
@@ -131,26 +130,24 @@ pub fn run(ctx: &Context, command: &VolumeCommand) -> Result<i32> {
                 }
                 return Ok(0);
             }
-            match args.format.as_deref() {
-                Some("json") => {
-                    for v in &rows {
-                        let value = serde_json::json!({
-                            "Driver": "local", "Name": v.name, "Scope": "local",
-                            "Mountpoint": engine.layout.volume_data(&v.name),
-                            "Labels": v.labels.iter().map(|(k, x)| format!("{k}={x}")).collect::<Vec<_>>().join(","),
-                        });
-                        writeln!(out, "{value}")?;
-                    }
-                }
-                Some(format) if format != "table" => {
-                    let template = Template::parse(format)?;
-                    for v in &rows {
-                        let value = serde_json::json!({"Driver": "local", "Name": v.name, "Scope": "local",
-                            "Mountpoint": engine.layout.volume_data(&v.name)});
-                        writeln!(out, "{}", template.render(&value))?;
-                    }
-                }
-                _ => {
+            let values: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|v| {
+                    serde_json::json!({
+                        "Driver": "local",
+                        "Name": v.name,
+                        "Scope": "local",
+                        "Mountpoint": engine.layout.volume_data(&v.name),
+                        "Labels": v.labels.iter().map(|(k, x)| format!("{k}={x}")).collect::<Vec<_>>().join(","),
+                    })
+                })
+                .collect();
+            let listed = crate::template::render_list(&values, args.format.as_deref(), &|field| {
+                crate::template::title_of(field, &[("Name", "VOLUME NAME")])
+            })?;
+            match listed {
+                Some(text) => out.write_all(text.as_bytes())?,
+                None => {
                     let mut table = vec![vec!["DRIVER".to_string(), "VOLUME NAME".to_string()]];
                     for v in &rows {
                         table.push(vec!["local".into(), v.name.clone()]);

@@ -313,3 +313,88 @@ fn errors_read_and_exit_as_the_docker_cli_s() {
     let out = keel.run(&["image", "inspect", "nosuch"]);
     assert_eq!(stderr(&out), "Error: No such image: nosuch\n");
 }
+
+#[test]
+fn go_templates_as_scripts_written_for_docker_use_them() {
+    let keel = Keel::new();
+    keel.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-l",
+        "tier=front",
+        "-l",
+        "app=shop",
+        "-v",
+        "data:/data",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    let inspect = |format: &str| keel.inspect("web", format);
+    // The daily one: the addresses of every network.
+    let address = inspect("{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}");
+    assert!(address.starts_with("172.17."), "{address}");
+    assert_eq!(
+        inspect("{{if eq .State.Status \"running\"}}up{{else}}down{{end}}"),
+        "up"
+    );
+    assert_eq!(inspect("{{with .State}}{{.Running}}{{end}}"), "true");
+    assert_eq!(inspect("{{join .Args \",\"}}"), "300");
+    assert_eq!(inspect("{{len .Mounts}}"), "1");
+    assert_eq!(
+        inspect("{{range .Mounts}}{{.Name}}:{{.Destination}}{{end}}"),
+        "data:/data"
+    );
+    assert_eq!(
+        inspect("{{range $k, $v := .Config.Labels}}{{$k}}={{$v}} {{end}}"),
+        "app=shop tier=front"
+    );
+    assert_eq!(
+        inspect("{{printf \"%s exited %d\" .Name .State.ExitCode}}"),
+        "/web exited 0"
+    );
+    assert_eq!(
+        inspect("{{.State.Status | upper}} {{lower \"ABC\"}}"),
+        "RUNNING abc"
+    );
+    assert_eq!(inspect("{{index .Config.Labels \"tier\"}}"), "front");
+    assert_eq!(
+        inspect("{{json .Config.Labels}}"),
+        r#"{"app":"shop","tier":"front"}"#
+    );
+    let out = keel.run(&["inspect", "-f", "{{nosuch .Name}}", "web"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("function \"nosuch\" not defined"),
+        "{}",
+        stderr(&out)
+    );
+
+    // --format on the listing commands, with `table` headers aligned.
+    assert_eq!(
+        keel.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]),
+        "busybox:latest\n"
+    );
+    assert_eq!(
+        keel.ok(&["ps", "--format", "table {{.Names}}\t{{.Image}}"]),
+        "NAMES   IMAGE\nweb     busybox\n"
+    );
+    assert_eq!(
+        keel.ok(&["ps", "--format", "{{.Names}} {{.Label \"tier\"}}"])
+            .trim(),
+        "web front"
+    );
+    assert_eq!(
+        keel.ok(&["volume", "ls", "--format", "{{.Name}} {{.Driver}}"]),
+        "data local\n"
+    );
+    let networks = keel.ok(&["network", "ls", "--format", "{{.Name}}"]);
+    assert!(networks.lines().any(|l| l == "bridge"), "{networks}");
+    let history = keel.ok(&["history", "--format", "{{.CreatedBy}}", "busybox"]);
+    assert!(!history.is_empty());
+    let json = keel.ok(&["images", "--format", "json"]);
+    let row: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(row["Repository"], "busybox");
+}

@@ -125,3 +125,215 @@ fn many_foreground_rm_runs_at_once_each_see_their_output_and_code() {
     assert_eq!(keel.ok(&["ps", "-aq"]), "", "--rm left containers");
     assert!(keel.mounts().is_empty(), "{:?}", keel.mounts());
 }
+
+/// Bytes free on the filesystem of `path`.
+fn free_bytes(path: &std::path::Path) -> u64 {
+    let out = std::process::Command::new("stat")
+        .args(["-f", "-c", "%a %S"])
+        .arg(path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut words = text.split_whitespace().map(|w| w.parse::<u64>().unwrap());
+    words.next().unwrap() * words.next().unwrap()
+}
+
+#[test]
+fn on_a_full_disk_keel_lists_stops_and_removes_and_says_why() {
+    // keel's root on a filesystem of its own, filled by a container's log
+    // (no cap: max-size=-1).
+    let keel = Keel::with_root_size(Some("100m"));
+    let root = keel.root();
+    keel.ok(&["run", "-d", "--name", "sleeper", "busybox", "sleep", "600"]);
+    keel.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "logger",
+        "--log-opt",
+        "max-size=-1",
+        "busybox",
+        "sh",
+        "-c",
+        "while true; do echo 0123456789012345678901234567890123456789012345678901234567890123456789; done",
+    ]);
+    keel.eventually("the disk is full", || free_bytes(&root) < 64 << 10);
+
+    // Reading and listing work; so do stop and remove, which free space.
+    let images = keel.ok(&["images", "--format", "table"]);
+    assert!(images.contains("busybox"), "{images}");
+    let ps = keel.ok(&["ps", "--format", "table"]);
+    assert!(ps.contains("logger") && ps.contains("sleeper"), "{ps}");
+    keel.ok(&["stop", "-t", "1", "sleeper"]);
+    assert_eq!(keel.inspect("sleeper", "{{.State.Status}}"), "exited");
+    // The log was cut at a whole line when the disk filled: every line
+    // `logs` reads is a line the container wrote.
+    let logs = keel.run(&["logs", "--tail", "3", "logger"]);
+    assert!(logs.status.success(), "{}", stderr(&logs));
+    for line in String::from_utf8_lossy(&logs.stdout).lines() {
+        assert_eq!(
+            line,
+            "0123456789012345678901234567890123456789012345678901234567890123456789"
+        );
+    }
+    keel.ok(&["rm", "-f", "logger"]);
+    assert!(free_bytes(&root) > 50 << 20, "rm -f freed the log's space");
+    keel.ok(&["rm", "sleeper"]);
+    assert_eq!(keel.ok(&["ps", "-aq"]), "");
+
+    // Filled again by a file of ours: a write that needs room says so.
+    let filler = root.join("filler");
+    let _ = std::process::Command::new("dd")
+        .args(["if=/dev/zero", "bs=1M", "count=200"])
+        .arg(format!("of={}", filler.display()))
+        .stderr(std::process::Stdio::null())
+        .status();
+    let out = keel.run(&["volume", "create", "--label", "x=1", "one-more"]);
+    keel.ok(&["volume", "ls"]);
+    if !out.status.success() {
+        assert!(
+            stderr(&out).contains("no space left on the device holding"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    std::fs::remove_file(&filler).unwrap();
+    keel.ok(&["run", "--rm", "busybox", "true"]);
+}
+
+#[test]
+fn a_build_whose_layer_does_not_fit_says_so_and_leaves_nothing() {
+    let keel = Keel::with_root_size(Some("60m"));
+    let context = keel.temp.subdir("context");
+    // The RUN's output fits in its writable layer; the layer blob (random
+    // data does not compress) does not fit beside it.
+    std::fs::write(
+        context.join("Dockerfile"),
+        "FROM busybox\nRUN dd if=/dev/urandom of=/big bs=1M count=32\n",
+    )
+    .unwrap();
+    let out = keel.run(&["build", "-t", "big", context.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let root = keel.root().display().to_string();
+    let error = stderr(&out);
+    let last = error.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with(&format!("Error: failed to solve: write {root}/"))
+            && last.ends_with("No space left on device (os error 28)"),
+        "{error}"
+    );
+    // Nothing tagged, no build container, mount or half-written blob.
+    assert_eq!(
+        keel.ok(&["images", "--format", "{{.Repository}}"]),
+        "busybox\n"
+    );
+    assert_eq!(keel.ok(&["ps", "-aq"]), "");
+    assert!(
+        keel.mounts().iter().all(|m| m == &root),
+        "{:?}",
+        keel.mounts()
+    );
+    let ingest: Vec<_> = std::fs::read_dir(keel.root().join("content/ingest"))
+        .unwrap()
+        .collect();
+    assert!(ingest.is_empty(), "{ingest:?}");
+    // The space is back: a build that fits goes through.
+    std::fs::write(
+        context.join("Dockerfile"),
+        "FROM busybox\nRUN echo small > /small\n",
+    )
+    .unwrap();
+    keel.ok(&["build", "-q", "-t", "small", context.to_str().unwrap()]);
+}
+
+#[test]
+fn a_layer_that_expands_past_its_bound_is_refused_and_leaves_nothing() {
+    let keel = Keel::new();
+    // 64 MiB of zeros in a gzip of a few kB.
+    let dir = keel.temp.subdir("bomb");
+    let script = format!(
+        "cd {} && dd if=/dev/zero of=zeros bs=1M count=64 2>/dev/null && tar -cf - zeros | gzip -9 > bomb.tar.gz && rm zeros",
+        dir.display()
+    );
+    let made = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let bomb = dir.join("bomb.tar.gz");
+    let snapshots = || {
+        std::fs::read_dir(keel.root().join("snapshots"))
+            .unwrap()
+            .count()
+    };
+    let before = snapshots();
+    let out = keel
+        .command(&["import", bomb.to_str().unwrap(), "keel-test/bomb"])
+        .env("KEEL_LAYER_MAX_RATIO", "100")
+        .env("KEEL_LAYER_MAX_SIZE", "16m")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out)
+            .contains("the layer expands to more than 16777216 bytes (KEEL_LAYER_MAX_SIZE)")
+            && stderr(&out).contains("decompression bomb"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        keel.ok(&["images", "--format", "{{.Repository}}"]),
+        "busybox\n",
+        "nothing tagged"
+    );
+    assert_eq!(snapshots(), before, "no snapshot left");
+    // A bad setting is named.
+    let out = keel
+        .command(&["import", bomb.to_str().unwrap(), "keel-test/bomb"])
+        .env("KEEL_LAYER_MAX_SIZE", "lots")
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&out).contains("KEEL_LAYER_MAX_SIZE=\"lots\" is not a size"),
+        "{}",
+        stderr(&out)
+    );
+    // The defaults let a 64 MiB layer through.
+    keel.ok(&["import", bomb.to_str().unwrap(), "keel-test/bomb"]);
+}
+
+#[test]
+fn a_lost_database_is_refused_not_started_over() {
+    let keel = Keel::new();
+    keel.ok(&["create", "--name", "kept", "busybox", "true"]);
+    let root = keel.root();
+    let saved = keel.temp.subdir("saved");
+    for name in ["keel.db", "keel.db-wal", "keel.db-shm"] {
+        let _ = std::fs::rename(root.join(name), saved.join(name));
+    }
+    for args in [
+        &["ps", "-a"][..],
+        &["images"],
+        &["run", "--rm", "busybox", "true"],
+    ] {
+        let out = keel.run(args);
+        assert_ne!(out.status.code(), Some(0), "keel {args:?}");
+        let error = stderr(&out);
+        assert!(
+            error.contains("keel.db is missing")
+                && error.contains("holds images, containers")
+                && error.contains("Restore keel.db"),
+            "keel {args:?}: {error}"
+        );
+    }
+    assert!(!root.join("keel.db").exists(), "no empty database was made");
+    // An emptied one too.
+    std::fs::write(root.join("keel.db"), b"").unwrap();
+    assert!(stderr(&keel.run(&["ps"])).contains("keel.db is empty"));
+    // Put back, all is there again.
+    for name in ["keel.db", "keel.db-wal", "keel.db-shm"] {
+        let _ = std::fs::rename(saved.join(name), root.join(name));
+    }
+    assert_eq!(keel.ok(&["ps", "-a", "--format", "{{.Names}}"]), "kept\n");
+}

@@ -8,7 +8,6 @@
 //! as `PRAGMA user_version` belongs to the image tables).
 
 use std::path::Path;
-use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
@@ -158,21 +157,11 @@ fn err(what: &str) -> impl FnOnce(rusqlite::Error) -> Error + '_ {
 impl Db {
     /// Opens (creating or migrating) the engine's tables in `<root>/keel.db`.
     pub fn open(root: &Path) -> Result<Db> {
-        std::fs::create_dir_all(root)
-            .map_err(|e| Error::io(format!("create {}", root.display()), e))?;
-        let path = root.join("keel.db");
-        let conn = Connection::open(&path).map_err(err("open"))?;
-        conn.busy_timeout(Duration::from_secs(100))
-            .map_err(err("set busy timeout"))?;
         // WAL with NORMAL: a commit is durable once the WAL is synced at the
         // next checkpoint; a power cut may lose the last state changes but
         // never corrupts the file, and `ps` reconciles what it finds.
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = NORMAL;
-             PRAGMA foreign_keys = ON;",
-        )
-        .map_err(err("configure"))?;
+        let conn = keel_image::sqlite::open(root, keel_image::sqlite::Sync::Normal)
+            .map_err(|e| Error::msg(format!("state database: {e}")))?;
         let mut db = Db { conn };
         db.migrate()?;
         Ok(db)

@@ -78,10 +78,11 @@ impl Error {
     }
 
     pub fn db(context: impl Into<String>, source: rusqlite::Error) -> Error {
-        Error::Db {
-            context: context.into(),
-            source,
+        let context = context.into();
+        if keel_image::sqlite::is_out_of_space(&source) {
+            return Error::msg(keel_image::sqlite::describe(&context, &source));
         }
+        Error::Db { context, source }
     }
 
     pub fn runtime(context: impl Into<String>, source: keel_runtime::Error) -> Error {

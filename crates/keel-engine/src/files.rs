@@ -408,8 +408,10 @@ impl Engine {
             let packed = packer
                 .join()
                 .map_err(|_| Error::msg("the layer packer failed"))?;
+            // The store's error first: the packer fails after it (EPIPE).
+            let record = record?;
             packed?;
-            Ok::<_, Error>(record?)
+            Ok::<_, Error>(record)
         });
         if paused {
             let _ = keel_runtime::container::resume(&self.runtime_root(), &container.id);

@@ -5,6 +5,12 @@
 //!
 //! The monitor writes; `keel logs` reads, and with `-f` follows the file
 //! across rotations (a new inode at the path, or a shorter file).
+//!
+//! Logs are capped by default at [`DEFAULT_MAX_SIZE`] × [`DEFAULT_MAX_FILE`]
+//! (docker's `local` driver's 20 MB × 5); `--log-opt max-size=-1` lifts
+//! the cap. When the disk is full the writer drops output instead of
+//! retrying every line, cuts off a half-written line, and writes again once
+//! the filesystem has [`RESUME_FREE`] bytes free.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
@@ -18,6 +24,27 @@ use crate::error::{Error, Result};
 
 /// A line is cut into messages of at most this many bytes (docker's 16 KiB).
 pub const MAX_MESSAGE: usize = 16 * 1024;
+/// The size a log is rotated at unless `--log-opt max-size` says otherwise.
+pub const DEFAULT_MAX_SIZE: u64 = 20 << 20;
+/// The files kept (the log and its rotations) unless `max-file` says.
+pub const DEFAULT_MAX_FILE: u32 = 5;
+/// After a full disk, output is written again once this much is free (more
+/// than keel's reserve for recording removals: the log must not eat it).
+pub const RESUME_FREE: u64 = 16 << 20;
+
+/// The rotation a container's log gets: `(max_size, max_file)`, where
+/// `None` is no cap (`max-size=-1`, recorded as 0). Without options, the
+/// default cap; `max-size` alone keeps one file (docker's json-file).
+pub fn limits(options: &crate::spec::LogOptions) -> (Option<u64>, u32) {
+    match (options.max_size, options.max_file) {
+        (Some(0), _) => (None, 1),
+        (Some(size), files) => (Some(size), files.unwrap_or(1).max(1)),
+        (None, files) => (
+            Some(DEFAULT_MAX_SIZE),
+            files.unwrap_or(DEFAULT_MAX_FILE).max(1),
+        ),
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -49,10 +76,15 @@ pub struct Writer {
     max_file: u32,
     /// What a stream wrote since its last newline.
     pending: [Vec<u8>; 2],
+    /// Set while the disk is full: output is dropped until then, when the
+    /// free space is looked at again.
+    full_until: Option<std::time::Instant>,
+    /// Bytes of output dropped since the disk became full.
+    dropped: u64,
 }
 
 impl Writer {
-    pub fn open(path: &Path, max_size: Option<u64>, max_file: Option<u32>) -> Result<Writer> {
+    pub fn open(path: &Path, max_size: Option<u64>, max_file: u32) -> Result<Writer> {
         let file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -64,14 +96,46 @@ impl Writer {
             file,
             size,
             max_size: max_size.filter(|s| *s > 0),
-            max_file: max_file.unwrap_or(1).max(1),
+            max_file: max_file.max(1),
             pending: [Vec::new(), Vec::new()],
+            full_until: None,
+            dropped: 0,
         })
+    }
+
+    /// Whether output is being dropped for want of space: checks the free
+    /// space again once a second, and resumes when there is enough.
+    fn dropping(&mut self) -> bool {
+        let Some(until) = self.full_until else {
+            return false;
+        };
+        let now = std::time::Instant::now();
+        if now < until {
+            return true;
+        }
+        let dir = self.path.parent().unwrap_or(Path::new("/"));
+        let free = keel_image::sqlite::free_bytes(dir).unwrap_or(0);
+        if free < RESUME_FREE {
+            self.full_until = Some(now + Duration::from_secs(1));
+            return true;
+        }
+        tracing::warn!(
+            "{}: writing again; {} bytes of output were dropped while the disk was full",
+            self.path.display(),
+            self.dropped
+        );
+        self.full_until = None;
+        self.dropped = 0;
+        false
     }
 
     /// Records what `stream` wrote; complete lines become entries at once,
     /// the rest waits for its newline (or for [`Writer::flush`]).
     pub fn write(&mut self, stream: Stream, data: &[u8]) -> Result<()> {
+        if self.dropping() {
+            self.dropped += data.len() as u64;
+            return Ok(());
+        }
         let index = stream as usize;
         let mut pending = std::mem::take(&mut self.pending[index]);
         pending.extend_from_slice(data);
@@ -124,9 +188,23 @@ impl Writer {
         {
             self.rotate()?;
         }
-        self.file
-            .write_all(&line)
-            .map_err(|e| Error::io(format!("write the log {}", self.path.display()), e))?;
+        if let Err(e) = self.file.write_all(&line) {
+            if matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) {
+                // No half line stays behind to merge with the next one.
+                let _ = self.file.set_len(self.size);
+                self.pending = [Vec::new(), Vec::new()];
+                self.full_until = Some(std::time::Instant::now() + Duration::from_secs(1));
+                self.dropped += line.len() as u64;
+                tracing::warn!(
+                    "{}: the disk is full: dropping output until there is room",
+                    self.path.display()
+                );
+            }
+            return Err(Error::io(
+                format!("write the log {}", self.path.display()),
+                e,
+            ));
+        }
         self.size += line.len() as u64;
         Ok(())
     }
@@ -368,7 +446,7 @@ mod tests {
     fn lines_streams_partial_and_long_lines() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c-json.log");
-        let mut writer = Writer::open(&path, None, None).unwrap();
+        let mut writer = Writer::open(&path, None, 1).unwrap();
         writer.write(Stream::Stdout, b"hello\nwor").unwrap();
         writer.write(Stream::Stderr, b"oops\n").unwrap();
         writer.write(Stream::Stdout, b"ld\nno newline").unwrap();
@@ -404,7 +482,7 @@ mod tests {
     fn rotates_and_reads_across_files() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c-json.log");
-        let mut writer = Writer::open(&path, Some(300), Some(3)).unwrap();
+        let mut writer = Writer::open(&path, Some(300), 3).unwrap();
         for i in 0..30 {
             writer
                 .write(Stream::Stdout, format!("line {i}\n").as_bytes())
@@ -433,7 +511,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c-json.log");
         // About 12 lines a file: the 20 lines rotate it once.
-        let mut writer = Writer::open(&path, Some(900), Some(2)).unwrap();
+        let mut writer = Writer::open(&path, Some(900), 2).unwrap();
         writer.write(Stream::Stdout, b"before\n").unwrap();
         let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let reader = {
@@ -475,7 +553,7 @@ mod tests {
     fn a_follow_from_a_read_misses_nothing_written_in_between_even_across_a_rotation() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c-json.log");
-        let mut writer = Writer::open(&path, Some(900), Some(3)).unwrap();
+        let mut writer = Writer::open(&path, Some(900), 3).unwrap();
         writer.write(Stream::Stdout, b"read 0\n").unwrap();
         writer.flush().unwrap();
         let (entries, end) = read_to(&path, &ReadOptions::default()).unwrap();
@@ -502,5 +580,16 @@ mod tests {
         .unwrap();
         let expected: Vec<String> = (0..20).map(|i| format!("between {i}\n")).collect();
         assert_eq!(seen, expected);
+    }
+
+    #[test]
+    fn limits_default_to_docker_local_drivers_cap() {
+        use crate::spec::LogOptions;
+        let limits = |max_size, max_file| limits(&LogOptions { max_size, max_file });
+        assert_eq!(limits(None, None), (Some(20 << 20), 5));
+        assert_eq!(limits(None, Some(2)), (Some(20 << 20), 2));
+        assert_eq!(limits(Some(1000), None), (Some(1000), 1));
+        assert_eq!(limits(Some(1000), Some(3)), (Some(1000), 3));
+        assert_eq!(limits(Some(0), None), (None, 1), "max-size=-1: no cap");
     }
 }

@@ -533,11 +533,8 @@ impl Monitor {
             bundle,
             ..CreateOptions::default()
         };
-        let log = logs::Writer::open(
-            &self.layout.log(&self.id),
-            container.spec.log.max_size,
-            container.spec.log.max_file,
-        )?;
+        let (max_size, max_file) = logs::limits(&container.spec.log);
+        let log = logs::Writer::open(&self.layout.log(&self.id), max_size, max_file)?;
         let runtime_root = self.runtime_root();
         // A previous run's state, if the monitor before us was killed.
         let _ = keel_runtime::container::delete(&runtime_root, &self.id, true);

@@ -268,9 +268,10 @@ pub struct DeviceSpec {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct LogOptions {
-    /// Rotate the json log at this size (bytes); none: never.
+    /// Rotate the json log at this size (bytes); 0: never (`max-size=-1`);
+    /// none: the default cap (see `logs::limits`).
     pub max_size: Option<u64>,
-    /// Files kept with rotation (docker's default 1).
+    /// Files kept with rotation.
     pub max_file: Option<u32>,
 }
 

@@ -192,11 +192,22 @@ impl ContentStore {
                 .map_err(|e| Error::io(format!("create {}", temp.display()), e))?;
             let mut reader = Digester::new(reader);
             let mut writer = BufWriter::with_capacity(256 * 1024, file);
-            io::copy(&mut reader, &mut writer).map_err(|e| Error::io("write blob", e))?;
-            let file = writer
-                .into_inner()
-                .map_err(|e| Error::io("write blob", e.into_error()))?;
-            file.sync_all().map_err(|e| Error::io("sync blob", e))?;
+            // Read and write apart, so that the error says which failed (a
+            // full disk names the file).
+            let written = |e| Error::io(format!("write {}", temp.display()), e);
+            let mut buffer = vec![0u8; 256 * 1024];
+            loop {
+                let n = match reader.read(&mut buffer) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(Error::io(format!("read the data of {name}"), e)),
+                };
+                writer.write_all(&buffer[..n]).map_err(written)?;
+            }
+            let file = writer.into_inner().map_err(|e| written(e.into_error()))?;
+            file.sync_all()
+                .map_err(|e| Error::io(format!("sync {}", temp.display()), e))?;
             let size = reader.byte_count();
             Ok((reader.finish().0, size))
         })();

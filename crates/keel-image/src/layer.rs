@@ -75,6 +75,125 @@ pub struct Unpacked {
     pub size: u64,
 }
 
+/// How far one layer may expand when decompressed: a small blob that
+/// unpacks to gigabytes (a decompression bomb) is refused once it passes
+/// `max_ratio` times its compressed size (and `ratio_floor`), or
+/// `max_bytes` in all. 0 turns a bound off. The defaults can be changed
+/// with `KEEL_LAYER_MAX_RATIO` and `KEEL_LAYER_MAX_SIZE` (see
+/// [`ExpansionLimit::from_env`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExpansionLimit {
+    pub max_bytes: u64,
+    pub max_ratio: u64,
+    /// Expansion up to this many bytes is allowed whatever the ratio.
+    pub ratio_floor: u64,
+}
+
+impl Default for ExpansionLimit {
+    fn default() -> Self {
+        ExpansionLimit {
+            max_bytes: 64 << 30,
+            max_ratio: 100,
+            ratio_floor: 1 << 30,
+        }
+    }
+}
+
+impl ExpansionLimit {
+    /// The defaults, with `KEEL_LAYER_MAX_RATIO` (a number) and
+    /// `KEEL_LAYER_MAX_SIZE` (bytes, or with a k/m/g/t suffix) over them.
+    pub fn from_env() -> Result<ExpansionLimit> {
+        let mut limit = ExpansionLimit::default();
+        if let Ok(text) = std::env::var("KEEL_LAYER_MAX_RATIO") {
+            limit.max_ratio = text.trim().parse().map_err(|_| {
+                Error::msg(format!(
+                    "KEEL_LAYER_MAX_RATIO={text:?} is not a whole number"
+                ))
+            })?;
+        }
+        if let Ok(text) = std::env::var("KEEL_LAYER_MAX_SIZE") {
+            limit.max_bytes = parse_bytes(&text).ok_or_else(|| {
+                Error::msg(format!(
+                    "KEEL_LAYER_MAX_SIZE={text:?} is not a size (e.g. 20g, 512m, 0 for none)"
+                ))
+            })?;
+        }
+        Ok(limit)
+    }
+
+    /// The error for a stream that expanded to `expanded` bytes from
+    /// `compressed`, if that is too far.
+    fn check(&self, compressed: u64, expanded: u64) -> io::Result<()> {
+        let over_size = self.max_bytes > 0 && expanded > self.max_bytes;
+        let over_ratio = self.max_ratio > 0
+            && expanded > self.ratio_floor
+            && expanded > compressed.saturating_mul(self.max_ratio);
+        if !(over_size || over_ratio) {
+            return Ok(());
+        }
+        let why = if over_size {
+            format!("more than {} bytes (KEEL_LAYER_MAX_SIZE)", self.max_bytes)
+        } else {
+            format!(
+                "more than {} times its compressed size of {compressed} bytes (KEEL_LAYER_MAX_RATIO)",
+                self.max_ratio
+            )
+        };
+        Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "the layer expands to {why}: refused as a possible decompression bomb \
+                 (set the limit higher, or 0 for none, if the image is trusted)"
+            ),
+        ))
+    }
+}
+
+/// `1048576`, `512k`, `20m`, `2g`, `1t` (binary units).
+fn parse_bytes(text: &str) -> Option<u64> {
+    let text = text.trim().to_ascii_lowercase();
+    let text = text.strip_suffix('b').unwrap_or(&text);
+    let (number, shift) = match text.char_indices().last()? {
+        (i, 'k') => (&text[..i], 10),
+        (i, 'm') => (&text[..i], 20),
+        (i, 'g') => (&text[..i], 30),
+        (i, 't') => (&text[..i], 40),
+        _ => (text, 0),
+    };
+    number.trim().parse::<u64>().ok()?.checked_mul(1 << shift)
+}
+
+/// Counts what passes through it into a shared cell.
+struct Counted<R> {
+    inner: R,
+    count: Rc<Cell<u64>>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.set(self.count.get() + n as u64);
+        Ok(n)
+    }
+}
+
+/// The decompressed stream, failing once it expands past the limit.
+struct Bounded<R> {
+    inner: R,
+    compressed: Rc<Cell<u64>>,
+    expanded: u64,
+    limit: ExpansionLimit,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.expanded += n as u64;
+        self.limit.check(self.compressed.get(), self.expanded)?;
+        Ok(n)
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct UnpackOptions {
     /// Keep uid/gid from the tar (root), or leave everything owned by the
@@ -89,6 +208,8 @@ pub struct UnpackOptions {
     /// `usr/lib/x`), and a directory met only below is created in `dest`
     /// with its mode and owner (a copy-up). Nothing is written into them.
     pub parents: Vec<PathBuf>,
+    /// How far the layer may expand (the defaults unless set).
+    pub expansion: ExpansionLimit,
 }
 
 /// Unpacks one layer (compressed or not, detected) from `reader` into
@@ -102,7 +223,11 @@ pub fn unpack(reader: impl Read, dest: &Path, options: &UnpackOptions) -> Result
     let mut prefix = [0u8; 4];
     let prefix_len =
         read_prefix(&mut reader, &mut prefix).map_err(|e| Error::io("reading the layer", e))?;
-    let source = io::Cursor::new(prefix[..prefix_len].to_vec()).chain(reader);
+    let compressed = Rc::new(Cell::new(0));
+    let source = Counted {
+        inner: io::Cursor::new(prefix[..prefix_len].to_vec()).chain(reader),
+        count: Rc::clone(&compressed),
+    };
     let decoded: Box<dyn Read + '_> = match detect(&prefix[..prefix_len]) {
         Compression::None => Box::new(source),
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(
@@ -112,6 +237,12 @@ pub fn unpack(reader: impl Read, dest: &Path, options: &UnpackOptions) -> Result
             zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(BUFFER_SIZE, source))
                 .map_err(|e| Error::io("starting the zstd decoder", e))?,
         ),
+    };
+    let decoded = Bounded {
+        inner: decoded,
+        compressed,
+        expanded: 0,
+        limit: options.expansion,
     };
     let limit = Rc::new(Cell::new(u64::MAX));
     let limited = Limited {

@@ -6,6 +6,7 @@
 //! - [`manifest`]: OCI and Docker manifests, indexes and configs, and
 //!   platform selection.
 //! - [`metadata`]: images and tags in the state database (SQLite).
+//! - [`sqlite`]: how that database is opened (full disks, a lost file).
 //! - [`layer`]: layers unpacked safely into snapshot directories, with
 //!   whiteouts turned into what overlayfs expects.
 //!
@@ -27,6 +28,7 @@ pub mod metadata;
 pub mod pack;
 pub mod reference;
 pub mod snapshot;
+pub mod sqlite;
 pub mod store;
 pub mod users;
 

@@ -8,7 +8,6 @@
 //! tags map full references (`docker.io/library/busybox:latest`) to ids.
 
 use std::path::Path;
-use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
@@ -41,25 +40,17 @@ pub struct Metadata {
 const SCHEMA_VERSION: i64 = 2;
 
 fn db_error(what: &str, error: rusqlite::Error) -> Error {
-    Error::msg(format!("state database: {what}: {error}"))
+    Error::msg(crate::sqlite::describe(
+        &format!("state database: {what}"),
+        &error,
+    ))
 }
 
 impl Metadata {
     /// Opens (creating or migrating) `<root>/keel.db`.
     pub fn open(root: &Path) -> Result<Metadata> {
-        std::fs::create_dir_all(root)
-            .map_err(|e| Error::io(format!("create {}", root.display()), e))?;
-        let path = root.join("keel.db");
-        let conn = Connection::open(&path)
-            .map_err(|e| db_error(&format!("open {}", path.display()), e))?;
-        conn.busy_timeout(Duration::from_secs(100))
-            .map_err(|e| db_error("set busy timeout", e))?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = FULL;
-             PRAGMA foreign_keys = ON;",
-        )
-        .map_err(|e| db_error("configure", e))?;
+        let conn = crate::sqlite::open(root, crate::sqlite::Sync::Full)
+            .map_err(|e| Error::msg(format!("state database: {e}")))?;
         let mut metadata = Metadata { conn };
         metadata.migrate()?;
         Ok(metadata)

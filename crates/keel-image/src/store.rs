@@ -43,13 +43,14 @@ impl ImageStore {
         &self.root
     }
 
-    fn unpack_options() -> UnpackOptions {
+    fn unpack_options() -> Result<UnpackOptions> {
         let root = nix::unistd::geteuid().is_root();
-        UnpackOptions {
+        Ok(UnpackOptions {
             keep_ownership: root,
             allow_devices: root,
             parents: Vec::new(),
-        }
+            expansion: crate::layer::ExpansionLimit::from_env()?,
+        })
     }
 
     /// Makes an image whose manifest, config and layers are already in the
@@ -75,7 +76,7 @@ impl ImageStore {
             )));
         }
         let chain_ids = manifest::chain_ids(diff_ids);
-        let mut options = Self::unpack_options();
+        let mut options = Self::unpack_options()?;
         let mut size = 0;
         let layers = manifest.layers.iter().zip(diff_ids).zip(&chain_ids);
         for (i, ((layer, diff_id), chain_id)) in layers.enumerate() {
@@ -269,7 +270,7 @@ impl ImageStore {
         // The diff id is the digest of the uncompressed tar: unpack once to
         // learn it, into the snapshot it will be anyway.
         let blob = self.content.open_blob(&layer_digest)?;
-        let diff_id = self.snapshots.unpack_base(blob, &Self::unpack_options())?;
+        let diff_id = self.snapshots.unpack_base(blob, &Self::unpack_options()?)?;
         let now = now_rfc3339();
         let platform = Platform::current();
         let config = ImageConfig {
@@ -420,10 +421,14 @@ impl ImageStore {
             let ingested = self
                 .content
                 .ingest_any(std::io::BufReader::with_capacity(256 * 1024, reader));
-            packer
+            let packed = packer
                 .join()
-                .map_err(|_| Error::msg("the layer packer failed"))??;
-            ingested
+                .map_err(|_| Error::msg("the layer packer failed"))?;
+            // A store that failed (a full disk) closes the pipe, and the
+            // packer then fails too: the store's error is the cause.
+            let ingested = ingested?;
+            packed?;
+            Ok::<_, Error>(ingested)
         })?;
         let chain_id = match parents.last() {
             None => digest.clone(),
@@ -447,7 +452,7 @@ impl ImageStore {
         if self.snapshots.contains(chain_id) {
             return Ok(());
         }
-        let mut options = Self::unpack_options();
+        let mut options = Self::unpack_options()?;
         options.parents = self.snapshots.lower_dirs(parents)?;
         let blob = self.content.open_blob(diff_id)?;
         let reader = std::io::BufReader::with_capacity(256 * 1024, blob);

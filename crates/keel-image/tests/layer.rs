@@ -29,6 +29,7 @@ fn root_options() -> UnpackOptions {
         keep_ownership: true,
         allow_devices: true,
         parents: Vec::new(),
+        expansion: Default::default(),
     }
 }
 
@@ -433,6 +434,59 @@ fn reads_a_large_file_in_pieces() {
     assert_eq!(unpacked.size, data.len() as u64);
     assert_eq!(unpacked.diff_id, Digest::of(&tar));
     assert_eq!(fs::read(sandbox.root().join("big")).unwrap(), data);
+}
+
+/// A layer of one file of `size` zero bytes, gzipped: a few kB that expand
+/// to `size`.
+fn zeros_bomb(size: usize) -> Vec<u8> {
+    let tar = Layer::new().file("zeros", &vec![0u8; size]).finish();
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gzip.write_all(&tar).unwrap();
+    gzip.finish().unwrap()
+}
+
+#[test]
+fn a_decompression_bomb_is_refused_at_its_bound() {
+    require_root();
+    let bomb = zeros_bomb(32 << 20);
+    assert!(bomb.len() < 64 << 10, "{} bytes", bomb.len());
+    let ratio = layer::ExpansionLimit {
+        max_bytes: 0,
+        max_ratio: 100,
+        ratio_floor: 1 << 20,
+    };
+    let sandbox = Sandbox::new();
+    let options = UnpackOptions {
+        expansion: ratio,
+        ..root_options()
+    };
+    let error = layer::unpack(&bomb[..], &sandbox.root(), &options)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("more than 100 times its compressed size")
+            && error.contains("decompression bomb"),
+        "{error}"
+    );
+    // The absolute bound, whatever the ratio.
+    let options = UnpackOptions {
+        expansion: layer::ExpansionLimit {
+            max_bytes: 4 << 20,
+            max_ratio: 0,
+            ratio_floor: 0,
+        },
+        ..root_options()
+    };
+    let sandbox = Sandbox::new();
+    let error = layer::unpack(&bomb[..], &sandbox.root(), &options)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("more than 4194304 bytes"), "{error}");
+    // Under the defaults (1 GiB floor) this one unpacks; a plain tar has a
+    // ratio of 1 and meets only the absolute bound.
+    let sandbox = Sandbox::new();
+    let unpacked = sandbox.unpack(&bomb).unwrap();
+    assert_eq!(unpacked.size, 32 << 20);
 }
 
 #[test]

@@ -26,8 +26,22 @@ pub struct Keel {
 impl Keel {
     /// A keel of its own with the image `busybox` (also `busybox:latest`).
     pub fn new() -> Keel {
+        Keel::with_root_size(None)
+    }
+
+    /// [`Keel::new`] with its root on a tmpfs of `size` (e.g. `"100m"`), to
+    /// fill it; the temp dir's guard unmounts it.
+    pub fn with_root_size(size: Option<&str>) -> Keel {
         require_root();
         let temp = TempRoot::new();
+        if let Some(size) = size {
+            let mount = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(temp.root())
+                .output()
+                .expect("run mount");
+            assert!(mount.status.success(), "mount a tmpfs: {}", stderr(&mount));
+        }
         let cgroup_parent = format!("/{}", unique_name());
         let netns = NetnsGuard::new();
         // Loopback up, as on a host (127.0.0.1 for published ports).
@@ -171,5 +185,34 @@ impl Drop for Keel {
         for killed in keel_testutil::peers::kill_processes_mentioning(&marker) {
             eprintln!("keel test guard: killed a leftover process: {killed}");
         }
+        // With every container gone, so are their veths (the kernel removes
+        // a namespace's in the background): one left over is a leak.
+        if !std::thread::panicking() {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let veths = self.veths();
+                if veths.is_empty() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    panic!("keel left veths behind in its namespace: {veths:?}");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+impl Keel {
+    /// The veth links in keel's namespace (each container's host end).
+    pub fn veths(&self) -> Vec<String> {
+        let out = self
+            .netns
+            .run("ip", &["-o", "link", "show", "type", "veth"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| line.split(": ").nth(1))
+            .map(|name| name.split('@').next().unwrap_or(name).to_string())
+            .collect()
     }
 }

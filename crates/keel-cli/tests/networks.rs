@@ -1234,3 +1234,86 @@ fn frames_skip_the_bridge_unless_the_network_turns_the_fast_path_off() {
     assert!(std::fs::read_dir(&records).is_ok_and(|d| d.count() == 0));
     assert_nothing_left(&keel);
 }
+
+#[test]
+fn a_published_port_is_held_like_docker_s_proxy_holds_it() {
+    let keel = Keel::new();
+    // A program already listening there: keel refuses to publish over it
+    // and leaves nothing running.
+    let theirs = keel
+        .netns
+        .within(|| std::net::TcpListener::bind("127.0.0.1:18082").unwrap());
+    let out = keel.run(&[
+        "run",
+        "-d",
+        "--name",
+        "late",
+        "-p",
+        "127.0.0.1:18082:80",
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Bind for 127.0.0.1:18082 failed: address already in use"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(keel.inspect("late", "{{.State.Status}}"), "created");
+    drop(theirs);
+    keel.ok(&["rm", "late"]);
+
+    // Published first: a program cannot take the port while the container
+    // runs (not even with SO_REUSEADDR, which std's listener sets), and can
+    // once it stops. UDP too.
+    keel.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-p",
+        "127.0.0.1:18083:80",
+        "-p",
+        "18084:53/udp",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    let bind_tcp = || {
+        keel.netns
+            .within(|| std::net::TcpListener::bind("127.0.0.1:18083").map(drop))
+    };
+    let bind_udp = || {
+        keel.netns
+            .within(|| UdpSocket::bind("0.0.0.0:18084").map(drop))
+    };
+    assert_eq!(
+        bind_tcp().unwrap_err().kind(),
+        std::io::ErrorKind::AddrInUse
+    );
+    assert_eq!(
+        bind_udp().unwrap_err().kind(),
+        std::io::ErrorKind::AddrInUse
+    );
+    // keel's own registry is refused there too.
+    let storage = keel.temp.subdir("registry");
+    let out = keel.run(&[
+        "registry",
+        "serve",
+        "--addr",
+        "127.0.0.1:18083",
+        "--storage",
+        storage.to_str().unwrap(),
+    ]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("in use"), "{}", stderr(&out));
+    keel.ok(&["stop", "-t", "0", "web"]);
+    bind_tcp().unwrap();
+    bind_udp().unwrap();
+    // Started again, held again.
+    keel.ok(&["start", "web"]);
+    assert!(bind_tcp().is_err());
+    keel.ok(&["rm", "-f", "web"]);
+    bind_tcp().unwrap();
+}

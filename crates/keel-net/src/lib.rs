@@ -10,6 +10,8 @@
 //! - [`nft`]: keel's own nftables table (masquerade, published ports,
 //!   isolation), rendered whole from a description and applied in one
 //!   transaction;
+//! - [`ports`]: published host ports held by a bound socket (as docker's
+//!   proxy holds them);
 //! - [`dns`]: the name server a container's monitor runs inside the
 //!   container's network namespace (127.0.0.11, as docker's).
 //!
@@ -23,5 +25,6 @@ pub mod ipam;
 pub mod netlink;
 pub mod netns;
 pub mod nft;
+pub mod ports;
 
 pub use error::{Error, Result};

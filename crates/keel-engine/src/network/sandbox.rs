@@ -30,6 +30,8 @@ pub struct Sandbox {
     pub endpoints: Vec<Endpoint>,
     /// The name server in the namespace (user-defined networks).
     pub dns: Option<keel_net::dns::Server>,
+    /// The published host ports, held while the container runs.
+    held_ports: Vec<OwnedFd>,
 }
 
 impl Sandbox {
@@ -40,6 +42,7 @@ impl Sandbox {
             path: None,
             endpoints: Vec::new(),
             dns: None,
+            held_ports: Vec::new(),
         }
     }
 }
@@ -76,6 +79,7 @@ pub fn setup(
                 path: Some(format!("/proc/{}/ns/net", s.pid)),
                 endpoints: Vec::new(),
                 dns: None,
+                held_ports: Vec::new(),
             })
         }
         NetworkMode::None | NetworkMode::Bridge => {
@@ -87,6 +91,7 @@ pub fn setup(
                 path: Some(path),
                 endpoints: Vec::new(),
                 dns: None,
+                held_ports: Vec::new(),
             };
             if container.spec.network == NetworkMode::None {
                 return Ok(sandbox);
@@ -124,7 +129,15 @@ fn wire_all(
                 if i == 0 { publish } else { &[] },
                 i == 0,
             )?;
-            sandbox.endpoints.push(endpoint);
+            // Pushed first: a port that cannot be held tears it down too.
+            sandbox.endpoints.push(endpoint.clone());
+            for port in &endpoint.ports {
+                sandbox.held_ports.push(keel_net::ports::hold(
+                    port.host_ip,
+                    port.host_port,
+                    &port.protocol,
+                )?);
+            }
         }
         super::sync_locked(layout, db)?;
     }

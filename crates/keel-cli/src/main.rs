@@ -307,6 +307,23 @@ fn main() {
         Ok(cli) => cli,
         Err(e) => std::process::exit(usage_error(&e, &args)),
     };
+    // What the libraries warn about reaches the user (KEEL_LOG=info|debug
+    // for more); the registry server and the monitor log their own way.
+    if !matches!(
+        cli.command,
+        Command::Registry(_) | Command::ContainerMonitor(_)
+    ) {
+        let level = std::env::var("KEEL_LOG")
+            .ok()
+            .and_then(|l| l.parse::<tracing::Level>().ok())
+            .unwrap_or(tracing::Level::WARN);
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(level)
+            .without_time()
+            .with_target(false)
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     // docker: `run` and `create` exit 125 on an error of their own (the
     // container's code otherwise); every other command exits 1.
     let own_error = match &cli.command {

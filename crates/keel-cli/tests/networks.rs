@@ -1317,3 +1317,108 @@ fn a_published_port_is_held_like_docker_s_proxy_holds_it() {
     keel.ok(&["rm", "-f", "web"]);
     bind_tcp().unwrap();
 }
+
+#[test]
+fn two_keel_roots_in_one_namespace_keep_to_their_own() {
+    let keel = Keel::new();
+    // A second keel (another user's, or a test's) beside the first: its own
+    // root, runroot and cgroups, the same network namespace.
+    let second = keel.temp.subdir("second");
+    let second_cgroups = format!("{}/second", keel.cgroup_parent);
+    let other = |args: &[&str]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_keel"));
+        command
+            .env("KEEL_ROOT", second.join("root"))
+            .env("KEEL_RUNROOT", second.join("run"))
+            .env("KEEL_CGROUP_PARENT", &second_cgroups)
+            .args(args)
+            .stdin(std::process::Stdio::null());
+        keel.netns.enter(&mut command);
+        command.output().unwrap()
+    };
+    let tarball = keel.temp.path().join("busybox-rootfs.tar");
+    assert!(
+        other(&["import", tarball.to_str().unwrap(), "busybox"])
+            .status
+            .success()
+    );
+
+    let serve = "echo $ROOT > /tmp/index.html; exec httpd -f -p 80 -h /tmp";
+    keel.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "one",
+        "-e",
+        "ROOT=first",
+        "-p",
+        "127.0.0.1:18090:80",
+        "busybox",
+        "sh",
+        "-c",
+        serve,
+    ]);
+    let out = other(&[
+        "run",
+        "-d",
+        "--name",
+        "two",
+        "-e",
+        "ROOT=second",
+        "-p",
+        "127.0.0.1:18091:80",
+        "busybox",
+        "sh",
+        "-c",
+        serve,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Told that the default bridge is taken, and given one of its own.
+    assert!(
+        stderr(&out).contains("keel0 is another keel root's (or another program's): this root's default network uses keel1"),
+        "{}",
+        stderr(&out)
+    );
+    let get = |port: u16| {
+        tcp_from_host(
+            &keel,
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            "GET /index.html HTTP/1.0\r\n\r\n",
+        )
+    };
+    for (port, root) in [(18090, "first"), (18091, "second")] {
+        keel.eventually("both answer", || {
+            get(port).is_ok_and(|a| a.ends_with(&format!("{root}\n")))
+        });
+    }
+    // Each root's rules in a table of its own; each bridge with one root's
+    // addresses, on subnets that do not overlap.
+    let tables = host(&keel, "nft", &["list", "tables"]);
+    let ours: Vec<&str> = tables
+        .lines()
+        .filter(|l| l.starts_with("table inet keel"))
+        .collect();
+    assert_eq!(ours.len(), 2, "{tables}");
+    let addresses = |bridge: &str| {
+        host(&keel, "ip", &["-o", "-4", "addr", "show", "dev", bridge])
+            .lines()
+            .map(|l| l.split_whitespace().nth(3).unwrap_or_default().to_string())
+            .collect::<Vec<_>>()
+    };
+    let (first, second_addresses) = (addresses("keel0"), addresses("keel1"));
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(second_addresses.len(), 1, "{second_addresses:?}");
+    assert_ne!(
+        first[0].rsplit_once('.').map(|(net, _)| net.to_string()),
+        second_addresses[0]
+            .rsplit_once('.')
+            .map(|(net, _)| net.to_string())
+    );
+    // One root's changes leave the other's ports alone.
+    assert!(other(&["rm", "-f", "two"]).status.success());
+    assert!(get(18090).unwrap().ends_with("first\n"));
+    let out = other(&["run", "--rm", "busybox", "true"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(get(18090).unwrap().ends_with("first\n"));
+    keel.ok(&["rm", "-f", "one"]);
+}

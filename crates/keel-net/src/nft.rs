@@ -24,7 +24,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::ipam::Subnet;
 
-/// keel's table (family inet).
+/// keel's table (family inet) for the default root; other roots name
+/// their own ([`Firewall::table`]), so that several keel roots in one
+/// namespace never rewrite each other's rules.
 pub const TABLE: &str = "keel";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -65,8 +67,21 @@ pub struct Forward {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Firewall {
+    /// The table's name ([`TABLE`] if empty).
+    #[serde(default)]
+    pub table: String,
     pub bridges: Vec<Bridge>,
     pub forwards: Vec<Forward>,
+}
+
+impl Firewall {
+    pub fn table(&self) -> &str {
+        if self.table.is_empty() {
+            TABLE
+        } else {
+            &self.table
+        }
+    }
 }
 
 fn quote(name: &str) -> String {
@@ -140,11 +155,12 @@ const MAPS: [(&str, &str); 4] = [
 /// it when there is nothing to hold).
 pub fn render(firewall: &Firewall) -> String {
     // Adding then deleting makes the delete safe when there is no table.
-    let mut out = format!("add table inet {TABLE}\ndelete table inet {TABLE}\n");
+    let table = firewall.table();
+    let mut out = format!("add table inet {table}\ndelete table inet {table}\n");
     if firewall.bridges.is_empty() && firewall.forwards.is_empty() {
         return out;
     }
-    out.push_str(&format!("table inet {TABLE} {{\n"));
+    out.push_str(&format!("table inet {table} {{\n"));
     for (name, kind) in MAPS {
         out.push_str(&format!("\tmap {name} {{\n\t\ttype {kind}\n"));
         let elements: Vec<String> = firewall
@@ -235,9 +251,13 @@ pub fn render(firewall: &Firewall) -> String {
 /// the table whole). Deletions come first, so that a port that moves from
 /// one container to another is never in a map twice.
 pub fn update(applied: &Firewall, desired: &Firewall) -> Option<String> {
-    if applied.bridges != desired.bridges || desired.bridges.is_empty() {
+    if applied.bridges != desired.bridges
+        || desired.bridges.is_empty()
+        || applied.table() != desired.table()
+    {
         return None;
     }
+    let table = desired.table();
     let mut out = String::new();
     for gone in applied
         .forwards
@@ -245,7 +265,7 @@ pub fn update(applied: &Firewall, desired: &Firewall) -> Option<String> {
         .filter(|f| f.usable() && !desired.forwards.contains(f))
     {
         out.push_str(&format!(
-            "delete element inet {TABLE} {} {{ {} }}\n",
+            "delete element inet {table} {} {{ {} }}\n",
             gone.map(),
             gone.key()
         ));
@@ -256,7 +276,7 @@ pub fn update(applied: &Firewall, desired: &Firewall) -> Option<String> {
         .filter(|f| f.usable() && !applied.forwards.contains(f))
     {
         out.push_str(&format!(
-            "add element inet {TABLE} {} {{ {} }}\n",
+            "add element inet {table} {} {{ {} }}\n",
             new.map(),
             new.element()
         ));
@@ -417,6 +437,7 @@ mod tests {
     #[test]
     fn renders_masquerade_ports_and_isolation() {
         let firewall = Firewall {
+            table: String::new(),
             bridges: bridges(),
             forwards: vec![
                 forward(8080, None, "172.17.0.2"),
@@ -448,6 +469,7 @@ mod tests {
     #[test]
     fn port_changes_are_element_updates() {
         let before = Firewall {
+            table: String::new(),
             bridges: bridges(),
             forwards: vec![
                 forward(8080, None, "172.17.0.2"),
@@ -455,6 +477,7 @@ mod tests {
             ],
         };
         let after = Firewall {
+            table: String::new(),
             bridges: bridges(),
             forwards: vec![
                 forward(8080, None, "172.17.0.3"),
@@ -468,7 +491,17 @@ mod tests {
              add element inet keel published4 { tcp . 8080 : 172.17.0.3 . 80 }\n"
         );
         assert_eq!(update(&after, &after).unwrap(), "");
+        // Another root's table: its own name everywhere, and a change of
+        // name renders the table whole.
+        let named = Firewall {
+            table: "keel-0123abcd".into(),
+            ..after.clone()
+        };
+        assert!(render(&named).contains("table inet keel-0123abcd {"));
+        assert!(!render(&named).contains("inet keel {"));
+        assert_eq!(update(&after, &named), None);
         let fewer = Firewall {
+            table: String::new(),
             bridges: bridges()[..1].to_vec(),
             forwards: Vec::new(),
         };

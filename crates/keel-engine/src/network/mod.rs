@@ -26,7 +26,7 @@ pub mod sandbox;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use keel_net::ipam::{self, Subnet};
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
@@ -39,6 +39,8 @@ use crate::paths::Layout;
 /// The default network's name and bridge device.
 pub const DEFAULT_NETWORK: &str = "bridge";
 pub const DEFAULT_BRIDGE: &str = "keel0";
+/// keel's default root (`--root`), whose table is plain `keel`.
+pub const DEFAULT_ROOT: &str = "/var/lib/keel";
 /// Names `network create` refuses (docker's predefined networks).
 const PREDEFINED: [&str; 4] = ["bridge", "host", "none", "default"];
 
@@ -363,9 +365,32 @@ fn insert(db: &mut Db, request: CreateRequest, default: bool) -> Result<Network>
     }
 
     let id = crate::engine::random_id()?;
+    let links: Vec<String> = keel_net::netlink::Netlink::open()
+        .and_then(|mut n| n.links())
+        .map(|links| links.into_iter().map(|l| l.name).collect())
+        .unwrap_or_default();
+    if let Some(name) = &bridge
+        && links.contains(name)
+    {
+        return Err(Error::Conflict(format!(
+            "bridge {name} already exists (another keel root's, or not keel's): choose another com.docker.network.bridge.name"
+        )));
+    }
     let bridge = bridge.unwrap_or_else(|| {
         if default {
-            DEFAULT_BRIDGE.into()
+            // keel0 unless it is there already: then it is another keel
+            // root's (or another program's), and sharing it would mix two
+            // roots' addresses on one bridge.
+            let name = (0..)
+                .map(|i| format!("keel{i}"))
+                .find(|name| !links.contains(name))
+                .expect("a free name");
+            if name != DEFAULT_BRIDGE {
+                tracing::warn!(
+                    "{DEFAULT_BRIDGE} is another keel root's (or another program's): this root's default network uses {name}"
+                );
+            }
+            name
         } else {
             bridge_name_for(&id)
         }
@@ -1016,7 +1041,10 @@ pub fn sync_locked(layout: &Layout, db: &mut Db) -> Result<()> {
         .and_then(|mut n| n.links())
         .unwrap_or_default();
     let existing: Vec<&str> = links.iter().map(|l| l.name.as_str()).collect();
-    let mut firewall = keel_net::nft::Firewall::default();
+    let mut firewall = keel_net::nft::Firewall {
+        table: table_name(&layout.root),
+        ..Default::default()
+    };
     let dir = records_dir(layout);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
     let mut kept = Vec::new();
@@ -1078,6 +1106,20 @@ pub fn sync_locked(layout: &Layout, db: &mut Db) -> Result<()> {
     }
     fastpath::sync(layout, &networks, &all, &links);
     apply_firewall(layout, &firewall)
+}
+
+/// The nftables table of the keel whose root is `root`: `keel` for the
+/// default root, `keel-<8 hex digits of the root's hash>` for any other, so
+/// that two roots in one namespace (a second user's, a test's) each own
+/// their own rules.
+pub fn table_name(root: &Path) -> String {
+    use sha2::Digest;
+    let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    if root == Path::new(DEFAULT_ROOT) {
+        return keel_net::nft::TABLE.to_string();
+    }
+    let hash = sha2::Sha256::digest(root.as_os_str().as_encoded_bytes());
+    format!("{}-{}", keel_net::nft::TABLE, &hex::encode(hash)[..8])
 }
 
 fn apply_firewall(layout: &Layout, desired: &keel_net::nft::Firewall) -> Result<()> {

@@ -85,18 +85,8 @@ pub fn builder(ctx: &Context, command: &BuilderCommand) -> Result<i32> {
     match command {
         BuilderCommand::Prune(args) => {
             let mut store = crate::images::open(&ctx.root)?;
-            let records = store.metadata.cache_list()?;
-            let keys: Vec<String> = records.iter().map(|r| r.key.clone()).collect();
-            store.metadata.cache_remove(&keys)?;
-            let mut freed = store.collect_garbage()?;
-            if args.all {
-                let mounts = ctx.root.join("build").join("cache-mounts");
-                freed += dir_size(&mounts);
-                let _ = std::fs::remove_dir_all(&mounts);
-            }
-            let tmp = ctx.root.join("build").join("tmp");
-            let _ = std::fs::remove_dir_all(&tmp);
-            println!("Deleted build cache objects: {}", records.len());
+            let (removed, freed) = prune_cache(&ctx.root, &mut store, args.all)?;
+            println!("Deleted build cache objects: {}", removed.len());
             println!(
                 "Total reclaimed space: {}",
                 crate::images::human_size(freed)
@@ -104,6 +94,30 @@ pub fn builder(ctx: &Context, command: &BuilderCommand) -> Result<i32> {
             Ok(0)
         }
     }
+}
+
+/// Forgets the build cache and removes what only it held (with `all`,
+/// the `RUN --mount=type=cache` directories too); the entries' ids and
+/// the bytes freed.
+pub fn prune_cache(
+    root: &Path,
+    store: &mut keel_image::store::ImageStore,
+    all: bool,
+) -> Result<(Vec<String>, u64)> {
+    let records = store.metadata.cache_list()?;
+    let keys: Vec<String> = records.iter().map(|r| r.key.clone()).collect();
+    store.metadata.cache_remove(&keys)?;
+    let mut freed = store.reclaim_ingest()?;
+    freed += store.collect_garbage()?;
+    if all {
+        let mounts = root.join("build").join("cache-mounts");
+        freed += dir_size(&mounts);
+        let _ = std::fs::remove_dir_all(&mounts);
+    }
+    let tmp = root.join("build").join("tmp");
+    let _ = std::fs::remove_dir_all(&tmp);
+    let ids = keys.iter().map(|k| k.chars().take(25).collect()).collect();
+    Ok((ids, freed))
 }
 
 fn dir_size(path: &Path) -> u64 {

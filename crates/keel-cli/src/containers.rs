@@ -1705,18 +1705,7 @@ pub fn prune(ctx: &Context, args: &PruneArgs) -> Result<i32> {
         }
     }
     let mut engine = ctx.engine()?;
-    let mut removed = Vec::new();
-    let mut freed = 0;
-    for c in engine.list()? {
-        if c.state.status.is_active() {
-            continue;
-        }
-        let size = dir_size(&engine.layout.diff(&c.id));
-        if engine.remove(&c.id, false, false).is_ok() {
-            removed.push(c.id);
-            freed += size;
-        }
-    }
+    let (removed, freed) = prune_stopped(&mut engine)?;
     if !removed.is_empty() {
         println!("Deleted Containers:");
         for id in &removed {
@@ -1729,6 +1718,24 @@ pub fn prune(ctx: &Context, args: &PruneArgs) -> Result<i32> {
         crate::images::human_size(freed)
     );
     Ok(0)
+}
+
+/// Removes every container that is not running: their ids and the bytes
+/// of their writable layers.
+pub fn prune_stopped(engine: &mut Engine) -> Result<(Vec<String>, u64)> {
+    let mut removed = Vec::new();
+    let mut freed = 0;
+    for c in engine.list()? {
+        if c.state.status.is_active() {
+            continue;
+        }
+        let size = dir_size(&engine.layout.diff(&c.id));
+        if engine.remove(&c.id, false, false).is_ok() {
+            removed.push(c.id);
+            freed += size;
+        }
+    }
+    Ok((removed, freed))
 }
 
 // ---------------------------------------------------------------------------

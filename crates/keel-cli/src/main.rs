@@ -162,6 +162,8 @@ enum Command {
     System(SystemCommand),
     /// Show keel's version and the OCI runtime-spec version it implements
     Version,
+    /// Display system-wide information (containers, images, storage, logging, cgroups)
+    Info(system::InfoArgs),
     /// The OCI runtime (runc-compatible): `keel runtime run --bundle DIR ID`, `keel runtime --help`
     #[command(disable_help_flag = true)]
     Runtime {
@@ -258,6 +260,11 @@ enum ContainerCommand {
 
 #[derive(Subcommand)]
 enum SystemCommand {
+    /// Display system-wide information
+    Info(system::InfoArgs),
+    /// Remove unused data: stopped containers, unused networks, dangling
+    /// (with -a unused) images, build cache (with --volumes anonymous volumes)
+    Prune(system::SystemPruneArgs),
     /// Show disk usage
     Df(system::DfArgs),
     /// Get real time events from containers, images and volumes
@@ -701,6 +708,10 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Login(args) => login::login(&root, &args),
         Command::Logout(args) => login::logout(&args),
         Command::Registry(command) => registry::run(&command),
+        Command::System(SystemCommand::Prune(args)) => system::system_prune(&ctx, &args),
+        Command::Info(args) | Command::System(SystemCommand::Info(args)) => {
+            system::info(&ctx, &args)
+        }
         Command::System(SystemCommand::Df(args)) => {
             system::df(&ctx, &images::open(&root)?, &args).map(|_| 0)
         }

@@ -122,13 +122,14 @@ fn gc_command(args: &GcArgs) -> Result<i32> {
         println!("{verb} blob {digest} ({size} bytes)");
     }
     println!(
-        "{} {} blobs, {} freed; {} blobs kept",
+        "{} {} blobs and {} abandoned uploads, {} freed; {} blobs kept",
         if args.dry_run {
             "Would delete"
         } else {
             "Deleted"
         },
         report.removed.len(),
+        report.uploads_removed,
         crate::images::human_size(report.bytes_freed),
         report.kept
     );

@@ -362,9 +362,30 @@ pub fn prune(
             return Ok(0);
         }
     }
+    let (lines, freed) = prune_images(store, &used, &filters)?;
+    let mut out = std::io::stdout().lock();
+    if !lines.is_empty() {
+        writeln!(out, "Deleted Images:")?;
+        for line in &lines {
+            writeln!(out, "{line}")?;
+        }
+        writeln!(out)?;
+    }
+    writeln!(out, "Total reclaimed space: {}", human_size(freed))?;
+    Ok(0)
+}
+
+/// Removes the images `filters` select that no container in `used` runs,
+/// then what nothing references; docker's `untagged:`/`deleted:` lines and
+/// the bytes freed.
+fn prune_images(
+    store: &mut ImageStore,
+    used: &BTreeSet<String>,
+    filters: &crate::filter::Filters,
+) -> Result<(Vec<String>, u64)> {
     let mut lines = Vec::new();
     let mut digests = BTreeSet::new();
-    for (record, tags) in crate::images::select(store, &filters)? {
+    for (record, tags) in crate::images::select(store, filters)? {
         if used.contains(&record.id.to_string()) {
             continue;
         }
@@ -386,15 +407,102 @@ pub fn prune(
             lines.push(format!("deleted: {}", record.id));
         }
     }
-    let freed = store.collect_garbage()?;
-    let mut out = std::io::stdout().lock();
-    if !lines.is_empty() {
-        writeln!(out, "Deleted Images:")?;
-        for line in &lines {
-            writeln!(out, "{line}")?;
+    // Ingest first: the collector also removes what dead processes left,
+    // without counting it.
+    let reclaimed = store.reclaim_ingest()?;
+    let freed = store.collect_garbage()? + reclaimed;
+    Ok((lines, freed))
+}
+
+#[derive(Args, Debug)]
+pub struct SystemPruneArgs {
+    /// Remove all unused images, not just dangling ones, and all build cache
+    #[arg(short, long)]
+    pub all: bool,
+    /// Do not prompt for confirmation
+    #[arg(short, long)]
+    pub force: bool,
+    /// Prune anonymous volumes too
+    #[arg(long)]
+    pub volumes: bool,
+}
+
+/// `keel system prune`: stopped containers, unused networks, dangling (with
+/// `-a` unused) images, the build cache and, with `--volumes`, unused
+/// anonymous volumes; docker's prompt and output.
+pub fn system_prune(ctx: &crate::containers::Context, args: &SystemPruneArgs) -> Result<i32> {
+    if !args.force {
+        let mut items = vec![
+            "all stopped containers",
+            "all networks not used by at least one container",
+        ];
+        if args.volumes {
+            items.push("all anonymous volumes not used by at least one container");
         }
-        writeln!(out)?;
+        items.push(if args.all {
+            "all images without at least one container associated to them"
+        } else {
+            "all dangling images"
+        });
+        items.push(if args.all {
+            "all build cache"
+        } else {
+            "unused build cache"
+        });
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "WARNING! This will remove:")?;
+        for item in items {
+            writeln!(out, "  - {item}")?;
+        }
+        write!(out, "\nAre you sure you want to continue? [y/N] ")?;
+        out.flush()?;
+        let mut answer = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut answer)
+            .context("read the answer from stdin")?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes" | "Yes" | "YES") {
+            return Ok(0);
+        }
     }
+    let mut engine = ctx.engine()?;
+    let mut out = std::io::stdout().lock();
+    let mut section = |title: &str, lines: &[String]| -> std::io::Result<()> {
+        if !lines.is_empty() {
+            writeln!(out, "{title}:")?;
+            for line in lines {
+                writeln!(out, "{line}")?;
+            }
+            writeln!(out)?;
+        }
+        Ok(())
+    };
+    let (containers, mut freed) = crate::containers::prune_stopped(&mut engine)?;
+    section("Deleted Containers", &containers)?;
+    let layout = engine.layout.clone();
+    let networks: Vec<String> = keel_engine::network::prune(&layout, &mut engine.db, |_| false)?
+        .into_iter()
+        .map(|n| n.name)
+        .collect();
+    section("Deleted Networks", &networks)?;
+    if args.volumes {
+        let (volumes, bytes) = engine.prune_volumes(false)?;
+        freed += bytes;
+        section("Deleted Volumes", &volumes)?;
+    }
+    let mut store = crate::images::open(&ctx.root)?;
+    let used: BTreeSet<String> = engine.list()?.into_iter().map(|c| c.image_id).collect();
+    let mut flags = Vec::new();
+    if !args.all {
+        flags.push("dangling=true".to_string());
+    }
+    let filters = crate::filter::Filters::parse(&flags, crate::filter::IMAGES_KEYS)?;
+    let (images, bytes) = prune_images(&mut store, &used, &filters)?;
+    freed += bytes;
+    section("Deleted Images", &images)?;
+    let (cache, bytes) = crate::build::prune_cache(&ctx.root, &mut store, args.all)?;
+    freed += bytes;
+    section("Deleted build cache objects", &cache)?;
     writeln!(out, "Total reclaimed space: {}", human_size(freed))?;
     Ok(0)
 }
@@ -408,5 +516,140 @@ mod tests {
         assert_eq!(reclaimable(0, 0), "0B");
         assert_eq!(reclaimable(4_261_000, 4_261_000), "4.26MB (100%)");
         assert_eq!(reclaimable(1_000, 3_000), "1kB (33%)");
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct InfoArgs {
+    /// Format the output using a Go template ({{.Containers}}, {{json .}})
+    #[arg(short, long)]
+    pub format: Option<String>,
+}
+
+/// `keel info`: what this keel is and holds, docker's field names.
+pub fn info(ctx: &crate::containers::Context, args: &InfoArgs) -> Result<i32> {
+    let mut engine = ctx.engine()?;
+    let containers = engine.list()?;
+    let count = |pick: &dyn Fn(&keel_engine::db::Status) -> bool| {
+        containers.iter().filter(|c| pick(&c.state.status)).count()
+    };
+    use keel_engine::db::Status;
+    let running = count(&|s| matches!(s, Status::Running | Status::Restarting));
+    let paused = count(&|s| *s == Status::Paused);
+    let store = crate::images::open(&ctx.root)?;
+    let images = store.metadata.images()?.len();
+    let cgroup = match keel_runtime::cgroups::host_mode() {
+        Ok(keel_runtime::cgroups::Mode::V2) => "2",
+        Ok(keel_runtime::cgroups::Mode::Hybrid) => "1 (hybrid: v1 controllers, cgroup2 mounted)",
+        Ok(keel_runtime::cgroups::Mode::V1) => "1",
+        Err(_) => "none",
+    };
+    let uname = nix::sys::utsname::uname().ok();
+    let field = |f: fn(&nix::sys::utsname::UtsName) -> &std::ffi::OsStr| {
+        uname
+            .as_ref()
+            .map(|u| f(u).to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let os = std::fs::read_to_string("/etc/os-release")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+                .map(|v| v.trim_matches('"').to_string())
+        })
+        .unwrap_or_else(|| "Linux".into());
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024;
+    let (max_size, max_file) = keel_engine::logs::limits(&Default::default());
+    let free = keel_image::sqlite::free_bytes(&ctx.root).unwrap_or(0);
+    let value = serde_json::json!({
+        "Containers": containers.len(),
+        "ContainersRunning": running,
+        "ContainersPaused": paused,
+        "ContainersStopped": containers.len() - running - paused,
+        "Images": images,
+        "Driver": "overlay",
+        "DockerRootDir": ctx.root,
+        "KeelRunRoot": ctx.runroot,
+        "CgroupParent": ctx.cgroup_parent,
+        "LoggingDriver": "json-file",
+        "LogOpts": {
+            "max-size": max_size.map(option_size).unwrap_or_else(|| "none".into()),
+            "max-file": max_file,
+        },
+        "CgroupDriver": "cgroupfs",
+        "CgroupVersion": cgroup,
+        "DefaultRuntime": "keel-runtime",
+        "Runtimes": {"keel-runtime": {"path": "built in"}},
+        "ServerVersion": keel_runtime::VERSION,
+        "OCIRuntimeSpec": keel_runtime::OCI_VERSION,
+        "KernelVersion": field(nix::sys::utsname::UtsName::release),
+        "OperatingSystem": os,
+        "OSType": "linux",
+        "Architecture": field(nix::sys::utsname::UtsName::machine),
+        "NCPU": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "MemTotal": memory,
+        "Name": field(nix::sys::utsname::UtsName::nodename),
+        "RootFreeSpace": free,
+    });
+    if let Some(format) = &args.format {
+        crate::template::print_values(std::slice::from_ref(&value), Some(format))?;
+        return Ok(0);
+    }
+    let mut out = std::io::stdout().lock();
+    let text = |key: &str| match &value[key] {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    writeln!(out, "Server:")?;
+    writeln!(out, " Containers: {}", containers.len())?;
+    writeln!(out, "  Running: {running}")?;
+    writeln!(out, "  Paused: {paused}")?;
+    writeln!(out, "  Stopped: {}", containers.len() - running - paused)?;
+    writeln!(out, " Images: {images}")?;
+    writeln!(out, " Server Version: keel {}", keel_runtime::VERSION)?;
+    writeln!(out, " Storage Driver: overlay")?;
+    writeln!(
+        out,
+        " Logging Driver: json-file (max-size {}, max-file {max_file} by default; --log-opt changes it)",
+        value["LogOpts"]["max-size"].as_str().unwrap_or("none")
+    )?;
+    writeln!(out, " Cgroup Driver: cgroupfs")?;
+    writeln!(out, " Cgroup Version: {cgroup}")?;
+    writeln!(out, " Runtimes: keel-runtime")?;
+    writeln!(
+        out,
+        " Default Runtime: keel-runtime (OCI runtime-spec {})",
+        keel_runtime::OCI_VERSION
+    )?;
+    writeln!(out, " Kernel Version: {}", text("KernelVersion"))?;
+    writeln!(out, " Operating System: {}", text("OperatingSystem"))?;
+    writeln!(out, " OSType: linux")?;
+    writeln!(out, " Architecture: {}", text("Architecture"))?;
+    writeln!(out, " CPUs: {}", text("NCPU"))?;
+    writeln!(out, " Total Memory: {}", human_size(memory))?;
+    writeln!(out, " Name: {}", text("Name"))?;
+    writeln!(out, " Keel Root Dir: {}", ctx.root.display())?;
+    writeln!(out, " Keel Run Root: {}", ctx.runroot.display())?;
+    writeln!(out, " Free Space In Root: {}", human_size(free))?;
+    Ok(0)
+}
+
+/// A size as `--log-opt max-size=` takes it: `20m`, `512k`, `100`.
+fn option_size(bytes: u64) -> String {
+    match bytes {
+        0 => "0".into(),
+        b if b % (1 << 30) == 0 => format!("{}g", b >> 30),
+        b if b % (1 << 20) == 0 => format!("{}m", b >> 20),
+        b if b % (1 << 10) == 0 => format!("{}k", b >> 10),
+        b => b.to_string(),
     }
 }

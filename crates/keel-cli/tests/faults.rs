@@ -337,3 +337,75 @@ fn a_lost_database_is_refused_not_started_over() {
     }
     assert_eq!(keel.ok(&["ps", "-a", "--format", "{{.Names}}"]), "kept\n");
 }
+
+#[test]
+fn space_nothing_holds_is_reclaimed_by_prune() {
+    let keel = Keel::new();
+    let root = keel.root();
+    // What killed pulls, builds and unpacks leave: a partial download
+    // (recent: a plain `pull` would resume it), a private temp file of a
+    // process that is gone, a half-unpacked snapshot.
+    let ingest = root.join("content/ingest");
+    std::fs::write(
+        ingest.join(format!("{}.partial", "ab".repeat(32))),
+        vec![7u8; 3 << 20],
+    )
+    .unwrap();
+    std::fs::write(ingest.join("unknown.999999999.1"), vec![7u8; 1 << 20]).unwrap();
+    std::fs::create_dir_all(root.join("snapshots/ingest/cd.999999999.2/usr")).unwrap();
+    let out = keel.ok(&["image", "prune", "-f"]);
+    assert_eq!(out, "Total reclaimed space: 4.19MB\n");
+    assert_eq!(std::fs::read_dir(&ingest).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(root.join("snapshots/ingest"))
+            .unwrap()
+            .count(),
+        0
+    );
+
+    // A `volume rm` killed after it moved the volume aside: still listed,
+    // never half emptied; the next rm finishes, and prune sweeps the rest.
+    keel.ok(&["volume", "create", "doomed"]);
+    std::fs::write(root.join("volumes/doomed/_data/file"), vec![1u8; 1 << 20]).unwrap();
+    let mut rm = keel
+        .command(&["volume", "rm", "doomed"])
+        .env("KEEL_FAULT_DELAY", "volume-rm-moved=5000")
+        .spawn()
+        .unwrap();
+    keel.eventually("the volume is moved aside", || {
+        !root.join("volumes/doomed").exists()
+    });
+    rm.kill().unwrap();
+    rm.wait().unwrap();
+    assert_eq!(keel.ok(&["volume", "ls", "-q"]), "doomed\n");
+    keel.ok(&["volume", "rm", "doomed"]);
+    assert_eq!(keel.ok(&["volume", "ls", "-q"]), "");
+    let left: Vec<_> = std::fs::read_dir(root.join("volumes"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+
+    // system prune: stopped containers, unused networks, dangling images,
+    // build cache, and with --volumes anonymous volumes; running ones stay.
+    keel.ok(&["run", "-d", "--name", "up", "busybox", "sleep", "300"]);
+    keel.ok(&["create", "--name", "down", "-v", "/anon", "busybox", "true"]);
+    keel.ok(&["network", "create", "unused"]);
+    let out = keel.ok(&["system", "prune", "-f", "--volumes"]);
+    assert!(out.starts_with("Deleted Containers:\n"), "{out}");
+    assert!(out.contains("\nDeleted Networks:\nunused\n"), "{out}");
+    assert!(out.contains("\nDeleted Volumes:\n"), "{out}");
+    assert!(
+        out.ends_with("\nTotal reclaimed space: 0B\n") || out.contains("Total reclaimed space:"),
+        "{out}"
+    );
+    assert_eq!(keel.ok(&["ps", "-a", "--format", "{{.Names}}"]), "up\n");
+    assert_eq!(keel.ok(&["volume", "ls", "-q"]), "");
+    let info = keel.ok(&[
+        "info",
+        "--format",
+        "{{.ContainersRunning}} {{.Images}} {{.LoggingDriver}} {{index .LogOpts \"max-size\"}}",
+    ]);
+    assert_eq!(info, "1 1 json-file 20m\n");
+}

@@ -1418,6 +1418,11 @@ fn gc_removes_unreferenced_blobs_and_refuses_a_running_server() {
     let text = String::from_utf8_lossy(&dry.stdout).into_owned();
     assert!(text.contains("Would delete 4 blobs"), "{text}");
     assert_eq!(blob_files(&storage), before);
+    // An upload a client started and never finished.
+    let started = server.http("POST", "/v2/gc/abandoned/blobs/uploads/", &[], b"");
+    assert_eq!(started.status, 202);
+    let uploads = || std::fs::read_dir(storage.join("uploads")).unwrap().count();
+    assert_eq!(uploads(), 1);
     drop(server);
 
     let done = gc(&[]);
@@ -1427,7 +1432,11 @@ fn gc_removes_unreferenced_blobs_and_refuses_a_running_server() {
         String::from_utf8_lossy(&done.stderr)
     );
     let text = String::from_utf8_lossy(&done.stdout).into_owned();
-    assert!(text.contains("Deleted 4 blobs"), "{text}");
+    assert!(
+        text.contains("Deleted 4 blobs and 1 abandoned uploads"),
+        "{text}"
+    );
+    assert_eq!(uploads(), 0, "the abandoned upload is gone");
     assert!(text.contains(&format!("deleted blob {gone}")), "{text}");
     assert!(text.contains(&format!("deleted blob {stray}")), "{text}");
     let after = blob_files(&storage);

@@ -76,12 +76,21 @@ impl Engine {
                 users.join(", ")
             )));
         }
+        // Renamed away first, in one step: a removal killed half way never
+        // leaves a half-emptied volume under its name; what it left behind
+        // (`.removing-*`) goes with the next removal or prune.
         let dir = self.layout.volume(name);
+        let trash = self
+            .layout
+            .volumes()
+            .join(format!(".removing-{name}-{}", &random_id()?[..12]));
         if dir.exists() {
-            std::fs::remove_dir_all(&dir)
-                .map_err(|e| Error::io(format!("remove {}", dir.display()), e))?;
+            std::fs::rename(&dir, &trash)
+                .map_err(|e| Error::io(format!("move {} aside", dir.display()), e))?;
         }
+        crate::fault::point("volume-rm-moved");
         self.db.delete_volume(name)?;
+        self.sweep_removed_volumes();
         crate::events::record(
             &self.layout.root,
             "volume",
@@ -92,11 +101,35 @@ impl Engine {
         Ok(())
     }
 
+    /// Removes what volume removals left behind (`.removing-*`); the bytes
+    /// freed.
+    pub fn sweep_removed_volumes(&self) -> u64 {
+        let Ok(entries) = std::fs::read_dir(self.layout.volumes()) else {
+            return 0;
+        };
+        let mut freed = 0;
+        for entry in entries.flatten() {
+            if !entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".removing-")
+            {
+                continue;
+            }
+            let size = crate::copy::tree_size(&entry.path());
+            match std::fs::remove_dir_all(entry.path()) {
+                Ok(()) => freed += size,
+                Err(e) => tracing::warn!("remove {}: {e}", entry.path().display()),
+            }
+        }
+        freed
+    }
+
     /// `volume prune`: unused anonymous volumes, or with `all` every unused
     /// volume. Returns their names and the bytes freed.
     pub fn prune_volumes(&mut self, all: bool) -> Result<(Vec<String>, u64)> {
         let mut removed = Vec::new();
-        let mut freed = 0;
+        let mut freed = self.sweep_removed_volumes();
         for volume in self.db.volumes()? {
             if !(all || volume.anonymous) || !self.volume_users(&volume.name)?.is_empty() {
                 continue;

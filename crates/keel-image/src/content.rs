@@ -276,18 +276,28 @@ impl ContentStore {
 
     /// [`ContentStore::clean_ingest`] with another age for partials.
     pub fn clean_ingest_older_than(&self, age: Duration) -> Result<usize> {
+        self.clean_ingest_counting(age).map(|(files, _)| files)
+    }
+
+    /// [`ContentStore::clean_ingest_older_than`]: the files removed and
+    /// their bytes.
+    pub fn clean_ingest_counting(&self, age: Duration) -> Result<(usize, u64)> {
         let entries = fs::read_dir(&self.ingest)
             .map_err(|e| Error::io(format!("list {}", self.ingest.display()), e))?;
-        let mut removed = 0;
+        let (mut files, mut bytes) = (0, 0);
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
+            let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
             let gone = match name.strip_suffix(PARTIAL_SUFFIX) {
                 Some(hex) => self.remove_stale_partial(&entry.path(), hex, age),
                 None => owner_is_gone(&name) && fs::remove_file(entry.path()).is_ok(),
             };
-            removed += usize::from(gone);
+            if gone {
+                files += 1;
+                bytes += size;
+            }
         }
-        Ok(removed)
+        Ok((files, bytes))
     }
 
     /// Removes a partial nobody holds whose blob is stored, or that is

@@ -620,6 +620,18 @@ impl ImageStore {
         Ok(freed)
     }
 
+    /// What a prune reclaims beyond images: every partial download no pull
+    /// holds, however recent (a pull keeps the one it writes locked; a
+    /// later pull of that blob then starts over), and what killed unpacks
+    /// and imports left. The bytes freed.
+    pub fn reclaim_ingest(&self) -> Result<u64> {
+        let (_, bytes) = self
+            .content
+            .clean_ingest_counting(std::time::Duration::ZERO)?;
+        self.snapshots.clean_ingest()?;
+        Ok(bytes)
+    }
+
     /// `image inspect`: docker's fields that keel knows.
     pub fn inspect(&self, name: &str) -> Result<serde_json::Value> {
         let record = self.resolve(name)?;

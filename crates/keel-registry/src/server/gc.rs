@@ -25,6 +25,9 @@ pub struct GcReport {
     pub bytes_freed: u64,
     /// Repository links to deleted blobs, removed too.
     pub links_removed: usize,
+    /// Uploads no server was finishing (with the storage's lock held, none
+    /// can be), removed with their bytes.
+    pub uploads_removed: usize,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -42,7 +45,7 @@ pub fn gc(storage: &Path, options: GcOptions) -> Result<GcReport> {
             storage.display()
         )));
     }
-    let _lock = match StorageLock::acquire(storage)? {
+    let lock = match StorageLock::acquire(storage)? {
         Ok(lock) => Some(lock),
         Err(held) if options.force => {
             tracing::warn!(
@@ -117,8 +120,41 @@ pub fn gc(storage: &Path, options: GcOptions) -> Result<GcReport> {
             }
         }
     }
+    // Uploads: a server that held them is gone (we hold the lock), so
+    // nothing will finish them. With --force a live server may be writing
+    // them: left alone then (it expires its own).
+    if lock.is_some() {
+        let uploads = storage.join("uploads");
+        for name in file_names(&uploads) {
+            let path = uploads.join(&name);
+            report.bytes_freed += dir_size(&path);
+            report.uploads_removed += 1;
+            if !options.dry_run {
+                let removed = if path.is_dir() {
+                    fs::remove_dir_all(&path)
+                } else {
+                    fs::remove_file(&path)
+                };
+                removed.map_err(|e| Error::io(format!("remove {}", path.display()), e))?;
+            }
+        }
+    }
+    drop(lock);
     report.removed.sort();
     Ok(report)
+}
+
+/// Bytes of the files below `path` (or of the file).
+fn dir_size(path: &Path) -> u64 {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return meta.len();
+    }
+    fs::read_dir(path)
+        .map(|entries| entries.flatten().map(|e| dir_size(&e.path())).sum())
+        .unwrap_or(0)
 }
 
 /// Marks a manifest and everything it references.

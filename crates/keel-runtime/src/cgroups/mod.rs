@@ -540,6 +540,13 @@ pub(crate) fn parse_mountinfo(text: &str) -> Vec<CgroupMount> {
     mounts
 }
 
+/// How this host mounts its cgroups (`keel info`).
+pub fn host_mode() -> Result<Mode> {
+    let mountinfo = std::fs::read_to_string(MOUNTINFO)
+        .map_err(|e| Error::msg(format!("read {MOUNTINFO}: {e}")))?;
+    Ok(choose_layout(&parse_mountinfo(&mountinfo))?.mode)
+}
+
 /// Picks one mount per hierarchy and decides the mode.
 pub(crate) fn choose_layout(mounts: &[CgroupMount]) -> Result<Layout> {
     // The same hierarchy can be mounted several times (bind mounts); keep

@@ -58,6 +58,9 @@ pub struct BuildArgs {
     /// The network of RUN steps: default, none or host
     #[arg(long)]
     pub network: Option<String>,
+    /// Add a custom host-to-IP mapping to RUN steps (host:ip)
+    #[arg(long = "add-host")]
+    pub add_host: Vec<String>,
     /// The platform to build for (only this machine's)
     #[arg(long)]
     pub platform: Option<String>,
@@ -154,6 +157,11 @@ pub fn build(ctx: &Context, args: &BuildArgs) -> Result<i32> {
             );
         }
     }
+    let extra_hosts = args
+        .add_host
+        .iter()
+        .map(|h| keel_engine::spec::parse_add_host(h))
+        .collect::<keel_engine::Result<Vec<_>>>()?;
     let tags: Vec<Reference> = args
         .tags
         .iter()
@@ -324,6 +332,7 @@ pub fn build(ctx: &Context, args: &BuildArgs) -> Result<i32> {
                 Box::new(EngineWorker {
                     root: ctx.root.clone(),
                     engine,
+                    extra_hosts: extra_hosts.clone(),
                 }),
             ))
         };
@@ -433,6 +442,8 @@ fn private_mount_namespace() -> Result<()> {
 struct EngineWorker {
     root: PathBuf,
     engine: keel_engine::engine::Engine,
+    /// `--add-host`: in each RUN's /etc/hosts.
+    extra_hosts: Vec<(String, String)>,
 }
 
 impl Worker for EngineWorker {
@@ -515,6 +526,7 @@ impl Worker for EngineWorker {
             entrypoint: Some(Vec::new()),
             network,
             mounts,
+            extra_hosts: self.extra_hosts.clone(),
             labels: BTreeMap::from([(OWNER_LABEL.to_string(), owner())]),
             ..ContainerSpec::default()
         };

@@ -49,6 +49,12 @@ pub struct LoadArgs {
 
 #[derive(Args, Debug)]
 pub struct ImportArgs {
+    /// Apply Dockerfile instruction to the created image (CMD, ENV, ...)
+    #[arg(short, long = "change")]
+    pub change: Vec<String>,
+    /// Set commit message for imported image
+    #[arg(short, long)]
+    pub message: Option<String>,
     /// A root filesystem tarball (plain, gzip or zstd), or - for stdin
     pub file: String,
     /// The name to give the image
@@ -383,23 +389,37 @@ pub fn load(store: &mut ImageStore, args: &LoadArgs) -> Result<()> {
 }
 
 pub fn import(store: &mut ImageStore, args: &ImportArgs) -> Result<()> {
-    let reference = match &args.reference {
-        Some(name) => Reference::parse(name)?,
-        None => bail!("keel import needs a name for the image: keel import FILE NAME[:TAG]"),
+    let reference = args
+        .reference
+        .as_deref()
+        .map(Reference::parse)
+        .transpose()?;
+    // The changes are checked before anything is read.
+    let mut container_config = keel_image::manifest::ContainerConfig::default();
+    keel_engine::files::apply_changes(&mut container_config, &args.change)?;
+    let message = args.message.clone();
+    let change = |config: &mut keel_image::manifest::ImageConfig| {
+        if !args.change.is_empty() {
+            config.config = Some(container_config);
+        }
+        if let (Some(message), Some(entry)) = (message, config.history.last_mut()) {
+            entry.comment = Some(message);
+        }
     };
     let record = if args.file == "-" {
-        store.import(std::io::stdin().lock(), &reference)?
+        store.import_with(std::io::stdin().lock(), reference.as_ref(), change)?
     } else {
         let file =
             std::fs::File::open(&args.file).with_context(|| format!("open {}", args.file))?;
-        store.import(file, &reference)?
+        store.import_with(file, reference.as_ref(), change)?
     };
+    let name = reference.as_ref().map(Reference::full).unwrap_or_default();
     keel_engine::events::record(
         store.root(),
         "image",
         "import",
         &record.id.to_string(),
-        &[("name", &reference.full())],
+        &[("name", &name)],
     );
     println!("{}", record.id);
     Ok(())

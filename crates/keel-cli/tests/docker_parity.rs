@@ -398,3 +398,85 @@ fn go_templates_as_scripts_written_for_docker_use_them() {
     let row: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
     assert_eq!(row["Repository"], "busybox");
 }
+
+#[test]
+fn import_changes_gzipped_loads_and_build_hosts() {
+    let keel = Keel::new();
+    let tarball = keel.temp.path().join("busybox-rootfs.tar");
+    // import -c/-m: the config and the history comment docker import sets.
+    keel.ok(&[
+        "import",
+        "-c",
+        "CMD [\"sh\", \"-c\", \"echo from-cmd $GREETING\"]",
+        "-c",
+        "ENV GREETING=hello",
+        "-m",
+        "imported by a test",
+        tarball.to_str().unwrap(),
+        "keel-test/imported",
+    ]);
+    assert_eq!(
+        keel.ok(&["run", "--rm", "keel-test/imported"]),
+        "from-cmd hello\n"
+    );
+    assert_eq!(
+        keel.ok(&["history", "--format", "{{.Comment}}", "keel-test/imported"]),
+        "imported by a test\n"
+    );
+    let out = keel.run(&[
+        "import",
+        "-c",
+        "RUN rm -rf /",
+        tarball.to_str().unwrap(),
+        "x",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("RUN is not a valid change command"),
+        "{}",
+        stderr(&out)
+    );
+    // Untagged, as docker import without a name.
+    let id = keel.ok(&["import", tarball.to_str().unwrap()]);
+    assert!(id.starts_with("sha256:"), "{id}");
+
+    // load of a compressed archive (docker save | gzip), from a file and stdin.
+    let saved = keel.temp.path().join("saved.tar");
+    keel.ok(&["save", "-o", saved.to_str().unwrap(), "keel-test/imported"]);
+    keel.ok(&["rmi", "keel-test/imported"]);
+    let gzipped = std::process::Command::new("gzip")
+        .arg("-k")
+        .arg(&saved)
+        .status()
+        .unwrap();
+    assert!(gzipped.success());
+    let archive = format!("{}.gz", saved.display());
+    let loaded = keel.ok(&["load", "-i", &archive]);
+    assert_eq!(loaded, "Loaded image: keel-test/imported:latest\n");
+    keel.ok(&["rmi", "keel-test/imported"]);
+    let out = keel
+        .command(&["load"])
+        .stdin(std::fs::File::open(&archive).unwrap())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // build --add-host: RUN steps see the name.
+    let context = keel.temp.subdir("context");
+    std::fs::write(
+        context.join("Dockerfile"),
+        "FROM busybox\nRUN grep db.example /etc/hosts > /found\n",
+    )
+    .unwrap();
+    keel.ok(&[
+        "build",
+        "-q",
+        "--add-host",
+        "db.example:10.1.2.3",
+        "-t",
+        "keel-test/hosts",
+        context.to_str().unwrap(),
+    ]);
+    let found = keel.ok(&["run", "--rm", "keel-test/hosts", "cat", "/found"]);
+    assert!(found.starts_with("10.1.2.3"), "{found}");
+}

@@ -219,25 +219,12 @@ pub struct UnpackOptions {
 /// On error `dest` may hold a partial tree: the caller removes it. Nothing
 /// is ever written outside `dest`.
 pub fn unpack(reader: impl Read, dest: &Path, options: &UnpackOptions) -> Result<Unpacked> {
-    let mut reader = reader;
-    let mut prefix = [0u8; 4];
-    let prefix_len =
-        read_prefix(&mut reader, &mut prefix).map_err(|e| Error::io("reading the layer", e))?;
     let compressed = Rc::new(Cell::new(0));
     let source = Counted {
-        inner: io::Cursor::new(prefix[..prefix_len].to_vec()).chain(reader),
+        inner: reader,
         count: Rc::clone(&compressed),
     };
-    let decoded: Box<dyn Read + '_> = match detect(&prefix[..prefix_len]) {
-        Compression::None => Box::new(source),
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(
-            BufReader::with_capacity(BUFFER_SIZE, source),
-        )),
-        Compression::Zstd => Box::new(
-            zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(BUFFER_SIZE, source))
-                .map_err(|e| Error::io("starting the zstd decoder", e))?,
-        ),
-    };
+    let decoded = decompressed(source)?;
     let decoded = Bounded {
         inner: decoded,
         compressed,
@@ -278,6 +265,26 @@ pub fn unpack(reader: impl Read, dest: &Path, options: &UnpackOptions) -> Result
     Ok(Unpacked {
         diff_id,
         size: unpacker.size,
+    })
+}
+
+/// `reader`'s data, decompressed if its first bytes say gzip or zstd
+/// ([`detect`]), as it is otherwise.
+pub fn decompressed<'a>(reader: impl Read + 'a) -> Result<Box<dyn Read + 'a>> {
+    let mut reader = reader;
+    let mut prefix = [0u8; 4];
+    let prefix_len =
+        read_prefix(&mut reader, &mut prefix).map_err(|e| Error::io("reading the stream", e))?;
+    let source = io::Cursor::new(prefix[..prefix_len].to_vec()).chain(reader);
+    Ok(match detect(&prefix[..prefix_len]) {
+        Compression::None => Box::new(source),
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(
+            BufReader::with_capacity(BUFFER_SIZE, source),
+        )),
+        Compression::Zstd => Box::new(
+            zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(BUFFER_SIZE, source))
+                .map_err(|e| Error::io("starting the zstd decoder", e))?,
+        ),
     })
 }
 

@@ -113,14 +113,15 @@ impl ImageStore {
         } else {
             let file = fs::File::open(path)
                 .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
-            Archive::from_tar(file, &self.content)?
+            // `docker save | gzip` archives load as they are.
+            Archive::from_tar(crate::layer::decompressed(file)?, &self.content)?
         };
         self.load_archive(&archive)
     }
 
     /// `keel load` from a stream (stdin).
     pub fn load_stream(&mut self, reader: impl Read) -> Result<Vec<(ImageRecord, Vec<String>)>> {
-        let archive = Archive::from_tar(reader, &self.content)?;
+        let archive = Archive::from_tar(crate::layer::decompressed(reader)?, &self.content)?;
         self.load_archive(&archive)
     }
 
@@ -259,6 +260,18 @@ impl ImageStore {
     /// `keel import`: a root filesystem tarball (plain, gzip or zstd) as a
     /// one-layer image, tagged `reference`.
     pub fn import(&mut self, tarball: impl Read, reference: &Reference) -> Result<ImageRecord> {
+        self.import_with(tarball, Some(reference), |_| {})
+    }
+
+    /// [`ImageStore::import`], untagged if `reference` is None, with
+    /// `change` applied to the new config (`import -c`, `-m`) before it
+    /// is stored.
+    pub fn import_with(
+        &mut self,
+        tarball: impl Read,
+        reference: Option<&Reference>,
+        change: impl FnOnce(&mut ImageConfig),
+    ) -> Result<ImageRecord> {
         let (layer_digest, layer_size) = self.content.ingest_any(tarball)?;
         let mut prefix = [0u8; 4];
         let n = self
@@ -290,15 +303,18 @@ impl ImageStore {
             }],
             ..ImageConfig::default()
         };
+        let mut config = config;
+        change(&mut config);
         let layer_media_type = match compression {
             crate::layer::Compression::Gzip => manifest::MEDIA_TYPE_OCI_LAYER_GZIP,
             crate::layer::Compression::Zstd => manifest::MEDIA_TYPE_OCI_LAYER_ZSTD,
             crate::layer::Compression::None => manifest::MEDIA_TYPE_OCI_LAYER,
         };
+        let references: Vec<Reference> = reference.into_iter().cloned().collect();
         self.put_image(
             &config,
             &[descriptor(layer_media_type, layer_digest, layer_size)],
-            std::slice::from_ref(reference),
+            &references,
         )
     }
 

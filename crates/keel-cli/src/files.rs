@@ -155,7 +155,7 @@ pub fn cp(ctx: &Context, args: &CpArgs) -> Result<i32> {
             };
             // The stream comes from the container: unpacked with tar's
             // guards (no `..`, no absolute names, nothing through links).
-            engine.copy_out(
+            let copied = engine.copy_out(
                 container,
                 &src,
                 Some(top),
@@ -163,7 +163,11 @@ pub fn cp(ctx: &Context, args: &CpArgs) -> Result<i32> {
                 Sink::Directory(&into),
             )?;
             if !args.quiet {
-                eprintln!("Successfully copied to {}", args.destination);
+                eprintln!(
+                    "Successfully copied {} to {}",
+                    crate::images::human_size(copied),
+                    args.destination
+                );
             }
             Ok(0)
         }
@@ -206,9 +210,12 @@ pub fn cp(ctx: &Context, args: &CpArgs) -> Result<i32> {
                     (parent_of(&dest), Some(base_name(&dest)))
                 }
             };
-            engine.copy_in(container, &into, Source::Path(source, top))?;
+            let copied = engine.copy_in(container, &into, Source::Path(source, top))?;
             if !args.quiet {
-                eprintln!("Successfully copied to {}:{dest}", container);
+                eprintln!(
+                    "Successfully copied {} to {container}:{dest}",
+                    crate::images::human_size(copied)
+                );
             }
             Ok(0)
         }

@@ -72,6 +72,41 @@ pub fn push(root: &Path, args: &PushArgs) -> Result<()> {
         })
         .map(|t| t.repository().to_string())
         .collect();
+    // Other images' names in other repositories of the registry: a layer
+    // this image shares with one of them (a common base) is mounted from
+    // there, as docker remembers where it pushed or pulled each layer.
+    let mut blob_sources: std::collections::HashMap<keel_image::digest::Digest, Vec<String>> =
+        Default::default();
+    let wanted: std::collections::HashSet<keel_image::digest::Digest> = store
+        .layers(&record)
+        .map(|layers| layers.into_iter().map(|l| l.digest).collect())
+        .unwrap_or_default();
+    for (other, tags) in store.metadata.images()? {
+        if other.id == record.id {
+            continue;
+        }
+        let repositories: Vec<String> = tags
+            .iter()
+            .filter_map(|t| Reference::parse(t).ok())
+            .filter(|t| {
+                t.registry() == reference.registry() && t.repository() != reference.repository()
+            })
+            .map(|t| t.repository().to_string())
+            .collect();
+        if repositories.is_empty() {
+            continue;
+        }
+        for layer in store.layers(&other).unwrap_or_default() {
+            if wanted.contains(&layer.digest) {
+                let sources = blob_sources.entry(layer.digest).or_default();
+                for repository in &repositories {
+                    if !sources.contains(repository) {
+                        sources.push(repository.clone());
+                    }
+                }
+            }
+        }
+    }
     let manifest_size = std::fs::metadata(store.content.path(&record.manifest))
         .map(|m| m.len())
         .with_context(|| format!("manifest {} of the image", record.manifest))?;
@@ -83,6 +118,7 @@ pub fn push(root: &Path, args: &PushArgs) -> Result<()> {
     let options = PushOptions {
         progress: (!args.quiet).then(progress_printer),
         mount_from,
+        blob_sources,
         ..PushOptions::default()
     };
     let digest = crate::netio::block_on(

@@ -480,3 +480,22 @@ fn import_changes_gzipped_loads_and_build_hosts() {
     let found = keel.ok(&["run", "--rm", "keel-test/hosts", "cat", "/found"]);
     assert!(found.starts_with("10.1.2.3"), "{found}");
 }
+
+#[test]
+fn cp_says_how_much_it_copied() {
+    let keel = Keel::new();
+    keel.ok(&["run", "-d", "--name", "box", "busybox", "sleep", "300"]);
+    let host = keel.temp.subdir("host");
+    std::fs::write(host.join("small"), b"ab\n").unwrap();
+    // docker counts the tar stream: a header, a block of data, two end blocks.
+    let out = keel.run(&["cp", host.join("small").to_str().unwrap(), "box:/tmp/"]);
+    assert!(out.status.success());
+    assert_eq!(stderr(&out), "Successfully copied 2.05kB to box:/tmp/\n");
+    let back = host.join("back");
+    let out = keel.run(&["cp", "box:/tmp/small", back.to_str().unwrap()]);
+    assert_eq!(
+        stderr(&out),
+        format!("Successfully copied 2.05kB to {}\n", back.display())
+    );
+    assert_eq!(std::fs::read(&back).unwrap(), b"ab\n");
+}

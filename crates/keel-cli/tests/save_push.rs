@@ -374,6 +374,29 @@ fn push_then_skopeo_reads_it_back_and_save_keeps_gzip_layers() {
         &format!("docker://{other}"),
     ]);
 
+    // An image built on it (a common base, a layer of its own): the base
+    // layer is mounted from where it went before, only the new one is sent.
+    let context = temp.subdir("child");
+    std::fs::write(context.join("note"), b"a layer of its own\n").unwrap();
+    std::fs::write(
+        context.join("Dockerfile"),
+        "FROM keel-test/busybox\nCOPY note /note\n",
+    )
+    .unwrap();
+    let child = format!("{host}/keel/child:1");
+    ok(
+        &root,
+        &["build", "-q", "-t", &child, context.to_str().unwrap()],
+    );
+    let pushed = ok(&root, &["push", &child]);
+    assert!(pushed.contains(": Mounted from keel/"), "{pushed}");
+    assert!(pushed.contains(": Pushed"), "{pushed}");
+    skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{child}"),
+    ]);
+
     // -q prints the name only; an image keel does not have is an error.
     assert_eq!(ok(&root, &["push", "-q", &name]), format!("{name}\n"));
     let out = keel(&root, &["push", &format!("{host}/keel/absent:1")]);

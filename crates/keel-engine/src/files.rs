@@ -161,7 +161,7 @@ impl Engine {
         top_name: Option<String>,
         follow: bool,
         sink: Sink<'_>,
-    ) -> Result<()> {
+    ) -> Result<u64> {
         let container = self.find(name)?;
         let run = self.run_config(&container.id)?;
         let (read, write) = pipe()?;
@@ -197,22 +197,29 @@ impl Engine {
             )
             .map_err(|e| e.to_string())
         })?;
-        let mut reader = std::fs::File::from(read);
+        let mut reader = Counting::new(std::fs::File::from(read));
         let done = match sink {
             Sink::Writer(out) => std::io::copy(&mut reader, out)
                 .map(|_| ())
                 .map_err(|e| Error::io("read from the container", e)),
-            Sink::Directory(into) => unpack_on_host(&mut reader, into),
+            Sink::Directory(into) => unpack_on_host(&mut reader, into).map(|()| {
+                // The rest of the stream (tar's second end block): the child
+                // writes it, and docker's count includes it.
+                let _ = std::io::copy(&mut reader, &mut std::io::sink());
+            }),
         };
+        let copied = reader.count;
         drop(reader);
         let waited = child.wait();
         waited?;
-        done
+        done.map(|()| copied)
     }
 
     /// `cp ... CONTAINER:DEST`: `source` unpacked into the directory
     /// `dest_dir` of the container.
-    pub fn copy_in(&mut self, name: &str, dest_dir: &str, source: Source<'_>) -> Result<()> {
+    /// The bytes of the tar stream sent (what docker's "Successfully
+    /// copied" counts).
+    pub fn copy_in(&mut self, name: &str, dest_dir: &str, source: Source<'_>) -> Result<u64> {
         let container = self.find(name)?;
         let run = self.run_config(&container.id)?;
         let (read, write) = pipe()?;
@@ -232,17 +239,14 @@ impl Engine {
                 .unpack(&dest)
                 .map_err(|e| format!("extract into {dest}: {e}"))
         })?;
-        let writer = std::fs::File::from(write);
+        let mut writer = Counting::new(std::fs::File::from(write));
         let done = match source {
-            Source::Reader(input) => {
-                let mut writer = writer;
-                std::io::copy(input, &mut writer)
-                    .map(|_| ())
-                    .map_err(|e| Error::io("send to the container", e))
-            }
+            Source::Reader(input) => std::io::copy(input, &mut writer)
+                .map(|_| ())
+                .map_err(|e| Error::io("send to the container", e)),
             Source::Path(path, top_name) => keel_image::pack::pack(
                 path,
-                std::io::BufWriter::with_capacity(256 * 1024, writer),
+                std::io::BufWriter::with_capacity(256 * 1024, &mut writer),
                 &keel_image::pack::PackOptions {
                     top_name,
                     ..Default::default()
@@ -250,9 +254,11 @@ impl Engine {
             )
             .map_err(Error::from),
         };
+        let copied = writer.count;
+        drop(writer);
         let waited = child.wait();
         waited?;
-        done
+        done.map(|()| copied)
     }
 
     /// Runs `f` in a child whose `/` is the container's filesystem as its
@@ -570,6 +576,38 @@ fn split_words(text: &str) -> Vec<String> {
         words.push(current);
     }
     words
+}
+
+/// A reader or writer that counts the bytes through it.
+struct Counting<T> {
+    inner: T,
+    count: u64,
+}
+
+impl<T> Counting<T> {
+    fn new(inner: T) -> Counting<T> {
+        Counting { inner, count: 0 }
+    }
+}
+
+impl<T: Read> Read for Counting<T> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+impl<T: Write> Write for Counting<T> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// The mount points every container gets. When the image lacks one, the

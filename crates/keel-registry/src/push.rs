@@ -65,6 +65,9 @@ pub struct PushOptions {
     /// (the image's other names there): tried as cross-repository mounts
     /// before uploading.
     pub mount_from: Vec<String>,
+    /// Per blob, more repositories of the same registry that should hold
+    /// it (other images with that layer, tagged there): tried first.
+    pub blob_sources: std::collections::HashMap<Digest, Vec<String>>,
 }
 
 impl Default for PushOptions {
@@ -73,6 +76,7 @@ impl Default for PushOptions {
             concurrency: DEFAULT_PUSH_CONCURRENCY,
             progress: None,
             mount_from: Vec::new(),
+            blob_sources: Default::default(),
         }
     }
 }
@@ -220,7 +224,16 @@ async fn push_blob(
         );
         return Ok(());
     }
-    for from in options.mount_from.iter().filter(|r| *r != repository) {
+    let mut sources: Vec<&String> = options
+        .blob_sources
+        .get(digest)
+        .into_iter()
+        .flatten()
+        .chain(&options.mount_from)
+        .filter(|r| *r != repository)
+        .collect();
+    sources.dedup();
+    for from in sources {
         match client.mount_blob(registry, repository, digest, from).await {
             Ok(true) => {
                 emit(

@@ -1042,7 +1042,7 @@ fn short_image(container: &Container) -> String {
 fn ps_row(
     container: &Container,
     no_trunc: bool,
-    size: Option<u64>,
+    size: Option<(u64, u64)>,
     ports: String,
 ) -> serde_json::Value {
     let labels = container
@@ -1074,7 +1074,11 @@ fn ps_row(
             NetworkMode::Bridge => container.spec.networks.iter().map(|n| n.name.clone()).collect::<Vec<_>>().join(","),
             other => other.name(&[]),
         },
-        "Size": size.map(|s| format!("{} (virtual)", crate::images::human_size(s))).unwrap_or_default(),
+        "Size": size.map(|(own, image)| format!(
+            "{} (virtual {})",
+            crate::images::human_size(own),
+            crate::images::human_size(own + image)
+        )).unwrap_or_default(),
     })
 }
 
@@ -1169,10 +1173,26 @@ pub fn ps(ctx: &Context, args: &PsArgs) -> Result<i32> {
         }
         return Ok(0);
     }
+    // -s: the writable layer, and with the image's size (docker's virtual).
+    let image_sizes: BTreeMap<String, u64> = if args.size {
+        crate::images::open(&ctx.root)?
+            .metadata
+            .images()?
+            .into_iter()
+            .map(|(record, _)| (record.id.to_string(), record.size))
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
     let rows: Vec<serde_json::Value> = kept
         .iter()
         .map(|c| {
-            let size = args.size.then(|| dir_size(&engine.layout.diff(&c.id)));
+            let size = args.size.then(|| {
+                (
+                    dir_size(&engine.layout.diff(&c.id)),
+                    image_sizes.get(&c.image_id).copied().unwrap_or(0),
+                )
+            });
             let endpoints =
                 keel_engine::network::endpoints_of(&mut engine.db, c).unwrap_or_default();
             ps_row(
@@ -1619,7 +1639,7 @@ pub fn inspect(ctx: &Context, args: &InspectArgs) -> Result<i32> {
 #[derive(Args, Debug)]
 pub struct TopArgs {
     pub container: String,
-    /// ps options (e.g. aux); keel shows UID, PID, PPID, C, STIME, TTY, TIME, CMD
+    /// ps options (default -ef; e.g. aux, -o pid,user,args), as the host's ps takes them
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub ps_options: Vec<String>,
 }
@@ -1630,59 +1650,61 @@ pub fn top(ctx: &Context, args: &TopArgs) -> Result<i32> {
         Ok(pids) => pids,
         Err(e) => return fail_command(e),
     };
-    let mut table = vec![
-        ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
-            .map(String::from)
-            .to_vec(),
-    ];
-    for pid in pids {
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some(close) = stat.rfind(')') else {
-            continue;
-        };
-        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
-        let ppid = fields.get(1).copied().unwrap_or("0");
-        let ticks = 100u64;
-        let utime: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0);
-        let stime: u64 = fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-        let cpu_seconds = (utime + stime) / ticks;
-        let uid = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("Uid:"))
-                    .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
-            })
-            .unwrap_or_default();
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
-            .map(|raw| {
-                raw.split(|&b| b == 0)
-                    .filter(|p| !p.is_empty())
-                    .map(|p| String::from_utf8_lossy(p).into_owned())
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-            .unwrap_or_default();
-        table.push(vec![
-            if uid == "0" { "root".into() } else { uid },
-            pid.to_string(),
-            ppid.to_string(),
-            "0".into(),
-            "-".into(),
-            "?".into(),
-            format!(
-                "{:02}:{:02}:{:02}",
-                cpu_seconds / 3600,
-                cpu_seconds / 60 % 60,
-                cpu_seconds % 60
-            ),
-            cmdline,
-        ]);
+    // As docker: the host's `ps` with the options given (-ef by default),
+    // keeping the rows of the container's processes.
+    let options: Vec<String> = if args.ps_options.is_empty() {
+        vec!["-ef".into()]
+    } else {
+        args.ps_options
+            .iter()
+            .flat_map(|o| o.split_whitespace().map(str::to_string))
+            .collect()
+    };
+    let output = std::process::Command::new("ps")
+        .args(&options)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("run ps (keel top uses the host's ps: apt install procps)")?;
+    if !output.status.success() {
+        bail!(
+            "ps {}: {}",
+            options.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
     }
-    print!("{}", crate::images::render_table(&table));
+    let text = String::from_utf8_lossy(&output.stdout);
+    print!("{}", top_table(&text, &pids)?);
     Ok(0)
+}
+
+/// The rows of `ps` output whose PID is one of `pids`, cut into the
+/// header's columns (the last one takes the rest of the line), aligned.
+fn top_table(text: &str, pids: &[i32]) -> Result<String> {
+    let mut lines = text.lines();
+    let titles: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let Some(pid_column) = titles.iter().position(|t| *t == "PID") else {
+        bail!("Couldn't find PID field in ps output");
+    };
+    let mut table = vec![titles.iter().map(|t| t.to_string()).collect::<Vec<_>>()];
+    for line in lines {
+        let mut cells: Vec<String> = Vec::new();
+        let mut rest = line.trim_start();
+        while cells.len() + 1 < titles.len() && !rest.is_empty() {
+            let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+            cells.push(rest[..end].to_string());
+            rest = rest[end..].trim_start();
+        }
+        cells.push(rest.to_string());
+        let pid = cells.get(pid_column).and_then(|p| p.parse::<i32>().ok());
+        if pid.is_some_and(|pid| pids.contains(&pid)) {
+            table.push(cells);
+        }
+    }
+    Ok(crate::images::render_table(&table))
 }
 
 #[derive(Args, Debug)]

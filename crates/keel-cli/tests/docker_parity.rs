@@ -499,3 +499,55 @@ fn cp_says_how_much_it_copied() {
     );
     assert_eq!(std::fs::read(&back).unwrap(), b"ab\n");
 }
+
+#[test]
+fn top_runs_the_host_ps_with_the_options_given() {
+    let keel = Keel::new();
+    keel.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "box",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 301 & exec sleep 302",
+    ]);
+    keel.eventually("both sleeps run", || {
+        keel.ok(&["top", "box"]).matches("sleep 30").count() == 2
+    });
+    // ps -ef's columns: a user name, a start time, the command line.
+    let top = keel.ok(&["top", "box"]);
+    let mut lines = top.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
+    );
+    for line in lines {
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(cells[0], "root", "{top}");
+        assert!(cells[4].contains(':'), "STIME is a time: {top}");
+        assert!(
+            line.ends_with("sleep 301") || line.ends_with("sleep 302"),
+            "{top}"
+        );
+    }
+    // The ps options are ps's: -o picks the columns, aux is BSD's.
+    let picked = keel.ok(&["top", "box", "-o", "pid,user,args"]);
+    let mut lines = picked.lines();
+    assert_eq!(
+        lines.next().unwrap().split_whitespace().collect::<Vec<_>>(),
+        ["PID", "USER", "COMMAND"]
+    );
+    assert_eq!(lines.count(), 2, "{picked}");
+    assert!(keel.ok(&["top", "box", "aux"]).starts_with("USER"));
+    // Without a PID column nothing can be matched: docker's error.
+    let out = keel.run(&["top", "box", "-o", "user"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("Couldn't find PID field in ps output"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -135,6 +135,7 @@ impl Channel {
     pub fn recv_with_fd(&self) -> Result<Option<(Message, Option<OwnedFd>)>> {
         let mut buf = vec![0u8; 64 * 1024];
         let mut cmsg_space = nix::cmsg_space!(RawFd);
+        let mut reset_seen = false;
         loop {
             let mut iov = [IoSliceMut::new(&mut buf)];
             let result = recvmsg::<()>(
@@ -145,6 +146,14 @@ impl Channel {
             );
             match result {
                 Err(nix::errno::Errno::EINTR) => continue,
+                // A child that exits with messages of ours unread resets the
+                // pair, and the kernel reports that before what the child
+                // sent last (its `Failed`): the error is consumed by the
+                // first recv, so read once more to get the message.
+                Err(nix::errno::Errno::ECONNRESET) if !reset_seen => {
+                    reset_seen = true;
+                    continue;
+                }
                 Err(e) => return Err(Error::sys("sync: receive", e)),
                 Ok(msg) => {
                     let mut fd = None;
@@ -217,5 +226,22 @@ mod tests {
         }
         drop(a);
         assert_eq!(b.recv().unwrap(), None);
+    }
+
+    #[test]
+    fn a_peer_that_exits_with_unread_messages_still_delivers_its_last() {
+        let (parent, child) = Channel::pair().unwrap();
+        // The parent sends what the child never reads, the child fails
+        // and goes: its message must still arrive.
+        parent.send(&Message::Joined).unwrap();
+        child
+            .send(&Message::Failed("mount /x: denied".into()))
+            .unwrap();
+        drop(child);
+        assert_eq!(
+            parent.recv().unwrap(),
+            Some(Message::Failed("mount /x: denied".into()))
+        );
+        assert_eq!(parent.recv().unwrap(), None);
     }
 }

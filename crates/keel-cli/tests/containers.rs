@@ -1105,7 +1105,10 @@ fn logs_follow_tail_timestamps_and_rotation() {
     keel.ok(&[
         "run", "-d", "--name", "talker", "--log-opt", "max-size=2k", "--log-opt", "max-file=2",
         "busybox", "sh", "-c",
-        "i=0; while [ $i -lt 100 ]; do echo line $i; echo err $i >&2; i=$((i+1)); done; sleep 1; echo last",
+        // A pause between pairs: each line reaches the log in the order it was
+        // written (read in one gulp, a pipe's lines would not), so the last
+        // files hold both streams' last lines.
+        "i=0; while [ $i -lt 100 ]; do echo line $i; echo err $i >&2; usleep 2000; i=$((i+1)); done; sleep 1; echo last",
     ]);
     // -f follows until the container exits, across rotations.
     let out = keel.run(&["logs", "-f", "talker"]);

@@ -155,8 +155,8 @@ fn detached_lifecycle_with_ps_logs_exec_stop_start_rm() {
     assert!(c["State"]["Pid"].as_i64().unwrap() > 0);
     assert_eq!(c["Config"]["Labels"]["tier"], "front");
     assert_eq!(c["Path"], "sh");
-    let cgroup = keel.cgroup_dir("pids", &id);
-    assert!(cgroup.exists(), "{} exists while it runs", cgroup.display());
+    let (procs, _) = keel.cgroup_file(&id, "pids", "cgroup.procs", "cgroup.procs");
+    assert!(procs.exists(), "{} exists while it runs", procs.display());
 
     // stop: the trap runs, the code is the program's.
     keel.ok(&["stop", "web"]);
@@ -171,7 +171,7 @@ fn detached_lifecycle_with_ps_logs_exec_stop_start_rm() {
         "a stopped container holds no mount: {:?}",
         keel.mounts()
     );
-    assert!(!cgroup.exists(), "the cgroup goes with the process");
+    assert!(!procs.exists(), "the cgroup goes with the process");
 
     // start again: the same container, its log grows.
     keel.ok(&["start", "web"]);
@@ -455,9 +455,33 @@ fn what_the_process_sees_user_env_caps_limits() {
         "busybox",
         "sh",
         "-c",
-        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/cpu/cpu.cfs_quota_us",
+        // What the container sees at /sys/fs/cgroup follows the host's
+        // layout: a directory per v1 controller, or cgroup2's files.
+        &format!(
+            "cat {} {} {}",
+            if keel.v1("memory") {
+                "/sys/fs/cgroup/memory/memory.limit_in_bytes"
+            } else {
+                "/sys/fs/cgroup/memory.max"
+            },
+            if keel.v1("pids") {
+                "/sys/fs/cgroup/pids/pids.max"
+            } else {
+                "/sys/fs/cgroup/pids.max"
+            },
+            if keel.v1("cpu") {
+                "/sys/fs/cgroup/cpu/cpu.cfs_quota_us"
+            } else {
+                "/sys/fs/cgroup/cpu.max"
+            },
+        ),
     ]);
-    assert_eq!(limits, "67108864\n50\n50000\n");
+    let cpu = if keel.v1("cpu") {
+        "50000"
+    } else {
+        "50000 100000"
+    };
+    assert_eq!(limits, format!("67108864\n50\n{cpu}\n"));
     assert_eq!(
         run(&[
             "--ulimit",
@@ -568,7 +592,8 @@ fn a_killed_monitor_leaves_the_truth() {
     );
     keel.ok(&["rm", "orphan"]);
     assert!(keel.mounts().is_empty(), "{:?}", keel.mounts());
-    assert!(!keel.cgroup_dir("pids", &id).exists());
+    let (procs, _) = keel.cgroup_file(&id, "pids", "cgroup.procs", "cgroup.procs");
+    assert!(!procs.exists(), "{} is gone", procs.display());
 }
 
 #[test]
@@ -864,23 +889,22 @@ fn stats_update_and_port() {
         "busy",
     ]);
     let id = keel.inspect("busy", "{{.Id}}");
-    let read = |controller: &str, file: &str| {
-        std::fs::read_to_string(keel.cgroup_dir(controller, &id).join(file))
-            .unwrap()
+    let read = |controller: &str, v1: &str, v2: &str| {
+        let (path, _) = keel.cgroup_file(&id, controller, v1, v2);
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
             .trim()
             .to_string()
     };
-    assert_eq!(read("memory", "memory.limit_in_bytes"), "134217728");
-    assert_eq!(read("pids", "pids.max"), "20");
-    assert_eq!(read("cpu", "cpu.cfs_quota_us"), "50000");
+    let memory = || read("memory", "memory.limit_in_bytes", "memory.max");
+    assert_eq!(memory(), "134217728");
+    assert_eq!(read("pids", "pids.max", "pids.max"), "20");
+    let cpu = read("cpu", "cpu.cfs_quota_us", "cpu.max");
+    assert!(cpu == "50000" || cpu == "50000 100000", "{cpu}");
     assert_eq!(keel.inspect("busy", "{{.HostConfig.Memory}}"), "134217728");
     let out = keel.run(&["update", "--memory", "1m", "busy"]);
     assert_ne!(out.status.code(), Some(0));
-    assert_eq!(
-        read("memory", "memory.limit_in_bytes"),
-        "134217728",
-        "a refused update changes nothing"
-    );
+    assert_eq!(memory(), "134217728", "a refused update changes nothing");
     // port: nothing published.
     assert_eq!(keel.ok(&["port", "busy"]), "");
     let out = keel.run(&["port", "busy", "80"]);

@@ -141,28 +141,32 @@ fn text_log_format_writes_runc_style_key_values() {
     );
 }
 
-/// The block device holding the rootfs, as "major:minor".
-fn root_device() -> (u64, u64) {
+/// A block device of this machine, as (major, minor): the one holding "/"
+/// if "/" is on one, else the first the kernel lists (an overlay or 9p root,
+/// as in the cgroup lanes, is on no block device).
+fn block_device() -> (u64, u64) {
     use std::os::unix::fs::MetadataExt;
     let dev = std::fs::metadata("/").unwrap().dev();
-    (libc::major(dev) as u64, libc::minor(dev) as u64)
-}
-
-fn blkio_dir() -> Option<std::path::PathBuf> {
-    let path = std::path::Path::new("/sys/fs/cgroup/blkio");
-    path.join("blkio.throttle.read_bps_device")
-        .exists()
-        .then(|| path.to_path_buf())
+    let (major, minor) = (libc::major(dev) as u64, libc::minor(dev) as u64);
+    if std::path::Path::new(&format!("/sys/dev/block/{major}:{minor}")).exists() {
+        return (major, minor);
+    }
+    let mut disks: Vec<_> = std::fs::read_dir("/sys/block")
+        .expect("list /sys/block")
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with("loop"))
+        .collect();
+    disks.sort_by_key(|e| e.file_name());
+    let disk = disks.first().expect("this machine has a block device");
+    let text = std::fs::read_to_string(disk.path().join("dev")).unwrap();
+    let (major, minor) = text.trim().split_once(':').unwrap();
+    (major.parse().unwrap(), minor.parse().unwrap())
 }
 
 #[test]
 fn block_io_throttles_and_weight_reach_the_cgroup() {
-    let Some(blkio) = blkio_dir() else {
-        // A pure cgroup v2 host: io.max is checked by the cgroup unit tests.
-        return assert!(std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists());
-    };
     let s = setup(&["sleep", "1000"]);
-    let (major, minor) = root_device();
+    let (major, minor) = block_device();
     let id = s.bundle.unique().to_string();
     let dir = s.bundle.dir().to_str().unwrap().to_string();
     let _container = s.runtime.guard(id.clone());
@@ -173,8 +177,24 @@ fn block_io_throttles_and_weight_reach_the_cgroup() {
     });
     s.bundle.write_config(&config);
     s.runtime.run_ok(["create", "--bundle", &dir, &id]);
-    let cgroup = blkio.join(s.bundle.cgroups_path().trim_start_matches('/'));
-    let read = std::fs::read_to_string(cgroup.join("blkio.throttle.read_bps_device")).unwrap();
+    let path = s.bundle.cgroups_path();
+    let blkio_v1 =
+        std::path::Path::new("/sys/fs/cgroup/blkio/blkio.throttle.read_bps_device").exists();
+    if !blkio_v1 {
+        // cgroup2: the io controller's io.max holds both limits.
+        let (io_max, _) = keel_testutil::cgroup_file(&path, "io", "", "io.max");
+        let limits = std::fs::read_to_string(&io_max)
+            .unwrap_or_else(|e| panic!("read {}: {e}", io_max.display()));
+        assert_eq!(
+            limits.trim(),
+            format!("{major}:{minor} rbps=1048576 wbps=max riops=max wiops=300")
+        );
+        return;
+    }
+    let (read_file, _) =
+        keel_testutil::cgroup_file(&path, "blkio", "blkio.throttle.read_bps_device", "");
+    let cgroup = read_file.parent().unwrap().to_path_buf();
+    let read = std::fs::read_to_string(&read_file).unwrap();
     assert_eq!(read.trim(), format!("{major}:{minor} 1048576"));
     let write = std::fs::read_to_string(cgroup.join("blkio.throttle.write_iops_device")).unwrap();
     assert_eq!(write.trim(), format!("{major}:{minor} 300"));

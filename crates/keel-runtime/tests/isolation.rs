@@ -12,7 +12,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt, symlink};
 use std::os::unix::net::UnixListener;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -171,28 +171,6 @@ fn arch() -> &'static str {
         "aarch64" => "SCMP_ARCH_AARCH64",
         other => panic!("no seccomp arch name for {other} in this test"),
     }
-}
-
-/// Where a cgroup file of `controller` is for `cgroups_path` on the host:
-/// the v1 hierarchy of that controller if there is one, else cgroup2.
-/// Returns the path and whether it is v1.
-fn host_cgroup_file(cgroups_path: &str, controller: &str, v1: &str, v2: &str) -> (PathBuf, bool) {
-    let mounts = mountinfo::read_self().expect("read mountinfo");
-    let relative = cgroups_path.trim_start_matches('/');
-    let hierarchies = mountinfo::cgroup_hierarchies(&mounts);
-    for m in &hierarchies {
-        if m.fs_type == "cgroup" && m.super_options.split(',').any(|o| o == controller) {
-            return (m.mount_point.join(relative).join(v1), true);
-        }
-    }
-    for m in &hierarchies {
-        let controllers =
-            fs::read_to_string(m.mount_point.join("cgroup.controllers")).unwrap_or_default();
-        if m.fs_type == "cgroup2" && controllers.split_whitespace().any(|c| c == controller) {
-            return (m.mount_point.join(relative).join(v2), false);
-        }
-    }
-    panic!("no cgroup hierarchy with the {controller} controller is mounted")
 }
 
 fn read_trimmed(path: &Path) -> String {
@@ -1305,28 +1283,29 @@ fn cgroup_limits_are_written_to_the_containers_cgroup() {
     let ctx = Ctx::new();
     let pid = ctx.create(&limited_config(&ctx), "true", &[]);
     let path = ctx.bundle.cgroups_path();
-    let (memory, v1) = host_cgroup_file(&path, "memory", "memory.limit_in_bytes", "memory.max");
+    let (memory, v1) =
+        keel_testutil::cgroup_file(&path, "memory", "memory.limit_in_bytes", "memory.max");
     assert_eq!(read_trimmed(&memory), "67108864", "{}", memory.display());
-    let (pids, _) = host_cgroup_file(&path, "pids", "pids.max", "pids.max");
+    let (pids, _) = keel_testutil::cgroup_file(&path, "pids", "pids.max", "pids.max");
     assert_eq!(read_trimmed(&pids), "20");
-    let (procs, _) = host_cgroup_file(&path, "pids", "cgroup.procs", "cgroup.procs");
+    let (procs, _) = keel_testutil::cgroup_file(&path, "pids", "cgroup.procs", "cgroup.procs");
     assert!(
         read_trimmed(&procs).lines().any(|p| p == pid.to_string()),
         "init {pid} not in {}",
         procs.display()
     );
     if v1 {
-        let (shares, _) = host_cgroup_file(&path, "cpu", "cpu.shares", "");
+        let (shares, _) = keel_testutil::cgroup_file(&path, "cpu", "cpu.shares", "");
         assert_eq!(read_trimmed(&shares), "512");
-        let (quota, _) = host_cgroup_file(&path, "cpu", "cpu.cfs_quota_us", "");
+        let (quota, _) = keel_testutil::cgroup_file(&path, "cpu", "cpu.cfs_quota_us", "");
         assert_eq!(read_trimmed(&quota), "50000");
-        let (period, _) = host_cgroup_file(&path, "cpu", "cpu.cfs_period_us", "");
+        let (period, _) = keel_testutil::cgroup_file(&path, "cpu", "cpu.cfs_period_us", "");
         assert_eq!(read_trimmed(&period), "100000");
     } else {
-        let (max, _) = host_cgroup_file(&path, "cpu", "", "cpu.max");
+        let (max, _) = keel_testutil::cgroup_file(&path, "cpu", "", "cpu.max");
         assert_eq!(read_trimmed(&max), "50000 100000");
         // runc's conversion of shares 512 to a weight.
-        let (weight, _) = host_cgroup_file(&path, "cpu", "", "cpu.weight");
+        let (weight, _) = keel_testutil::cgroup_file(&path, "cpu", "", "cpu.weight");
         assert_eq!(read_trimmed(&weight), "20");
     }
 }
@@ -1334,7 +1313,7 @@ fn cgroup_limits_are_written_to_the_containers_cgroup() {
 #[test]
 fn container_sees_its_own_cgroup_under_sys_fs_cgroup() {
     let ctx = Ctx::new();
-    let (_, v1) = host_cgroup_file(&ctx.bundle.cgroups_path(), "memory", "", "");
+    let (_, v1) = keel_testutil::cgroup_file(&ctx.bundle.cgroups_path(), "memory", "", "");
     let script = if v1 {
         "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max"
     } else {

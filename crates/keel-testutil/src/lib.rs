@@ -200,6 +200,29 @@ pub mod mountinfo {
     }
 }
 
+/// Where the cgroup file of `controller` for `cgroups_path` is on this host:
+/// in the v1 hierarchy of that controller if one is mounted (v1 and hybrid
+/// hosts), else in cgroup2 (`v2` names the file there). Returns the path
+/// and whether it is v1, so a test asserts the right file on every layout.
+pub fn cgroup_file(cgroups_path: &str, controller: &str, v1: &str, v2: &str) -> (PathBuf, bool) {
+    let mounts = mountinfo::read_self().expect("read mountinfo");
+    let relative = cgroups_path.trim_start_matches('/');
+    let hierarchies = mountinfo::cgroup_hierarchies(&mounts);
+    for m in &hierarchies {
+        if m.fs_type == "cgroup" && m.super_options.split(',').any(|o| o == controller) {
+            return (m.mount_point.join(relative).join(v1), true);
+        }
+    }
+    for m in &hierarchies {
+        let controllers =
+            fs::read_to_string(m.mount_point.join("cgroup.controllers")).unwrap_or_default();
+        if m.fs_type == "cgroup2" && controllers.split_whitespace().any(|c| c == controller) {
+            return (m.mount_point.join(relative).join(v2), false);
+        }
+    }
+    panic!("no cgroup hierarchy with the {controller} controller is mounted")
+}
+
 /// Unmounts (lazily, `MNT_DETACH`) everything mounted at or below `dir` in this
 /// mount namespace, deepest first. Returns the mount points it could not unmount.
 pub fn unmount_below(dir: &Path) -> Vec<PathBuf> {

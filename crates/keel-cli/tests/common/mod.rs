@@ -7,7 +7,7 @@
 
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -157,12 +157,17 @@ impl Keel {
             .collect()
     }
 
-    /// The container's cgroup directory in a v1 hierarchy.
-    pub fn cgroup_dir(&self, controller: &str, id: &str) -> PathBuf {
-        Path::new("/sys/fs/cgroup")
-            .join(controller)
-            .join(self.cgroup_parent.trim_start_matches('/'))
-            .join(id)
+    /// The container's cgroup file of `controller`: `v1` in that
+    /// controller's v1 hierarchy where there is one, else `v2` in cgroup2.
+    /// Whether it is v1 comes second.
+    pub fn cgroup_file(&self, id: &str, controller: &str, v1: &str, v2: &str) -> (PathBuf, bool) {
+        keel_testutil::cgroup_file(&format!("{}/{id}", self.cgroup_parent), controller, v1, v2)
+    }
+
+    /// Whether this host has `controller` in a v1 hierarchy (containers
+    /// then see `/sys/fs/cgroup/<controller>/...`).
+    pub fn v1(&self, controller: &str) -> bool {
+        keel_testutil::cgroup_file("/", controller, "", "").1
     }
 }
 

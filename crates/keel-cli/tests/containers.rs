@@ -1100,26 +1100,51 @@ fn events_as_they_happen() {
     ]);
     let event: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
     assert_eq!(event["Actor"]["ID"], "evvol");
-    // Streaming: an event that happens while `events` runs shows up.
+    // Streaming: an event that happens while `events` runs shows up. The
+    // first run's event may be read back (--since) or streamed; the second
+    // comes after `events` has printed the first, so it is streamed.
+    let since = jiff::Timestamp::now().to_string();
     let mut child = keel
-        .command(&["events", "--filter", "event=start"])
+        .command(&["events", "--since", &since, "--filter", "event=start"])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    keel.ok(&["run", "--rm", "--name", "streamed", "busybox", "true"]);
-    let mut stdout = child.stdout.take().unwrap();
-    let mut line = Vec::new();
-    let mut byte = [0u8; 1];
-    while std::io::Read::read(&mut stdout, &mut byte).unwrap() == 1 && byte[0] != b'\n' {
-        line.push(byte[0]);
-    }
+    // Lines come through a thread, so a missing event fails with a deadline
+    // instead of a read that never returns.
+    let stdout = child.stdout.take().unwrap();
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            if lines.send(line.unwrap_or_default()).is_err() {
+                break;
+            }
+        }
+    });
+    let next = || {
+        received
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("an event line within 30 s")
+    };
+    keel.ok(&["run", "--rm", "--name", "streamed-first", "busybox", "true"]);
+    let first = next();
+    assert!(
+        first.contains("container start") && first.contains("name=streamed-first"),
+        "{first}"
+    );
+    keel.ok(&[
+        "run",
+        "--rm",
+        "--name",
+        "streamed-second",
+        "busybox",
+        "true",
+    ]);
+    let second = next();
     child.kill().unwrap();
     child.wait().unwrap();
-    let line = String::from_utf8(line).unwrap();
     assert!(
-        line.contains("container start") && line.contains("name=streamed"),
-        "{line}"
+        second.contains("container start") && second.contains("name=streamed-second"),
+        "{second}"
     );
 }
 

@@ -1341,6 +1341,20 @@ fn read_only_refuses_writes_with_405_unsupported() {
     assert!(server.log().contains("read-only"), "{}", server.log());
 }
 
+/// Waits until the server is streaming an upload in `storage` (its file in
+/// `uploads/` exists): the request is then in the server's hands.
+fn wait_for_upload(storage: &std::path::Path) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::fs::read_dir(storage.join("uploads")).map_or(true, |mut e| e.next().is_none()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no upload began in {}",
+            storage.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn too_many_requests_when_the_limit_is_reached() {
     require_root();
@@ -1362,7 +1376,8 @@ fn too_many_requests_when_the_limit_is_reached() {
     )
     .unwrap();
     slow.write_all(b"01234").unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // Once the upload holds the slot, the next request is refused.
+    wait_for_upload(&server.storage);
     let out = server.http("GET", "/v2/", &[], b"");
     assert_eq!((out.status, out.code().as_str()), (429, "TOOMANYREQUESTS"));
     assert_eq!(out.header("Retry-After"), Some("1"));
@@ -1481,14 +1496,17 @@ fn sigterm_lets_an_in_flight_upload_finish() {
     )
     .unwrap();
     slow.write_all(&data[..1000]).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_upload(&server.storage);
     server.signal(libc::SIGTERM);
-    std::thread::sleep(Duration::from_millis(500));
-    // No new connections, the old one goes on.
-    assert!(
-        TcpStream::connect(("127.0.0.1", server.port)).is_err(),
-        "still accepting after SIGTERM"
-    );
+    // No new connections (the listener closes), the old one goes on.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", server.port)).is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still accepting 30 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     for piece in data[1000..].chunks(16 * 1024) {
         slow.write_all(piece).unwrap();
         std::thread::sleep(Duration::from_millis(100));
@@ -1539,7 +1557,7 @@ fn a_crash_mid_upload_leaves_no_blob_and_a_second_server_is_refused() {
     )
     .unwrap();
     slow.write_all(&data[..50_000]).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_upload(&storage);
     server.signal(libc::SIGKILL);
     drop(slow);
     drop(server);

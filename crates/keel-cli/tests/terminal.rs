@@ -108,7 +108,7 @@ fn interactive_terminal_detach_and_attach() {
 
     // attach gets the same shell back; its exit is attach's.
     let (mut child, mut master) = spawn_on_pty(&keel, &["attach", "shell"], 30, 100);
-    std::thread::sleep(Duration::from_millis(300));
+    // What is typed before attach has connected waits in its terminal.
     master.write_all(b"echo back-$((1+1))\n").unwrap();
     read_until(&mut master, "back-2");
     master.write_all(b"exit 5\n").unwrap();

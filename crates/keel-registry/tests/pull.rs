@@ -342,8 +342,22 @@ async fn a_lying_registry_is_caught_and_leaves_nothing() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("digest mismatch"), "{err}");
-    assert!(err.contains(&layer.digest.to_string()), "{err}");
+    // Both digests named: the one asked for, and what the bytes hash to.
+    let expected = format!("expected {}, got sha256:", layer.digest);
+    assert!(
+        err.contains("digest mismatch") && err.contains(&expected),
+        "{err}"
+    );
+    let actual = err
+        .split("got ")
+        .nth(1)
+        .and_then(|rest| {
+            rest.split(|c: char| !c.is_ascii_alphanumeric() && c != ':')
+                .next()
+        })
+        .unwrap_or_default();
+    assert_eq!(actual.len(), "sha256:".len() + 64, "{err}");
+    assert_ne!(actual, layer.digest.to_string(), "{err}");
     assert!(!store.contains(&layer.digest));
     // No manifest either: an image is stored only whole.
     assert!(!store.contains(&manifest.digest));

@@ -1420,8 +1420,9 @@ fn failing_prestart_hook_fails_create_and_leaves_nothing() {
     });
     f.bundle.write_config(&config);
     let out = create_fails(&f, f.bundle_dir(), "prestart");
+    // Which hook, how it ended and what it said.
     assert!(
-        stderr(&out).contains("hook-said-no") || stderr(&out).contains("7"),
+        stderr(&out).contains("prestart hook /bin/sh failed: exit status 7: hook-said-no"),
         "{}",
         show(&out)
     );

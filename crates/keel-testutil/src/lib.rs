@@ -1299,16 +1299,32 @@ mod tests {
 
     #[test]
     fn output_via_files_does_not_wait_for_detached_holders() {
-        // The grandchild keeps stdout open for 5 s; a pipe would block until then.
-        let start = Instant::now();
+        // The grandchild keeps stdout open; a pipe would block until it ends.
+        // It is still alive when the output is back: nothing waited for it.
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("holder");
         let output = output_via_files(
-            Command::new("sh").args(["-c", "echo hi; (sleep 5 &) ; exit 3"]),
-            Duration::from_secs(10),
+            Command::new("sh").args([
+                "-c",
+                &format!(
+                    "echo hi; sleep 60 & echo $! > {}; exit 3",
+                    pid_file.display()
+                ),
+            ]),
+            Duration::from_secs(30),
         )
         .unwrap();
-        assert!(start.elapsed() < Duration::from_secs(4));
         assert_eq!(output.status.code(), Some(3));
         assert_eq!(String::from_utf8_lossy(&output.stdout), "hi\n");
+        let holder: i32 = fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let alive = Path::new(&format!("/proc/{holder}")).exists();
+        // SAFETY: killing the sleep this test started, by its pid.
+        unsafe { libc::kill(holder, libc::SIGKILL) };
+        assert!(alive, "the output came back only after the holder ended");
     }
 
     #[test]

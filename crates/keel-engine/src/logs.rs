@@ -8,9 +8,10 @@
 //!
 //! Logs are capped by default at [`DEFAULT_MAX_SIZE`] × [`DEFAULT_MAX_FILE`]
 //! (docker's `local` driver's 20 MB × 5); `--log-opt max-size=-1` lifts
-//! the cap. When the disk is full the writer drops output instead of
-//! retrying every line, cuts off a half-written line, and writes again once
-//! the filesystem has [`RESUME_FREE`] bytes free.
+//! the cap. When the disk is full the writer cuts off a half-written line
+//! and the monitor stops reading the container's output (the container
+//! waits on its pipe) until the filesystem has [`RESUME_FREE`] bytes free;
+//! what it gets meanwhile (after the container's exit) is dropped.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
@@ -101,6 +102,20 @@ impl Writer {
             full_until: None,
             dropped: 0,
         })
+    }
+
+    /// While the disk is full: how long until the free space is looked at
+    /// again. The monitor does not read the container's output until then,
+    /// so the container waits on its pipe (nothing is lost, nothing spins);
+    /// None when the log is being written.
+    pub fn full_wait(&mut self) -> Option<Duration> {
+        self.full_until?;
+        if !self.dropping() {
+            return None;
+        }
+        let now = std::time::Instant::now();
+        self.full_until
+            .map(|until| until.saturating_duration_since(now))
     }
 
     /// Whether output is being dropped for want of space: checks the free

@@ -854,6 +854,13 @@ impl Monitor {
                     return keel_runtime::process::exit_code(status);
                 }
             }
+            // While the disk is full the container's output waits in its
+            // pipe (until it exits: then it is drained and dropped).
+            let log_wait = if running.exit_status.is_some() {
+                None
+            } else {
+                running.log.full_wait()
+            };
             let mut fds: Vec<libc::pollfd> = Vec::new();
             let mut tags: Vec<Tag> = Vec::new();
             let mut add = |fd: RawFd, events: i16, tag: Tag| {
@@ -866,10 +873,14 @@ impl Monitor {
             };
             add(self.signals.as_raw_fd(), libc::POLLIN, Tag::Signal);
             add(self.listener.as_raw_fd(), libc::POLLIN, Tag::Listener);
-            if let Some(fd) = &running.stdout {
+            if let Some(fd) = &running.stdout
+                && log_wait.is_none()
+            {
                 add(fd.as_raw_fd(), libc::POLLIN, Tag::Output(Stream::Stdout));
             }
-            if let Some(fd) = &running.stderr {
+            if let Some(fd) = &running.stderr
+                && log_wait.is_none()
+            {
                 add(fd.as_raw_fd(), libc::POLLIN, Tag::Output(Stream::Stderr));
             }
             if let Some(fd) = &running.pty {
@@ -924,6 +935,11 @@ impl Monitor {
             };
             let timeout = match dns_due {
                 Some(due) if timeout < 0 || due < timeout => due,
+                _ => timeout,
+            };
+            // A full disk: look at the free space again when it is due.
+            let timeout = match log_wait.map(|w| w.as_millis() as i32 + 1) {
+                Some(wait) if timeout < 0 || wait < timeout => wait,
                 _ => timeout,
             };
             // SAFETY: poll on our pollfd array.

@@ -1572,3 +1572,54 @@ fn detached_exec_and_a_tar_stream_in() {
         "bytes\n"
     );
 }
+
+#[test]
+fn resource_flags_reach_the_cgroup_on_any_layout() {
+    let keel = Keel::new();
+    keel.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "res",
+        "--cpu-shares",
+        "512",
+        "--cpuset-cpus",
+        "0",
+        "--memory-reservation",
+        "32m",
+        "--stop-timeout",
+        "1",
+        "busybox",
+        "sh",
+        "-c",
+        "trap '' TERM; while true; do sleep 1; done",
+    ]);
+    let id = keel.inspect("res", "{{.Id}}");
+    let read = |controller: &str, v1: &str, v2: &str| {
+        let (path, is_v1) = keel.cgroup_file(&id, controller, v1, v2);
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        (text.trim().to_string(), is_v1)
+    };
+    // --cpu-shares: v1's cpu.shares, or cgroup2's cpu.weight by runc's formula.
+    match read("cpu", "cpu.shares", "cpu.weight") {
+        (shares, true) => assert_eq!(shares, "512"),
+        (weight, false) => assert_eq!(weight, (1 + (512 - 2) * 9999 / 262142).to_string()),
+    }
+    assert_eq!(read("cpuset", "cpuset.cpus", "cpuset.cpus").0, "0");
+    assert_eq!(
+        read("memory", "memory.soft_limit_in_bytes", "memory.low").0,
+        "33554432"
+    );
+    assert_eq!(
+        keel.inspect("res", "{{.HostConfig.CpuShares}} {{.HostConfig.CpusetCpus}} {{.HostConfig.MemoryReservation}} {{.Config.StopTimeout}}"),
+        "512 0 33554432 1"
+    );
+    // --stop-timeout: a process that ignores SIGTERM is killed when it runs out.
+    keel.ok(&["stop", "res"]);
+    assert_eq!(keel.inspect("res", "{{.State.ExitCode}}"), "137");
+    // keel version says what it is and which runtime spec it implements.
+    let version = keel.ok(&["version"]);
+    assert!(version.starts_with("keel version "), "{version}");
+    assert!(version.contains("OCI runtime-spec: 1."), "{version}");
+}

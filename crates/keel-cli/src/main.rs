@@ -161,7 +161,7 @@ enum Command {
     #[command(subcommand)]
     System(SystemCommand),
     /// Show keel's version and the OCI runtime-spec version it implements
-    Version,
+    Version(VersionArgs),
     /// Display system-wide information (containers, images, storage, logging, cgroups)
     Info(system::InfoArgs),
     /// The OCI runtime (runc-compatible): `keel runtime run --bundle DIR ID`, `keel runtime --help`
@@ -170,6 +170,13 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+#[derive(clap::Args)]
+struct VersionArgs {
+    /// Format the output using a Go template ({{.Server.Version}}, {{json .}})
+    #[arg(short, long)]
+    format: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -661,7 +668,18 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             build::build(&ctx, &args)
         }
         Command::Builder(command) => build::builder(&ctx, &command),
-        Command::Version => {
+        Command::Version(args) => {
+            if let Some(format) = &args.format {
+                let side = serde_json::json!({
+                    "Version": keel_runtime::VERSION,
+                    "Os": std::env::consts::OS,
+                    "Arch": keel_image::manifest::Platform::current().architecture,
+                    "OCIRuntimeSpec": keel_runtime::OCI_VERSION,
+                });
+                let value = serde_json::json!({"Client": side, "Server": side});
+                template::print_values(std::slice::from_ref(&value), Some(format))?;
+                return Ok(0);
+            }
             println!("keel version {}", keel_runtime::VERSION);
             println!("OCI runtime-spec: {}", keel_runtime::OCI_VERSION);
             Ok(0)

@@ -1622,4 +1622,13 @@ fn resource_flags_reach_the_cgroup_on_any_layout() {
     let version = keel.ok(&["version"]);
     assert!(version.starts_with("keel version "), "{version}");
     assert!(version.contains("OCI runtime-spec: 1."), "{version}");
+    let server = keel.ok(&["version", "--format", "{{.Server.Version}}"]);
+    assert_eq!(
+        server.trim(),
+        version
+            .lines()
+            .next()
+            .unwrap()
+            .trim_start_matches("keel version ")
+    );
 }

@@ -995,6 +995,14 @@ fn exec_args_with_env_cwd_and_user() {
     assert_eq!(out, "--env Y\n");
     let out = f.rt_ok(["exec", "--cwd", "/tmp", f.id(), "pwd"]);
     assert_eq!(out, "/tmp\n");
+    // --no-new-privs: the exec'd process has the flag, the container's
+    // own processes keep what the config said.
+    let status = "grep NoNewPrivs /proc/self/status";
+    let out = f.rt_ok(["exec", "--no-new-privs", f.id(), "sh", "-c", status]);
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["NoNewPrivs:", "1"]
+    );
     let out = f.rt_ok([
         "exec",
         "--user",

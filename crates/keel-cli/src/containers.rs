@@ -1715,16 +1715,9 @@ pub struct PruneArgs {
 }
 
 pub fn prune(ctx: &Context, args: &PruneArgs) -> Result<i32> {
-    if !args.force {
-        print!(
-            "WARNING! This will remove all stopped containers.\nAre you sure you want to continue? [y/N] "
-        );
-        std::io::stdout().flush()?;
-        let mut answer = String::new();
-        std::io::stdin().read_line(&mut answer)?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            return Ok(0);
-        }
+    if !args.force && !crate::system::confirm("WARNING! This will remove all stopped containers.")?
+    {
+        return Ok(0);
     }
     let mut engine = ctx.engine()?;
     let (removed, freed) = prune_stopped(&mut engine)?;

@@ -62,16 +62,16 @@ pub fn push(root: &Path, args: &PushArgs) -> Result<()> {
     };
     // The image's names in other repositories of the same registry: the
     // registry can mount their blobs instead of taking them again.
-    let mount_from: Vec<String> = store
-        .metadata
-        .tags_of(&record.id)?
-        .iter()
-        .filter_map(|t| Reference::parse(t).ok())
-        .filter(|t| {
-            t.registry() == reference.registry() && t.repository() != reference.repository()
-        })
-        .map(|t| t.repository().to_string())
-        .collect();
+    let other_repositories = |tags: &[String]| -> Vec<String> {
+        tags.iter()
+            .filter_map(|t| Reference::parse(t).ok())
+            .filter(|t| {
+                t.registry() == reference.registry() && t.repository() != reference.repository()
+            })
+            .map(|t| t.repository().to_string())
+            .collect()
+    };
+    let mount_from = other_repositories(&store.metadata.tags_of(&record.id)?);
     // Other images' names in other repositories of the registry: a layer
     // this image shares with one of them (a common base) is mounted from
     // there, as docker remembers where it pushed or pulled each layer.
@@ -85,14 +85,7 @@ pub fn push(root: &Path, args: &PushArgs) -> Result<()> {
         if other.id == record.id {
             continue;
         }
-        let repositories: Vec<String> = tags
-            .iter()
-            .filter_map(|t| Reference::parse(t).ok())
-            .filter(|t| {
-                t.registry() == reference.registry() && t.repository() != reference.repository()
-            })
-            .map(|t| t.repository().to_string())
-            .collect();
+        let repositories = other_repositories(&tags);
         if repositories.is_empty() {
             continue;
         }

@@ -351,14 +351,7 @@ pub fn prune(
         } else {
             "WARNING! This will remove all dangling images."
         };
-        print!("{warning}\nAre you sure you want to continue? [y/N] ");
-        std::io::stdout().flush()?;
-        let mut answer = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut answer)
-            .context("read the answer from stdin")?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes" | "Yes" | "YES") {
+        if !confirm(warning)? {
             return Ok(0);
         }
     }
@@ -373,6 +366,19 @@ pub fn prune(
     }
     writeln!(out, "Total reclaimed space: {}", human_size(freed))?;
     Ok(0)
+}
+
+/// Docker's prune prompt: the warning, then "Are you sure you want to
+/// continue? [y/N]"; whether the answer was yes.
+pub fn confirm(warning: &str) -> Result<bool> {
+    print!("{warning}\nAre you sure you want to continue? [y/N] ");
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .context("read the answer from stdin")?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "Yes" | "YES"))
 }
 
 /// Removes the images `filters` select that no container in `used` runs,
@@ -449,19 +455,12 @@ pub fn system_prune(ctx: &crate::containers::Context, args: &SystemPruneArgs) ->
         } else {
             "unused build cache"
         });
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "WARNING! This will remove:")?;
+        let mut warning = "WARNING! This will remove:".to_string();
         for item in items {
-            writeln!(out, "  - {item}")?;
+            warning.push_str(&format!("\n  - {item}"));
         }
-        write!(out, "\nAre you sure you want to continue? [y/N] ")?;
-        out.flush()?;
-        let mut answer = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut answer)
-            .context("read the answer from stdin")?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes" | "Yes" | "YES") {
+        warning.push('\n');
+        if !confirm(&warning)? {
             return Ok(0);
         }
     }

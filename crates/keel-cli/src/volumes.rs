@@ -192,11 +192,7 @@ pub fn run(ctx: &Context, command: &VolumeCommand) -> Result<i32> {
                 } else {
                     "WARNING! This will remove anonymous local volumes not used by at least one container."
                 };
-                print!("{warning}\nAre you sure you want to continue? [y/N] ");
-                std::io::stdout().flush()?;
-                let mut answer = String::new();
-                std::io::stdin().read_line(&mut answer)?;
-                if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                if !crate::system::confirm(warning)? {
                     return Ok(0);
                 }
             }

@@ -1302,8 +1302,10 @@ fn cgroup_limits_are_written_to_the_containers_cgroup() {
     if huge_v1 || !v1 {
         assert_eq!(read_trimmed(&huge), "4194304", "{}", huge.display());
     } else {
+        // (Present, at its default, if another test enabled hugetlb in the
+        // cgroup2 root meanwhile.)
         assert!(
-            !huge.exists(),
+            !huge.exists() || read_trimmed(&huge) == "max",
             "{} was written on a hybrid host",
             huge.display()
         );

@@ -528,6 +528,10 @@ mod tests {
         // About 12 lines a file: the 20 lines rotate it once.
         let mut writer = Writer::open(&path, Some(900), 2).unwrap();
         writer.write(Stream::Stdout, b"before\n").unwrap();
+        writer.flush().unwrap();
+        // Followed from where a read ended (as `logs -f` does): whenever the
+        // follower gets going, it starts after "before".
+        let (_, end) = read_to(&path, &ReadOptions::default()).unwrap();
         let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let reader = {
             let path = path.clone();
@@ -536,7 +540,7 @@ mod tests {
                 let mut seen = Vec::new();
                 follow(
                     &path,
-                    None,
+                    end,
                     &ReadOptions::default(),
                     |e| {
                         seen.push(e.log.clone());
@@ -548,14 +552,16 @@ mod tests {
                 seen
             })
         };
-        std::thread::sleep(Duration::from_millis(100));
         for i in 0..20 {
             writer
                 .write(Stream::Stdout, format!("after {i}\n").as_bytes())
                 .unwrap();
+            // Paced: at most one rotation between two of the follower's
+            // looks (two files are kept).
             std::thread::sleep(Duration::from_millis(20));
         }
-        std::thread::sleep(Duration::from_millis(150));
+        writer.flush().unwrap();
+        // The follower makes one more pass once told to finish.
         finished.store(true, std::sync::atomic::Ordering::SeqCst);
         let seen = reader.join().unwrap();
         assert!(rotated(&path, 1).exists(), "the log rotated");

@@ -150,6 +150,34 @@ fn login_pull_logout_with_docker_config() {
         "{}",
         text(&out)
     );
+
+    // A config that names a credential helper: keel says it does not use
+    // one, and stores the login in the file itself.
+    let mut value = read_json(&config);
+    value["credsStore"] = serde_json::json!("desktop");
+    std::fs::write(&config, value.to_string()).unwrap();
+    let out = keel_with(
+        &root,
+        &docker,
+        &["login", &host, "-u", "keel", "--password-stdin"],
+        "secret\n",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "WARNING! {} names a credential helper; keel does not use credential helpers and stored the login in the file itself.",
+            config.display()
+        )),
+        "{stderr}"
+    );
+    let value = read_json(&config);
+    assert_eq!(
+        value["auths"][host.as_str()]["auth"],
+        KEEL_SECRET,
+        "{value}"
+    );
+    assert_eq!(value["credsStore"], "desktop", "{value}");
 }
 
 fn table_row<'a>(table: &'a str, first: &str) -> Vec<&'a str> {

@@ -993,7 +993,27 @@ fn network_commands_as_docker_users_know_them() {
         "ping6 -c1 -W2 v6 >/dev/null && echo ok",
     ]);
     assert_eq!(out, "ok\n");
-    keel.ok(&["rm", "-f", "v6"]);
+    // --ip6: the address asked for.
+    keel.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "fixed6",
+        "--network",
+        "six",
+        "--ip6",
+        "fd00:6::42",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    assert_eq!(
+        keel.inspect("fixed6", "{{.NetworkSettings.GlobalIPv6Address}}"),
+        "fd00:6::42"
+    );
+    let inside = keel.ok(&["exec", "fixed6", "ip", "-6", "-o", "addr", "show", "eth0"]);
+    assert!(inside.contains("fd00:6::42/64"), "{inside}");
+    keel.ok(&["rm", "-f", "v6", "fixed6"]);
 }
 
 /// Bytes each link keel's `ip -s link show ARGS` lists transmitted.

@@ -1390,6 +1390,48 @@ fn too_many_requests_when_the_limit_is_reached() {
 // Lifecycle: gc, SIGTERM, crashes, abandoned uploads
 
 #[test]
+fn sigterm_waits_at_most_the_shutdown_timeout_for_requests_in_flight() {
+    require_root();
+    let temp = TempRoot::new();
+    let config = temp.path().join("config.json");
+    std::fs::write(&config, json!({"shutdown_timeout_secs": 1}).to_string()).unwrap();
+    let mut server = Server::start(&temp, "impatient", &["--config", config.to_str().unwrap()]);
+    // An upload whose client stops sending and never finishes.
+    let mut stuck = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    let digest = sha256(b"0123456789");
+    stuck
+        .write_all(
+            request_head(
+                "POST",
+                &format!("/v2/stuck/blobs/uploads/?digest={digest}"),
+                &[],
+                Some(10),
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    stuck.write_all(b"01234").unwrap();
+    wait_for_upload(&server.storage);
+    server.signal(libc::SIGTERM);
+    // The server goes once the timeout is over, the upload unfinished
+    // (without the timeout it would wait for the client forever).
+    assert!(
+        server.wait_exit(Duration::from_secs(60)),
+        "the server still runs after SIGTERM with shutdown_timeout_secs 1:\n{}",
+        server.log()
+    );
+    assert!(blob_files(&server.storage).is_empty(), "no partial blob");
+    // It says why: the configured timeout, not the default 30 s.
+    assert!(
+        server
+            .log()
+            .contains("requests still in flight after 1s; stopping anyway"),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
 fn gc_removes_unreferenced_blobs_and_refuses_a_running_server() {
     require_root();
     let temp = TempRoot::new();

@@ -99,11 +99,13 @@ fn window_size() -> Option<(u16, u16)> {
     (ok && ws.ws_row > 0).then_some((ws.ws_row, ws.ws_col))
 }
 
-/// Runs the session until the container exits or the user detaches.
-pub fn run(session: Session) -> Result<Ended> {
+/// Blocks the signals a session forwards to the container. Done before the
+/// container starts (and again by [`run`]), so that one sent between the
+/// start and the session's signal thread waits for that thread instead of
+/// ending keel; blocked before any thread exists, so that only that thread
+/// takes them. Processes keel starts get an empty mask from the runtime.
+pub fn block_forwarded_signals() -> Result<nix::sys::signal::SigSet> {
     use nix::sys::signal::{SigSet, Signal};
-    // The signals to forward, blocked here before any thread exists so
-    // that only the signal thread takes them.
     let mut set = SigSet::empty();
     for s in [
         Signal::SIGINT,
@@ -117,6 +119,13 @@ pub fn run(session: Session) -> Result<Ended> {
         set.add(s);
     }
     set.thread_block().context("block signals")?;
+    Ok(set)
+}
+
+/// Runs the session until the container exits or the user detaches.
+pub fn run(session: Session) -> Result<Ended> {
+    use nix::sys::signal::Signal;
+    let set = block_forwarded_signals()?;
     let raw = (session.tty && nix::unistd::isatty(std::io::stdin()).unwrap_or(false))
         .then(RawMode::enable);
 

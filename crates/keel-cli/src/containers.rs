@@ -646,6 +646,11 @@ pub fn run(ctx: &Context, args: &RunArgs) -> Result<i32> {
         stderr: true,
         start: true,
     };
+    // A signal sent once the container runs goes to it, even one that comes
+    // before the session is set up.
+    if args.sig_proxy && !args.create.tty {
+        attach_client::block_forwarded_signals()?;
+    }
     let (container, stream) = match engine.start_attached(&container.id, hello) {
         Ok(started) => started,
         Err(e) => {

@@ -1435,7 +1435,9 @@ fn pause_restart_prune_signals_and_image_volumes() {
     assert_eq!(keel.inspect("frozen", "{{.State.Status}}"), "running");
     assert_ne!(keel.inspect("frozen", "{{.State.StartedAt}}"), started);
 
-    // Signals sent to `keel run` go to the container (--sig-proxy).
+    // Signals sent to `keel run` go to the container (--sig-proxy), even one
+    // sent as soon as it runs, before the CLI has set its session up (the
+    // fault point holds that window open).
     let child = keel
         .command(&[
             "run",
@@ -1446,6 +1448,7 @@ fn pause_restart_prune_signals_and_image_volumes() {
             "-c",
             "trap 'echo got-term; exit 7' TERM; while true; do sleep 0.1; done",
         ])
+        .env("KEEL_FAULT_DELAY", "run-started=1000")
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();

@@ -1208,16 +1208,15 @@ pub fn ps(ctx: &Context, args: &PsArgs) -> Result<i32> {
             )
         })
         .collect();
-    let listed = crate::template::render_list(&rows, args.format.as_deref(), &|field| {
-        crate::template::title_of(
-            field,
-            &[
-                ("ID", "CONTAINER ID"),
-                ("RunningFor", "CREATED"),
-                ("CreatedAt", "CREATED AT"),
-            ],
-        )
-    })?;
+    let listed = crate::template::render_list(
+        &rows,
+        args.format.as_deref(),
+        &[
+            ("ID", "CONTAINER ID"),
+            ("RunningFor", "CREATED"),
+            ("CreatedAt", "CREATED AT"),
+        ],
+    )?;
     match listed {
         Some(text) => out.write_all(text.as_bytes())?,
         None => {

@@ -289,19 +289,18 @@ pub fn images(store: &ImageStore, args: &ImagesArgs) -> Result<()> {
             })
         })
         .collect();
-    let listed = crate::template::render_list(&values, Some(&args.format), &|field| {
-        crate::template::title_of(
-            field,
-            &[
-                ("ID", "IMAGE ID"),
-                ("CreatedSince", "CREATED"),
-                ("CreatedAt", "CREATED AT"),
-                ("VirtualSize", "SIZE"),
-                ("SharedSize", "SHARED SIZE"),
-                ("UniqueSize", "UNIQUE SIZE"),
-            ],
-        )
-    })?;
+    let listed = crate::template::render_list(
+        &values,
+        Some(&args.format),
+        &[
+            ("ID", "IMAGE ID"),
+            ("CreatedSince", "CREATED"),
+            ("CreatedAt", "CREATED AT"),
+            ("VirtualSize", "SIZE"),
+            ("SharedSize", "SHARED SIZE"),
+            ("UniqueSize", "UNIQUE SIZE"),
+        ],
+    )?;
     if let Some(text) = listed {
         out.write_all(text.as_bytes())?;
         return Ok(());
@@ -576,17 +575,16 @@ pub fn history(store: &ImageStore, args: &HistoryArgs) -> Result<()> {
     if args.quiet {
         return Ok(());
     }
-    let listed = crate::template::render_list(&values, args.format.as_deref(), &|field| {
-        crate::template::title_of(
-            field,
-            &[
-                ("ID", "IMAGE"),
-                ("CreatedSince", "CREATED"),
-                ("CreatedAt", "CREATED AT"),
-                ("CreatedBy", "CREATED BY"),
-            ],
-        )
-    })?;
+    let listed = crate::template::render_list(
+        &values,
+        args.format.as_deref(),
+        &[
+            ("ID", "IMAGE"),
+            ("CreatedSince", "CREATED"),
+            ("CreatedAt", "CREATED AT"),
+            ("CreatedBy", "CREATED BY"),
+        ],
+    )?;
     match listed {
         Some(text) => print!("{text}"),
         None => print!("{}", render_table(&rows)),

@@ -359,9 +359,8 @@ fn ls(engine: &mut Engine, args: &LsArgs) -> Result<i32> {
         }
         return Ok(0);
     }
-    let listed = crate::template::render_list(&rows, args.format.as_deref(), &|field| {
-        crate::template::title_of(field, &[("ID", "NETWORK ID")])
-    })?;
+    let listed =
+        crate::template::render_list(&rows, args.format.as_deref(), &[("ID", "NETWORK ID")])?;
     match listed {
         Some(text) => print!("{text}"),
         None => {

@@ -216,20 +216,19 @@ fn net_bytes(pid: i32) -> (u64, u64) {
 
 fn render(rows: &[serde_json::Value], format: Option<&str>) -> Result<String> {
     let mut out = String::new();
-    let listed = crate::template::render_list(rows, format, &|field| {
-        crate::template::title_of(
-            field,
-            &[
-                ("CPUPerc", "CPU %"),
-                ("MemUsage", "MEM USAGE / LIMIT"),
-                ("MemPerc", "MEM %"),
-                ("NetIO", "NET I/O"),
-                ("BlockIO", "BLOCK I/O"),
-                ("ID", "CONTAINER ID"),
-                ("Container", "CONTAINER ID"),
-            ],
-        )
-    })?;
+    let listed = crate::template::render_list(
+        rows,
+        format,
+        &[
+            ("CPUPerc", "CPU %"),
+            ("MemUsage", "MEM USAGE / LIMIT"),
+            ("MemPerc", "MEM %"),
+            ("NetIO", "NET I/O"),
+            ("BlockIO", "BLOCK I/O"),
+            ("ID", "CONTAINER ID"),
+            ("Container", "CONTAINER ID"),
+        ],
+    )?;
     match listed {
         Some(text) => out.push_str(&text),
         None => {

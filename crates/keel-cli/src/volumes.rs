@@ -142,9 +142,11 @@ pub fn run(ctx: &Context, command: &VolumeCommand) -> Result<i32> {
                     })
                 })
                 .collect();
-            let listed = crate::template::render_list(&values, args.format.as_deref(), &|field| {
-                crate::template::title_of(field, &[("Name", "VOLUME NAME")])
-            })?;
+            let listed = crate::template::render_list(
+                &values,
+                args.format.as_deref(),
+                &[("Name", "VOLUME NAME")],
+            )?;
             match listed {
                 Some(text) => out.write_all(text.as_bytes())?,
                 None => {

@@ -234,6 +234,26 @@ mod tests {
     }
 
     #[test]
+    fn a_full_disk_is_named_with_the_root() {
+        let full = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            None,
+        );
+        assert!(is_out_of_space(&full));
+        let text = describe("state database: commit", &full);
+        assert!(
+            text.starts_with("state database: commit: no space left on the device holding ")
+                && text.contains("keel system prune"),
+            "{text}"
+        );
+        let other = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT),
+            None,
+        );
+        assert!(!is_out_of_space(&other));
+    }
+
+    #[test]
     fn the_wal_and_its_index_outlive_the_connection() {
         let dir = tempfile::tempdir().unwrap();
         let conn = open(dir.path(), Sync::Full).unwrap();

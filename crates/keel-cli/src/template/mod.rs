@@ -92,13 +92,15 @@ impl Template {
 
 /// `--format` of a listing command (`ps`, `images`, `volume ls`, ...):
 /// `json` (or `{{json .}}`) prints one object a line; a Go template prints
-/// a line a row, with a header row first for `table ...` (each field's
-/// title from `title`), tab-separated cells aligned as docker's tabwriter
-/// does. None for plain `table` (or no format): the caller's own table.
+/// a line a row, with a header row first for `table ...`, tab-separated
+/// cells aligned as docker's tabwriter does. A field's column title is its
+/// name in upper case (`Names` → `NAMES`) unless `titles` names another
+/// (`("ID", "CONTAINER ID")`). None for plain `table` (or no format): the
+/// caller's own table.
 pub fn render_list(
     rows: &[Value],
     format: Option<&str>,
-    title: &dyn Fn(&str) -> String,
+    titles: &[(&str, &str)],
 ) -> Result<Option<String>> {
     let format = match format.map(str::trim) {
         None | Some("") | Some("table") => return Ok(None),
@@ -115,7 +117,13 @@ pub fn render_list(
     let template = Template::parse(format)?;
     let mut lines = Vec::new();
     if template.table {
-        lines.push(template.header(title));
+        lines.push(template.header(&|field| {
+            titles
+                .iter()
+                .find(|(name, _)| *name == field)
+                .map(|(_, title)| title.to_string())
+                .unwrap_or_else(|| field.to_uppercase())
+        }));
     }
     for row in rows {
         lines.push(template.render(row)?);
@@ -133,17 +141,6 @@ pub fn render_list(
         .map(|line| line.split('\t').map(str::to_string).collect())
         .collect();
     Ok(Some(crate::images::render_table(&cells)))
-}
-
-/// A column title as docker writes it: the field's name in upper case
-/// (`Names` → `NAMES`), with the listed exceptions (`("ID", "CONTAINER
-/// ID")`).
-pub fn title_of(field: &str, exceptions: &[(&str, &str)]) -> String {
-    exceptions
-        .iter()
-        .find(|(name, _)| *name == field)
-        .map(|(_, title)| title.to_string())
-        .unwrap_or_else(|| field.to_uppercase())
 }
 
 /// Prints each value with the template, or all of them as indented JSON (docker's `inspect`).

@@ -459,13 +459,13 @@ fn endpoint_id(e: &Endpoint) -> String {
 pub fn ports_text(endpoints: &[Endpoint]) -> String {
     let mut parts: Vec<String> = Vec::new();
     for port in endpoints.iter().flat_map(|e| e.ports.iter()) {
-        parts.push(format!(
-            "{}:{}->{}/{}",
-            network::host_ip_text(&port.host_ip),
-            port.host_port,
-            port.container_port,
-            port.protocol
-        ));
+        // docker writes IPv6 addresses bare here: `:::8080->80/tcp`.
+        for ip in port.host_addresses() {
+            parts.push(format!(
+                "{ip}:{}->{}/{}",
+                port.host_port, port.container_port, port.protocol
+            ));
+        }
     }
     parts.join(", ")
 }
@@ -478,10 +478,12 @@ pub fn settings_value(engine: &mut Engine, container: &Container) -> serde_json:
         let key = format!("{}/{}", port.container_port, port.protocol);
         let entry = ports.entry(key).or_insert_with(|| serde_json::json!([]));
         if let Some(list) = entry.as_array_mut() {
-            list.push(serde_json::json!({
-                "HostIp": port.host_ip.map(|ip| ip.to_string()).unwrap_or_else(|| "0.0.0.0".into()),
-                "HostPort": port.host_port.to_string(),
-            }));
+            for ip in port.host_addresses() {
+                list.push(serde_json::json!({
+                    "HostIp": ip.to_string(),
+                    "HostPort": port.host_port.to_string(),
+                }));
+            }
         }
     }
     let mut networks = serde_json::Map::new();
@@ -528,7 +530,12 @@ pub fn settings_value(engine: &mut Engine, container: &Container) -> serde_json:
 pub fn port(engine: &mut Engine, container: &Container, wanted: Option<&str>) -> Result<i32> {
     let endpoints = network::endpoints_of(&mut engine.db, container)?;
     let bindings: Vec<&PortBinding> = endpoints.iter().flat_map(|e| e.ports.iter()).collect();
-    let show = |b: &PortBinding| format!("{}:{}", network::host_ip_text(&b.host_ip), b.host_port);
+    let show = |b: &PortBinding| {
+        b.host_addresses()
+            .into_iter()
+            .map(|ip| format!("{}:{}", network::host_ip_text(&Some(ip)), b.host_port))
+            .collect::<Vec<_>>()
+    };
     match wanted {
         Some(port) => {
             let key = if port.contains('/') {
@@ -547,13 +554,15 @@ pub fn port(engine: &mut Engine, container: &Container, wanted: Option<&str>) ->
                 );
                 return Ok(1);
             }
-            for b in found {
-                println!("{}", show(b));
+            for line in found.into_iter().flat_map(|b| show(b)) {
+                println!("{line}");
             }
         }
         None => {
             for b in bindings {
-                println!("{}/{} -> {}", b.container_port, b.protocol, show(b));
+                for at in show(b) {
+                    println!("{}/{} -> {at}", b.container_port, b.protocol);
+                }
             }
         }
     }

@@ -61,7 +61,12 @@ fn tcp_from_host(keel: &Keel, address: SocketAddr, line: &str) -> std::io::Resul
 /// race the server's start).
 fn udp_from_host(keel: &Keel, address: SocketAddr, data: &str) -> Option<String> {
     keel.netns.within(|| {
-        let socket = UdpSocket::bind("0.0.0.0:0").ok()?;
+        let local = if address.is_ipv4() {
+            "0.0.0.0:0"
+        } else {
+            "[::]:0"
+        };
+        let socket = UdpSocket::bind(local).ok()?;
         socket
             .set_read_timeout(Some(Duration::from_millis(500)))
             .ok()?;
@@ -319,10 +324,35 @@ fn published_ports_tcp_and_udp_from_the_host_and_from_containers() {
             "UDP to {ip}:15353"
         );
     }
+    // IPv6 too, as docker's proxy: [::1] reaches the container (which has
+    // no IPv6 address) through the monitor's relay.
+    let ipv6_localhost: std::net::IpAddr = "::1".parse().unwrap();
+    let answer = tcp_from_host(
+        &keel,
+        SocketAddr::new(ipv6_localhost, 18080),
+        "GET /index.html HTTP/1.0\r\n\r\n",
+    )
+    .unwrap_or_else(|e| panic!("TCP to [::1]:18080: {e}"));
+    assert!(answer.ends_with("hello\n"), "{answer}");
+    assert_eq!(
+        udp_from_host(&keel, SocketAddr::new(ipv6_localhost, 15353), "ping6").as_deref(),
+        Some("udp:ping6"),
+        "UDP to [::1]:15353"
+    );
     // `keel port`: the random ports keel picked, and where they are bound.
     let ports = keel.ok(&["port", "svc"]);
-    assert!(ports.contains("80/tcp -> 0.0.0.0:18080"), "{ports}");
-    assert!(ports.contains("53/udp -> 0.0.0.0:15353"), "{ports}");
+    assert!(
+        ports.contains("80/tcp -> 0.0.0.0:18080\n80/tcp -> [::]:18080\n"),
+        "{ports}"
+    );
+    assert!(
+        ports.contains("53/udp -> 0.0.0.0:15353\n53/udp -> [::]:15353\n"),
+        "{ports}"
+    );
+    assert_eq!(
+        keel.inspect("svc", "{{json (index .NetworkSettings.Ports \"80/tcp\")}}"),
+        r#"[{"HostIp":"0.0.0.0","HostPort":"18080"},{"HostIp":"::","HostPort":"18080"}]"#
+    );
     let local: u16 = keel
         .ok(&["port", "svc", "81"])
         .trim()
@@ -330,13 +360,21 @@ fn published_ports_tcp_and_udp_from_the_host_and_from_containers() {
         .expect("bound to 127.0.0.1")
         .parse()
         .unwrap();
-    let any: u16 = keel
-        .ok(&["port", "svc", "82/tcp"])
-        .trim()
-        .strip_prefix("0.0.0.0:")
+    let both = keel.ok(&["port", "svc", "82/tcp"]);
+    let any: u16 = both
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("0.0.0.0:"))
         .expect("bound to all")
         .parse()
         .unwrap();
+    assert_eq!(both, format!("0.0.0.0:{any}\n[::]:{any}\n"));
+    assert_eq!(
+        tcp_from_host(&keel, SocketAddr::new(ipv6_localhost, any), "v6\n").unwrap(),
+        "tcp:v6\n"
+    );
+    // 127.0.0.1 only: nothing on IPv6.
+    assert!(tcp_from_host(&keel, SocketAddr::new(ipv6_localhost, local), "d\n").is_err());
     assert!(local >= 1024 && any >= 1024 && local != any);
     assert_eq!(
         tcp_from_host(&keel, SocketAddr::new(localhost, local), "a\n").unwrap(),
@@ -352,7 +390,8 @@ fn published_ports_tcp_and_udp_from_the_host_and_from_containers() {
     assert_eq!(out.status.code(), Some(1));
     let ps = keel.ok(&["ps", "--format", "{{.Ports}}"]);
     assert!(
-        ps.contains("0.0.0.0:18080->80/tcp") && ps.contains("0.0.0.0:15353->53/udp"),
+        ps.contains("0.0.0.0:18080->80/tcp, :::18080->80/tcp")
+            && ps.contains("0.0.0.0:15353->53/udp, :::15353->53/udp"),
         "{ps}"
     );
 
@@ -395,8 +434,9 @@ fn published_ports_tcp_and_udp_from_the_host_and_from_containers() {
     ]);
     let published: u16 = keel
         .ok(&["port", "exposed", "80"])
-        .trim()
-        .strip_prefix("0.0.0.0:")
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("0.0.0.0:"))
         .expect("published on all addresses")
         .parse()
         .unwrap();
@@ -422,6 +462,7 @@ fn published_ports_tcp_and_udp_from_the_host_and_from_containers() {
     // Stopped: the ports are gone; started again: back.
     keel.ok(&["stop", "-t", "1", "svc"]);
     assert!(tcp_from_host(&keel, SocketAddr::new(localhost, 18080), "x").is_err());
+    assert!(tcp_from_host(&keel, SocketAddr::new(ipv6_localhost, 18080), "x").is_err());
     assert!(!host(&keel, "nft", &["list", "ruleset"]).contains("18080"));
     keel.ok(&["start", "svc"]);
     keel.eventually("svc serves again", || {
@@ -1013,7 +1054,34 @@ fn network_commands_as_docker_users_know_them() {
     );
     let inside = keel.ok(&["exec", "fixed6", "ip", "-6", "-o", "addr", "show", "eth0"]);
     assert!(inside.contains("fd00:6::42/64"), "{inside}");
-    keel.ok(&["rm", "-f", "v6", "fixed6"]);
+    // A published port of a container with IPv6: the kernel takes traffic
+    // to a host address (here the gateway's) to the container's IPv6
+    // address, the relay takes [::1]'s; 127.0.0.1 still goes to IPv4.
+    keel.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web6",
+        "--network",
+        "six",
+        "-p",
+        "18086:80",
+        "busybox",
+        "sh",
+        "-c",
+        "echo six > /tmp/index.html; exec httpd -f -p 80 -h /tmp",
+    ]);
+    for address in ["[::1]:18086", "[fd00:6::1]:18086", "127.0.0.1:18086"] {
+        keel.eventually(&format!("web6 answers at {address}"), || {
+            tcp_from_host(
+                &keel,
+                address.parse().unwrap(),
+                "GET /index.html HTTP/1.0\r\n\r\n",
+            )
+            .is_ok_and(|a| a.ends_with("six\n"))
+        });
+    }
+    keel.ok(&["rm", "-f", "v6", "fixed6", "web6"]);
 }
 
 /// Bytes each link keel's `ip -s link show ARGS` lists transmitted.

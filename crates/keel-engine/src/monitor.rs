@@ -917,11 +917,18 @@ impl Monitor {
                     add(fd, libc::POLLIN, Tag::Dns);
                 }
             }
+            if let Some(sandbox) = &self.sandbox {
+                for (fd, events) in sandbox.relay.interests() {
+                    add(fd, events, Tag::Relay);
+                }
+            }
             let dns_due = self
                 .sandbox
                 .as_ref()
-                .and_then(|s| s.dns.as_ref())
-                .and_then(|d| d.deadline())
+                .and_then(|s| {
+                    let dns = s.dns.as_ref().and_then(|d| d.deadline());
+                    dns.into_iter().chain(s.relay.deadline()).min()
+                })
                 .map(|due| due.saturating_duration_since(Instant::now()).as_millis() as i32 + 1);
             let timeout = if running.exit_status.is_some() {
                 50
@@ -949,6 +956,7 @@ impl Monitor {
             }
             let mut client_activity = false;
             let mut dns_ready = false;
+            let mut relay_ready = Vec::new();
             for (pfd, tag) in fds.iter().zip(tags.iter()) {
                 if pfd.revents == 0 {
                     continue;
@@ -989,6 +997,7 @@ impl Monitor {
                         client_activity = true;
                     }
                     Tag::Dns => dns_ready = true,
+                    Tag::Relay => relay_ready.push((pfd.fd, pfd.revents)),
                     Tag::Probe => {
                         if let Some(probe) = running.health.as_mut().and_then(|h| h.probe.as_mut())
                             && let Some(data) = read_some(&mut probe.output, &mut buffer)
@@ -1009,6 +1018,11 @@ impl Monitor {
                     dns.serve(&mut |question| crate::network::dns::lookup(layout, id, question));
                 }
                 dns.tick();
+            }
+            if let Some(sandbox) = self.sandbox.as_mut()
+                && !sandbox.relay.is_empty()
+            {
+                sandbox.relay.pump(&relay_ready);
             }
             if client_activity || !self.clients.is_empty() {
                 self.read_clients(Some(running));
@@ -1255,6 +1269,7 @@ enum Tag {
     Client(usize),
     Probe,
     Dns,
+    Relay,
 }
 
 /// `-p`, and with `-P` the image's EXPOSEd ports not published otherwise.

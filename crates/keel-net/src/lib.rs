@@ -12,6 +12,8 @@
 //!   transaction;
 //! - [`ports`]: published host ports held by a bound socket (as docker's
 //!   proxy holds them);
+//! - [`relay`]: the IPv6 side of published ports, copied to the container
+//!   in user space (docker's proxy);
 //! - [`dns`]: the name server a container's monitor runs inside the
 //!   container's network namespace (127.0.0.11, as docker's).
 //!
@@ -26,5 +28,6 @@ pub mod netlink;
 pub mod netns;
 pub mod nft;
 pub mod ports;
+pub mod relay;
 
 pub use error::{Error, Result};

@@ -188,7 +188,10 @@ pub fn render(firewall: &Firewall) -> String {
          \t\tfib daddr type local jump published\n\t}\n",
     );
     out.push_str(
+        // ::1 is never routed out of the host: the monitor's relay takes
+        // it (keel_net::relay).
         "\tchain output {\n\t\ttype nat hook output priority -100; policy accept;\n\
+         \t\tip6 daddr ::1 return\n\
          \t\tfib daddr type local jump published\n\t}\n",
     );
 
@@ -459,7 +462,8 @@ mod tests {
             script.contains("elements = { tcp . 8080 : fd00::2 . 80 }"),
             "{script}"
         );
-        assert!(!script.contains("::1"), "{script}");
+        assert!(!script.contains("::1 . "), "{script}");
+        assert!(script.contains("ip6 daddr ::1 return"), "{script}");
         assert!(script.contains("ip saddr 172.17.0.0/16 oifname != \"keel0\" masquerade"));
         assert!(!script.contains("ip saddr 10.5.0.0/24 oifname != \"br-int\" masquerade"));
         assert!(script.contains("iifname \"br-int\" oifname != \"br-int\" drop"));

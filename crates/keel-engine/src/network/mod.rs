@@ -102,6 +102,25 @@ pub struct PortBinding {
     pub container_port: u16,
     /// `tcp` or `udp`.
     pub protocol: String,
+    /// Published on `[::]` too (`host_ip` None on a host with IPv6): the
+    /// monitor relays it ([`keel_net::relay`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ipv6: bool,
+}
+
+impl PortBinding {
+    /// The host addresses it is published at: its own, or 0.0.0.0 and,
+    /// with IPv6, `::` (as `ps`, `port` and `inspect` list them).
+    pub fn host_addresses(&self) -> Vec<IpAddr> {
+        match self.host_ip {
+            Some(ip) => vec![ip],
+            None if self.ipv6 => vec![
+                IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+            ],
+            None => vec![IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)],
+        }
+    }
 }
 
 /// A running container's place on a network.
@@ -783,13 +802,12 @@ fn ephemeral_range() -> (u16, u16) {
         .unwrap_or((32768, 60999))
 }
 
-/// Whether a port can be bound here now (nobody listens on it).
-fn port_free(protocol: &str, port: u16) -> bool {
-    let address = std::net::SocketAddr::from(([0, 0, 0, 0], port));
-    match protocol {
-        "udp" => std::net::UdpSocket::bind(address).is_ok(),
-        _ => std::net::TcpListener::bind(address).is_ok(),
-    }
+/// Whether a port can be bound here now (nobody listens on it, on IPv4
+/// nor, when it is to be published there, on IPv6).
+fn port_free(protocol: &str, port: u16, ipv6: bool) -> bool {
+    let free = |ip: IpAddr| keel_net::ports::bind(ip, port, protocol, true).is_ok();
+    free(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+        && (!ipv6 || free(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)))
 }
 
 fn overlapping(a: &Option<IpAddr>, b: &Option<IpAddr>) -> bool {
@@ -805,7 +823,9 @@ fn pick_ports(publish: &[crate::spec::PortSpec], live: &[Endpoint]) -> Result<Ve
     let mut out = Vec::new();
     let (low, high) = ephemeral_range();
     let mut seed = crate::engine::random_u64()?;
+    let host_has_ipv6 = keel_net::ports::ipv6_available();
     for spec in publish {
+        let ipv6 = spec.host_ip.is_none() && host_has_ipv6;
         let in_use = |taken: &[PortBinding], port: u16| {
             taken.iter().any(|t| {
                 t.protocol == spec.protocol
@@ -819,7 +839,7 @@ fn pick_ports(publish: &[crate::spec::PortSpec], live: &[Endpoint]) -> Result<Ve
             seed = seed.rotate_left(17) ^ 0x9e3779b97f4a7c15;
             (0..span)
                 .map(|i| low + ((start + i) % span) as u16)
-                .find(|p| !in_use(&taken, *p) && port_free(&spec.protocol, *p))
+                .find(|p| !in_use(&taken, *p) && port_free(&spec.protocol, *p, ipv6))
                 .ok_or_else(|| Error::Conflict("no free host port left to publish on".into()))?
         } else if spec.host_port_end > spec.host_port {
             (spec.host_port..=spec.host_port_end)
@@ -847,6 +867,7 @@ fn pick_ports(publish: &[crate::spec::PortSpec], live: &[Endpoint]) -> Result<Ve
             host_port: port,
             container_port: spec.container_port,
             protocol: spec.protocol.clone(),
+            ipv6,
         };
         taken.push(binding.clone());
         out.push(binding);

@@ -32,6 +32,8 @@ pub struct Sandbox {
     pub dns: Option<keel_net::dns::Server>,
     /// The published host ports, held while the container runs.
     held_ports: Vec<OwnedFd>,
+    /// The IPv6 side of the published ports, relayed by the monitor.
+    pub relay: keel_net::relay::Relay,
 }
 
 impl Sandbox {
@@ -43,6 +45,7 @@ impl Sandbox {
             endpoints: Vec::new(),
             dns: None,
             held_ports: Vec::new(),
+            relay: Default::default(),
         }
     }
 }
@@ -80,6 +83,7 @@ pub fn setup(
                 endpoints: Vec::new(),
                 dns: None,
                 held_ports: Vec::new(),
+                relay: Default::default(),
             })
         }
         NetworkMode::None | NetworkMode::Bridge => {
@@ -92,6 +96,7 @@ pub fn setup(
                 endpoints: Vec::new(),
                 dns: None,
                 held_ports: Vec::new(),
+                relay: Default::default(),
             };
             if container.spec.network == NetworkMode::None {
                 return Ok(sandbox);
@@ -132,11 +137,31 @@ fn wire_all(
             // Pushed first: a port that cannot be held tears it down too.
             sandbox.endpoints.push(endpoint.clone());
             for port in &endpoint.ports {
-                sandbox.held_ports.push(keel_net::ports::hold(
-                    port.host_ip,
-                    port.host_port,
-                    &port.protocol,
-                )?);
+                if port.host_ip.is_none_or(|ip| ip.is_ipv4()) {
+                    sandbox.held_ports.push(keel_net::ports::hold(
+                        port.host_ip,
+                        port.host_port,
+                        &port.protocol,
+                    )?);
+                }
+                let v6 = match port.host_ip {
+                    Some(IpAddr::V6(v6)) => Some(v6),
+                    None if port.ipv6 => Some(std::net::Ipv6Addr::UNSPECIFIED),
+                    _ => None,
+                };
+                // docker publishes no ports of an internal network.
+                let target = endpoint
+                    .ipv6
+                    .or(endpoint.ipv4)
+                    .filter(|_| !network.internal);
+                if let (Some(address), Some(target)) = (v6, target) {
+                    sandbox.relay.listen(
+                        address,
+                        port.host_port,
+                        &port.protocol,
+                        SocketAddr::new(target, port.container_port),
+                    )?;
+                }
             }
         }
         super::sync_locked(layout, db)?;

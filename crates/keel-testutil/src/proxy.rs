@@ -39,6 +39,9 @@ pub struct Seen {
     pub range: Option<String>,
     /// Body bytes passed to the client (after any cut).
     pub body_bytes: u64,
+    /// When the request came and when its answer ended (None: not yet).
+    pub started: Instant,
+    pub ended: Option<Instant>,
 }
 
 pub struct FaultyProxy {
@@ -109,6 +112,22 @@ impl FaultyProxy {
             .into_iter()
             .filter(|s| s.method == "GET" && s.path.contains(target))
             .collect()
+    }
+}
+
+impl FaultyProxy {
+    /// The most `GET`s whose path contains `target` that were being
+    /// answered at the same moment.
+    pub fn most_at_once(&self, target: &str) -> usize {
+        let gets = self.gets_of(target);
+        gets.iter()
+            .map(|a| {
+                gets.iter()
+                    .filter(|b| b.started <= a.started && b.ended.is_none_or(|end| end > a.started))
+                    .count()
+            })
+            .max()
+            .unwrap_or(0)
     }
 }
 
@@ -219,6 +238,8 @@ fn serve(
             path,
             range,
             body_bytes: 0,
+            started: Instant::now(),
+            ended: None,
         });
         seen.len() - 1
     };
@@ -271,6 +292,7 @@ fn serve(
         sent += piece as u64;
         seen.lock().expect("seen lock")[index].body_bytes = sent;
     }
+    seen.lock().expect("seen lock")[index].ended = Some(Instant::now());
     let _ = client.shutdown(Shutdown::Both);
     let _ = server.shutdown(Shutdown::Both);
     Ok(())

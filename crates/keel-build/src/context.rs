@@ -285,6 +285,17 @@ impl HashCache {
     }
 }
 
+/// Forgets every remembered file digest (`builder prune -a`: the next
+/// build reads and hashes its whole context again, as a first one does).
+/// `state_db` is keel's root, as for [`Context::open`].
+pub fn forget_file_digests(state_db: &Path) -> Result<()> {
+    if let Some(db) = open_hash_db(state_db)? {
+        db.execute("DELETE FROM build_file_hashes", [])
+            .map_err(|e| Error::msg(format!("forget the build context's file digests: {e}")))?;
+    }
+    Ok(())
+}
+
 fn open_hash_db(root: &Path) -> Result<Option<rusqlite::Connection>> {
     let path = root.join("keel.db");
     let db = rusqlite::Connection::open(&path)
@@ -537,6 +548,10 @@ mod tests {
             .unwrap();
         let next = Context::open(dir.path(), None, Some(state.path())).unwrap();
         assert_eq!(next.file_digest(&file, &meta).unwrap(), "remembered");
+        // `builder prune -a` forgets them: the file is read again.
+        forget_file_digests(state.path()).unwrap();
+        let pruned = Context::open(dir.path(), None, Some(state.path())).unwrap();
+        assert_eq!(pruned.file_digest(&file, &meta).unwrap(), real);
         // A changed file (its stat changes) is read again.
         std::fs::write(&file, "changed").unwrap();
         let meta = std::fs::metadata(&file).unwrap();

@@ -76,7 +76,8 @@ pub enum BuilderCommand {
 
 #[derive(clap::Args)]
 pub struct BuilderPruneArgs {
-    /// Also remove the cache mounts of RUN --mount=type=cache
+    /// Also remove the cache mounts of RUN --mount=type=cache and forget the
+    /// context files' digests (the next build hashes its whole context)
     #[arg(short, long)]
     pub all: bool,
     /// Do not prompt for confirmation
@@ -100,8 +101,8 @@ pub fn builder(ctx: &Context, command: &BuilderCommand) -> Result<i32> {
 }
 
 /// Forgets the build cache and removes what only it held (with `all`,
-/// the `RUN --mount=type=cache` directories too); the entries' ids and
-/// the bytes freed.
+/// the `RUN --mount=type=cache` directories and the remembered digests of
+/// context files too); the entries' ids and the bytes freed.
 pub fn prune_cache(
     root: &Path,
     store: &mut keel_image::store::ImageStore,
@@ -116,6 +117,7 @@ pub fn prune_cache(
         let mounts = root.join("build").join("cache-mounts");
         freed += dir_size(&mounts);
         let _ = std::fs::remove_dir_all(&mounts);
+        keel_build::context::forget_file_digests(root)?;
     }
     let tmp = root.join("build").join("tmp");
     let _ = std::fs::remove_dir_all(&tmp);

@@ -43,6 +43,9 @@ pub fn runtime(worker_threads: Option<usize>) -> Result<tokio::runtime::Runtime>
     };
     builder
         .enable_all()
+        // Blocking threads (file I/O) end after a second idle, not tokio's
+        // ten: a server's memory goes back down soon after a burst.
+        .thread_keep_alive(std::time::Duration::from_secs(1))
         .on_thread_start(|| {
             block_sigpipe();
         })

@@ -456,6 +456,19 @@ impl Drop for Connection {
         if self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
             // SAFETY: malloc_trim only returns free heap pages to the kernel.
             unsafe { libc::malloc_trim(0) };
+            // Once more when the blocking threads the load started have
+            // ended (they live a second idle: `netio::runtime`) and their
+            // caches went back to the heap, if the server is still idle.
+            let count = self.0.clone();
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    if count.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                        // SAFETY: as above.
+                        unsafe { libc::malloc_trim(0) };
+                    }
+                });
+            }
         }
     }
 }

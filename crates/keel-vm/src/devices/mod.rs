@@ -1,0 +1,146 @@
+//! The devices on the VM's I/O port bus: a 16550 serial console, the i8042
+//! (only its reset line, which powers the VM off, as Firecracker's), and
+//! pvpanic (a guest that panics says so). Ports no device claims read as
+//! all ones and ignore writes, as on a PC.
+
+use std::io::Write;
+use std::sync::Mutex;
+
+use vm_superio::serial::NoEvents;
+use vm_superio::{Serial, Trigger};
+
+pub const SERIAL_PORT: u16 = 0x3f8;
+pub const I8042_DATA: u16 = 0x60;
+pub const I8042_COMMAND: u16 = 0x64;
+pub const PVPANIC_PORT: u16 = 0x505;
+
+/// What a device asks of the VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// The guest powered off (i8042 reset).
+    PowerOff,
+    /// The guest says it panicked (pvpanic).
+    Panic,
+}
+
+/// The serial port's interrupt line: none yet (guests poll).
+struct NoInterrupt;
+
+impl Trigger for NoInterrupt {
+    type E = std::io::Error;
+    fn trigger(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Where the console's bytes go.
+pub type Console = Box<dyn Write + Send>;
+
+pub struct Devices {
+    serial: Mutex<Serial<NoInterrupt, NoEvents, Console>>,
+}
+
+impl Devices {
+    pub fn new(console: Console) -> Devices {
+        Devices {
+            serial: Mutex::new(Serial::new(NoInterrupt, console)),
+        }
+    }
+
+    /// A guest's `in` from `port`.
+    pub fn read(&self, port: u16, data: &mut [u8]) {
+        data.fill(0xff);
+        match port {
+            p if (SERIAL_PORT..SERIAL_PORT + 8).contains(&p) && data.len() == 1 => {
+                data[0] = self
+                    .serial
+                    .lock()
+                    .expect("the serial lock is never poisoned")
+                    .read((p - SERIAL_PORT) as u8);
+            }
+            // i8042 status: nothing to read, ready for a command.
+            I8042_COMMAND | I8042_DATA => data.fill(0),
+            // pvpanic: "panicked" is the one event it reports.
+            PVPANIC_PORT => data.fill(0),
+            _ => {}
+        }
+        if port == PVPANIC_PORT && !data.is_empty() {
+            data[0] = 1;
+        }
+    }
+
+    /// A guest's `out` to `port`.
+    pub fn write(&self, port: u16, data: &[u8]) -> Option<Request> {
+        let value = *data.first()?;
+        match port {
+            p if (SERIAL_PORT..SERIAL_PORT + 8).contains(&p) => {
+                let mut serial = self
+                    .serial
+                    .lock()
+                    .expect("the serial lock is never poisoned");
+                // A console that cannot be written (a full disk, a closed
+                // terminal) does not stop the guest.
+                let _ = serial.write((p - SERIAL_PORT) as u8, value);
+                if p == SERIAL_PORT {
+                    let _ = serial.writer_mut().flush();
+                }
+                None
+            }
+            I8042_COMMAND if value == 0xfe => Some(Request::PowerOff),
+            PVPANIC_PORT if value & 1 != 0 => Some(Request::Panic),
+            _ => None,
+        }
+    }
+
+    /// Flushes the console.
+    pub fn flush(&self) {
+        let _ = self
+            .serial
+            .lock()
+            .expect("the serial lock is never poisoned")
+            .writer_mut()
+            .flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(data);
+            Ok(data.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn serial_bytes_reach_the_console_and_the_reset_line_powers_off() {
+        let console = Shared::default();
+        let devices = Devices::new(Box::new(console.clone()));
+        for b in b"hi\n" {
+            assert_eq!(devices.write(SERIAL_PORT, &[*b]), None);
+        }
+        assert_eq!(&console.0.lock().unwrap()[..], b"hi\n");
+        // The line status register says the transmitter is empty.
+        let mut lsr = [0u8];
+        devices.read(SERIAL_PORT + 5, &mut lsr);
+        assert_ne!(lsr[0] & 0x20, 0);
+        assert_eq!(
+            devices.write(I8042_COMMAND, &[0xfe]),
+            Some(Request::PowerOff)
+        );
+        assert_eq!(devices.write(I8042_COMMAND, &[0x20]), None);
+        assert_eq!(devices.write(PVPANIC_PORT, &[1]), Some(Request::Panic));
+        let mut nothing = [0u8; 2];
+        devices.read(0x1234, &mut nothing);
+        assert_eq!(nothing, [0xff, 0xff]);
+    }
+}

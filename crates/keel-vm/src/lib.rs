@@ -1,0 +1,25 @@
+//! keel's hypervisor: micro-VMs over the KVM API, in the style of
+//! Firecracker (one small VMM per VM, a minimal device model).
+//!
+//! - [`memory`]: guest RAM, reserved lazily (overprovisioning), and how
+//!   much of it the host really holds;
+//! - [`boot`]: keel's own guest format (a static x86-64 ELF entered in
+//!   64-bit mode) and the vCPU state for it;
+//! - [`devices`]: the port-I/O devices (serial console, i8042 reset,
+//!   pvpanic);
+//! - [`vm`]: a VM with one thread per vCPU, run until the guest ends.
+//!
+//! This machine's /dev/kvm is PVM (software KVM): keel's own guests run
+//! under it, unmodified Linux does not (see the README's VM section).
+
+pub mod boot;
+pub mod devices;
+pub mod error;
+pub mod memory;
+pub mod vm;
+
+pub use error::{Error, Result};
+
+/// keel's test guest, built with the crate (see `guests/test_guest.rs`):
+/// empty where the host is not x86-64.
+pub const TEST_GUEST: &str = env!("KEEL_TEST_GUEST");

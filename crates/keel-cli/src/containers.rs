@@ -42,7 +42,7 @@ impl Context {
 /// monitors): `$VAR` if set; else the static build `scripts/setup` makes
 /// (`<target>/<arch>-unknown-linux-gnu/<profile>/NAME` beside
 /// `<target>/<profile>/keel`); else `NAME` beside the keel binary.
-fn helper_binary(var: &str, name: &str) -> Option<PathBuf> {
+pub fn helper_binary(var: &str, name: &str) -> Option<PathBuf> {
     if let Some(path) = std::env::var_os(var) {
         return Some(PathBuf::from(path));
     }

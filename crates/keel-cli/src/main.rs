@@ -22,6 +22,7 @@ mod save;
 mod stats;
 mod system;
 mod template;
+mod vm;
 mod volumes;
 
 use std::path::PathBuf;
@@ -157,6 +158,9 @@ enum Command {
     /// Run keel's own image registry (serve, gc)
     #[command(subcommand)]
     Registry(registry::RegistryCommand),
+    /// Manage micro-VMs (keel's hypervisor: run, ls, inspect, logs, stop, kill, rm)
+    #[command(subcommand)]
+    Vm(vm::VmCommand),
     /// Manage keel
     #[command(subcommand)]
     System(SystemCommand),
@@ -343,7 +347,8 @@ fn main() {
     let own_error = match &cli.command {
         Command::Run(_)
         | Command::Create(_)
-        | Command::Container(ContainerCommand::Run(_) | ContainerCommand::Create(_)) => 125,
+        | Command::Container(ContainerCommand::Run(_) | ContainerCommand::Create(_))
+        | Command::Vm(vm::VmCommand::Run(_)) => 125,
         _ => 1,
     };
     let code = match run(cli) {
@@ -726,6 +731,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Login(args) => login::login(&root, &args),
         Command::Logout(args) => login::logout(&args),
         Command::Registry(command) => registry::run(&command),
+        Command::Vm(command) => vm::run(&ctx, &command),
         Command::System(SystemCommand::Prune(args)) => system::system_prune(&ctx, &args),
         Command::Info(args) | Command::System(SystemCommand::Info(args)) => {
             system::info(&ctx, &args)

@@ -154,6 +154,14 @@ struct Monitor {
 
 /// The monitor's main: returns its exit code.
 pub fn main(options: Options) -> i32 {
+    // One malloc arena: the short threads that make and enter the
+    // container's network namespace would otherwise each leave an arena
+    // of their own behind (~70 kB of every monitor's private memory).
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt before any thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
     // SAFETY: the report fd was handed to us by the starting process.
     let mut report = options.report_fd.map(|fd| unsafe { File::from_raw_fd(fd) });
     let monitor = match Monitor::new(&options, report.take()) {

@@ -14,8 +14,8 @@ use crate::error::{Error, Result};
 /// and returns its fd; this thread stays where it is.
 pub fn create() -> Result<OwnedFd> {
     std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
+        small_thread()
+            .spawn_scoped(scope, || {
                 // SAFETY: unshare of this short-lived thread's network
                 // namespace only (CLONE_NEWNET is allowed per thread).
                 if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
@@ -26,9 +26,17 @@ pub fn create() -> Result<OwnedFd> {
                 }
                 crate::netlink::current_namespace()
             })
+            .map_err(|e| Error::io("start a thread for the namespace", e))?
             .join()
             .map_err(|_| Error::msg("the namespace thread failed"))?
     })
+}
+
+/// A thread with a small stack: these do a few syscalls and netlink
+/// messages, and a default 2 MiB stack stays mapped (cached by libc) in
+/// every container's monitor after the thread ends.
+fn small_thread() -> std::thread::Builder {
+    std::thread::Builder::new().stack_size(256 << 10)
 }
 
 /// Runs `f` on a thread that has entered the network namespace
@@ -39,8 +47,8 @@ pub fn run_in<T: Send>(
 ) -> Result<T> {
     let raw = namespace.as_raw_fd();
     std::thread::scope(|scope| {
-        scope
-            .spawn(move || {
+        small_thread()
+            .spawn_scoped(scope, move || {
                 // SAFETY: setns of this (new, short-lived) thread only.
                 if unsafe { libc::setns(raw, libc::CLONE_NEWNET) } != 0 {
                     return Err(Error::io(
@@ -50,6 +58,7 @@ pub fn run_in<T: Send>(
                 }
                 f()
             })
+            .map_err(|e| Error::io("start a thread for the namespace", e))?
             .join()
             .map_err(|_| Error::msg("the namespace thread failed"))?
     })

@@ -31,6 +31,8 @@ pub enum Error {
         source: std::io::Error,
     },
     #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
     Msg(String),
 }
 

@@ -7,7 +7,11 @@
 //!   64-bit mode) and the vCPU state for it;
 //! - [`devices`]: the port-I/O devices (serial console, i8042 reset,
 //!   pvpanic);
-//! - [`vm`]: a VM with one thread per vCPU, run until the guest ends.
+//! - [`vm`]: a VM with one thread per vCPU, run until the guest ends;
+//! - [`store`]: VM records under keel's root (what `keel vm ls` reads).
+//!
+//! The VMM process itself is `keel-vmm` (`src/bin/keel-vmm.rs`): one per
+//! VM, started by `keel vm run`, holding the VM after the CLI exits.
 //!
 //! This machine's /dev/kvm is PVM (software KVM): keel's own guests run
 //! under it, unmodified Linux does not (see the README's VM section).
@@ -16,6 +20,7 @@ pub mod boot;
 pub mod devices;
 pub mod error;
 pub mod memory;
+pub mod store;
 pub mod vm;
 
 pub use error::{Error, Result};

@@ -1,0 +1,582 @@
+//! `keel vm`: micro-VMs, each held by its own `keel-vmm` process (as a
+//! container by its keel-monitor). `run` records the VM under keel's root
+//! and starts its VMM; `ls`, `inspect` and `logs` read the records and the
+//! console log; `stop`, `kill` and `rm` signal the VMM by its pid.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use clap::{Args, Subcommand};
+use keel_vm::store::{ConsoleMode, Status, Store, Vm, VmSpec, VmState};
+
+use crate::containers::Context;
+
+#[derive(Subcommand, Debug)]
+pub enum VmCommand {
+    /// Create and start a VM from a kernel
+    Run(RunArgs),
+    /// List VMs (running ones; all with -a)
+    #[command(alias = "ps", alias = "list")]
+    Ls(LsArgs),
+    /// Display detailed information on one or more VMs
+    Inspect(InspectArgs),
+    /// Print a VM's serial console
+    Logs(LogsArgs),
+    /// Stop one or more running VMs
+    Stop(StopArgs),
+    /// Kill one or more running VMs (their VMM, at once)
+    Kill(NamesArgs),
+    /// Remove one or more VMs
+    #[command(alias = "remove")]
+    Rm(RmArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Assign a name to the VM
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Run in the background and print the VM's id
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Number of vCPUs
+    #[arg(long, default_value_t = 1)]
+    pub cpus: u32,
+    /// Guest memory (e.g. 256m, 2g); reserved lazily on the host
+    #[arg(short, long, default_value = "128m")]
+    pub memory: String,
+    /// The guest to boot: keel's own guest format (a static x86-64 ELF)
+    #[arg(long)]
+    pub kernel: PathBuf,
+    /// The guest's command line
+    #[arg(long, default_value = "")]
+    pub cmdline: String,
+    /// Where the serial console goes: file (keel vm logs), tty, none
+    /// [default: tty in the foreground, file with -d]
+    #[arg(long)]
+    pub console: Option<String>,
+    /// Start even if the memory asked for is more than the host's RAM and
+    /// swap together (it could never all be backed)
+    #[arg(long)]
+    pub overcommit: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    /// Show all VMs (default shows just running)
+    #[arg(short, long)]
+    pub all: bool,
+    /// Only display VM ids
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Don't truncate output
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Format: table, json, or a Go template ({{.Name}} ...)
+    #[arg(long)]
+    pub format: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// Format the output using a Go template
+    #[arg(short, long)]
+    pub format: Option<String>,
+    #[arg(required = true)]
+    pub vms: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// Follow the console until the VM ends
+    #[arg(short, long)]
+    pub follow: bool,
+    pub vm: String,
+}
+
+#[derive(Args, Debug)]
+pub struct StopArgs {
+    /// Seconds to wait before killing the VMM
+    #[arg(short, long, default_value_t = 10)]
+    pub time: u64,
+    #[arg(required = true)]
+    pub vms: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct NamesArgs {
+    #[arg(required = true)]
+    pub vms: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RmArgs {
+    /// Kill a running VM and remove it
+    #[arg(short, long)]
+    pub force: bool,
+    #[arg(required = true)]
+    pub vms: Vec<String>,
+}
+
+pub fn run(ctx: &Context, command: &VmCommand) -> Result<i32> {
+    let store = Store::open(&ctx.root)?;
+    match command {
+        VmCommand::Run(args) => run_vm(&store, args),
+        VmCommand::Ls(args) => ls(&store, args),
+        VmCommand::Inspect(args) => inspect(&store, args),
+        VmCommand::Logs(args) => logs(&store, args),
+        VmCommand::Stop(args) => each(&store, &args.vms, |store, vm| {
+            stop(store, vm, Duration::from_secs(args.time))
+        }),
+        VmCommand::Kill(args) => each(&store, &args.vms, |store, vm| {
+            if !vm.is_running() {
+                bail!("VM {} is not running", vm.spec.name);
+            }
+            kill(store, vm)
+        }),
+        VmCommand::Rm(args) => each(&store, &args.vms, |store, vm| {
+            if vm.is_running() {
+                if !args.force {
+                    bail!(
+                        "cannot remove VM {}: it is running (stop it first, or use rm -f)",
+                        vm.spec.name
+                    );
+                }
+                kill(store, vm)?;
+            }
+            store.remove(&vm.spec.id)?;
+            Ok(())
+        }),
+    }
+}
+
+/// Runs `action` on each VM named, printing each name done (docker's
+/// style); 1 if any failed.
+fn each(
+    store: &Store,
+    names: &[String],
+    mut action: impl FnMut(&Store, &Vm) -> Result<()>,
+) -> Result<i32> {
+    let mut code = 0;
+    for name in names {
+        let result = store
+            .find(name)
+            .map_err(anyhow::Error::from)
+            .and_then(|vm| action(store, &vm));
+        match result {
+            Ok(()) => println!("{name}"),
+            Err(e) => {
+                eprintln!("Error: {e:#}");
+                code = 1;
+            }
+        }
+    }
+    Ok(code)
+}
+
+fn vmm_binary() -> Result<PathBuf> {
+    crate::containers::helper_binary("KEEL_VMM", "keel-vmm").ok_or_else(|| {
+        anyhow!("keel-vmm was not found next to keel (build the workspace, or set KEEL_VMM)")
+    })
+}
+
+fn run_vm(store: &Store, args: &RunArgs) -> Result<i32> {
+    let memory = keel_engine::spec::parse_size(&args.memory)
+        .map_err(|e| anyhow!("--memory {}: {e}", args.memory))?;
+    let console = match &args.console {
+        Some(text) => text.parse::<ConsoleMode>()?,
+        None if args.detach => ConsoleMode::File,
+        None => ConsoleMode::Tty,
+    };
+    if !args.overcommit
+        && let Some(host) = host_memory()
+        && memory > host
+    {
+        bail!(
+            "--memory {}: more than this host's RAM and swap together ({}); it could never all be backed (--overcommit starts it anyway)",
+            args.memory,
+            mib_text(host)
+        );
+    }
+    let kernel = std::fs::canonicalize(&args.kernel)
+        .with_context(|| format!("the kernel {}", args.kernel.display()))?;
+    if !kernel.is_file() {
+        bail!("the kernel {} is not a file", kernel.display());
+    }
+    let vmm = vmm_binary()?;
+    let id = keel_engine::engine::random_id()?;
+    let seed = u64::from_str_radix(&id[..16], 16).unwrap_or(0);
+    let spec = VmSpec {
+        id: id.clone(),
+        name: String::new(),
+        created: keel_vm::store::now(),
+        vcpus: args.cpus,
+        memory,
+        kernel,
+        cmdline: args.cmdline.clone(),
+        console,
+    };
+    let spec = store.create(
+        args.name.as_deref(),
+        &mut |attempt| keel_engine::names::generate(seed, attempt),
+        spec,
+    )?;
+    let dir = store.dir(&spec.id);
+    let vmm_log = std::fs::File::create(dir.join("vmm.log"))
+        .with_context(|| format!("create {}", dir.join("vmm.log").display()))?;
+    let mut command = Command::new(&vmm);
+    command.arg(&dir).stderr(vmm_log).stdin(Stdio::null());
+    if args.detach {
+        command.stdout(Stdio::null());
+        // Its own session: it outlives this command and the terminal.
+        // SAFETY: setsid in the child before exec.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+                libc::setsid();
+                Ok(())
+            });
+        }
+    }
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("start {}", vmm.display()))?;
+    if !args.detach {
+        let status = child.wait().context("wait for the VMM")?;
+        let state = read_state(store, &spec.id);
+        return match status.code() {
+            Some(125) => Err(start_failure(store, &spec, &state)),
+            Some(code) => Ok(code),
+            None => Ok(137),
+        };
+    }
+    // Detached: wait until the guest runs (or could not start).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let state = read_state(store, &spec.id);
+        match state.status {
+            Status::Running => break,
+            Status::Exited if state.exit_code == Some(125) => {
+                let _ = child.wait();
+                return Err(start_failure(store, &spec, &state));
+            }
+            Status::Exited => break,
+            Status::Created => {}
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let state = read_state(store, &spec.id);
+            if state.status == Status::Created {
+                let _ = store.remove(&spec.id);
+                bail!("the VMM exited ({status}) before the guest ran");
+            }
+            continue;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = store.remove(&spec.id);
+            bail!("the VMM did not start the guest within 30 seconds");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    println!("{}", spec.id);
+    Ok(0)
+}
+
+/// A VM that could not start is not kept: its record goes, its reason is
+/// the error.
+fn start_failure(store: &Store, spec: &VmSpec, state: &VmState) -> anyhow::Error {
+    let reason = state
+        .reason
+        .clone()
+        .unwrap_or_else(|| "the VMM failed".into());
+    let _ = store.remove(&spec.id);
+    anyhow!(
+        "{}",
+        reason.strip_prefix("failed to start: ").unwrap_or(&reason)
+    )
+}
+
+fn read_state(store: &Store, id: &str) -> VmState {
+    std::fs::read(store.dir(id).join("state.json"))
+        .ok()
+        .and_then(|data| serde_json::from_slice(&data).ok())
+        .unwrap_or_default()
+}
+
+/// SIGTERM to the VMM, SIGKILL after `timeout` (the guest cannot be asked
+/// to power off yet: a guest of keel's format has no ACPI).
+fn stop(store: &Store, vm: &Vm, timeout: Duration) -> Result<()> {
+    if !vm.is_running() {
+        return Ok(());
+    }
+    signal(vm, libc::SIGTERM)?;
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if !alive(vm) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    kill(store, vm)
+}
+
+fn kill(store: &Store, vm: &Vm) -> Result<()> {
+    signal(vm, libc::SIGKILL)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(vm) {
+        if Instant::now() > deadline {
+            bail!(
+                "VM {}'s VMM (pid {}) did not die",
+                vm.spec.name,
+                vm.state.pid
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut state = vm.state.clone();
+    state.status = Status::Exited;
+    state.finished_at = Some(keel_vm::store::now());
+    state.reason = Some("killed".into());
+    state.exit_code = Some(137);
+    store.write_state(&vm.spec.id, &state)?;
+    Ok(())
+}
+
+fn alive(vm: &Vm) -> bool {
+    keel_runtime::util::process_alive(vm.state.pid, vm.state.pid_start)
+}
+
+fn signal(vm: &Vm, signal: i32) -> Result<()> {
+    if !alive(vm) {
+        return Ok(());
+    }
+    // SAFETY: kill on the VMM's pid, checked alive with its start time.
+    if unsafe { libc::kill(vm.state.pid, signal) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ESRCH) {
+            bail!("signal VM {}'s VMM: {e}", vm.spec.name);
+        }
+    }
+    Ok(())
+}
+
+/// The host memory a running VM holds (its VMM's resident set).
+fn resident(vm: &Vm) -> Option<u64> {
+    if !vm.is_running() {
+        return None;
+    }
+    let status = std::fs::read_to_string(format!("/proc/{}/status", vm.state.pid)).ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+/// The host's RAM and swap, bytes.
+fn host_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let field = |name: &str| -> Option<u64> {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse::<u64>()
+            .ok()
+    };
+    Some((field("MemTotal:")? + field("SwapTotal:").unwrap_or(0)) * 1024)
+}
+
+/// Binary units, as memory is assigned: "256MiB", "1.5GiB".
+fn mib_text(bytes: u64) -> String {
+    if bytes >= 1 << 30 {
+        let gib = bytes as f64 / (1u64 << 30) as f64;
+        let text = format!("{gib:.2}");
+        format!("{}GiB", text.trim_end_matches('0').trim_end_matches('.'))
+    } else if bytes >= 1 << 20 {
+        format!("{}MiB", bytes >> 20)
+    } else {
+        format!("{}KiB", bytes >> 10)
+    }
+}
+
+fn status_text(vm: &Vm) -> String {
+    let ago = |time: &Option<String>| {
+        let seconds = time
+            .as_deref()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .map(|t| jiff::Timestamp::now().as_second() - t.as_second())
+            .unwrap_or(0);
+        crate::containers::human_duration(seconds)
+    };
+    match vm.state.status {
+        Status::Created => "Created".into(),
+        Status::Running => format!("Up {}", ago(&vm.state.started_at)),
+        Status::Exited => format!(
+            "Exited ({}) {} ago",
+            vm.state.reason.as_deref().unwrap_or("unknown"),
+            ago(&vm.state.finished_at)
+        ),
+    }
+}
+
+fn value(vm: &Vm) -> serde_json::Value {
+    let resident = resident(vm);
+    serde_json::json!({
+        "ID": vm.spec.id,
+        "Name": vm.spec.name,
+        "Created": vm.spec.created,
+        "State": match vm.state.status {
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Exited => "exited",
+        },
+        "Status": status_text(vm),
+        "CPUs": vm.spec.vcpus,
+        "Memory": vm.spec.memory,
+        "MemoryResident": resident,
+        "Kernel": vm.spec.kernel,
+        "Cmdline": vm.spec.cmdline,
+        "Console": vm.spec.console,
+        "Pid": if vm.is_running() { vm.state.pid } else { 0 },
+        "StartedAt": vm.state.started_at,
+        "FinishedAt": vm.state.finished_at,
+        "Reason": vm.state.reason,
+        "ExitCode": vm.state.exit_code,
+    })
+}
+
+fn ls(store: &Store, args: &LsArgs) -> Result<i32> {
+    let vms: Vec<Vm> = store
+        .list()?
+        .into_iter()
+        .filter(|vm| args.all || vm.is_running())
+        .collect();
+    let mut out = std::io::stdout().lock();
+    let short = |id: &str| {
+        if args.no_trunc {
+            id.to_string()
+        } else {
+            id.chars().take(12).collect()
+        }
+    };
+    if args.quiet {
+        for vm in &vms {
+            writeln!(out, "{}", short(&vm.spec.id))?;
+        }
+        return Ok(0);
+    }
+    let rows: Vec<serde_json::Value> = vms.iter().map(value).collect();
+    let titles = [
+        ("ID", "VM ID"),
+        ("Name", "NAME"),
+        ("Status", "STATUS"),
+        ("CPUs", "CPUS"),
+        ("Memory", "MEMORY"),
+        ("MemoryResident", "RESIDENT"),
+    ];
+    if let Some(text) = crate::template::render_list(&rows, args.format.as_deref(), &titles)? {
+        out.write_all(text.as_bytes())?;
+        return Ok(0);
+    }
+    let mut table = vec![
+        ["VM ID", "NAME", "STATUS", "CPUS", "MEMORY", "RESIDENT"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for vm in &vms {
+        table.push(vec![
+            short(&vm.spec.id),
+            vm.spec.name.clone(),
+            status_text(vm),
+            vm.spec.vcpus.to_string(),
+            mib_text(vm.spec.memory),
+            resident(vm).map(mib_text).unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    out.write_all(crate::images::render_table(&table).as_bytes())?;
+    Ok(0)
+}
+
+fn inspect(store: &Store, args: &InspectArgs) -> Result<i32> {
+    let mut values = Vec::new();
+    let mut code = 0;
+    for name in &args.vms {
+        match store.find(name) {
+            Ok(vm) => values.push(value(&vm)),
+            Err(e) => {
+                eprintln!("Error: {e}");
+                code = 1;
+            }
+        }
+    }
+    crate::template::print_values(&values, args.format.as_deref())?;
+    Ok(code)
+}
+
+fn logs(store: &Store, args: &LogsArgs) -> Result<i32> {
+    let vm = store.find(&args.vm)?;
+    if vm.spec.console != ConsoleMode::File {
+        bail!(
+            "VM {} has no console log (its console is {})",
+            vm.spec.name,
+            serde_json::to_value(vm.spec.console)?
+                .as_str()
+                .unwrap_or("elsewhere")
+        );
+    }
+    let path = store.dir(&vm.spec.id).join("console.log");
+    follow_file(&path, args.follow, || {
+        store.find(&vm.spec.id).is_ok_and(|vm| vm.is_running())
+    })?;
+    Ok(0)
+}
+
+/// Copies `path` to stdout; with `follow`, keeps copying what is added
+/// while `running` says so.
+fn follow_file(path: &Path, follow: bool, running: impl Fn() -> bool) -> Result<()> {
+    use std::io::Read;
+    let mut file = match std::fs::File::open(path) {
+        Ok(file) => Some(file),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("open {}", path.display())),
+    };
+    let mut out = std::io::stdout().lock();
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        if file.is_none() {
+            file = std::fs::File::open(path).ok();
+        }
+        let mut copied = false;
+        if let Some(file) = file.as_mut() {
+            loop {
+                let n = file.read(&mut buffer)?;
+                if n == 0 {
+                    break;
+                }
+                out.write_all(&buffer[..n])?;
+                copied = true;
+            }
+        }
+        out.flush()?;
+        if !follow {
+            return Ok(());
+        }
+        if !copied && !running() {
+            // One last read: what was written just before the end.
+            if let Some(file) = file.as_mut() {
+                std::io::copy(file, &mut out)?;
+            }
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,416 @@
+//! `keel vm` as a user types it, with keel's test guest under this
+//! machine's KVM: a VM in the foreground on the terminal, detached ones
+//! held by their keel-vmm (ls, inspect, logs, stop, kill, rm), how guests
+//! end, overprovisioning, and bad input refused with nothing left behind.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use keel_testutil::{TempRoot, require_root};
+
+struct Keel {
+    temp: TempRoot,
+}
+
+impl Keel {
+    fn new() -> Keel {
+        require_root();
+        assert!(
+            Path::new("/dev/kvm").exists(),
+            "keel vm tests run guests under KVM: /dev/kvm is missing"
+        );
+        Keel {
+            temp: TempRoot::new(),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_keel"))
+            .env("KEEL_ROOT", self.temp.root())
+            .env("KEEL_RUNROOT", self.temp.runroot())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run keel")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "keel {args:?} exited {:?}:\n{}{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn fails(&self, args: &[&str], code: i32) -> String {
+        let out = self.run(args);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "keel {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    fn eventually(&self, what: &str, mut check: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !check() {
+            assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `vm ls -a` as (name, status) rows.
+    fn statuses(&self) -> Vec<(String, String)> {
+        self.ok(&["vm", "ls", "-a", "--format", "{{.Name}}|{{.Status}}"])
+            .lines()
+            .map(|l| {
+                let (name, status) = l.split_once('|').unwrap();
+                (name.to_string(), status.to_string())
+            })
+            .collect()
+    }
+
+    fn status(&self, name: &str) -> String {
+        self.statuses()
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| s)
+            .unwrap_or_else(|| panic!("no VM {name} in {:?}", self.statuses()))
+    }
+}
+
+impl Drop for Keel {
+    fn drop(&mut self) {
+        // Any VMM left running is a leak: killed, and the test fails.
+        let marker = self.temp.path().display().to_string();
+        let killed = keel_testutil::peers::kill_processes_mentioning(&marker);
+        if !killed.is_empty() && !std::thread::panicking() {
+            panic!("VMMs were left running: {killed:?}");
+        }
+    }
+}
+
+const GUEST: &str = keel_vm::TEST_GUEST;
+
+#[test]
+fn a_vm_in_the_foreground_prints_on_the_terminal_and_ends_with_the_guest() {
+    let keel = Keel::new();
+    let out = keel.ok(&[
+        "vm",
+        "run",
+        "--name",
+        "hi",
+        "--kernel",
+        GUEST,
+        "--cmdline",
+        "hello",
+    ]);
+    assert_eq!(out, "hello from keel's test guest\n");
+    assert!(keel.status("hi").starts_with("Exited (powered off) "));
+    // Four vCPUs, each reporting in.
+    let out = keel.ok(&[
+        "vm",
+        "run",
+        "--cpus",
+        "4",
+        "--memory",
+        "64m",
+        "--kernel",
+        GUEST,
+        "--cmdline",
+        "cpus",
+    ]);
+    assert!(out.ends_with("all 4 cpus up\n"), "{out}");
+    // The whole of the memory asked for is there.
+    let out = keel.ok(&[
+        "vm",
+        "run",
+        "--memory",
+        "512m",
+        "--kernel",
+        GUEST,
+        "--cmdline",
+        "memory",
+    ]);
+    assert_eq!(out, "memory ok: 512 MiB\n");
+    // A guest that panics or triple-faults: exit 1, and ls says which.
+    let out = keel.run(&[
+        "vm",
+        "run",
+        "--name",
+        "oops",
+        "--kernel",
+        GUEST,
+        "--cmdline",
+        "panic",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(keel.status("oops").starts_with("Exited (guest panicked) "));
+    let out = keel.run(&[
+        "vm",
+        "run",
+        "--name",
+        "tf",
+        "--kernel",
+        GUEST,
+        "--cmdline",
+        "triple-fault",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(keel.status("tf").starts_with("Exited (triple fault) "));
+    // Nothing runs now: ls shows nothing, ls -a everything.
+    assert_eq!(keel.ok(&["vm", "ls", "-q"]), "");
+    assert_eq!(keel.ok(&["vm", "ls", "-aq"]).lines().count(), 5);
+}
+
+#[test]
+fn detached_vms_are_held_by_their_vmm_and_managed_by_name() {
+    let keel = Keel::new();
+    let id = keel.ok(&[
+        "vm",
+        "run",
+        "-d",
+        "--name",
+        "counter",
+        "--cpus",
+        "2",
+        "--memory",
+        "96m",
+        "--kernel",
+        GUEST,
+        "--cmdline",
+        "count",
+    ]);
+    let id = id.trim();
+    assert_eq!(id.len(), 64, "{id}");
+    assert!(id.chars().all(|c| c.is_ascii_hexdigit()));
+    // The console goes to the log while the VM runs on.
+    keel.eventually("the guest counts", || {
+        keel.ok(&["vm", "logs", "counter"]).contains("count 3\n")
+    });
+    let table = keel.ok(&["vm", "ls"]);
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap()
+        .split("  ")
+        .filter(|c| !c.is_empty())
+        .map(str::trim)
+        .collect();
+    assert_eq!(
+        header,
+        ["VM ID", "NAME", "STATUS", "CPUS", "MEMORY", "RESIDENT"]
+    );
+    let row = lines.next().unwrap();
+    assert!(row.starts_with(&id[..12]), "{table}");
+    assert!(
+        row.contains("counter") && row.contains("Up ") && row.contains("96MiB"),
+        "{table}"
+    );
+    assert_eq!(
+        keel.ok(&[
+            "vm",
+            "inspect",
+            "-f",
+            "{{.State}} {{.CPUs}} {{.Memory}}",
+            "counter"
+        ]),
+        "running 2 100663296\n"
+    );
+    // Lazily committed: the guest touched little of its 96 MiB.
+    let resident: u64 = keel
+        .ok(&["vm", "inspect", "-f", "{{.MemoryResident}}", id])
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(resident > 0 && resident < 48 << 20, "resident {resident}");
+    // A second VM may not take the name; an id prefix finds the first.
+    let error = keel.fails(
+        &["vm", "run", "-d", "--name", "counter", "--kernel", GUEST],
+        125,
+    );
+    assert!(
+        error.contains("the VM name \"counter\" is already in use"),
+        "{error}"
+    );
+    assert_eq!(
+        keel.ok(&["vm", "inspect", "-f", "{{.Name}}", &id[..8]]),
+        "counter\n"
+    );
+    // rm refuses a running VM; stop ends it (the guest has no ACPI: the
+    // VMM stops it), and the log keeps what the guest said.
+    let error = keel.fails(&["vm", "rm", "counter"], 1);
+    assert!(error.contains("it is running"), "{error}");
+    assert_eq!(keel.ok(&["vm", "stop", "-t", "5", "counter"]), "counter\n");
+    assert!(keel.status("counter").starts_with("Exited (stopped) "));
+    assert!(
+        keel.ok(&["vm", "logs", "counter"])
+            .starts_with("count 1\ncount 2\n")
+    );
+    assert_eq!(keel.ok(&["vm", "rm", "counter"]), "counter\n");
+    assert!(keel.statuses().is_empty());
+    let error = keel.fails(&["vm", "rm", "counter"], 1);
+    assert_eq!(error, "Error: No such VM: counter\n");
+
+    // kill: the VMM goes at once; rm -f kills and removes.
+    keel.ok(&[
+        "vm",
+        "run",
+        "-d",
+        "--name",
+        "spin",
+        "--kernel",
+        GUEST,
+        "--cmdline",
+        "spin",
+    ]);
+    keel.ok(&[
+        "vm",
+        "run",
+        "-d",
+        "--name",
+        "spin2",
+        "--kernel",
+        GUEST,
+        "--cmdline",
+        "spin",
+    ]);
+    assert_eq!(keel.ok(&["vm", "kill", "spin"]), "spin\n");
+    assert!(keel.status("spin").starts_with("Exited (killed) "));
+    assert_eq!(
+        keel.ok(&["vm", "rm", "-f", "spin2", "spin"]),
+        "spin2\nspin\n"
+    );
+    assert!(keel.statuses().is_empty());
+}
+
+#[test]
+fn vms_may_be_assigned_more_memory_than_the_host_has() {
+    let keel = Keel::new();
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let total_kb: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap();
+    let total = total_kb * 1024;
+    // Three VMs of 40% of the host's RAM each: 120% in all.
+    let each = total * 2 / 5;
+    let each_mib = format!("{}m", each >> 20);
+    for name in ["big1", "big2", "big3"] {
+        keel.ok(&[
+            "vm",
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--memory",
+            &each_mib,
+            "--kernel",
+            GUEST,
+            "--cmdline",
+            "count",
+        ]);
+    }
+    keel.eventually("all three count", || {
+        ["big1", "big2", "big3"]
+            .iter()
+            .all(|n| keel.ok(&["vm", "logs", n]).contains("count 1\n"))
+    });
+    let mut assigned = 0;
+    for name in ["big1", "big2", "big3"] {
+        let fields = keel.ok(&[
+            "vm",
+            "inspect",
+            "-f",
+            "{{.State}} {{.Memory}} {{.MemoryResident}}",
+            name,
+        ]);
+        let fields: Vec<&str> = fields.split_whitespace().collect();
+        assert_eq!(fields[0], "running");
+        assert_eq!(fields[1].parse::<u64>().unwrap(), (each >> 20) << 20);
+        assigned += fields[1].parse::<u64>().unwrap();
+        let resident: u64 = fields[2].parse().unwrap();
+        assert!(resident < 64 << 20, "{name} holds {resident} bytes");
+    }
+    assert!(assigned > total, "{assigned} assigned of {total}");
+    // One VM larger than RAM and swap together could never be backed.
+    let error = keel.fails(
+        &[
+            "vm",
+            "run",
+            "-d",
+            "--memory",
+            &format!("{}m", (total >> 20) * 8),
+            "--kernel",
+            GUEST,
+        ],
+        125,
+    );
+    assert!(
+        error.contains("more than this host's RAM and swap together"),
+        "{error}"
+    );
+    keel.ok(&["vm", "rm", "-f", "big1", "big2", "big3"]);
+}
+
+#[test]
+fn bad_input_gets_one_clear_error_and_leaves_nothing() {
+    let keel = Keel::new();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["vm", "run", "--kernel", "/etc/passwd"],
+            "Error: /etc/passwd is not a guest keel can boot: not an ELF file\n",
+        ),
+        (
+            &["vm", "run", "-d", "--kernel", "/etc/passwd"],
+            "Error: /etc/passwd is not a guest keel can boot: not an ELF file\n",
+        ),
+        (
+            &["vm", "run", "--kernel", "/nonexistent"],
+            "Error: the kernel /nonexistent: No such file or directory (os error 2)\n",
+        ),
+        (
+            &["vm", "run", "--cpus", "0", "--kernel", GUEST],
+            "0 vCPUs: KVM here allows 1 to",
+        ),
+        (
+            &["vm", "run", "--memory", "1m", "--kernel", GUEST],
+            "Error: 1048576 bytes of memory: a VM needs at least 4 MiB\n",
+        ),
+        (
+            &["vm", "run", "--memory", "lots", "--kernel", GUEST],
+            "Error: --memory lots:",
+        ),
+        (
+            &["vm", "run", "--console", "printer", "--kernel", GUEST],
+            "Error: --console printer: use file, tty or none\n",
+        ),
+        (
+            &["vm", "run", "--name", "no/slash", "--kernel", GUEST],
+            "Error: Invalid VM name (no/slash)",
+        ),
+    ];
+    for (args, expected) in cases {
+        let error = keel.fails(args, 125);
+        assert!(
+            error.starts_with(expected) || error.contains(expected),
+            "{args:?}: {error}"
+        );
+    }
+    assert!(keel.statuses().is_empty(), "{:?}", keel.statuses());
+    let error = keel.fails(&["vm", "kill", "nothing"], 1);
+    assert_eq!(error, "Error: No such VM: nothing\n");
+}

@@ -46,3 +46,21 @@ combine() {
 spread() {
     printf '%s-%s' "$(quantile 0.25 <<<"$1" | awk '{printf "%.3f", $1}')" "$(quantile 0.75 <<<"$1" | awk '{printf "%.3f", $1}')"
 }
+
+# release_hugetlb: after unmounting the v1 hugetlb hierarchy a bench mounted for crun, wait
+# until hugetlb is back in the cgroup2 mount. The kernel frees the hierarchy once its last
+# dying cgroup is gone, and checks only at an unmount: if it lingers, mount and unmount it
+# once more. Says so if it never comes back (the tests then find hugetlb nowhere).
+release_hugetlb() {
+    local waited=0 kick
+    until [[ $(cat /sys/fs/cgroup/unified/cgroup.controllers) == *hugetlb* ]] || ((waited >= 60)); do
+        sleep 0.5
+        if ((++waited % 10 == 0)); then
+            kick=$(mktemp -d /tmp/keel-bench-hugetlb-XXXXXX)
+            mount -t cgroup -o hugetlb cgroup "$kick" 2>/dev/null && umount "$kick"
+            rmdir "$kick"
+        fi
+    done
+    [[ $(cat /sys/fs/cgroup/unified/cgroup.controllers) == *hugetlb* ]] ||
+        echo "bench: hugetlb has not returned to cgroup2: mount and unmount a v1 hugetlb hierarchy to release it" >&2
+}

@@ -348,7 +348,7 @@ fn main() {
         Command::Run(_)
         | Command::Create(_)
         | Command::Container(ContainerCommand::Run(_) | ContainerCommand::Create(_))
-        | Command::Vm(vm::VmCommand::Run(_)) => 125,
+        | Command::Vm(vm::VmCommand::Run(_) | vm::VmCommand::Restore(_)) => 125,
         _ => 1,
     };
     let code = match run(cli) {

@@ -32,6 +32,41 @@ pub enum VmCommand {
     /// Remove one or more VMs
     #[command(alias = "remove")]
     Rm(RmArgs),
+    /// Pause all vCPUs of one or more VMs
+    Pause(NamesArgs),
+    /// Resume one or more paused VMs
+    #[command(alias = "unpause")]
+    Resume(NamesArgs),
+    /// Write a VM's memory and vCPU state to a new directory (the VM goes on, or stops with --stop)
+    Snapshot(SnapshotArgs),
+    /// Start a new VM from a snapshot (memory loaded as the guest touches it)
+    Restore(RestoreArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SnapshotArgs {
+    /// Leave the VM stopped after the snapshot
+    #[arg(long)]
+    pub stop: bool,
+    pub vm: String,
+    /// A directory that does not exist yet
+    pub dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// Assign a name to the new VM
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Run in the background and print the VM's id
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Where the serial console goes: file (keel vm logs), tty, none
+    /// [default: tty in the foreground, file with -d]
+    #[arg(long)]
+    pub console: Option<String>,
+    /// The snapshot's directory
+    pub dir: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -124,7 +159,44 @@ pub struct RmArgs {
 pub fn run(ctx: &Context, command: &VmCommand) -> Result<i32> {
     let store = Store::open(&ctx.root)?;
     match command {
-        VmCommand::Run(args) => run_vm(&store, args),
+        VmCommand::Run(args) => run_vm(ctx, &store, args),
+        VmCommand::Restore(args) => restore(ctx, &store, args),
+        VmCommand::Pause(args) => each(&store, &args.vms, |_, vm| {
+            if vm.state.status != Status::Running {
+                bail!("VM {} is not running", vm.spec.name);
+            }
+            control(vm, "pause")
+        }),
+        VmCommand::Resume(args) => each(&store, &args.vms, |_, vm| {
+            if vm.state.status != Status::Paused {
+                bail!("VM {} is not paused", vm.spec.name);
+            }
+            control(vm, "resume")
+        }),
+        VmCommand::Snapshot(args) => {
+            let vm = store.find(&args.vm)?;
+            if !vm.is_running() {
+                bail!("VM {} is not running", vm.spec.name);
+            }
+            let dir = absolute(&args.dir)?;
+            let request = if args.stop {
+                format!("snapshot --stop {}", dir.display())
+            } else {
+                format!("snapshot {}", dir.display())
+            };
+            control(&vm, &request)?;
+            if args.stop {
+                // The VMM records the end as it exits.
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while store.find(&vm.spec.id).is_ok_and(|vm| vm.is_running())
+                    && Instant::now() < deadline
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+            println!("{}", dir.display());
+            Ok(0)
+        }
         VmCommand::Ls(args) => ls(&store, args),
         VmCommand::Inspect(args) => inspect(&store, args),
         VmCommand::Logs(args) => logs(&store, args),
@@ -183,14 +255,10 @@ fn vmm_binary() -> Result<PathBuf> {
     })
 }
 
-fn run_vm(store: &Store, args: &RunArgs) -> Result<i32> {
+fn run_vm(ctx: &Context, store: &Store, args: &RunArgs) -> Result<i32> {
     let memory = keel_engine::spec::parse_size(&args.memory)
         .map_err(|e| anyhow!("--memory {}: {e}", args.memory))?;
-    let console = match &args.console {
-        Some(text) => text.parse::<ConsoleMode>()?,
-        None if args.detach => ConsoleMode::File,
-        None => ConsoleMode::Tty,
-    };
+    let console = console_mode(args.console.as_deref(), args.detach)?;
     if !args.overcommit
         && let Some(host) = host_memory()
         && memory > host
@@ -206,11 +274,8 @@ fn run_vm(store: &Store, args: &RunArgs) -> Result<i32> {
     if !kernel.is_file() {
         bail!("the kernel {} is not a file", kernel.display());
     }
-    let vmm = vmm_binary()?;
-    let id = keel_engine::engine::random_id()?;
-    let seed = u64::from_str_radix(&id[..16], 16).unwrap_or(0);
     let spec = VmSpec {
-        id: id.clone(),
+        id: String::new(),
         name: String::new(),
         created: keel_vm::store::now(),
         vcpus: args.cpus,
@@ -218,18 +283,88 @@ fn run_vm(store: &Store, args: &RunArgs) -> Result<i32> {
         kernel,
         cmdline: args.cmdline.clone(),
         console,
+        restored_from: None,
     };
+    start(ctx, store, args.name.as_deref(), spec, args.detach)
+}
+
+fn console_mode(text: Option<&str>, detach: bool) -> Result<ConsoleMode> {
+    Ok(match text {
+        Some(text) => text.parse::<ConsoleMode>()?,
+        None if detach => ConsoleMode::File,
+        None => ConsoleMode::Tty,
+    })
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    Ok(if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .context("the current directory")?
+            .join(path)
+    })
+}
+
+fn restore(ctx: &Context, store: &Store, args: &RestoreArgs) -> Result<i32> {
+    let dir = std::fs::canonicalize(&args.dir)
+        .with_context(|| format!("the snapshot {}", args.dir.display()))?;
+    let meta: keel_vm::snapshot::Meta = std::fs::read(dir.join("snapshot.json"))
+        .map_err(anyhow::Error::from)
+        .and_then(|data| serde_json::from_slice(&data).map_err(anyhow::Error::from))
+        .with_context(|| {
+            format!(
+                "{} cannot be restored: it is not a keel VM snapshot (snapshot.json)",
+                dir.display()
+            )
+        })?;
+    let spec = VmSpec {
+        id: String::new(),
+        name: String::new(),
+        created: keel_vm::store::now(),
+        vcpus: meta.vcpus,
+        memory: meta.memory,
+        kernel: dir.clone(),
+        cmdline: meta.cmdline,
+        console: console_mode(args.console.as_deref(), args.detach)?,
+        restored_from: Some(dir),
+    };
+    start(ctx, store, args.name.as_deref(), spec, args.detach)
+}
+
+/// Records the VM and starts its VMM: in the foreground until the guest
+/// ends (its exit code), or detached until it runs (its id printed).
+fn start(
+    ctx: &Context,
+    store: &Store,
+    name: Option<&str>,
+    mut spec: VmSpec,
+    detach: bool,
+) -> Result<i32> {
+    let vmm = vmm_binary()?;
+    let id = keel_engine::engine::random_id()?;
+    let seed = u64::from_str_radix(&id[..16], 16).unwrap_or(0);
+    spec.id = id;
     let spec = store.create(
-        args.name.as_deref(),
+        name,
         &mut |attempt| keel_engine::names::generate(seed, attempt),
         spec,
     )?;
     let dir = store.dir(&spec.id);
+    let socket = ctx
+        .runroot
+        .join("vms")
+        .join(format!("{}.sock", &spec.id[..12]));
     let vmm_log = std::fs::File::create(dir.join("vmm.log"))
         .with_context(|| format!("create {}", dir.join("vmm.log").display()))?;
     let mut command = Command::new(&vmm);
-    command.arg(&dir).stderr(vmm_log).stdin(Stdio::null());
-    if args.detach {
+    command
+        .arg(&dir)
+        .arg("--control")
+        .arg(&socket)
+        .stderr(vmm_log)
+        .stdin(Stdio::null());
+    if detach {
         command.stdout(Stdio::null());
         // Its own session: it outlives this command and the terminal.
         // SAFETY: setsid in the child before exec.
@@ -243,7 +378,7 @@ fn run_vm(store: &Store, args: &RunArgs) -> Result<i32> {
     let mut child = command
         .spawn()
         .with_context(|| format!("start {}", vmm.display()))?;
-    if !args.detach {
+    if !detach {
         let status = child.wait().context("wait for the VMM")?;
         let state = read_state(store, &spec.id);
         return match status.code() {
@@ -257,7 +392,7 @@ fn run_vm(store: &Store, args: &RunArgs) -> Result<i32> {
     loop {
         let state = read_state(store, &spec.id);
         match state.status {
-            Status::Running => break,
+            Status::Running | Status::Paused => break,
             Status::Exited if state.exit_code == Some(125) => {
                 let _ = child.wait();
                 return Err(start_failure(store, &spec, &state));
@@ -283,6 +418,16 @@ fn run_vm(store: &Store, args: &RunArgs) -> Result<i32> {
     }
     println!("{}", spec.id);
     Ok(0)
+}
+
+/// One request to a VM's VMM.
+fn control(vm: &Vm, request: &str) -> Result<()> {
+    let socket = vm
+        .state
+        .control
+        .as_ref()
+        .ok_or_else(|| anyhow!("VM {}'s VMM has no control socket", vm.spec.name))?;
+    keel_vm::store::control(socket, request).map_err(|e| anyhow!("VM {}: {e}", vm.spec.name))
 }
 
 /// A VM that could not start is not kept: its record goes, its reason is
@@ -420,6 +565,7 @@ fn status_text(vm: &Vm) -> String {
     match vm.state.status {
         Status::Created => "Created".into(),
         Status::Running => format!("Up {}", ago(&vm.state.started_at)),
+        Status::Paused => format!("Up {} (Paused)", ago(&vm.state.started_at)),
         Status::Exited => format!(
             "Exited ({}) {} ago",
             vm.state.reason.as_deref().unwrap_or("unknown"),
@@ -437,6 +583,7 @@ fn value(vm: &Vm) -> serde_json::Value {
         "State": match vm.state.status {
             Status::Created => "created",
             Status::Running => "running",
+            Status::Paused => "paused",
             Status::Exited => "exited",
         },
         "Status": status_text(vm),
@@ -446,6 +593,7 @@ fn value(vm: &Vm) -> serde_json::Value {
         "Kernel": vm.spec.kernel,
         "Cmdline": vm.spec.cmdline,
         "Console": vm.spec.console,
+        "RestoredFrom": vm.spec.restored_from,
         "Pid": if vm.is_running() { vm.state.pid } else { 0 },
         "StartedAt": vm.state.started_at,
         "FinishedAt": vm.state.finished_at,

@@ -414,3 +414,139 @@ fn bad_input_gets_one_clear_error_and_leaves_nothing() {
     let error = keel.fails(&["vm", "kill", "nothing"], 1);
     assert_eq!(error, "Error: No such VM: nothing\n");
 }
+
+/// The last complete "count N" line of a log.
+fn last_count(log: &str) -> u64 {
+    let whole = log.rsplit_once('\n').map_or("", |(whole, _)| whole);
+    whole
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("count ")?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn pause_snapshot_and_restore_twice_from_the_cli() {
+    let keel = Keel::new();
+    keel.ok(&[
+        "vm",
+        "run",
+        "-d",
+        "--name",
+        "counter",
+        "--memory",
+        "64m",
+        "--kernel",
+        GUEST,
+        "--cmdline",
+        "count",
+    ]);
+    keel.eventually("it counts", || {
+        keel.ok(&["vm", "logs", "counter"]).contains("count 2\n")
+    });
+    // pause: nothing more on the console until resume.
+    assert_eq!(keel.ok(&["vm", "pause", "counter"]), "counter\n");
+    assert!(
+        keel.status("counter").ends_with("(Paused)"),
+        "{}",
+        keel.status("counter")
+    );
+    let paused = keel.ok(&["vm", "logs", "counter"]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(keel.ok(&["vm", "logs", "counter"]), paused);
+    let error = keel.fails(&["vm", "pause", "counter"], 1);
+    assert!(error.contains("is not running"), "{error}");
+    assert_eq!(keel.ok(&["vm", "resume", "counter"]), "counter\n");
+    let resumed_from = last_count(&paused);
+    keel.eventually("it counts again", || {
+        last_count(&keel.ok(&["vm", "logs", "counter"])) >= resumed_from + 2
+    });
+
+    // snapshot --stop: the VM ends there; its directory is whole.
+    let snap = keel.temp.path().join("snap");
+    let out = keel.ok(&[
+        "vm",
+        "snapshot",
+        "--stop",
+        "counter",
+        snap.to_str().unwrap(),
+    ]);
+    assert_eq!(out.trim(), snap.to_str().unwrap());
+    assert!(
+        keel.status("counter")
+            .starts_with("Exited (stopped after a snapshot) ")
+    );
+    let log = keel.ok(&["vm", "logs", "counter"]);
+    let at = last_count(&log);
+    let cut = log
+        .rsplit_once('\n')
+        .map_or("", |(_, rest)| rest)
+        .to_string();
+    for file in ["memory", "vcpus.json", "snapshot.json"] {
+        assert!(snap.join(file).is_file(), "{file}");
+    }
+    // Two clones from it, each going on from the snapshot's count.
+    for name in ["clone1", "clone2"] {
+        let id = keel.ok(&[
+            "vm",
+            "restore",
+            "-d",
+            "--name",
+            name,
+            snap.to_str().unwrap(),
+        ]);
+        assert_eq!(id.trim().len(), 64);
+    }
+    for name in ["clone1", "clone2"] {
+        keel.eventually(&format!("{name} counts on"), || {
+            keel.ok(&["vm", "logs", name])
+                .contains(&format!("count {}\n", at + 2))
+        });
+        let text = format!("{cut}{}", keel.ok(&["vm", "logs", name]));
+        assert!(
+            text.starts_with(&format!("count {}\ncount {}\n", at + 1, at + 2)),
+            "{name} of a guest that had counted to {at}: {text:?}"
+        );
+        assert_eq!(
+            keel.ok(&["vm", "inspect", "-f", "{{.RestoredFrom}}", name])
+                .trim(),
+            snap.to_str().unwrap()
+        );
+    }
+    // A snapshot to a directory that exists is refused; the VM runs on.
+    let error = keel.fails(&["vm", "snapshot", "clone1", snap.to_str().unwrap()], 1);
+    assert!(
+        error.contains("exists: a snapshot goes to a new directory"),
+        "{error}"
+    );
+    assert!(keel.status("clone1").starts_with("Up "));
+    // A truncated one is refused, and nothing is recorded.
+    let broken = keel.temp.path().join("broken");
+    std::fs::create_dir(&broken).unwrap();
+    for file in ["memory", "vcpus.json", "snapshot.json"] {
+        std::fs::copy(snap.join(file), broken.join(file)).unwrap();
+    }
+    std::fs::File::options()
+        .write(true)
+        .open(broken.join("memory"))
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    let error = keel.fails(
+        &[
+            "vm",
+            "restore",
+            "-d",
+            "--name",
+            "broken",
+            broken.to_str().unwrap(),
+        ],
+        125,
+    );
+    assert!(
+        error.contains("cannot be restored: its memory file is 1048576 bytes"),
+        "{error}"
+    );
+    assert!(!keel.statuses().iter().any(|(n, _)| n == "broken"));
+    keel.ok(&["vm", "rm", "-f", "clone1", "clone2", "counter"]);
+}

@@ -216,7 +216,7 @@ fn memory(info: &BootInfo) -> ! {
 fn count() -> ! {
     let mut n: u64 = 0;
     loop {
-        for _ in 0..(1 << 22) {
+        for _ in 0..(1 << 20) {
             core::hint::spin_loop();
         }
         n += 1;

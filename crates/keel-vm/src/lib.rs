@@ -8,6 +8,8 @@
 //! - [`devices`]: the port-I/O devices (serial console, i8042 reset,
 //!   pvpanic);
 //! - [`vm`]: a VM with one thread per vCPU, run until the guest ends;
+//! - [`snapshot`]: a VM's memory and vCPU state written to a directory,
+//!   and restored from one (memory mapped lazily, copy-on-write);
 //! - [`store`]: VM records under keel's root (what `keel vm ls` reads).
 //!
 //! The VMM process itself is `keel-vmm` (`src/bin/keel-vmm.rs`): one per
@@ -20,6 +22,7 @@ pub mod boot;
 pub mod devices;
 pub mod error;
 pub mod memory;
+pub mod snapshot;
 pub mod store;
 pub mod vm;
 

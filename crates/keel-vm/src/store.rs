@@ -12,7 +12,7 @@
 //! anything. Names are unique: a create holds `<root>/vms/.lock`.
 
 use std::fs;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -60,6 +60,10 @@ pub struct VmSpec {
     #[serde(default)]
     pub cmdline: String,
     pub console: ConsoleMode,
+    /// The snapshot it was restored from (its guest then comes from there,
+    /// not from `kernel`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_from: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -69,6 +73,7 @@ pub enum Status {
     #[default]
     Created,
     Running,
+    Paused,
     Exited,
 }
 
@@ -90,6 +95,9 @@ pub struct VmState {
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
+    /// The VMM's control socket (pause, resume, snapshot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<PathBuf>,
 }
 
 /// A VM as `ls` and `inspect` show it.
@@ -100,8 +108,9 @@ pub struct Vm {
 }
 
 impl Vm {
+    /// Whether its VMM holds it (running or paused).
     pub fn is_running(&self) -> bool {
-        self.state.status == Status::Running
+        matches!(self.state.status, Status::Running | Status::Paused)
     }
 }
 
@@ -255,7 +264,7 @@ fn validate_name(name: &str) -> Result<()> {
 
 /// A running state whose VMM is gone is an exit nobody recorded.
 fn checked(mut state: VmState) -> VmState {
-    if state.status == Status::Running
+    if matches!(state.status, Status::Running | Status::Paused)
         && !keel_runtime::util::process_alive(state.pid, state.pid_start)
     {
         state.status = Status::Exited;
@@ -279,6 +288,29 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
         .map_err(|e| Error::Msg(format!("write {}: {e}", path.display())))
 }
 
+/// Sends one request to a VMM's control socket; its answer ("ok", or the
+/// error it gives).
+pub fn control(socket: &Path, request: &str) -> Result<()> {
+    use std::io::{BufRead, BufReader};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket)
+        .map_err(Error::path("connect to the VMM at", socket))?;
+    stream
+        .write_all(format!("{request}\n").as_bytes())
+        .map_err(Error::path("write to the VMM at", socket))?;
+    let mut answer = String::new();
+    BufReader::new(stream)
+        .read_line(&mut answer)
+        .map_err(Error::path("read the VMM's answer at", socket))?;
+    match answer.trim_end().strip_prefix("error: ") {
+        None if answer.trim_end() == "ok" => Ok(()),
+        None => Err(Error::Msg(format!(
+            "the VMM answered {:?}",
+            answer.trim_end()
+        ))),
+        Some(why) => Err(Error::Msg(why.to_string())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,6 +325,7 @@ mod tests {
             kernel: "/k".into(),
             cmdline: String::new(),
             console: ConsoleMode::File,
+            restored_from: None,
         }
     }
 

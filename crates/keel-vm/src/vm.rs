@@ -1,11 +1,13 @@
 //! A VM: KVM's VM and vCPU fds, guest memory and devices, run with one
 //! thread per vCPU until the guest powers off, panics, crashes or is
-//! stopped from outside.
+//! stopped from outside. While it runs, a [`Controller`] (from any
+//! thread) pauses and resumes it, snapshots it ([`crate::snapshot`]) and
+//! stops it.
 
 use std::os::unix::thread::JoinHandleExt;
 use std::path::PathBuf;
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 
@@ -13,6 +15,7 @@ use crate::boot;
 use crate::devices::{Console, Devices, Request};
 use crate::error::{Error, Result};
 use crate::memory::{self, Memory};
+use crate::snapshot::{self, VcpuState};
 
 /// What to boot and with what.
 #[derive(Debug, Clone)]
@@ -34,8 +37,10 @@ pub enum Ending {
     Panic,
     /// The guest took an exception it could not handle (the CPU shut down).
     TripleFault,
-    /// Stopped from outside ([`Stopper::stop`]).
+    /// Stopped from outside ([`Controller::stop`]).
     Stopped,
+    /// Stopped after a snapshot (`snapshot --stop`).
+    Snapshotted,
     /// KVM could not go on with the guest; what it said.
     Failed(String),
 }
@@ -48,46 +53,186 @@ impl Ending {
             Ending::Panic => "guest panicked".into(),
             Ending::TripleFault => "triple fault".into(),
             Ending::Stopped => "stopped".into(),
+            Ending::Snapshotted => "stopped after a snapshot".into(),
             Ending::Failed(why) => why.clone(),
         }
     }
 }
 
-/// What the vCPU threads and the stopper share.
+/// What the vCPU threads and the controller share, under one lock.
+#[derive(Default)]
+struct State {
+    ending: Option<Ending>,
+    /// The vCPUs are to stop at their next exit and wait.
+    pause: bool,
+    /// How many are stopped (paused, or halted with nothing to wake them).
+    parked: usize,
+    /// A snapshot wants each parked vCPU's state here.
+    save: Option<Vec<Option<Result<VcpuState, String>>>>,
+}
+
 struct Shared {
-    ending: Mutex<Option<Ending>>,
-    ended: Condvar,
+    state: Mutex<State>,
+    changed: Condvar,
+    /// The vCPU threads, to kick out of KVM_RUN.
+    threads: Mutex<Vec<libc::pthread_t>>,
+    vcpus: usize,
 }
 
 impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .expect("the VM state lock is never poisoned")
+    }
+
     /// Records the first ending; later ones are dropped.
     fn end(&self, ending: Ending) {
-        let mut current = self
-            .ending
-            .lock()
-            .expect("the ending lock is never poisoned");
-        if current.is_none() {
-            *current = Some(ending);
-            self.ended.notify_all();
+        let mut state = self.lock();
+        if state.ending.is_none() {
+            state.ending = Some(ending);
+            self.changed.notify_all();
         }
     }
 
-    fn is_over(&self) -> bool {
-        self.ending
+    fn kick_all(&self) {
+        for &thread in self
+            .threads
             .lock()
-            .expect("the ending lock is never poisoned")
-            .is_some()
+            .expect("the thread list lock is never poisoned")
+            .iter()
+        {
+            // SAFETY: signalling a vCPU thread of ours; the list is
+            // emptied before the threads are joined.
+            unsafe { libc::pthread_kill(thread, kick_signal()) };
+        }
+    }
+
+    /// Waits (kicking the vCPUs meanwhile: a kick just before a thread
+    /// enters KVM_RUN is lost) until `done` holds or `timeout` passes.
+    fn wait_kicking(
+        &self,
+        timeout: Duration,
+        mut done: impl FnMut(&State) -> bool,
+    ) -> Option<MutexGuard<'_, State>> {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.lock();
+        loop {
+            if done(&state) {
+                return Some(state);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            drop(state);
+            self.kick_all();
+            state = self.lock();
+            state = self
+                .changed
+                .wait_timeout(state, Duration::from_millis(2))
+                .expect("the VM state lock is never poisoned")
+                .0;
+        }
     }
 }
 
-/// Stops a running VM from another thread (a signal handler's thread, a
-/// control socket's).
+/// Controls a running VM from another thread (a signal's, a control
+/// socket's).
 #[derive(Clone)]
-pub struct Stopper(Arc<Shared>);
+pub struct Controller {
+    shared: Arc<Shared>,
+    memory: Memory,
+    meta: snapshot::Meta,
+}
 
-impl Stopper {
+impl Controller {
     pub fn stop(&self) {
-        self.0.end(Ending::Stopped);
+        self.shared.end(Ending::Stopped);
+    }
+
+    /// Stops every vCPU at its next exit; returns once all have.
+    pub fn pause(&self) -> Result<()> {
+        {
+            let mut state = self.shared.lock();
+            if state.ending.is_some() {
+                return Err(Error::invalid("the VM is not running"));
+            }
+            state.pause = true;
+        }
+        let vcpus = self.shared.vcpus;
+        match self.shared.wait_kicking(Duration::from_secs(5), |s| {
+            s.parked == vcpus || s.ending.is_some()
+        }) {
+            Some(state) if state.ending.is_none() => Ok(()),
+            Some(_) => Err(Error::invalid("the VM ended")),
+            None => {
+                self.resume();
+                Err(Error::Msg("the vCPUs did not stop within 5 seconds".into()))
+            }
+        }
+    }
+
+    pub fn resume(&self) {
+        let mut state = self.shared.lock();
+        state.pause = false;
+        self.shared.changed.notify_all();
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.shared.lock().pause
+    }
+
+    /// Writes a snapshot of the VM to `dir` (which must not exist): the
+    /// VM is paused for it and then resumed, or ended with `stop`.
+    pub fn snapshot(&self, dir: &std::path::Path, stop: bool) -> Result<()> {
+        let was_paused = self.is_paused();
+        if !was_paused {
+            self.pause()?;
+        }
+        let result = self.snapshot_paused(dir);
+        if stop && result.is_ok() {
+            self.shared.end(Ending::Snapshotted);
+        }
+        if !was_paused {
+            self.resume();
+        }
+        result
+    }
+
+    fn snapshot_paused(&self, dir: &std::path::Path) -> Result<()> {
+        let vcpus = self.shared.vcpus;
+        {
+            let mut state = self.shared.lock();
+            state.save = Some((0..vcpus).map(|_| None).collect());
+            self.shared.changed.notify_all();
+        }
+        let state = self.shared.wait_kicking(Duration::from_secs(5), |s| {
+            s.save
+                .as_ref()
+                .is_some_and(|saved| saved.iter().all(Option::is_some))
+                || s.ending.is_some()
+        });
+        let saved = match state {
+            Some(mut state) => state.save.take(),
+            None => {
+                self.shared.lock().save = None;
+                return Err(Error::Msg(
+                    "the vCPUs did not give their state within 5 seconds".into(),
+                ));
+            }
+        };
+        let Some(saved) = saved.filter(|s| s.iter().all(Option::is_some)) else {
+            return Err(Error::invalid("the VM ended during the snapshot"));
+        };
+        let vcpus = saved
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| {
+                s.expect("every vCPU saved")
+                    .map_err(|e| Error::Msg(format!("read vCPU {i}'s state: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        snapshot::write(dir, &self.meta, &vcpus, &self.memory)
     }
 }
 
@@ -98,6 +243,7 @@ pub struct Vm {
     vcpus: Vec<VcpuFd>,
     devices: Arc<Devices>,
     shared: Arc<Shared>,
+    meta: snapshot::Meta,
 }
 
 /// Opens /dev/kvm, with the error a user can act on.
@@ -115,86 +261,138 @@ pub fn open_kvm() -> Result<Kvm> {
     })
 }
 
+/// What a new VM is made of before its guest is loaded.
+struct Parts {
+    kvm: Kvm,
+    fd: VmFd,
+    vcpus: Vec<VcpuFd>,
+}
+
+fn check_size(vcpus: u32, memory: u64, kvm: &Kvm) -> Result<()> {
+    let max_vcpus = kvm.get_max_vcpus() as u32;
+    if vcpus == 0 || vcpus > max_vcpus {
+        return Err(Error::invalid(format!(
+            "{vcpus} vCPUs: KVM here allows 1 to {max_vcpus}"
+        )));
+    }
+    if vcpus > 32 {
+        return Err(Error::invalid(format!(
+            "{vcpus} vCPUs: keel's guest format starts at most 32"
+        )));
+    }
+    if memory < 4 << 20 {
+        return Err(Error::invalid(format!(
+            "{memory} bytes of memory: a VM needs at least 4 MiB"
+        )));
+    }
+    if memory > boot::MAX_MEMORY {
+        return Err(Error::invalid(format!(
+            "{} MiB of memory: keel's guest format maps at most {} GiB",
+            memory >> 20,
+            boot::MAX_MEMORY >> 30
+        )));
+    }
+    Ok(())
+}
+
+/// A VM fd with `memory` registered and `vcpus` vCPUs carrying CPUID.
+fn make(kvm: Kvm, memory: &Memory, vcpus: u32) -> Result<Parts> {
+    let fd = kvm.create_vm().map_err(Error::kvm("create a VM"))?;
+    memory::register(&fd, memory)?;
+    // Intel's VMX needs a TSS area below 4 GiB outside RAM; harmless
+    // elsewhere.
+    let _ = fd.set_tss_address(0xfffb_d000);
+    let cpuid = supported_cpuid(&kvm)?;
+    let mut fds = Vec::new();
+    for index in 0..vcpus {
+        let vcpu = fd
+            .create_vcpu(u64::from(index))
+            .map_err(Error::kvm(format!("create vCPU {index}")))?;
+        let mut cpuid = cpuid.clone();
+        for entry in cpuid.as_mut_slice() {
+            match entry.function {
+                // The initial APIC id.
+                1 => entry.ebx = (entry.ebx & 0x00ff_ffff) | (index << 24),
+                0xb | 0x1f => entry.edx = index,
+                _ => {}
+            }
+        }
+        vcpu.set_cpuid2(&cpuid)
+            .map_err(Error::kvm(format!("set vCPU {index}'s CPUID")))?;
+        fds.push(vcpu);
+    }
+    Ok(Parts {
+        kvm,
+        fd,
+        vcpus: fds,
+    })
+}
+
+pub(crate) fn supported_cpuid(kvm: &Kvm) -> Result<kvm_bindings::CpuId> {
+    kvm.get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+        .map_err(Error::kvm("read the CPUID KVM supports"))
+}
+
 impl Vm {
     /// Makes the VM: memory, the guest loaded, vCPUs set at its entry.
     pub fn create(config: &Config, console: Console) -> Result<Vm> {
         let kvm = open_kvm()?;
-        let max_vcpus = kvm.get_max_vcpus() as u32;
-        if config.vcpus == 0 || config.vcpus > max_vcpus {
-            return Err(Error::invalid(format!(
-                "{} vCPUs: KVM here allows 1 to {max_vcpus}",
-                config.vcpus
-            )));
-        }
-        if config.vcpus > 32 {
-            return Err(Error::invalid(format!(
-                "{} vCPUs: keel's guest format starts at most 32",
-                config.vcpus
-            )));
-        }
-        if config.memory < 4 << 20 {
-            return Err(Error::invalid(format!(
-                "{} bytes of memory: a VM needs at least 4 MiB",
-                config.memory
-            )));
-        }
-        if config.memory > boot::MAX_MEMORY {
-            return Err(Error::invalid(format!(
-                "{} MiB of memory: keel's guest format maps at most {} GiB",
-                config.memory >> 20,
-                boot::MAX_MEMORY >> 30
-            )));
-        }
+        check_size(config.vcpus, config.memory, &kvm)?;
         let image = std::fs::read(&config.kernel)
             .map_err(Error::path("read the kernel", &config.kernel))?;
-        let fd = kvm.create_vm().map_err(Error::kvm("create a VM"))?;
         let memory = memory::create(config.memory)?;
         let what = config.kernel.display().to_string();
         let entry = boot::load_elf(&memory, &image, &what)?;
         boot::write_page_tables(&memory)?;
         boot::write_gdt(&memory)?;
         boot::write_boot_info(&memory, config.vcpus, &config.cmdline)?;
-        memory::register(&fd, &memory)?;
-        // Intel's VMX needs a TSS area below 4 GiB outside RAM; harmless
-        // elsewhere.
-        let _ = fd.set_tss_address(0xfffb_d000);
-        let cpuid = kvm
-            .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
-            .map_err(Error::kvm("read the CPUID KVM supports"))?;
-        let mut vcpus = Vec::new();
-        for index in 0..config.vcpus {
-            let vcpu = fd
-                .create_vcpu(u64::from(index))
-                .map_err(Error::kvm(format!("create vCPU {index}")))?;
-            let mut cpuid = cpuid.clone();
-            for entry in cpuid.as_mut_slice() {
-                match entry.function {
-                    // The initial APIC id.
-                    1 => entry.ebx = (entry.ebx & 0x00ff_ffff) | (index << 24),
-                    0xb | 0x1f => entry.edx = index,
-                    _ => {}
-                }
-            }
-            vcpu.set_cpuid2(&cpuid)
-                .map_err(Error::kvm(format!("set vCPU {index}'s CPUID")))?;
-            boot::configure_vcpu(&vcpu, index, entry)?;
-            vcpus.push(vcpu);
+        let meta = snapshot::Meta::new(&kvm, config.vcpus, &memory, &config.cmdline)?;
+        let parts = make(kvm, &memory, config.vcpus)?;
+        for (index, vcpu) in parts.vcpus.iter().enumerate() {
+            boot::configure_vcpu(vcpu, index as u32, entry)?;
         }
-        Ok(Vm {
-            _kvm: kvm,
-            _fd: fd,
-            memory,
-            vcpus,
-            devices: Arc::new(Devices::new(console)),
-            shared: Arc::new(Shared {
-                ending: Mutex::new(None),
-                ended: Condvar::new(),
-            }),
-        })
+        Ok(Vm::assemble(parts, memory, console, meta))
     }
 
-    pub fn stopper(&self) -> Stopper {
-        Stopper(self.shared.clone())
+    /// A VM that goes on from a snapshot (see [`crate::snapshot`]): its
+    /// memory mapped from the snapshot's file, copy-on-write, loaded as
+    /// the guest touches it.
+    pub fn restore(dir: &std::path::Path, console: Console) -> Result<Vm> {
+        let kvm = open_kvm()?;
+        let loaded = snapshot::read(dir, &kvm)?;
+        check_size(loaded.meta.vcpus, loaded.meta.memory, &kvm)?;
+        let parts = make(kvm, &loaded.memory, loaded.meta.vcpus)?;
+        for (index, (vcpu, state)) in parts.vcpus.iter().zip(&loaded.vcpus).enumerate() {
+            snapshot::set_vcpu(vcpu, state)
+                .map_err(|e| Error::Msg(format!("restore vCPU {index}: {e}")))?;
+        }
+        Ok(Vm::assemble(parts, loaded.memory, console, loaded.meta))
+    }
+
+    fn assemble(parts: Parts, memory: Memory, console: Console, meta: snapshot::Meta) -> Vm {
+        let vcpus = parts.vcpus.len();
+        Vm {
+            _kvm: parts.kvm,
+            _fd: parts.fd,
+            memory,
+            vcpus: parts.vcpus,
+            devices: Arc::new(Devices::new(console)),
+            shared: Arc::new(Shared {
+                state: Mutex::new(State::default()),
+                changed: Condvar::new(),
+                threads: Mutex::new(Vec::new()),
+                vcpus,
+            }),
+            meta,
+        }
+    }
+
+    pub fn controller(&self) -> Controller {
+        Controller {
+            shared: self.shared.clone(),
+            memory: self.memory.clone(),
+            meta: self.meta.clone(),
+        }
     }
 
     pub fn memory(&self) -> &Memory {
@@ -216,36 +414,34 @@ impl Vm {
                     what: format!("start vCPU {index}'s thread"),
                     source: e,
                 })?;
+            self.shared
+                .threads
+                .lock()
+                .expect("the thread list lock is never poisoned")
+                .push(thread.as_pthread_t());
             threads.push(thread);
         }
         let ending = {
-            let mut ending = self
+            let state = self.shared.lock();
+            let state = self
                 .shared
-                .ending
-                .lock()
-                .expect("the ending lock is never poisoned");
-            while ending.is_none() {
-                ending = self
-                    .shared
-                    .ended
-                    .wait(ending)
-                    .expect("the ending lock is never poisoned");
-            }
-            ending.clone().expect("an ending")
+                .changed
+                .wait_while(state, |s| s.ending.is_none())
+                .expect("the VM state lock is never poisoned");
+            state.ending.clone().expect("an ending")
         };
         // Every vCPU out of the guest: a signal makes KVM_RUN return; one
         // sent just before a thread enters it is lost, so send until all
         // are out.
         while threads.iter().any(|t| !t.is_finished()) {
-            for thread in &threads {
-                if !thread.is_finished() {
-                    // SAFETY: signalling a thread of ours that is alive
-                    // (joined only below).
-                    unsafe { libc::pthread_kill(thread.as_pthread_t(), kick_signal()) };
-                }
-            }
+            self.shared.kick_all();
             std::thread::sleep(Duration::from_millis(2));
         }
+        self.shared
+            .threads
+            .lock()
+            .expect("the thread list lock is never poisoned")
+            .clear();
         for thread in threads {
             let _ = thread.join();
         }
@@ -278,21 +474,47 @@ fn install_kick_handler() -> Result<()> {
     Ok(())
 }
 
+/// Waits while the VM is paused (saving this vCPU's state when a snapshot
+/// asks) or, for a halted vCPU, until something changes. False when the
+/// VM has ended.
+fn wait_parked(index: usize, vcpu: &VcpuFd, shared: &Shared, halted: bool) -> bool {
+    let mut state = shared.lock();
+    if state.ending.is_some() {
+        return false;
+    }
+    if !state.pause && !halted {
+        return true;
+    }
+    state.parked += 1;
+    shared.changed.notify_all();
+    loop {
+        if let Some(save) = state.save.as_mut()
+            && save[index].is_none()
+        {
+            save[index] = Some(snapshot::get_vcpu(vcpu).map_err(|e| e.to_string()));
+            shared.changed.notify_all();
+        }
+        if state.ending.is_some() {
+            state.parked -= 1;
+            return false;
+        }
+        if !state.pause && !halted {
+            state.parked -= 1;
+            return true;
+        }
+        // A halted vCPU stays parked until the VM ends (no interrupt can
+        // wake it), but takes part in pauses and snapshots.
+        state = shared
+            .changed
+            .wait(state)
+            .expect("the VM state lock is never poisoned");
+    }
+}
+
 fn run_vcpu(index: usize, mut vcpu: VcpuFd, memory: &Memory, devices: &Devices, shared: &Shared) {
     let mut halted = false;
-    while !shared.is_over() {
-        if halted {
-            // No interrupt can wake it: it waits for the VM's end.
-            let ending = shared
-                .ending
-                .lock()
-                .expect("the ending lock is never poisoned");
-            drop(
-                shared
-                    .ended
-                    .wait_while(ending, |e| e.is_none())
-                    .expect("the ending lock is never poisoned"),
-            );
+    loop {
+        if !wait_parked(index, &vcpu, shared, halted) {
             break;
         }
         let ending = match vcpu.run() {

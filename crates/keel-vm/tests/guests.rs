@@ -85,7 +85,7 @@ fn a_panic_and_a_triple_fault_are_told_apart() {
 fn a_spinning_guest_is_stopped_from_outside() {
     let console = Console::default();
     let mut vm = Vm::create(&config(2, 64 << 20, "count"), Box::new(console.clone())).unwrap();
-    let stopper = vm.stopper();
+    let stopper = vm.controller();
     let watcher = std::thread::spawn(move || {
         // Until it has counted a little.
         for _ in 0..1000 {
@@ -142,4 +142,191 @@ fn bad_requests_are_refused_with_what_is_wrong() {
 
 fn kvm_max_vcpus() -> usize {
     kvm_ioctls::Kvm::new().unwrap().get_max_vcpus()
+}
+
+/// The last complete count a counting guest printed, and what follows it
+/// (a line cut short).
+fn last_count(text: &str) -> (u64, String) {
+    let (whole, rest) = match text.rfind('\n') {
+        Some(i) => (&text[..i], &text[i + 1..]),
+        None => ("", text),
+    };
+    let last = whole
+        .lines()
+        .last()
+        .and_then(|l| l.strip_prefix("count "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    (last, rest.to_string())
+}
+
+fn wait_for(console: &Console, text: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !console.text().contains(text) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waited for {text:?}; the console has {:?}",
+            console.text()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn pause_stops_the_guest_and_resume_goes_on() {
+    let console = Console::default();
+    let mut vm = Vm::create(&config(1, 64 << 20, "count"), Box::new(console.clone())).unwrap();
+    let controller = vm.controller();
+    let checker = {
+        let console = console.clone();
+        std::thread::spawn(move || {
+            wait_for(&console, "count 2\n");
+            controller.pause().unwrap();
+            let paused = console.text();
+            std::thread::sleep(Duration::from_millis(300));
+            assert_eq!(console.text(), paused, "the guest ran while paused");
+            controller.resume();
+            let (last, _) = last_count(&paused);
+            wait_for(&console, &format!("count {}\n", last + 2));
+            controller.stop();
+        })
+    };
+    assert_eq!(vm.run().unwrap(), Ending::Stopped);
+    checker.join().unwrap();
+}
+
+#[test]
+fn a_snapshot_restored_twice_gives_two_guests_that_go_on_from_it() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("snap");
+    let console = Console::default();
+    let mut vm = Vm::create(&config(2, 64 << 20, "count"), Box::new(console.clone())).unwrap();
+    let controller = vm.controller();
+    let snapshotter = {
+        let (console, dir) = (console.clone(), dir.clone());
+        std::thread::spawn(move || {
+            wait_for(&console, "count 3\n");
+            controller.snapshot(&dir, true).unwrap();
+        })
+    };
+    assert_eq!(vm.run().unwrap(), Ending::Snapshotted);
+    snapshotter.join().unwrap();
+    drop(vm);
+    let (last, cut) = last_count(&console.text());
+    assert!(last >= 3);
+    // Sparse: 64 MiB of guest memory, a few hundred KiB of it written.
+    let memory = std::fs::metadata(dir.join("memory")).unwrap();
+    assert_eq!(memory.len(), 64 << 20);
+    use std::os::unix::fs::MetadataExt;
+    assert!(
+        memory.blocks() * 512 < 8 << 20,
+        "{} bytes on disk",
+        memory.blocks() * 512
+    );
+
+    // Two clones, each on from the snapshot's count, each on its own.
+    let clones: Vec<Console> = (0..2).map(|_| Console::default()).collect();
+    let mut vms: Vec<Vm> = clones
+        .iter()
+        .map(|c| Vm::restore(&dir, Box::new(c.clone())).expect("restore the snapshot"))
+        .collect();
+    let controllers: Vec<_> = vms.iter().map(Vm::controller).collect();
+    let runs: Vec<_> = vms
+        .drain(..)
+        .map(|mut vm| std::thread::spawn(move || vm.run().unwrap()))
+        .collect();
+    for clone in &clones {
+        wait_for(clone, &format!("count {}\n", last + 3));
+    }
+    for controller in &controllers {
+        controller.stop();
+    }
+    for run in runs {
+        assert_eq!(run.join().unwrap(), Ending::Stopped);
+    }
+    for clone in &clones {
+        let text = format!("{cut}{}", clone.text());
+        assert!(
+            text.starts_with(&format!("count {}\ncount {}\n", last + 1, last + 2)),
+            "a clone of a guest that had counted to {last} printed {text:?}"
+        );
+    }
+}
+
+#[test]
+fn a_damaged_snapshot_is_refused_and_names_what_is_wrong() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("snap");
+    let console = Console::default();
+    let mut vm = Vm::create(&config(1, 16 << 20, "count"), Box::new(console.clone())).unwrap();
+    let controller = vm.controller();
+    let snapshotter = {
+        let (console, dir) = (console.clone(), dir.clone());
+        std::thread::spawn(move || {
+            wait_for(&console, "count 1\n");
+            controller.snapshot(&dir, true).unwrap();
+            // A second snapshot to the same place is refused.
+            controller.snapshot(&dir, false).unwrap_err().to_string()
+        })
+    };
+    vm.run().unwrap();
+    let again = snapshotter.join().unwrap();
+    assert!(
+        again.contains("exists") || again.contains("not running"),
+        "{again}"
+    );
+    let restore = |dir: &std::path::Path| match Vm::restore(dir, Box::new(Console::default())) {
+        Ok(_) => panic!("{} was restored", dir.display()),
+        Err(e) => e.to_string(),
+    };
+    let copy = |name: &str| {
+        let to = temp.path().join(name);
+        std::fs::create_dir(&to).unwrap();
+        for file in ["memory", "vcpus.json", "snapshot.json"] {
+            std::fs::copy(dir.join(file), to.join(file)).unwrap();
+        }
+        to
+    };
+    let truncated = copy("truncated");
+    std::fs::File::options()
+        .write(true)
+        .open(truncated.join("memory"))
+        .unwrap()
+        .set_len(8 << 20)
+        .unwrap();
+    let error = restore(&truncated);
+    assert!(
+        error.ends_with(&format!(
+            "its memory file is {} bytes; {} were written (truncated?)",
+            8 << 20,
+            16 << 20
+        )),
+        "{error}"
+    );
+    let corrupt = copy("corrupt");
+    let mut states = std::fs::read(corrupt.join("vcpus.json")).unwrap();
+    let at = states.len() / 2;
+    states[at] = if states[at] == b'1' { b'2' } else { b'1' };
+    std::fs::write(corrupt.join("vcpus.json"), states).unwrap();
+    assert!(restore(&corrupt).ends_with("vcpus.json does not match its checksum (it is corrupt)"));
+    let other = copy("other");
+    let meta = std::fs::read_to_string(other.join("snapshot.json")).unwrap();
+    let meta = meta.replace(
+        &format!("\"keel_version\": \"{}\"", env!("CARGO_PKG_VERSION")),
+        "\"keel_version\": \"0.0.1\"",
+    );
+    std::fs::write(other.join("snapshot.json"), meta).unwrap();
+    assert!(
+        restore(&other).ends_with(&format!(
+            "it was made by keel 0.0.1; this is keel {}",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{}",
+        restore(&other)
+    );
+    let nothing = temp.path().join("nothing");
+    std::fs::create_dir(&nothing).unwrap();
+    assert!(restore(&nothing).contains("no snapshot.json"));
+    // The one that is whole still restores.
+    Vm::restore(&dir, Box::new(Console::default())).unwrap();
 }

@@ -1,33 +1,51 @@
 //! keel-vmm: the process that holds one VM, as keel-monitor holds a
-//! container. `keel vm run` starts it with the VM's directory
-//! (`<root>/vms/<id>`); it reads `config.json`, makes the VM, records
-//! `state.json` (running, with its pid; then how the guest ended) and
-//! runs the guest until it powers off, panics, crashes or is stopped
-//! (SIGTERM, SIGINT, SIGHUP). Its own errors go to stderr and into
-//! `state.json`.
+//! container. `keel vm run` (or `restore`) starts it:
 //!
-//! Exit status: 0 when the guest powered off; 125 when the VM could not
-//! be made; 143 when it was stopped; 1 for a panic, a triple fault or a
-//! failure of KVM.
+//!     keel-vmm VM-DIRECTORY [--control SOCKET]
+//!
+//! It reads `config.json` from the VM's directory (`<root>/vms/<id>`),
+//! makes the VM (or restores it from the snapshot the config names),
+//! records `state.json` (running, with its pid; then how the guest ended)
+//! and runs the guest until it powers off, panics, crashes or is stopped
+//! (SIGTERM, SIGINT, SIGHUP). On the control socket it takes one line per
+//! connection: `pause`, `resume`, `snapshot [--stop] DIR`; it answers `ok`
+//! or `error: WHY`. Its own errors go to stderr and into `state.json`.
+//!
+//! Exit status: 0 when the guest powered off or was stopped after a
+//! snapshot; 125 when the VM could not be made; 143 when it was stopped;
+//! 1 for a panic, a triple fault or a failure of KVM.
 
 use std::fs::OpenOptions;
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use keel_vm::devices::Console;
 use keel_vm::store::{self, ConsoleMode, Status, Store, VmSpec, VmState};
-use keel_vm::vm::{Config, Ending, Vm};
+use keel_vm::vm::{Config, Controller, Ending, Vm};
 
 fn main() {
     let mut args = std::env::args_os().skip(1);
-    let Some(dir) = args.next().map(PathBuf::from) else {
-        eprintln!("usage: keel-vmm VM-DIRECTORY (keel vm run starts it)");
-        std::process::exit(2);
-    };
-    std::process::exit(run(&dir));
+    let mut dir = None;
+    let mut control = None;
+    while let Some(arg) = args.next() {
+        match arg.to_str() {
+            Some("--control") => control = args.next().map(PathBuf::from),
+            _ if dir.is_none() => dir = Some(PathBuf::from(arg)),
+            _ => usage(),
+        }
+    }
+    let Some(dir) = dir else { usage() };
+    std::process::exit(run(&dir, control));
 }
 
-fn run(dir: &Path) -> i32 {
+fn usage() -> ! {
+    eprintln!("usage: keel-vmm VM-DIRECTORY [--control SOCKET] (keel vm run starts it)");
+    std::process::exit(2);
+}
+
+fn run(dir: &Path, control: Option<PathBuf>) -> i32 {
     let (Some(id), Some(root)) = (
         dir.file_name().map(|n| n.to_string_lossy().into_owned()),
         dir.parent().and_then(Path::parent),
@@ -36,7 +54,7 @@ fn run(dir: &Path) -> i32 {
         return 125;
     };
     let store = match Store::open(root) {
-        Ok(store) => store,
+        Ok(store) => Arc::new(store),
         Err(e) => {
             eprintln!("keel-vmm: {e}");
             return 125;
@@ -81,55 +99,144 @@ fn run(dir: &Path) -> i32 {
     let stops = stop_signals();
     // SAFETY: pthread_sigmask with a set we made.
     unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &stops, std::ptr::null_mut()) };
-    let config = Config {
-        vcpus: spec.vcpus,
-        memory: spec.memory,
-        kernel: spec.kernel.clone(),
-        cmdline: spec.cmdline.clone(),
+    let made = match &spec.restored_from {
+        Some(snapshot) => Vm::restore(snapshot, console),
+        None => Vm::create(
+            &Config {
+                vcpus: spec.vcpus,
+                memory: spec.memory,
+                kernel: spec.kernel.clone(),
+                cmdline: spec.cmdline.clone(),
+            },
+            console,
+        ),
     };
-    let mut vm = match Vm::create(&config, console) {
+    let mut vm = match made {
         Ok(vm) => vm,
         Err(e) => return fail(e.to_string()),
     };
+    let listener = match &control {
+        Some(path) => {
+            let _ = std::fs::remove_file(path);
+            if let Some(parent) = path.parent() {
+                let _ = std::fs::create_dir_all(parent);
+            }
+            match UnixListener::bind(path) {
+                Ok(listener) => Some(listener),
+                Err(e) => return fail(format!("listen on {}: {e}", path.display())),
+            }
+        }
+        None => None,
+    };
     let pid = std::process::id() as i32;
-    let mut state = VmState {
+    let state = Arc::new(Mutex::new(VmState {
         status: Status::Running,
         pid,
         pid_start: keel_runtime::util::proc_start_time(pid).unwrap_or(0),
         started_at: Some(store::now()),
+        control: control.clone(),
         ..VmState::default()
-    };
-    if let Err(e) = store.write_state(&id, &state) {
+    }));
+    if let Err(e) = store.write_state(&id, &state.lock().expect("state lock")) {
         return fail(e.to_string());
     }
-    let stopper = vm.stopper();
-    std::thread::spawn(move || {
-        let mut signal = 0;
-        // SAFETY: sigwait on the blocked set.
-        unsafe { libc::sigwait(&stops, &mut signal) };
-        stopper.stop();
-    });
+    let controller = vm.controller();
+    {
+        let controller = controller.clone();
+        std::thread::spawn(move || {
+            let mut signal = 0;
+            // SAFETY: sigwait on the blocked set.
+            unsafe { libc::sigwait(&stops, &mut signal) };
+            controller.stop();
+        });
+    }
+    if let Some(listener) = listener {
+        let (store, state, id) = (store.clone(), state.clone(), id.clone());
+        std::thread::spawn(move || serve(&listener, &controller, &store, &state, &id));
+    }
     let ending = match vm.run() {
         Ok(ending) => ending,
         Err(e) => Ending::Failed(e.to_string()),
     };
+    if let Some(path) = &control {
+        let _ = std::fs::remove_file(path);
+    }
     let code = match ending {
-        Ending::PowerOff => 0,
+        Ending::PowerOff | Ending::Snapshotted => 0,
         Ending::Stopped => 143,
         _ => 1,
     };
-    state.status = Status::Exited;
-    state.finished_at = Some(store::now());
-    state.reason = Some(ending.reason());
-    state.exit_code = Some(code);
-    if let Err(e) = store.write_state(&id, &state) {
-        eprintln!("keel-vmm: {e}");
+    {
+        let mut state = state.lock().expect("state lock");
+        state.status = Status::Exited;
+        state.finished_at = Some(store::now());
+        state.reason = Some(ending.reason());
+        state.exit_code = Some(code);
+        state.control = None;
+        if let Err(e) = store.write_state(&id, &state) {
+            eprintln!("keel-vmm: {e}");
+        }
     }
-    if !matches!(ending, Ending::PowerOff | Ending::Stopped) {
+    if !matches!(
+        ending,
+        Ending::PowerOff | Ending::Stopped | Ending::Snapshotted
+    ) {
         eprintln!("keel-vmm: VM {}: {}", spec.name, ending.reason());
     }
     let _ = std::io::stdout().flush();
     code
+}
+
+/// The control socket: one request per connection.
+fn serve(
+    listener: &UnixListener,
+    controller: &Controller,
+    store: &Store,
+    state: &Mutex<VmState>,
+    id: &str,
+) {
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { continue };
+        let mut line = String::new();
+        if BufReader::new(&stream).read_line(&mut line).is_err() {
+            continue;
+        }
+        let request = line.trim_end();
+        let record = |status: Status| {
+            let mut state = state.lock().expect("state lock");
+            if state.status != Status::Exited {
+                state.status = status;
+                let _ = store.write_state(id, &state);
+            }
+        };
+        let result = match request.split_once(' ').unwrap_or((request, "")) {
+            ("pause", "") => controller.pause().map(|()| record(Status::Paused)),
+            ("resume", "") => {
+                controller.resume();
+                record(Status::Running);
+                Ok(())
+            }
+            ("snapshot", rest) => {
+                let (stop, path) = match rest.strip_prefix("--stop ") {
+                    Some(path) => (true, path),
+                    None => (false, rest),
+                };
+                if path.is_empty() {
+                    Err(keel_vm::Error::invalid("snapshot: which directory?"))
+                } else {
+                    controller.snapshot(Path::new(path), stop)
+                }
+            }
+            _ => Err(keel_vm::Error::invalid(format!(
+                "unknown request {request:?}"
+            ))),
+        };
+        let answer = match result {
+            Ok(()) => "ok\n".to_string(),
+            Err(e) => format!("error: {e}\n"),
+        };
+        let _ = stream.write_all(answer.as_bytes());
+    }
 }
 
 fn stop_signals() -> libc::sigset_t {

@@ -1,0 +1,352 @@
+//! VM snapshots: a directory with
+//!
+//! - `memory`: guest RAM, region after region, sparse (pages of zeros are
+//!   holes), so a restore can map it copy-on-write and load pages as the
+//!   guest touches them;
+//! - `vcpus.json`: each vCPU's registers, FPU/SSE state, control
+//!   registers, MSRs, pending events and debug registers;
+//! - `snapshot.json`, written last: the format, the keel version, a digest
+//!   of the CPU features KVM offered, the VM's size, where each memory
+//!   region lies in `memory`, and the checksum of `vcpus.json`.
+//!
+//! A snapshot is written to a temporary directory beside the target and
+//! renamed into place once every file is on disk, so a directory that
+//! exists is whole. A restore refuses a snapshot of another format or keel
+//! version, of other CPU features, with a `vcpus.json` that does not match
+//! its checksum or a `memory` of the wrong size; it never half-restores.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use kvm_bindings::{
+    kvm_debugregs, kvm_msr_entry, kvm_regs, kvm_sregs, kvm_vcpu_events, kvm_xcrs, kvm_xsave,
+};
+use kvm_ioctls::{Kvm, VcpuFd};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+
+use crate::error::{Error, Result};
+use crate::memory::Memory;
+
+pub const FORMAT: u32 = 1;
+
+/// One guest memory region and where its bytes are in `memory`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Region {
+    pub guest_address: u64,
+    pub size: u64,
+    pub offset: u64,
+}
+
+/// `snapshot.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    pub format: u32,
+    pub keel_version: String,
+    /// sha256 of the CPUID entries KVM offered where it was made.
+    pub cpu_features: String,
+    pub vcpus: u32,
+    pub memory: u64,
+    pub cmdline: String,
+    pub regions: Vec<Region>,
+    /// sha256 of `vcpus.json` (set when written).
+    #[serde(default)]
+    pub vcpus_sha256: String,
+    #[serde(default)]
+    pub created: String,
+}
+
+impl Meta {
+    pub fn new(kvm: &Kvm, vcpus: u32, memory: &Memory, cmdline: &str) -> Result<Meta> {
+        let mut offset = 0;
+        let regions = memory
+            .iter()
+            .map(|r| {
+                let region = Region {
+                    guest_address: r.start_addr().0,
+                    size: r.len(),
+                    offset,
+                };
+                offset += r.len();
+                region
+            })
+            .collect();
+        Ok(Meta {
+            format: FORMAT,
+            keel_version: env!("CARGO_PKG_VERSION").to_string(),
+            cpu_features: cpu_features(kvm)?,
+            vcpus,
+            memory: offset,
+            cmdline: cmdline.to_string(),
+            regions,
+            vcpus_sha256: String::new(),
+            created: String::new(),
+        })
+    }
+}
+
+/// The digest of what KVM offers this host's guests.
+fn cpu_features(kvm: &Kvm) -> Result<String> {
+    let cpuid = crate::vm::supported_cpuid(kvm)?;
+    let mut hasher = Sha256::new();
+    for e in cpuid.as_slice() {
+        // The APIC id of the CPU the ioctl ran on is no feature.
+        let (ebx, edx) = match e.function {
+            1 => (e.ebx & 0x00ff_ffff, e.edx),
+            0xb | 0x1f => (e.ebx, 0),
+            _ => (e.ebx, e.edx),
+        };
+        for word in [e.function, e.index, e.flags, e.eax, ebx, e.ecx, edx] {
+            hasher.update(word.to_le_bytes());
+        }
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// One vCPU's state.
+#[derive(Serialize, Deserialize)]
+pub struct VcpuState {
+    pub regs: kvm_regs,
+    pub sregs: kvm_sregs,
+    pub xsave: kvm_xsave,
+    pub xcrs: kvm_xcrs,
+    pub msrs: Vec<kvm_msr_entry>,
+    pub events: kvm_vcpu_events,
+    pub debugregs: kvm_debugregs,
+}
+
+/// The MSRs a 64-bit guest's state lives in beyond the registers: the
+/// system-call entry points and masks, swapgs's base, the PAT, the TSC.
+const MSRS: [u32; 11] = [
+    0x174,       // IA32_SYSENTER_CS
+    0x175,       // IA32_SYSENTER_ESP
+    0x176,       // IA32_SYSENTER_EIP
+    0x277,       // IA32_PAT
+    0x1a0,       // IA32_MISC_ENABLE
+    0xc000_0081, // STAR
+    0xc000_0082, // LSTAR
+    0xc000_0083, // CSTAR
+    0xc000_0084, // SFMASK
+    0xc000_0102, // KERNEL_GS_BASE
+    0x10,        // TSC
+];
+
+pub fn get_vcpu(vcpu: &VcpuFd) -> Result<VcpuState> {
+    let kvm = |what: &'static str| Error::kvm(what);
+    let entries: Vec<kvm_msr_entry> = MSRS
+        .iter()
+        .map(|&index| kvm_msr_entry {
+            index,
+            ..Default::default()
+        })
+        .collect();
+    let mut msrs = kvm_bindings::Msrs::from_entries(&entries)
+        .map_err(|e| Error::Msg(format!("an MSR list: {e:?}")))?;
+    // KVM reads them in order and stops at the first it cannot: the ones
+    // before it are kept.
+    let read = vcpu.get_msrs(&mut msrs).map_err(kvm("read MSRs"))?;
+    Ok(VcpuState {
+        regs: vcpu.get_regs().map_err(kvm("read registers"))?,
+        sregs: vcpu.get_sregs().map_err(kvm("read segment registers"))?,
+        xsave: vcpu.get_xsave().map_err(kvm("read the FPU state"))?,
+        xcrs: vcpu.get_xcrs().map_err(kvm("read XCRs"))?,
+        msrs: msrs.as_slice()[..read].to_vec(),
+        events: vcpu.get_vcpu_events().map_err(kvm("read pending events"))?,
+        debugregs: vcpu.get_debug_regs().map_err(kvm("read debug registers"))?,
+    })
+}
+
+pub fn set_vcpu(vcpu: &VcpuFd, state: &VcpuState) -> Result<()> {
+    let kvm = |what: &'static str| Error::kvm(what);
+    vcpu.set_sregs(&state.sregs)
+        .map_err(kvm("set segment registers"))?;
+    vcpu.set_regs(&state.regs).map_err(kvm("set registers"))?;
+    // SAFETY: a kvm_xsave read from KVM (checked by the snapshot's
+    // checksum), of the size the ioctl takes.
+    unsafe { vcpu.set_xsave(&state.xsave) }.map_err(kvm("set the FPU state"))?;
+    vcpu.set_xcrs(&state.xcrs).map_err(kvm("set XCRs"))?;
+    let msrs = kvm_bindings::Msrs::from_entries(&state.msrs)
+        .map_err(|e| Error::Msg(format!("an MSR list: {e:?}")))?;
+    let written = vcpu.set_msrs(&msrs).map_err(kvm("set MSRs"))?;
+    if written != state.msrs.len() {
+        return Err(Error::Msg(format!(
+            "KVM took {written} of the snapshot's {} MSRs",
+            state.msrs.len()
+        )));
+    }
+    vcpu.set_vcpu_events(&state.events)
+        .map_err(kvm("set pending events"))?;
+    vcpu.set_debug_regs(&state.debugregs)
+        .map_err(kvm("set debug registers"))
+}
+
+fn io(what: String) -> impl FnOnce(std::io::Error) -> Error {
+    move |source| Error::Io { what, source }
+}
+
+/// Writes a snapshot to `dir` (a new directory): see the module's text.
+pub fn write(dir: &Path, meta: &Meta, vcpus: &[VcpuState], memory: &Memory) -> Result<()> {
+    if dir.exists() {
+        return Err(Error::invalid(format!(
+            "{} exists: a snapshot goes to a new directory",
+            dir.display()
+        )));
+    }
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = dir
+        .file_name()
+        .ok_or_else(|| Error::invalid(format!("{} names no directory", dir.display())))?;
+    let temp = parent.join(format!(
+        ".{}.partial-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let _ = fs::remove_dir_all(&temp);
+    fs::create_dir(&temp).map_err(Error::path("create", &temp))?;
+    let result = (|| {
+        write_memory(&temp.join("memory"), meta, memory)?;
+        let states = serde_json::to_vec(vcpus).expect("vCPU states serialize");
+        write_file(&temp.join("vcpus.json"), &states)?;
+        let mut meta = meta.clone();
+        meta.vcpus_sha256 = hex::encode(Sha256::digest(&states));
+        meta.created = crate::store::now();
+        let text = serde_json::to_vec_pretty(&meta).expect("the snapshot's meta serializes");
+        write_file(&temp.join("snapshot.json"), &text)?;
+        sync_dir(&temp)?;
+        fs::rename(&temp, dir).map_err(io(format!("rename the snapshot to {}", dir.display())))?;
+        sync_dir(parent)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_dir_all(&temp);
+    }
+    result
+}
+
+fn write_file(path: &Path, data: &[u8]) -> Result<()> {
+    let mut file = File::create(path).map_err(Error::path("create", path))?;
+    file.write_all(data).map_err(Error::path("write", path))?;
+    file.sync_all().map_err(Error::path("sync", path))
+}
+
+fn sync_dir(path: &Path) -> Result<()> {
+    File::open(path)
+        .and_then(|d| d.sync_all())
+        .map_err(Error::path("sync", path))
+}
+
+/// Guest RAM to `path`, holes for chunks of zeros.
+fn write_memory(path: &Path, meta: &Meta, memory: &Memory) -> Result<()> {
+    const CHUNK: usize = 64 << 10;
+    let file = File::create(path).map_err(Error::path("create", path))?;
+    file.set_len(meta.memory)
+        .map_err(Error::path("size", path))?;
+    for region in &meta.regions {
+        let host = memory
+            .get_host_address(GuestAddress(region.guest_address))
+            .map_err(|e| Error::Msg(format!("guest memory: {e}")))?;
+        // SAFETY: the region's mapping, `size` bytes long, stays mapped
+        // (the caller holds `memory`); the vCPUs are paused, so nothing
+        // writes it while it is read.
+        let bytes = unsafe { std::slice::from_raw_parts(host as *const u8, region.size as usize) };
+        for (i, chunk) in bytes.chunks(CHUNK).enumerate() {
+            if chunk.iter().all(|&b| b == 0) {
+                continue;
+            }
+            file.write_all_at(chunk, region.offset + (i * CHUNK) as u64)
+                .map_err(Error::path("write", path))?;
+        }
+    }
+    file.sync_all().map_err(Error::path("sync", path))
+}
+
+/// A snapshot read back and checked, its memory mapped.
+pub struct Loaded {
+    pub meta: Meta,
+    pub vcpus: Vec<VcpuState>,
+    pub memory: Memory,
+}
+
+pub fn read(dir: &Path, kvm: &Kvm) -> Result<Loaded> {
+    let refuse =
+        |why: String| Error::invalid(format!("{} cannot be restored: {why}", dir.display()));
+    let text = fs::read(dir.join("snapshot.json"))
+        .map_err(|e| refuse(format!("no snapshot.json ({e}); is it a keel VM snapshot?")))?;
+    let meta: Meta = serde_json::from_slice(&text)
+        .map_err(|e| refuse(format!("snapshot.json is corrupt ({e})")))?;
+    if meta.format != FORMAT {
+        return Err(refuse(format!(
+            "it is in snapshot format {}; this keel reads format {FORMAT}",
+            meta.format
+        )));
+    }
+    let ours = env!("CARGO_PKG_VERSION");
+    if meta.keel_version != ours {
+        return Err(refuse(format!(
+            "it was made by keel {}; this is keel {ours}",
+            meta.keel_version
+        )));
+    }
+    if meta.cpu_features != cpu_features(kvm)? {
+        return Err(refuse(
+            "it was made where KVM offered other CPU features than here".into(),
+        ));
+    }
+    let states =
+        fs::read(dir.join("vcpus.json")).map_err(|e| refuse(format!("vcpus.json: {e}")))?;
+    if hex::encode(Sha256::digest(&states)) != meta.vcpus_sha256 {
+        return Err(refuse(
+            "vcpus.json does not match its checksum (it is corrupt)".into(),
+        ));
+    }
+    let vcpus: Vec<VcpuState> = serde_json::from_slice(&states)
+        .map_err(|e| refuse(format!("vcpus.json is corrupt ({e})")))?;
+    if vcpus.len() != meta.vcpus as usize {
+        return Err(refuse(format!(
+            "it has {} vCPU states for {} vCPUs",
+            vcpus.len(),
+            meta.vcpus
+        )));
+    }
+    let path = dir.join("memory");
+    let file = File::open(&path).map_err(|e| refuse(format!("memory: {e}")))?;
+    let size = file
+        .metadata()
+        .map_err(|e| refuse(format!("memory: {e}")))?
+        .len();
+    let expected: u64 = meta.regions.iter().map(|r| r.size).sum();
+    if size != expected || expected != meta.memory {
+        return Err(refuse(format!(
+            "its memory file is {size} bytes; {expected} were written (truncated?)"
+        )));
+    }
+    let file = std::sync::Arc::new(file);
+    let regions = meta
+        .regions
+        .iter()
+        .map(|r| {
+            let offset = vm_memory::FileOffset::from_arc(file.clone(), r.offset);
+            let mapping = vm_memory::MmapRegion::build(
+                Some(offset),
+                r.size as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_NORESERVE,
+            )
+            .map_err(|e| Error::Msg(format!("map the snapshot's memory: {e}")))?;
+            vm_memory::GuestRegionMmap::new(mapping, GuestAddress(r.guest_address))
+                .ok_or_else(|| Error::Msg("a snapshot memory region overflows".into()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let memory = vm_memory::GuestMemoryMmap::from_regions(regions)
+        .map_err(|e| refuse(format!("its memory regions overlap ({e})")))?;
+    Ok(Loaded {
+        meta,
+        vcpus,
+        memory,
+    })
+}

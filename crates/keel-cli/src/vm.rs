@@ -61,6 +61,9 @@ pub struct RestoreArgs {
     /// Run in the background and print the VM's id
     #[arg(short, long)]
     pub detach: bool,
+    /// Remove the VM when its guest ends
+    #[arg(long)]
+    pub rm: bool,
     /// Where the serial console goes: file (keel vm logs), tty, none
     /// [default: tty in the foreground, file with -d]
     #[arg(long)]
@@ -77,6 +80,9 @@ pub struct RunArgs {
     /// Run in the background and print the VM's id
     #[arg(short, long)]
     pub detach: bool,
+    /// Remove the VM when its guest ends
+    #[arg(long)]
+    pub rm: bool,
     /// Number of vCPUs
     #[arg(long, default_value_t = 1)]
     pub cpus: u32,
@@ -284,6 +290,7 @@ fn run_vm(ctx: &Context, store: &Store, args: &RunArgs) -> Result<i32> {
         cmdline: args.cmdline.clone(),
         console,
         restored_from: None,
+        auto_remove: args.rm,
     };
     start(ctx, store, args.name.as_deref(), spec, args.detach)
 }
@@ -328,6 +335,7 @@ fn restore(ctx: &Context, store: &Store, args: &RestoreArgs) -> Result<i32> {
         cmdline: meta.cmdline,
         console: console_mode(args.console.as_deref(), args.detach)?,
         restored_from: Some(dir),
+        auto_remove: args.rm,
     };
     start(ctx, store, args.name.as_deref(), spec, args.detach)
 }
@@ -390,6 +398,10 @@ fn start(
     // Detached: wait until the guest runs (or could not start).
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
+        if !store.dir(&spec.id).exists() {
+            // --rm, and the guest already ended.
+            break;
+        }
         let state = read_state(store, &spec.id);
         match state.status {
             Status::Running | Status::Paused => break,
@@ -414,7 +426,7 @@ fn start(
             let _ = store.remove(&spec.id);
             bail!("the VMM did not start the guest within 30 seconds");
         }
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(1));
     }
     println!("{}", spec.id);
     Ok(0)

@@ -169,6 +169,27 @@ fn a_vm_in_the_foreground_prints_on_the_terminal_and_ends_with_the_guest() {
     // Nothing runs now: ls shows nothing, ls -a everything.
     assert_eq!(keel.ok(&["vm", "ls", "-q"]), "");
     assert_eq!(keel.ok(&["vm", "ls", "-aq"]).lines().count(), 5);
+    // --rm: gone with its guest.
+    let out = keel.ok(&["vm", "run", "--rm", "--kernel", GUEST, "--cmdline", "hello"]);
+    assert_eq!(out, "hello from keel's test guest\n");
+    assert_eq!(keel.ok(&["vm", "ls", "-aq"]).lines().count(), 5);
+    keel.ok(&[
+        "vm",
+        "run",
+        "-d",
+        "--rm",
+        "--name",
+        "brief",
+        "--kernel",
+        GUEST,
+        "--cmdline",
+        "idle",
+    ]);
+    assert!(keel.status("brief").starts_with("Up "));
+    keel.ok(&["vm", "stop", "brief"]);
+    keel.eventually("brief is removed", || {
+        !keel.statuses().iter().any(|(n, _)| n == "brief")
+    });
 }
 
 #[test]

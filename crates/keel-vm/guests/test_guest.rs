@@ -9,7 +9,10 @@
 //! - `cpus`: every vCPU reports in; the first powers off once all have;
 //! - `memory`: writes a pattern to every page above 2 MiB, reads it
 //!   back, prints the size checked, powers off;
-//! - `count`: counts up for ever, a line every few million loops;
+//! - `count`: counts up for ever, a line every million loops;
+//! - `fill-count`: writes every page, then counts;
+//! - `idle`: prints a line and halts (no CPU used);
+//! - `exits`: takes 100000 exits to the VMM (port I/O), then powers off;
 //! - `spin`: loops for ever, printing nothing;
 //! - `panic`: prints a message and signals a panic (pvpanic, port 0x505);
 //! - `triple-fault`: takes an exception with no IDT (the CPU resets).
@@ -40,6 +43,178 @@ core::arch::global_asm!(
     stacks = sym STACKS,
     main = sym guest_main,
 );
+
+// PVH: the entry other VMMs (QEMU's microvm, Firecracker, cloud-hypervisor)
+// use for an ELF kernel: 32-bit protected mode, paging off, ebx pointing at
+// an `hvm_start_info`. It builds identity page tables for the first 4 GiB,
+// enters long mode and hands the start info to `pvh_main`, which makes a
+// keel boot info of it. Only the first vCPU starts this way.
+core::arch::global_asm!(
+    ".pushsection .note.Xen, \"a\", @note",
+    ".balign 4",
+    ".long 4",  // name size
+    ".long 4",  // desc size
+    ".long 18", // XEN_ELFNOTE_PHYS32_ENTRY
+    ".asciz \"Xen\"",
+    ".balign 4",
+    ".long pvh_start",
+    ".balign 4",
+    ".popsection",
+    ".section .text.pvh, \"ax\"",
+    ".code32",
+    ".global pvh_start",
+    "pvh_start:",
+    "cli",
+    "mov esi, ebx",
+    // Four page directories of 2 MiB pages: 0..4 GiB.
+    "mov edi, offset {pd}",
+    "mov eax, 0x83",
+    "mov ecx, 2048",
+    "2:",
+    "mov dword ptr [edi], eax",
+    "mov dword ptr [edi + 4], 0",
+    "add eax, 0x200000",
+    "add edi, 8",
+    "dec ecx",
+    "jnz 2b",
+    "mov edi, offset {pdpt}",
+    "mov eax, offset {pd}",
+    "or eax, 3",
+    "mov ecx, 4",
+    "3:",
+    "mov dword ptr [edi], eax",
+    "mov dword ptr [edi + 4], 0",
+    "add eax, 4096",
+    "add edi, 8",
+    "dec ecx",
+    "jnz 3b",
+    "mov eax, offset {pdpt}",
+    "or eax, 3",
+    "mov dword ptr [{pml4}], eax",
+    "mov dword ptr [{pml4} + 4], 0",
+    "mov eax, offset {pml4}",
+    "mov cr3, eax",
+    "mov eax, cr4",
+    "or eax, 0x620", // PAE, OSFXSR, OSXMMEXCPT
+    "mov cr4, eax",
+    "mov ecx, 0xc0000080",
+    "rdmsr",
+    "or eax, 0x100", // EFER.LME
+    "wrmsr",
+    "mov eax, cr0",
+    "or eax, 0x80000001", // PG, PE
+    "mov cr0, eax",
+    "lgdt [pvh_gdtr]",
+    ".att_syntax prefix",
+    "ljmpl $0x08, $pvh_long",
+    ".intel_syntax noprefix",
+    ".code64",
+    "pvh_long:",
+    "mov ax, 0x10",
+    "mov ds, ax",
+    "mov es, ax",
+    "mov ss, ax",
+    "lea rsp, [rip + {stacks}]",
+    "add rsp, 16384",
+    "mov edi, esi",
+    "call {main}",
+    "5:",
+    "hlt",
+    "jmp 5b",
+    pd = sym PVH_PD,
+    pdpt = sym PVH_PDPT,
+    pml4 = sym PVH_PML4,
+    stacks = sym STACKS,
+    main = sym pvh_main,
+);
+
+core::arch::global_asm!(
+    ".pushsection .data.pvh, \"aw\"",
+    ".balign 8",
+    "pvh_gdt:",
+    ".quad 0",
+    ".quad 0x00af9b000000ffff",
+    ".quad 0x00cf93000000ffff",
+    "pvh_gdtr:",
+    ".word 23",
+    ".long pvh_gdt",
+    ".popsection",
+);
+
+#[repr(C, align(4096))]
+struct Page([u64; 512]);
+#[unsafe(no_mangle)]
+static mut PVH_PD: [Page; 4] = [const { Page([0; 512]) }; 4];
+#[unsafe(no_mangle)]
+static mut PVH_PDPT: Page = Page([0; 512]);
+#[unsafe(no_mangle)]
+static mut PVH_PML4: Page = Page([0; 512]);
+static mut PVH_INFO: BootInfo = BootInfo {
+    magic: 0,
+    memory_size: 0,
+    vcpus: 1,
+    cmdline_len: 0,
+    cmdline: 0,
+};
+
+/// `hvm_start_info` (Xen's PVH ABI, version 1).
+#[repr(C)]
+struct StartInfo {
+    magic: u32,
+    version: u32,
+    flags: u32,
+    nr_modules: u32,
+    modlist_paddr: u64,
+    cmdline_paddr: u64,
+    rsdp_paddr: u64,
+    memmap_paddr: u64,
+    memmap_entries: u32,
+    reserved: u32,
+}
+
+#[repr(C)]
+struct MemmapEntry {
+    addr: u64,
+    size: u64,
+    kind: u32,
+    reserved: u32,
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn pvh_main(start: u64) -> ! {
+    // SAFETY: the VMM passed its start info (checked by its magic); this
+    // runs on the one vCPU PVH starts, before anything else.
+    unsafe {
+        let start = &*(start as *const StartInfo);
+        if start.magic != 0x336e_c578 {
+            print(b"bad PVH start info\n");
+            power_off();
+        }
+        let info = &mut *core::ptr::addr_of_mut!(PVH_INFO);
+        info.magic = MAGIC;
+        let mut end = 0;
+        if start.version >= 1 {
+            let map = start.memmap_paddr as *const MemmapEntry;
+            for i in 0..start.memmap_entries as usize {
+                let entry = &*map.add(i);
+                if entry.kind == 1 {
+                    end = end.max(entry.addr + entry.size);
+                }
+            }
+        }
+        info.memory_size = end;
+        if start.cmdline_paddr != 0 {
+            let line = start.cmdline_paddr as *const u8;
+            let mut n = 0;
+            while *line.add(n) != 0 {
+                n += 1;
+            }
+            info.cmdline = start.cmdline_paddr;
+            info.cmdline_len = n as u32;
+        }
+        guest_main(0, info)
+    }
+}
 
 const MAX_CPUS: usize = 32;
 #[unsafe(no_mangle)]
@@ -106,8 +281,11 @@ fn unlock() {
     LOCK.store(false, Ordering::Release);
 }
 
-/// The i8042 reset line: keel's VMM (as Firecracker's) powers off.
+/// The i8042 reset line: keel's VMM (as Firecracker's) powers off. First
+/// QEMU's isa-debug-exit port (0xf4), which keel's VMM ignores: under
+/// QEMU's microvm (no i8042) the benchmark gives the guest that device.
 fn power_off() -> ! {
+    outb(0xf4, 0);
     outb(0x64, 0xfe);
     loop {
         // SAFETY: halting until the VMM stops us.
@@ -144,6 +322,22 @@ extern "C" fn guest_main(cpu: u64, info: *const BootInfo) -> ! {
         }
         b"memory" => memory(info),
         b"count" => count(),
+        b"idle" => {
+            print(b"idle\n");
+            halt()
+        }
+        b"exits" => {
+            // 100000 exits to the VMM (port 0x80 belongs to no device).
+            for _ in 0..100_000 {
+                outb(0x80, 0);
+            }
+            print(b"100000 exits\n");
+            power_off()
+        }
+        b"fill-count" => {
+            fill(info);
+            count()
+        }
         b"spin" => loop {
             core::hint::spin_loop();
         },
@@ -211,6 +405,17 @@ fn memory(info: &BootInfo) -> ! {
     print_number(info.memory_size >> 20);
     print(b" MiB\n");
     power_off()
+}
+
+/// Writes every page above 2 MiB (so all of the memory is the guest's).
+fn fill(info: &BootInfo) {
+    let mut address: u64 = 2 << 20;
+    while address + 8 <= info.memory_size {
+        // SAFETY: identity-mapped guest RAM above this program.
+        unsafe { core::ptr::write_volatile(address as *mut u64, address) };
+        address += 4096;
+    }
+    print(b"filled\n");
 }
 
 fn count() -> ! {
@@ -296,3 +501,13 @@ unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
 /// called.
 #[unsafe(no_mangle)]
 extern "C" fn rust_eh_personality() {}
+
+#[unsafe(no_mangle)]
+unsafe extern "C" fn strlen(s: *const u8) -> usize {
+    let mut n = 0;
+    // SAFETY: the caller's NUL-terminated string.
+    while unsafe { core::ptr::read_volatile(s.add(n)) } != 0 {
+        n += 1;
+    }
+    n
+}

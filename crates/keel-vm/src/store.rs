@@ -64,6 +64,9 @@ pub struct VmSpec {
     /// not from `kernel`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restored_from: Option<PathBuf>,
+    /// Removed when the guest ends (`--rm`).
+    #[serde(default)]
+    pub auto_remove: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -326,6 +329,7 @@ mod tests {
             cmdline: String::new(),
             console: ConsoleMode::File,
             restored_from: None,
+            auto_remove: false,
         }
     }
 

@@ -177,6 +177,11 @@ fn run(dir: &Path, control: Option<PathBuf>) -> i32 {
             eprintln!("keel-vmm: {e}");
         }
     }
+    if spec.auto_remove
+        && let Err(e) = store.remove(&id)
+    {
+        eprintln!("keel-vmm: --rm: {e}");
+    }
     if !matches!(
         ending,
         Ending::PowerOff | Ending::Stopped | Ending::Snapshotted

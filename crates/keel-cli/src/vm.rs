@@ -41,6 +41,38 @@ pub enum VmCommand {
     Snapshot(SnapshotArgs),
     /// Start a new VM from a snapshot (memory loaded as the guest touches it)
     Restore(RestoreArgs),
+    /// Move a running VM to another host's `keel vm receive` (live: pre-copy)
+    Migrate(MigrateArgs),
+    /// Wait for a VM to arrive by migration, and run it
+    Receive(ReceiveArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct MigrateArgs {
+    pub vm: String,
+    /// The receiver's address (HOST:PORT)
+    #[arg(long)]
+    pub to: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ReceiveArgs {
+    /// Where to listen (ADDR:PORT)
+    #[arg(long)]
+    pub listen: String,
+    /// Assign a name to the VM
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Wait in the background: print the VM's id once listening
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Remove the VM when its guest ends
+    #[arg(long)]
+    pub rm: bool,
+    /// Where the serial console goes: file (keel vm logs), tty, none
+    /// [default: tty in the foreground, file with -d]
+    #[arg(long)]
+    pub console: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -167,17 +199,62 @@ pub fn run(ctx: &Context, command: &VmCommand) -> Result<i32> {
     match command {
         VmCommand::Run(args) => run_vm(ctx, &store, args),
         VmCommand::Restore(args) => restore(ctx, &store, args),
+        VmCommand::Receive(args) => {
+            let spec = VmSpec {
+                id: String::new(),
+                name: String::new(),
+                created: keel_vm::store::now(),
+                vcpus: 0,
+                memory: 0,
+                kernel: PathBuf::new(),
+                cmdline: String::new(),
+                console: console_mode(args.console.as_deref(), args.detach)?,
+                restored_from: None,
+                auto_remove: args.rm,
+                incoming: Some(args.listen.clone()),
+            };
+            start(ctx, &store, args.name.as_deref(), spec, args.detach)
+        }
+        VmCommand::Migrate(args) => {
+            let vm = store.find(&args.vm)?;
+            if vm.state.status != Status::Running {
+                bail!("VM {} is not running", vm.spec.name);
+            }
+            let text = control(&vm, &format!("migrate {}", args.to))?;
+            let report: keel_vm::migrate::Report = serde_json::from_str(&text)
+                .with_context(|| format!("the VMM's report {text:?}"))?;
+            // The source is gone: its VMM ends; its record goes.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while store.find(&vm.spec.id).is_ok_and(|vm| vm.is_running())
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            let _ = store.remove(&vm.spec.id);
+            println!(
+                "{} migrated to {} ({}, {} round{}, {:.1} MB sent) in {} ms; downtime {} ms",
+                vm.spec.name,
+                args.to,
+                report.method,
+                report.rounds,
+                if report.rounds == 1 { "" } else { "s" },
+                report.bytes_sent as f64 / 1e6,
+                report.total_ms,
+                report.downtime_ms
+            );
+            Ok(0)
+        }
         VmCommand::Pause(args) => each(&store, &args.vms, |_, vm| {
             if vm.state.status != Status::Running {
                 bail!("VM {} is not running", vm.spec.name);
             }
-            control(vm, "pause")
+            control(vm, "pause").map(drop)
         }),
         VmCommand::Resume(args) => each(&store, &args.vms, |_, vm| {
             if vm.state.status != Status::Paused {
                 bail!("VM {} is not paused", vm.spec.name);
             }
-            control(vm, "resume")
+            control(vm, "resume").map(drop)
         }),
         VmCommand::Snapshot(args) => {
             let vm = store.find(&args.vm)?;
@@ -291,6 +368,7 @@ fn run_vm(ctx: &Context, store: &Store, args: &RunArgs) -> Result<i32> {
         console,
         restored_from: None,
         auto_remove: args.rm,
+        incoming: None,
     };
     start(ctx, store, args.name.as_deref(), spec, args.detach)
 }
@@ -336,6 +414,7 @@ fn restore(ctx: &Context, store: &Store, args: &RestoreArgs) -> Result<i32> {
         console: console_mode(args.console.as_deref(), args.detach)?,
         restored_from: Some(dir),
         auto_remove: args.rm,
+        incoming: None,
     };
     start(ctx, store, args.name.as_deref(), spec, args.detach)
 }
@@ -404,7 +483,7 @@ fn start(
         }
         let state = read_state(store, &spec.id);
         match state.status {
-            Status::Running | Status::Paused => break,
+            Status::Running | Status::Paused | Status::Incoming => break,
             Status::Exited if state.exit_code == Some(125) => {
                 let _ = child.wait();
                 return Err(start_failure(store, &spec, &state));
@@ -432,8 +511,8 @@ fn start(
     Ok(0)
 }
 
-/// One request to a VM's VMM.
-fn control(vm: &Vm, request: &str) -> Result<()> {
+/// One request to a VM's VMM; what its answer carries.
+fn control(vm: &Vm, request: &str) -> Result<String> {
     let socket = vm
         .state
         .control
@@ -576,6 +655,7 @@ fn status_text(vm: &Vm) -> String {
     };
     match vm.state.status {
         Status::Created => "Created".into(),
+        Status::Incoming => format!("Incoming ({})", vm.spec.incoming.as_deref().unwrap_or("?")),
         Status::Running => format!("Up {}", ago(&vm.state.started_at)),
         Status::Paused => format!("Up {} (Paused)", ago(&vm.state.started_at)),
         Status::Exited => format!(
@@ -594,6 +674,7 @@ fn value(vm: &Vm) -> serde_json::Value {
         "Created": vm.spec.created,
         "State": match vm.state.status {
             Status::Created => "created",
+            Status::Incoming => "incoming",
             Status::Running => "running",
             Status::Paused => "paused",
             Status::Exited => "exited",

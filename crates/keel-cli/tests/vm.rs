@@ -571,3 +571,164 @@ fn pause_snapshot_and_restore_twice_from_the_cli() {
     assert!(!keel.statuses().iter().any(|(n, _)| n == "broken"));
     keel.ok(&["vm", "rm", "-f", "clone1", "clone2", "counter"]);
 }
+
+/// keel in network namespace `netns` with a root of its own.
+struct Host {
+    keel: Keel,
+    netns: keel_testutil::NetnsGuard,
+}
+
+impl Host {
+    fn run(&self, args: &[&str]) -> Output {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_keel"));
+        command
+            .env("KEEL_ROOT", self.keel.temp.root())
+            .env("KEEL_RUNROOT", self.keel.temp.runroot())
+            .args(args)
+            .stdin(Stdio::null());
+        self.netns.enter(&mut command);
+        command.output().expect("run keel")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "keel {args:?} exited {:?}:\n{}{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn ip(&self, args: &[&str]) {
+        let out = self.netns.run("ip", args);
+        assert!(
+            out.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn a_running_vm_migrates_between_two_hosts_and_keeps_counting() {
+    // Two "hosts": network namespaces joined by a veth pair, a keel root each.
+    let a = Host {
+        keel: Keel::new(),
+        netns: keel_testutil::NetnsGuard::new(),
+    };
+    let b = Host {
+        keel: Keel::new(),
+        netns: keel_testutil::NetnsGuard::new(),
+    };
+    a.ip(&[
+        "link", "add", "mig-a", "type", "veth", "peer", "name", "mig-b",
+    ]);
+    a.ip(&["link", "set", "mig-b", "netns", b.netns.name()]);
+    a.ip(&["addr", "add", "10.77.0.1/24", "dev", "mig-a"]);
+    b.ip(&["addr", "add", "10.77.0.2/24", "dev", "mig-b"]);
+    for (host, link) in [(&a, "mig-a"), (&b, "mig-b")] {
+        host.ip(&["link", "set", link, "up"]);
+        host.ip(&["link", "set", "lo", "up"]);
+    }
+    let id = b.ok(&[
+        "vm",
+        "receive",
+        "-d",
+        "--name",
+        "moved",
+        "--listen",
+        "10.77.0.2:17777",
+    ]);
+    assert_eq!(id.trim().len(), 64);
+    assert_eq!(
+        b.ok(&["vm", "ls", "--format", "{{.Name}} {{.Status}}"]),
+        "moved Incoming (10.77.0.2:17777)\n"
+    );
+    a.ok(&[
+        "vm",
+        "run",
+        "-d",
+        "--name",
+        "counter",
+        "--cpus",
+        "2",
+        "--memory",
+        "96m",
+        "--kernel",
+        GUEST,
+        "--cmdline",
+        "fill-count",
+    ]);
+    let counted = || last_count(&a.ok(&["vm", "logs", "counter"]));
+    a.keel.eventually("it counts", || counted() >= 3);
+
+    // A receiver that goes away halfway: the migration fails, the VM here
+    // runs on.
+    let listener = b
+        .netns
+        .within(|| std::net::TcpListener::bind("10.77.0.2:17778").unwrap());
+    let vanishing = std::thread::spawn(move || {
+        use std::io::Read;
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut some = vec![0u8; 1 << 20];
+        let _ = stream.read_exact(&mut some);
+    });
+    let out = a.run(&["vm", "migrate", "counter", "--to", "10.77.0.2:17778"]);
+    vanishing.join().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let error = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(error.starts_with("Error: VM counter: "), "{error}");
+    let before = counted();
+    a.keel
+        .eventually("it counts on after the failed migration", || {
+            counted() >= before + 2
+        });
+    let out = a.run(&["vm", "migrate", "counter", "--to", "10.77.0.2:1"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("connect to 10.77.0.2:1"));
+
+    // The real one.
+    let before = counted();
+    let out = a.ok(&["vm", "migrate", "counter", "--to", "10.77.0.2:17777"]);
+    eprintln!("{out}");
+    assert!(
+        out.starts_with("counter migrated to 10.77.0.2:17777 ("),
+        "{out}"
+    );
+    assert!(out.contains("downtime "), "{out}");
+    // The source is gone, its VMM too.
+    assert_eq!(a.ok(&["vm", "ls", "-aq"]), "");
+    // The VM runs on B and goes on counting from where it was.
+    assert!(
+        b.ok(&[
+            "vm",
+            "ls",
+            "--format",
+            "{{.Name}} {{.Status}} {{.CPUs}} {{.Memory}}"
+        ])
+        .starts_with("moved Up ")
+    );
+    b.keel.eventually("it counts on B", || {
+        let log = b.ok(&["vm", "logs", "moved"]);
+        log.lines().filter(|l| l.starts_with("count ")).count() >= 3
+    });
+    let log = b.ok(&["vm", "logs", "moved"]);
+    let counts: Vec<u64> = log
+        .lines()
+        .skip(1) // may be the rest of a line cut by the move
+        .filter_map(|l| l.strip_prefix("count ")?.parse().ok())
+        .collect();
+    assert!(
+        counts[0] > before,
+        "B starts at {} after {before} on A: {log:?}",
+        counts[0]
+    );
+    assert!(counts.windows(2).all(|w| w[1] == w[0] + 1), "{log:?}");
+    assert_eq!(
+        b.ok(&["vm", "inspect", "-f", "{{.CPUs}} {{.Memory}}", "moved"]),
+        format!("2 {}\n", 96u64 << 20)
+    );
+    b.ok(&["vm", "rm", "-f", "moved"]);
+}

@@ -10,6 +10,8 @@
 //! - [`vm`]: a VM with one thread per vCPU, run until the guest ends;
 //! - [`snapshot`]: a VM's memory and vCPU state written to a directory,
 //!   and restored from one (memory mapped lazily, copy-on-write);
+//! - [`migrate`]: live migration over TCP (pre-copy with KVM's dirty
+//!   page log, or stop-and-copy), received as a snapshot;
 //! - [`store`]: VM records under keel's root (what `keel vm ls` reads).
 //!
 //! The VMM process itself is `keel-vmm` (`src/bin/keel-vmm.rs`): one per
@@ -22,6 +24,7 @@ pub mod boot;
 pub mod devices;
 pub mod error;
 pub mod memory;
+pub mod migrate;
 pub mod snapshot;
 pub mod store;
 pub mod vm;

@@ -49,13 +49,43 @@ pub fn create(size: u64) -> Result<Memory> {
 
 /// Registers every region of `memory` with the VM as a memory slot.
 pub fn register(vm: &kvm_ioctls::VmFd, memory: &Memory) -> Result<()> {
+    register_with(vm, memory, 0)
+}
+
+/// Registers the slots again with KVM's dirty page log on.
+pub fn log_dirty_pages(vm: &kvm_ioctls::VmFd, memory: &Memory) -> Result<()> {
+    register_with(vm, memory, kvm_bindings::KVM_MEM_LOG_DIRTY_PAGES)
+}
+
+/// The guest addresses of the pages written since the last call (with
+/// the log on), region (slot) by region.
+pub fn dirty_pages(vm: &kvm_ioctls::VmFd, memory: &Memory) -> Result<Vec<u64>> {
+    let mut pages = Vec::new();
+    for (slot, region) in memory.iter().enumerate() {
+        let bitmap = vm
+            .get_dirty_log(slot as u32, region.len() as usize)
+            .map_err(Error::kvm("read KVM's dirty page log"))?;
+        for (word_index, word) in bitmap.iter().enumerate() {
+            let mut bits = *word;
+            while bits != 0 {
+                let bit = bits.trailing_zeros() as u64;
+                bits &= bits - 1;
+                let page = word_index as u64 * 64 + bit;
+                pages.push(region.start_addr().0 + page * 4096);
+            }
+        }
+    }
+    Ok(pages)
+}
+
+fn register_with(vm: &kvm_ioctls::VmFd, memory: &Memory, flags: u32) -> Result<()> {
     for (slot, region) in memory.iter().enumerate() {
         let host = region
             .get_host_address(vm_memory::MemoryRegionAddress(0))
             .map_err(|e| Error::Msg(format!("guest memory: {e}")))?;
         let entry = kvm_bindings::kvm_userspace_memory_region {
             slot: slot as u32,
-            flags: 0,
+            flags,
             guest_phys_addr: region.start_addr().0,
             memory_size: region.len(),
             userspace_addr: host as u64,

@@ -211,14 +211,7 @@ pub fn write(dir: &Path, meta: &Meta, vcpus: &[VcpuState], memory: &Memory) -> R
     fs::create_dir(&temp).map_err(Error::path("create", &temp))?;
     let result = (|| {
         write_memory(&temp.join("memory"), meta, memory)?;
-        let states = serde_json::to_vec(vcpus).expect("vCPU states serialize");
-        write_file(&temp.join("vcpus.json"), &states)?;
-        let mut meta = meta.clone();
-        meta.vcpus_sha256 = hex::encode(Sha256::digest(&states));
-        meta.created = crate::store::now();
-        let text = serde_json::to_vec_pretty(&meta).expect("the snapshot's meta serializes");
-        write_file(&temp.join("snapshot.json"), &text)?;
-        sync_dir(&temp)?;
+        write_parts(&temp, meta, vcpus)?;
         fs::rename(&temp, dir).map_err(io(format!("rename the snapshot to {}", dir.display())))?;
         sync_dir(parent)
     })();
@@ -226,6 +219,19 @@ pub fn write(dir: &Path, meta: &Meta, vcpus: &[VcpuState], memory: &Memory) -> R
         let _ = fs::remove_dir_all(&temp);
     }
     result
+}
+
+/// Writes `vcpus.json` and then `snapshot.json` into `dir` (whose
+/// `memory` is written), and syncs the directory.
+pub fn write_parts(dir: &Path, meta: &Meta, vcpus: &[VcpuState]) -> Result<()> {
+    let states = serde_json::to_vec(vcpus).expect("vCPU states serialize");
+    write_file(&dir.join("vcpus.json"), &states)?;
+    let mut meta = meta.clone();
+    meta.vcpus_sha256 = hex::encode(Sha256::digest(&states));
+    meta.created = crate::store::now();
+    let text = serde_json::to_vec_pretty(&meta).expect("the snapshot's meta serializes");
+    write_file(&dir.join("snapshot.json"), &text)?;
+    sync_dir(dir)
 }
 
 fn write_file(path: &Path, data: &[u8]) -> Result<()> {

@@ -67,6 +67,9 @@ pub struct VmSpec {
     /// Removed when the guest ends (`--rm`).
     #[serde(default)]
     pub auto_remove: bool,
+    /// Comes by migration: the address its VMM listens on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incoming: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -75,6 +78,8 @@ pub enum Status {
     /// Recorded; its VMM has not started the guest (yet).
     #[default]
     Created,
+    /// Its VMM waits for a migration to arrive.
+    Incoming,
     Running,
     Paused,
     Exited,
@@ -113,7 +118,10 @@ pub struct Vm {
 impl Vm {
     /// Whether its VMM holds it (running or paused).
     pub fn is_running(&self) -> bool {
-        matches!(self.state.status, Status::Running | Status::Paused)
+        matches!(
+            self.state.status,
+            Status::Running | Status::Paused | Status::Incoming
+        )
     }
 }
 
@@ -223,6 +231,11 @@ impl Store {
         }
     }
 
+    /// What a VM is now known to be (a migrated VM's size, once it came).
+    pub fn write_spec(&self, spec: &VmSpec) -> Result<()> {
+        write_json(&self.dir(&spec.id).join("config.json"), spec)
+    }
+
     pub fn write_state(&self, id: &str, state: &VmState) -> Result<()> {
         write_json(&self.dir(id).join("state.json"), state)
     }
@@ -267,8 +280,10 @@ fn validate_name(name: &str) -> Result<()> {
 
 /// A running state whose VMM is gone is an exit nobody recorded.
 fn checked(mut state: VmState) -> VmState {
-    if matches!(state.status, Status::Running | Status::Paused)
-        && !keel_runtime::util::process_alive(state.pid, state.pid_start)
+    if matches!(
+        state.status,
+        Status::Running | Status::Paused | Status::Incoming
+    ) && !keel_runtime::util::process_alive(state.pid, state.pid_start)
     {
         state.status = Status::Exited;
         state.reason.get_or_insert_with(|| "the VMM died".into());
@@ -291,9 +306,9 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
         .map_err(|e| Error::Msg(format!("write {}: {e}", path.display())))
 }
 
-/// Sends one request to a VMM's control socket; its answer ("ok", or the
-/// error it gives).
-pub fn control(socket: &Path, request: &str) -> Result<()> {
+/// Sends one request to a VMM's control socket; what follows its "ok"
+/// (often nothing), or the error it gives.
+pub fn control(socket: &Path, request: &str) -> Result<String> {
     use std::io::{BufRead, BufReader};
     let mut stream = std::os::unix::net::UnixStream::connect(socket)
         .map_err(Error::path("connect to the VMM at", socket))?;
@@ -304,13 +319,13 @@ pub fn control(socket: &Path, request: &str) -> Result<()> {
     BufReader::new(stream)
         .read_line(&mut answer)
         .map_err(Error::path("read the VMM's answer at", socket))?;
-    match answer.trim_end().strip_prefix("error: ") {
-        None if answer.trim_end() == "ok" => Ok(()),
-        None => Err(Error::Msg(format!(
-            "the VMM answered {:?}",
-            answer.trim_end()
-        ))),
-        Some(why) => Err(Error::Msg(why.to_string())),
+    let answer = answer.trim_end();
+    if let Some(why) = answer.strip_prefix("error: ") {
+        return Err(Error::Msg(why.to_string()));
+    }
+    match answer.strip_prefix("ok") {
+        Some(rest) => Ok(rest.trim_start().to_string()),
+        None => Err(Error::Msg(format!("the VMM answered {answer:?}"))),
     }
 }
 
@@ -330,6 +345,7 @@ mod tests {
             console: ConsoleMode::File,
             restored_from: None,
             auto_remove: false,
+            incoming: None,
         }
     }
 

@@ -41,6 +41,8 @@ pub enum Ending {
     Stopped,
     /// Stopped after a snapshot (`snapshot --stop`).
     Snapshotted,
+    /// Moved to another host (the receiver's address).
+    Migrated(String),
     /// KVM could not go on with the guest; what it said.
     Failed(String),
 }
@@ -54,6 +56,7 @@ impl Ending {
             Ending::TripleFault => "triple fault".into(),
             Ending::Stopped => "stopped".into(),
             Ending::Snapshotted => "stopped after a snapshot".into(),
+            Ending::Migrated(to) => format!("migrated to {to}"),
             Ending::Failed(why) => why.clone(),
         }
     }
@@ -143,6 +146,7 @@ pub struct Controller {
     shared: Arc<Shared>,
     memory: Memory,
     meta: snapshot::Meta,
+    fd: Arc<VmFd>,
 }
 
 impl Controller {
@@ -199,7 +203,24 @@ impl Controller {
         result
     }
 
+    /// Moves the VM to the receiver at `address` (see [`crate::migrate`]);
+    /// on success the VM here ends. On failure it goes on as it was.
+    pub fn migrate(&self, address: &str) -> Result<crate::migrate::Report> {
+        if self.shared.lock().ending.is_some() {
+            return Err(Error::invalid("the VM is not running"));
+        }
+        let report = crate::migrate::send(self, address)?;
+        self.shared.end(Ending::Migrated(address.to_string()));
+        Ok(report)
+    }
+
     fn snapshot_paused(&self, dir: &std::path::Path) -> Result<()> {
+        let vcpus = self.save_states()?;
+        snapshot::write(dir, &self.meta, &vcpus, &self.memory)
+    }
+
+    /// Each (parked) vCPU's state, read by its own thread.
+    fn save_states(&self) -> Result<Vec<VcpuState>> {
         let vcpus = self.shared.vcpus;
         {
             let mut state = self.shared.lock();
@@ -232,13 +253,44 @@ impl Controller {
                     .map_err(|e| Error::Msg(format!("read vCPU {i}'s state: {e}")))
             })
             .collect::<Result<Vec<_>>>()?;
-        snapshot::write(dir, &self.meta, &vcpus, &self.memory)
+        Ok(vcpus)
+    }
+}
+
+impl crate::migrate::Source for Controller {
+    fn meta(&self) -> snapshot::Meta {
+        self.meta.clone()
+    }
+
+    fn memory(&self) -> &Memory {
+        &self.memory
+    }
+
+    fn start_dirty_log(&self) -> bool {
+        memory::log_dirty_pages(&self.fd, &self.memory).is_ok()
+            && memory::dirty_pages(&self.fd, &self.memory).is_ok()
+    }
+
+    fn dirty_pages(&self) -> Result<Vec<u64>> {
+        memory::dirty_pages(&self.fd, &self.memory)
+    }
+
+    fn pause(&self) -> Result<()> {
+        Controller::pause(self)
+    }
+
+    fn resume(&self) {
+        Controller::resume(self)
+    }
+
+    fn vcpu_states(&self) -> Result<Vec<VcpuState>> {
+        self.save_states()
     }
 }
 
 pub struct Vm {
     _kvm: Kvm,
-    _fd: VmFd,
+    fd: Arc<VmFd>,
     memory: Memory,
     vcpus: Vec<VcpuFd>,
     devices: Arc<Devices>,
@@ -373,7 +425,7 @@ impl Vm {
         let vcpus = parts.vcpus.len();
         Vm {
             _kvm: parts.kvm,
-            _fd: parts.fd,
+            fd: Arc::new(parts.fd),
             memory,
             vcpus: parts.vcpus,
             devices: Arc::new(Devices::new(console)),
@@ -392,6 +444,7 @@ impl Vm {
             shared: self.shared.clone(),
             memory: self.memory.clone(),
             meta: self.meta.clone(),
+            fd: self.fd.clone(),
         }
     }
 

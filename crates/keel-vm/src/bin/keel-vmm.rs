@@ -8,8 +8,11 @@
 //! records `state.json` (running, with its pid; then how the guest ended)
 //! and runs the guest until it powers off, panics, crashes or is stopped
 //! (SIGTERM, SIGINT, SIGHUP). On the control socket it takes one line per
-//! connection: `pause`, `resume`, `snapshot [--stop] DIR`; it answers `ok`
-//! or `error: WHY`. Its own errors go to stderr and into `state.json`.
+//! connection: `pause`, `resume`, `snapshot [--stop] DIR`, `migrate
+//! HOST:PORT`; it answers `ok` (for a migration with its report) or
+//! `error: WHY`. A VM whose config says `incoming` comes by migration: its
+//! VMM listens there, receives it as a snapshot in `migrated/` and
+//! restores it. Its own errors go to stderr and into `state.json`.
 //!
 //! Exit status: 0 when the guest powered off or was stopped after a
 //! snapshot; 125 when the VM could not be made; 143 when it was stopped;
@@ -99,9 +102,30 @@ fn run(dir: &Path, control: Option<PathBuf>) -> i32 {
     let stops = stop_signals();
     // SAFETY: pthread_sigmask with a set we made.
     unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &stops, std::ptr::null_mut()) };
-    let made = match &spec.restored_from {
-        Some(snapshot) => Vm::restore(snapshot, console),
-        None => Vm::create(
+    let mut incoming = None;
+    let mut spec = spec;
+    if let Some(address) = &spec.incoming {
+        match receive(&store, &id, dir, address) {
+            Ok(stream) => incoming = Some(stream),
+            Err(e) => return fail(e),
+        }
+        // Its size is known now.
+        if let Ok(meta) = std::fs::read(dir.join("migrated/snapshot.json"))
+            .map_err(|e| e.to_string())
+            .and_then(|d| {
+                serde_json::from_slice::<keel_vm::snapshot::Meta>(&d).map_err(|e| e.to_string())
+            })
+        {
+            spec.vcpus = meta.vcpus;
+            spec.memory = meta.memory;
+            spec.cmdline = meta.cmdline;
+            let _ = store.write_spec(&spec);
+        }
+    }
+    let made = match (&spec.restored_from, &incoming) {
+        (_, Some(_)) => Vm::restore(&dir.join("migrated"), console),
+        (Some(snapshot), None) => Vm::restore(snapshot, console),
+        (None, None) => Vm::create(
             &Config {
                 vcpus: spec.vcpus,
                 memory: spec.memory,
@@ -111,6 +135,13 @@ fn run(dir: &Path, control: Option<PathBuf>) -> i32 {
             console,
         ),
     };
+    if let Some(stream) = incoming.as_mut() {
+        let answer = match &made {
+            Ok(_) => Ok(()),
+            Err(e) => Err(keel_vm::Error::Msg(e.to_string())),
+        };
+        keel_vm::migrate::answer(stream, &answer);
+    }
     let mut vm = match made {
         Ok(vm) => vm,
         Err(e) => return fail(e.to_string()),
@@ -162,7 +193,7 @@ fn run(dir: &Path, control: Option<PathBuf>) -> i32 {
         let _ = std::fs::remove_file(path);
     }
     let code = match ending {
-        Ending::PowerOff | Ending::Snapshotted => 0,
+        Ending::PowerOff | Ending::Snapshotted | Ending::Migrated(_) => 0,
         Ending::Stopped => 143,
         _ => 1,
     };
@@ -184,7 +215,7 @@ fn run(dir: &Path, control: Option<PathBuf>) -> i32 {
     }
     if !matches!(
         ending,
-        Ending::PowerOff | Ending::Stopped | Ending::Snapshotted
+        Ending::PowerOff | Ending::Stopped | Ending::Snapshotted | Ending::Migrated(_)
     ) {
         eprintln!("keel-vmm: VM {}: {}", spec.name, ending.reason());
     }
@@ -221,6 +252,14 @@ fn serve(
                 record(Status::Running);
                 Ok(())
             }
+            ("migrate", to) if !to.is_empty() => match controller.migrate(to) {
+                Ok(report) => {
+                    let text = serde_json::to_string(&report).expect("a report serializes");
+                    let _ = stream.write_all(format!("ok {text}\n").as_bytes());
+                    continue;
+                }
+                Err(e) => Err(e),
+            },
             ("snapshot", rest) => {
                 let (stop, path) = match rest.strip_prefix("--stop ") {
                     Some(path) => (true, path),
@@ -254,4 +293,35 @@ fn stop_signals() -> libc::sigset_t {
         }
         set
     }
+}
+
+/// Waits for a migration on `address` and writes it into `<dir>/migrated`
+/// (a snapshot); the connection, to answer the sender once the VM is made.
+fn receive(
+    store: &Store,
+    id: &str,
+    dir: &Path,
+    address: &str,
+) -> Result<std::net::TcpStream, String> {
+    let listener =
+        std::net::TcpListener::bind(address).map_err(|e| format!("listen on {address}: {e}"))?;
+    let pid = std::process::id() as i32;
+    let state = VmState {
+        status: Status::Incoming,
+        pid,
+        pid_start: keel_runtime::util::proc_start_time(pid).unwrap_or(0),
+        reason: Some(format!("waiting for a migration on {address}")),
+        ..VmState::default()
+    };
+    store.write_state(id, &state).map_err(|e| e.to_string())?;
+    let (mut stream, _) = listener
+        .accept()
+        .map_err(|e| format!("accept on {address}: {e}"))?;
+    let target = dir.join("migrated");
+    let result = keel_vm::migrate::receive(&stream, &target);
+    if let Err(e) = &result {
+        keel_vm::migrate::answer(&mut stream, &Err(keel_vm::Error::Msg(e.to_string())));
+    }
+    result.map_err(|e| e.to_string())?;
+    Ok(stream)
 }

@@ -246,6 +246,11 @@ fn detached_vms_are_held_by_their_vmm_and_managed_by_name() {
         ]),
         "running 2 100663296\n"
     );
+    // Its VMM confined itself with a seccomp filter once the VM was made.
+    let pid = keel.ok(&["vm", "inspect", "-f", "{{.Pid}}", "counter"]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).unwrap();
+    assert!(status.contains("\nSeccomp:\t2\n"), "{status}");
+    assert!(status.contains("\nSeccomp_filters:\t1\n"), "{status}");
     // Lazily committed: the guest touched little of its 96 MiB.
     let resident: u64 = keel
         .ok(&["vm", "inspect", "-f", "{{.MemoryResident}}", id])

@@ -12,6 +12,8 @@
 //!   and restored from one (memory mapped lazily, copy-on-write);
 //! - [`migrate`]: live migration over TCP (pre-copy with KVM's dirty
 //!   page log, or stop-and-copy), received as a snapshot;
+//! - [`seccomp`]: the filter keel-vmm confines itself with once the VM
+//!   is made;
 //! - [`store`]: VM records under keel's root (what `keel vm ls` reads).
 //!
 //! The VMM process itself is `keel-vmm` (`src/bin/keel-vmm.rs`): one per
@@ -25,6 +27,7 @@ pub mod devices;
 pub mod error;
 pub mod memory;
 pub mod migrate;
+pub mod seccomp;
 pub mod snapshot;
 pub mod store;
 pub mod vm;

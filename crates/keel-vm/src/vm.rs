@@ -203,15 +203,20 @@ impl Controller {
         result
     }
 
-    /// Moves the VM to the receiver at `address` (see [`crate::migrate`]);
-    /// on success the VM here ends. On failure it goes on as it was.
+    /// Moves the VM to the receiver at `address` (see [`crate::migrate`]).
+    /// On success the VM here stays paused: the caller reports, then ends
+    /// it with [`Controller::end_migrated`]. On failure it goes on as it
+    /// was.
     pub fn migrate(&self, address: &str) -> Result<crate::migrate::Report> {
         if self.shared.lock().ending.is_some() {
             return Err(Error::invalid("the VM is not running"));
         }
-        let report = crate::migrate::send(self, address)?;
+        crate::migrate::send(self, address)
+    }
+
+    /// Ends a VM that now runs at `address`.
+    pub fn end_migrated(&self, address: &str) {
         self.shared.end(Ending::Migrated(address.to_string()));
-        Ok(report)
     }
 
     fn snapshot_paused(&self, dir: &std::path::Path) -> Result<()> {

@@ -14,6 +14,9 @@
 //! VMM listens there, receives it as a snapshot in `migrated/` and
 //! restores it. Its own errors go to stderr and into `state.json`.
 //!
+//! Once the VM is made it confines itself with a seccomp filter (see
+//! keel-vm's `seccomp`); `KEEL_VMM_NO_SECCOMP=1` leaves it out (to debug).
+//!
 //! Exit status: 0 when the guest powered off or was stopped after a
 //! snapshot; 125 when the VM could not be made; 143 when it was stopped;
 //! 1 for a panic, a triple fault or a failure of KVM.
@@ -171,6 +174,13 @@ fn run(dir: &Path, control: Option<PathBuf>) -> i32 {
     if let Err(e) = store.write_state(&id, &state.lock().expect("state lock")) {
         return fail(e.to_string());
     }
+    // From here on, only the system calls the VMM needs (its other
+    // threads inherit the filter).
+    if std::env::var_os("KEEL_VMM_NO_SECCOMP").is_none()
+        && let Err(e) = keel_vm::seccomp::confine()
+    {
+        return fail(e.to_string());
+    }
     let controller = vm.controller();
     {
         let controller = controller.clone();
@@ -256,6 +266,9 @@ fn serve(
                 Ok(report) => {
                     let text = serde_json::to_string(&report).expect("a report serializes");
                     let _ = stream.write_all(format!("ok {text}\n").as_bytes());
+                    drop(stream);
+                    // Answered: now the VM here may end (the process exits).
+                    controller.end_migrated(to);
                     continue;
                 }
                 Err(e) => Err(e),

@@ -45,6 +45,34 @@ pub enum VmCommand {
     Migrate(MigrateArgs),
     /// Wait for a VM to arrive by migration, and run it
     Receive(ReceiveArgs),
+    /// Make disk images (raw files) for VMs
+    #[command(subcommand)]
+    Disk(DiskCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DiskCommand {
+    /// A sparse raw disk
+    Create(DiskCreateArgs),
+    /// An ext4 disk of an image's root file system (made without mounting the disk)
+    FromImage(DiskFromImageArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DiskCreateArgs {
+    pub path: PathBuf,
+    /// Its size (e.g. 1g)
+    #[arg(long)]
+    pub size: String,
+}
+
+#[derive(Args, Debug)]
+pub struct DiskFromImageArgs {
+    pub image: String,
+    pub path: PathBuf,
+    /// Its size [default: the files, plus a quarter and 64 MiB]
+    #[arg(long)]
+    pub size: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -199,6 +227,38 @@ pub fn run(ctx: &Context, command: &VmCommand) -> Result<i32> {
     match command {
         VmCommand::Run(args) => run_vm(ctx, &store, args),
         VmCommand::Restore(args) => restore(ctx, &store, args),
+        VmCommand::Disk(DiskCommand::Create(args)) => {
+            let size = keel_engine::spec::parse_size(&args.size)
+                .map_err(|e| anyhow!("--size {}: {e}", args.size))?;
+            keel_vm::disk::create(&args.path, size)?;
+            println!("{}", args.path.display());
+            Ok(0)
+        }
+        VmCommand::Disk(DiskCommand::FromImage(args)) => {
+            let size = args
+                .size
+                .as_deref()
+                .map(|s| keel_engine::spec::parse_size(s).map_err(|e| anyhow!("--size {s}: {e}")))
+                .transpose()?;
+            let images = crate::images::open(&ctx.root)?;
+            let record = images
+                .resolve(&args.image)
+                .map_err(|_| anyhow!("No such image: {}", args.image))?;
+            let layers: Vec<PathBuf> = record
+                .chain_ids
+                .iter()
+                .map(|c| images.snapshots.path(c))
+                .collect();
+            let label: String = args
+                .image
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .take(16)
+                .collect();
+            let made = keel_vm::disk::from_layers(&layers, &args.path, size, &label)?;
+            println!("{} ({})", args.path.display(), mib_text(made));
+            Ok(0)
+        }
         VmCommand::Receive(args) => {
             let spec = VmSpec {
                 id: String::new(),

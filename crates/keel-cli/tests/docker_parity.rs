@@ -551,3 +551,84 @@ fn top_runs_the_host_ps_with_the_options_given() {
         stderr(&out)
     );
 }
+
+#[test]
+fn an_image_becomes_a_vm_disk_as_overlayfs_shows_it() {
+    let keel = Keel::new();
+    // Two layers: the second deletes a file (a whiteout) and adds one.
+    keel.ok(&[
+        "run",
+        "--name",
+        "writer",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "rm /etc/passwd && echo two > /second",
+    ]);
+    keel.ok(&["commit", "writer", "keel-test/layered"]);
+    let disk = keel.temp.path().join("layered.ext4");
+    let out = keel.ok(&[
+        "vm",
+        "disk",
+        "from-image",
+        "keel-test/layered",
+        disk.to_str().unwrap(),
+    ]);
+    assert!(out.starts_with(&format!("{} (", disk.display())), "{out}");
+    let debugfs = |request: &str| {
+        let out = std::process::Command::new("debugfs")
+            .args(["-R", request])
+            .arg(&disk)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(debugfs("cat /second"), "two\n");
+    assert!(
+        debugfs("stat /etc/passwd").is_empty(),
+        "the whiteout hides it"
+    );
+    assert!(debugfs("ls -l /bin").contains("busybox"));
+    let fsck = std::process::Command::new("e2fsck")
+        .args(["-fn"])
+        .arg(&disk)
+        .output()
+        .unwrap();
+    assert!(
+        fsck.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
+    // Nothing mounted is left, and an existing file is not overwritten.
+    assert!(
+        !keel.mounts().iter().any(|m| m.contains("making")),
+        "{:?}",
+        keel.mounts()
+    );
+    let out = keel.run(&[
+        "vm",
+        "disk",
+        "from-image",
+        "keel-test/layered",
+        disk.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("exists"), "{}", stderr(&out));
+    let out = keel.run(&["vm", "disk", "from-image", "keel-test/none", "/tmp/x.ext4"]);
+    assert_eq!(stderr(&out), "Error: No such image: keel-test/none\n");
+    // A sparse raw disk.
+    let raw = keel.temp.path().join("raw.img");
+    keel.ok(&[
+        "vm",
+        "disk",
+        "create",
+        raw.to_str().unwrap(),
+        "--size",
+        "1g",
+    ]);
+    let meta = std::fs::metadata(&raw).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((meta.len(), meta.blocks()), (1 << 30, 0));
+}

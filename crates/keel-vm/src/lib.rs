@@ -7,6 +7,7 @@
 //!   64-bit mode) and the vCPU state for it;
 //! - [`devices`]: the port-I/O devices (serial console, i8042 reset,
 //!   pvpanic);
+//! - [`disk`]: raw disk images (sparse, or ext4 of a container image);
 //! - [`vm`]: a VM with one thread per vCPU, run until the guest ends;
 //! - [`snapshot`]: a VM's memory and vCPU state written to a directory,
 //!   and restored from one (memory mapped lazily, copy-on-write);
@@ -24,6 +25,7 @@
 
 pub mod boot;
 pub mod devices;
+pub mod disk;
 pub mod error;
 pub mod memory;
 pub mod migrate;

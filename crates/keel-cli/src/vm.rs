@@ -155,6 +155,9 @@ pub struct RunArgs {
     /// The guest's command line
     #[arg(long, default_value = "")]
     pub cmdline: String,
+    /// Attach a raw disk image (virtio-blk), read-write or with ",ro" read-only; repeatable
+    #[arg(long = "disk", value_name = "PATH[,ro]")]
+    pub disks: Vec<String>,
     /// Where the serial console goes: file (keel vm logs), tty, none
     /// [default: tty in the foreground, file with -d]
     #[arg(long)]
@@ -272,6 +275,7 @@ pub fn run(ctx: &Context, command: &VmCommand) -> Result<i32> {
                 restored_from: None,
                 auto_remove: args.rm,
                 incoming: Some(args.listen.clone()),
+                disks: Vec::new(),
             };
             start(ctx, &store, args.name.as_deref(), spec, args.detach)
         }
@@ -417,6 +421,18 @@ fn run_vm(ctx: &Context, store: &Store, args: &RunArgs) -> Result<i32> {
     if !kernel.is_file() {
         bail!("the kernel {} is not a file", kernel.display());
     }
+    let disks = args
+        .disks
+        .iter()
+        .map(|text| {
+            let (path, read_only) = match text.strip_suffix(",ro") {
+                Some(path) => (path, true),
+                None => (text.strip_suffix(",rw").unwrap_or(text), false),
+            };
+            let path = std::fs::canonicalize(path).with_context(|| format!("--disk {text}"))?;
+            Ok(keel_vm::store::DiskSpec { path, read_only })
+        })
+        .collect::<Result<Vec<_>>>()?;
     let spec = VmSpec {
         id: String::new(),
         name: String::new(),
@@ -429,6 +445,7 @@ fn run_vm(ctx: &Context, store: &Store, args: &RunArgs) -> Result<i32> {
         restored_from: None,
         auto_remove: args.rm,
         incoming: None,
+        disks,
     };
     start(ctx, store, args.name.as_deref(), spec, args.detach)
 }
@@ -475,6 +492,7 @@ fn restore(ctx: &Context, store: &Store, args: &RestoreArgs) -> Result<i32> {
         restored_from: Some(dir),
         auto_remove: args.rm,
         incoming: None,
+        disks: Vec::new(),
     };
     start(ctx, store, args.name.as_deref(), spec, args.detach)
 }
@@ -747,6 +765,7 @@ fn value(vm: &Vm) -> serde_json::Value {
         "Cmdline": vm.spec.cmdline,
         "Console": vm.spec.console,
         "RestoredFrom": vm.spec.restored_from,
+        "Disks": vm.spec.disks,
         "Pid": if vm.is_running() { vm.state.pid } else { 0 },
         "StartedAt": vm.state.started_at,
         "FinishedAt": vm.state.finished_at,

@@ -737,3 +737,113 @@ fn a_running_vm_migrates_between_two_hosts_and_keeps_counting() {
     );
     b.ok(&["vm", "rm", "-f", "moved"]);
 }
+
+#[test]
+fn a_disk_made_by_keel_is_read_and_written_by_the_guest() {
+    use std::os::unix::fs::FileExt;
+    let keel = Keel::new();
+    let disk = keel.temp.path().join("data.img");
+    let disk_arg = disk.to_str().unwrap();
+    keel.ok(&["vm", "disk", "create", disk_arg, "--size", "4m"]);
+    std::fs::File::options()
+        .write(true)
+        .open(&disk)
+        .unwrap()
+        .write_all_at(b"hello from the host\n", 0)
+        .unwrap();
+    let out = keel.ok(&[
+        "vm",
+        "run",
+        "--rm",
+        "--disk",
+        disk_arg,
+        "--kernel",
+        GUEST,
+        "--cmdline",
+        "blk",
+    ]);
+    assert_eq!(
+        out,
+        "capacity 8192 sectors\nid data.img\nsector 0: hello from the host\nsector 1 written\nflushed\nread past the end refused\n"
+    );
+    let mut sector = [0u8; 512];
+    std::fs::File::open(&disk)
+        .unwrap()
+        .read_exact_at(&mut sector, 512)
+        .unwrap();
+    assert!(sector.starts_with(b"written by keel's test guest\n"));
+    // Held read-write by a running VM: a second VM may not have it.
+    keel.ok(&[
+        "vm",
+        "run",
+        "-d",
+        "--name",
+        "holder",
+        "--disk",
+        disk_arg,
+        "--kernel",
+        GUEST,
+        "--cmdline",
+        "idle",
+    ]);
+    assert_eq!(
+        keel.ok(&["vm", "inspect", "-f", "{{json .Disks}}", "holder"])
+            .trim(),
+        format!(r#"[{{"path":"{disk_arg}","read_only":false}}]"#)
+    );
+    let error = keel.fails(
+        &[
+            "vm",
+            "run",
+            "--disk",
+            &format!("{disk_arg},ro"),
+            "--kernel",
+            GUEST,
+            "--cmdline",
+            "blk",
+        ],
+        125,
+    );
+    assert_eq!(
+        error,
+        format!("Error: the disk {disk_arg} is in use by another VM (read-write)\n")
+    );
+    let error = keel.fails(
+        &[
+            "vm",
+            "snapshot",
+            "holder",
+            keel.temp.path().join("s").to_str().unwrap(),
+        ],
+        1,
+    );
+    assert!(
+        error.contains("a VM with disks cannot be snapshotted yet"),
+        "{error}"
+    );
+    keel.ok(&["vm", "rm", "-f", "holder"]);
+    // Free again, read-only: the guest's write is refused.
+    let out = keel.ok(&[
+        "vm",
+        "run",
+        "--rm",
+        "--disk",
+        &format!("{disk_arg},ro"),
+        "--kernel",
+        GUEST,
+        "--cmdline",
+        "blk",
+    ]);
+    assert!(
+        out.contains("write refused: the disk is read-only\n"),
+        "{out}"
+    );
+    let error = keel.fails(
+        &["vm", "run", "--disk", "/nonexistent.img", "--kernel", GUEST],
+        125,
+    );
+    assert!(
+        error.starts_with("Error: --disk /nonexistent.img"),
+        "{error}"
+    );
+}

@@ -13,6 +13,8 @@
 //! - `fill-count`: writes every page, then counts;
 //! - `idle`: prints a line and halts (no CPU used);
 //! - `exits`: takes 100000 exits to the VMM (port I/O), then powers off;
+//! - `blk`: drives the first virtio-blk disk (virtio-mmio, polled): prints
+//!   its capacity, id and first sector, writes its second sector, flushes;
 //! - `spin`: loops for ever, printing nothing;
 //! - `panic`: prints a message and signals a panic (pvpanic, port 0x505);
 //! - `triple-fault`: takes an exception with no IDT (the CPU resets).
@@ -155,6 +157,11 @@ static mut PVH_INFO: BootInfo = BootInfo {
     vcpus: 1,
     cmdline_len: 0,
     cmdline: 0,
+    low_end: 0,
+    high_end: 0,
+    mmio_base: 0,
+    mmio_count: 0,
+    reserved: 0,
 };
 
 /// `hvm_start_info` (Xen's PVH ABI, version 1).
@@ -228,6 +235,11 @@ struct BootInfo {
     vcpus: u32,
     cmdline_len: u32,
     cmdline: u64,
+    low_end: u64,
+    high_end: u64,
+    mmio_base: u64,
+    mmio_count: u32,
+    reserved: u32,
 }
 
 const MAGIC: u64 = u64::from_le_bytes(*b"KEELVM01");
@@ -334,6 +346,7 @@ extern "C" fn guest_main(cpu: u64, info: *const BootInfo) -> ! {
             print(b"100000 exits\n");
             power_off()
         }
+        b"blk" => blk(info),
         b"fill-count" => {
             fill(info);
             count()
@@ -510,4 +523,184 @@ unsafe extern "C" fn strlen(s: *const u8) -> usize {
         n += 1;
     }
     n
+}
+
+// --- a virtio-blk driver over virtio-mmio, polling the used ring ---
+
+fn mmio_read(base: u64, offset: u64) -> u32 {
+    // SAFETY: the device's register window (identity-mapped).
+    unsafe { core::ptr::read_volatile((base + offset) as *const u32) }
+}
+
+fn mmio_write(base: u64, offset: u64, value: u32) {
+    // SAFETY: as above.
+    unsafe { core::ptr::write_volatile((base + offset) as *mut u32, value) }
+}
+
+#[repr(C, align(16))]
+struct Descriptors([[u64; 2]; 8]);
+#[repr(C, align(2))]
+struct Avail {
+    flags: u16,
+    idx: u16,
+    ring: [u16; 8],
+    used_event: u16,
+}
+#[repr(C, align(4))]
+struct Used {
+    flags: u16,
+    idx: u16,
+    ring: [[u32; 2]; 8],
+    avail_event: u16,
+}
+static mut DESCRIPTORS: Descriptors = Descriptors([[0; 2]; 8]);
+static mut AVAIL: Avail = Avail { flags: 0, idx: 0, ring: [0; 8], used_event: 0 };
+static mut USED: Used = Used { flags: 0, idx: 0, ring: [[0; 2]; 8], avail_event: 0 };
+#[repr(C, align(512))]
+struct Sector([u8; 512]);
+static mut HEADER: [u64; 2] = [0; 2];
+static mut STATUS: u8 = 0xff;
+static mut BUFFER: Sector = Sector([0; 512]);
+
+/// Descriptor `i`: address, length, flags (1: next, 2: device writes), next.
+fn describe(i: usize, address: u64, length: u32, flags: u16, next: u16) {
+    // SAFETY: our descriptor table, used by one vCPU.
+    unsafe {
+        let d = core::ptr::addr_of_mut!(DESCRIPTORS.0[i]);
+        core::ptr::write_volatile(&raw mut (*d)[0], address);
+        core::ptr::write_volatile(
+            &raw mut (*d)[1],
+            u64::from(length) | (u64::from(flags) << 32) | (u64::from(next) << 48),
+        );
+    }
+}
+
+/// One request (type, sector, the buffer if any); the status byte.
+fn request(base: u64, kind: u32, sector: u64, with_buffer: bool, device_writes: bool) -> u8 {
+    // SAFETY: our request structures, used by one vCPU.
+    unsafe {
+        core::ptr::write_volatile(core::ptr::addr_of_mut!(HEADER[0]), u64::from(kind));
+        core::ptr::write_volatile(core::ptr::addr_of_mut!(HEADER[1]), sector);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!(STATUS), 0xff);
+        let header = core::ptr::addr_of!(HEADER) as u64;
+        let status = core::ptr::addr_of!(STATUS) as u64;
+        let buffer = core::ptr::addr_of!(BUFFER) as u64;
+        if with_buffer {
+            describe(0, header, 16, 1, 1);
+            describe(1, buffer, 512, 1 | if device_writes { 2 } else { 0 }, 2);
+            describe(2, status, 1, 2, 0);
+        } else {
+            describe(0, header, 16, 1, 2);
+            describe(2, status, 1, 2, 0);
+        }
+        let avail = core::ptr::addr_of_mut!(AVAIL);
+        let idx = core::ptr::read_volatile(&raw const (*avail).idx);
+        core::ptr::write_volatile(&raw mut (*avail).ring[(idx % 8) as usize], 0);
+        core::sync::atomic::fence(Ordering::SeqCst);
+        core::ptr::write_volatile(&raw mut (*avail).idx, idx.wrapping_add(1));
+        core::sync::atomic::fence(Ordering::SeqCst);
+        mmio_write(base, 0x050, 0);
+        let used = core::ptr::addr_of!(USED);
+        while core::ptr::read_volatile(&raw const (*used).idx) != idx.wrapping_add(1) {
+            core::hint::spin_loop();
+        }
+        core::ptr::read_volatile(core::ptr::addr_of!(STATUS))
+    }
+}
+
+fn blk(info: &BootInfo) -> ! {
+    // The first block device among the windows.
+    let base = (0..info.mmio_count as u64)
+        .map(|i| info.mmio_base + i * 0x1000)
+        .find(|&b| mmio_read(b, 0) == 0x7472_6976 && mmio_read(b, 8) == 2);
+    let Some(base) = base else {
+        print(b"no virtio-blk disk\n");
+        power_off();
+    };
+    if mmio_read(base, 4) != 2 {
+        print(b"not a virtio-mmio version 2 device\n");
+        power_off();
+    }
+    mmio_write(base, 0x070, 0); // reset
+    mmio_write(base, 0x070, 1 | 2); // acknowledge, driver
+    mmio_write(base, 0x014, 0);
+    let low = mmio_read(base, 0x010);
+    mmio_write(base, 0x014, 1);
+    let high = mmio_read(base, 0x010);
+    let read_only = low & (1 << 5) != 0;
+    mmio_write(base, 0x024, 0);
+    mmio_write(base, 0x020, low & ((1 << 9) | (1 << 5))); // flush, ro
+    mmio_write(base, 0x024, 1);
+    mmio_write(base, 0x020, high & 1); // VERSION_1
+    mmio_write(base, 0x070, 1 | 2 | 8);
+    if mmio_read(base, 0x070) & 8 == 0 {
+        print(b"the device refused the features\n");
+        power_off();
+    }
+    mmio_write(base, 0x030, 0);
+    if mmio_read(base, 0x034) < 8 {
+        print(b"queue too small\n");
+        power_off();
+    }
+    mmio_write(base, 0x038, 8);
+    let (desc, avail, used) = (
+        core::ptr::addr_of!(DESCRIPTORS) as u64,
+        core::ptr::addr_of!(AVAIL) as u64,
+        core::ptr::addr_of!(USED) as u64,
+    );
+    mmio_write(base, 0x080, desc as u32);
+    mmio_write(base, 0x084, (desc >> 32) as u32);
+    mmio_write(base, 0x090, avail as u32);
+    mmio_write(base, 0x094, (avail >> 32) as u32);
+    mmio_write(base, 0x0a0, used as u32);
+    mmio_write(base, 0x0a4, (used >> 32) as u32);
+    mmio_write(base, 0x044, 1);
+    mmio_write(base, 0x070, 1 | 2 | 8 | 4); // driver ok
+    let capacity = u64::from(mmio_read(base, 0x100)) | (u64::from(mmio_read(base, 0x104)) << 32);
+    print(b"capacity ");
+    print_number(capacity);
+    print(b" sectors\n");
+    // The disk's id.
+    if request(base, 8, 0, true, true) == 0 {
+        // SAFETY: the buffer the device wrote.
+        let id = unsafe { &*core::ptr::addr_of!(BUFFER.0) };
+        let n = id.iter().take(20).position(|&b| b == 0).unwrap_or(20);
+        print(b"id ");
+        print(&id[..n]);
+        print(b"\n");
+    }
+    // Sector 0: the first line the host wrote there.
+    if request(base, 0, 0, true, true) != 0 {
+        print(b"read failed\n");
+        power_off();
+    }
+    // SAFETY: the buffer the device wrote.
+    let data = unsafe { &*core::ptr::addr_of!(BUFFER.0) };
+    let n = data.iter().position(|&b| b == b'\n' || b == 0).unwrap_or(0);
+    print(b"sector 0: ");
+    print(&data[..n]);
+    print(b"\n");
+    // Sector 1: written by the guest.
+    // SAFETY: our buffer.
+    unsafe {
+        let buffer = &mut *core::ptr::addr_of_mut!(BUFFER.0);
+        let text = b"written by keel's test guest\n";
+        for (i, b) in buffer.iter_mut().enumerate() {
+            *b = text.get(i).copied().unwrap_or(0);
+        }
+    }
+    match request(base, 1, 1, true, false) {
+        0 => print(b"sector 1 written\n"),
+        _ if read_only => print(b"write refused: the disk is read-only\n"),
+        _ => print(b"write failed\n"),
+    }
+    if !read_only {
+        let status = request(base, 4, 0, false, false);
+        print(if status == 0 { b"flushed\n" as &[u8] } else { b"flush failed\n" });
+    }
+    // Past the end: an error.
+    if request(base, 0, capacity, true, true) != 0 {
+        print(b"read past the end refused\n");
+    }
+    power_off()
 }

@@ -12,7 +12,8 @@
 //! - every vCPU starts at once (there is no INIT/SIPI dance);
 //! - devices: the serial port at 0x3f8, the i8042 at 0x60/0x64 (writing
 //!   0xfe to 0x64 powers the VM off), pvpanic at 0x505 (writing 1 marks
-//!   the guest as panicked).
+//!   the guest as panicked), and virtio-mmio devices (the boot info's
+//!   `mmio_base`, `mmio_count` windows of 4 KiB; no interrupts: poll).
 //!
 //! Firecracker's x86-64 layout is kept where it names a place: GDT at
 //! 0x500, page tables from 0x9000, the command line at 0x20000, the
@@ -54,6 +55,9 @@ pub struct BootInfo {
     /// Where RAM ends below the MMIO hole, and above it (0: none).
     pub low_end: u64,
     pub high_end: u64,
+    /// The virtio-mmio devices: the first window and how many (4 KiB each).
+    pub mmio_base: u64,
+    pub mmio_count: u32,
 }
 
 impl BootInfo {
@@ -66,6 +70,9 @@ impl BootInfo {
         out.extend_from_slice(&self.cmdline.to_le_bytes());
         out.extend_from_slice(&self.low_end.to_le_bytes());
         out.extend_from_slice(&self.high_end.to_le_bytes());
+        out.extend_from_slice(&self.mmio_base.to_le_bytes());
+        out.extend_from_slice(&self.mmio_count.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
         out
     }
 }
@@ -143,7 +150,7 @@ pub fn load_elf(memory: &Memory, image: &[u8], what: &str) -> Result<u64> {
 }
 
 /// Writes the boot info and the command line.
-pub fn write_boot_info(memory: &Memory, vcpus: u32, cmdline: &str) -> Result<()> {
+pub fn write_boot_info(memory: &Memory, vcpus: u32, cmdline: &str, devices: u32) -> Result<()> {
     if cmdline.len() >= CMDLINE_MAX {
         return Err(Error::invalid(format!(
             "the command line is {} bytes; at most {} fit",
@@ -160,6 +167,8 @@ pub fn write_boot_info(memory: &Memory, vcpus: u32, cmdline: &str) -> Result<()>
         cmdline: CMDLINE,
         low_end,
         high_end,
+        mmio_base: crate::devices::virtio::MMIO_BASE,
+        mmio_count: devices,
     };
     let write = |bytes: &[u8], at: u64| {
         memory

@@ -46,6 +46,14 @@ impl std::str::FromStr for ConsoleMode {
     }
 }
 
+/// A disk of a VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskSpec {
+    pub path: PathBuf,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
 /// What a VM was created with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmSpec {
@@ -67,6 +75,9 @@ pub struct VmSpec {
     /// Removed when the guest ends (`--rm`).
     #[serde(default)]
     pub auto_remove: bool,
+    /// Disks (raw image files), in the order the guest finds them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disks: Vec<DiskSpec>,
     /// Comes by migration: the address its VMM listens on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incoming: Option<String>,
@@ -346,6 +357,7 @@ mod tests {
             restored_from: None,
             auto_remove: false,
             incoming: None,
+            disks: Vec::new(),
         }
     }
 

@@ -26,6 +26,15 @@ pub struct Config {
     /// A guest in keel's own format (see [`crate::boot`]).
     pub kernel: PathBuf,
     pub cmdline: String,
+    /// Disks (virtio-blk), in the order the guest finds them.
+    pub disks: Vec<Disk>,
+}
+
+/// A raw disk image attached to a VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disk {
+    pub path: PathBuf,
+    pub read_only: bool,
 }
 
 /// How a VM's run ended.
@@ -147,6 +156,8 @@ pub struct Controller {
     memory: Memory,
     meta: snapshot::Meta,
     fd: Arc<VmFd>,
+    /// virtio devices whose state a snapshot does not carry yet.
+    devices: usize,
 }
 
 impl Controller {
@@ -189,6 +200,7 @@ impl Controller {
     /// Writes a snapshot of the VM to `dir` (which must not exist): the
     /// VM is paused for it and then resumed, or ended with `stop`.
     pub fn snapshot(&self, dir: &std::path::Path, stop: bool) -> Result<()> {
+        self.refuse_devices("snapshotted")?;
         let was_paused = self.is_paused();
         if !was_paused {
             self.pause()?;
@@ -211,7 +223,17 @@ impl Controller {
         if self.shared.lock().ending.is_some() {
             return Err(Error::invalid("the VM is not running"));
         }
+        self.refuse_devices("migrated")?;
         crate::migrate::send(self, address)
+    }
+
+    fn refuse_devices(&self, what: &str) -> Result<()> {
+        if self.devices > 0 {
+            return Err(Error::invalid(format!(
+                "a VM with disks cannot be {what} yet (their queues' state is not saved)"
+            )));
+        }
+        Ok(())
     }
 
     /// Ends a VM that now runs at `address`.
@@ -397,18 +419,31 @@ impl Vm {
         check_size(config.vcpus, config.memory, &kvm)?;
         let image = std::fs::read(&config.kernel)
             .map_err(Error::path("read the kernel", &config.kernel))?;
+        let disks = config
+            .disks
+            .iter()
+            .map(|d| {
+                crate::devices::virtio::blk::Block::open(&d.path, d.read_only)
+                    .map(|b| Box::new(b) as Box<dyn crate::devices::virtio::Device>)
+            })
+            .collect::<Result<Vec<_>>>()?;
         let memory = memory::create(config.memory)?;
         let what = config.kernel.display().to_string();
         let entry = boot::load_elf(&memory, &image, &what)?;
         boot::write_page_tables(&memory)?;
         boot::write_gdt(&memory)?;
-        boot::write_boot_info(&memory, config.vcpus, &config.cmdline)?;
+        boot::write_boot_info(&memory, config.vcpus, &config.cmdline, disks.len() as u32)?;
         let meta = snapshot::Meta::new(&kvm, config.vcpus, &memory, &config.cmdline)?;
         let parts = make(kvm, &memory, config.vcpus)?;
         for (index, vcpu) in parts.vcpus.iter().enumerate() {
             boot::configure_vcpu(vcpu, index as u32, entry)?;
         }
-        Ok(Vm::assemble(parts, memory, console, meta))
+        Ok(Vm::assemble(
+            parts,
+            memory,
+            Devices::with_virtio(console, disks),
+            meta,
+        ))
     }
 
     /// A VM that goes on from a snapshot (see [`crate::snapshot`]): its
@@ -423,17 +458,22 @@ impl Vm {
             snapshot::set_vcpu(vcpu, state)
                 .map_err(|e| Error::Msg(format!("restore vCPU {index}: {e}")))?;
         }
-        Ok(Vm::assemble(parts, loaded.memory, console, loaded.meta))
+        Ok(Vm::assemble(
+            parts,
+            loaded.memory,
+            Devices::new(console),
+            loaded.meta,
+        ))
     }
 
-    fn assemble(parts: Parts, memory: Memory, console: Console, meta: snapshot::Meta) -> Vm {
+    fn assemble(parts: Parts, memory: Memory, devices: Devices, meta: snapshot::Meta) -> Vm {
         let vcpus = parts.vcpus.len();
         Vm {
             _kvm: parts.kvm,
             fd: Arc::new(parts.fd),
             memory,
             vcpus: parts.vcpus,
-            devices: Arc::new(Devices::new(console)),
+            devices: Arc::new(devices),
             shared: Arc::new(Shared {
                 state: Mutex::new(State::default()),
                 changed: Condvar::new(),
@@ -450,6 +490,7 @@ impl Vm {
             memory: self.memory.clone(),
             meta: self.meta.clone(),
             fd: self.fd.clone(),
+            devices: self.devices.virtio_count(),
         }
     }
 
@@ -584,11 +625,15 @@ fn run_vcpu(index: usize, mut vcpu: VcpuFd, memory: &Memory, devices: &Devices, 
                 devices.read(port, data);
                 None
             }
-            Ok(VcpuExit::MmioRead(_, data)) => {
-                data.fill(0xff);
+            Ok(VcpuExit::MmioRead(address, data)) => {
+                devices.mmio_read(address, data);
                 None
             }
-            Ok(VcpuExit::MmioWrite(..)) | Ok(VcpuExit::Intr) => None,
+            Ok(VcpuExit::MmioWrite(address, data)) => {
+                devices.mmio_write(address, data, memory);
+                None
+            }
+            Ok(VcpuExit::Intr) => None,
             Ok(VcpuExit::Hlt) => {
                 halted = true;
                 None

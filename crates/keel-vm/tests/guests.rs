@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use keel_vm::vm::{Config, Ending, Vm};
+use keel_vm::vm::{Config, Disk, Ending, Vm};
 
 #[derive(Clone, Default)]
 struct Console(Arc<Mutex<Vec<u8>>>);
@@ -38,6 +38,7 @@ fn config(vcpus: u32, memory: u64, cmdline: &str) -> Config {
         memory,
         kernel: PathBuf::from(keel_vm::TEST_GUEST),
         cmdline: cmdline.into(),
+        disks: Vec::new(),
     }
 }
 
@@ -329,4 +330,78 @@ fn a_damaged_snapshot_is_refused_and_names_what_is_wrong() {
     assert!(restore(&nothing).contains("no snapshot.json"));
     // The one that is whole still restores.
     Vm::restore(&dir, Box::new(Console::default())).unwrap();
+}
+
+#[test]
+fn the_guest_reads_and_writes_a_virtio_disk() {
+    use std::os::unix::fs::FileExt;
+    let temp = tempfile::tempdir().unwrap();
+    let path = temp.path().join("disk.img");
+    let file = std::fs::File::create(&path).unwrap();
+    file.set_len(1 << 20).unwrap();
+    file.write_all_at(b"keel disk sector 0\n", 0).unwrap();
+    let sector = |n: u64| {
+        let mut buffer = [0u8; 512];
+        std::fs::File::open(&path)
+            .unwrap()
+            .read_exact_at(&mut buffer, n * 512)
+            .unwrap();
+        buffer
+    };
+    let mut read_write = config(1, 64 << 20, "blk");
+    read_write.disks = vec![Disk {
+        path: path.clone(),
+        read_only: false,
+    }];
+    let (ending, out) = run(&read_write);
+    assert_eq!(ending, Ending::PowerOff, "{out}");
+    assert_eq!(
+        out,
+        "capacity 2048 sectors\nid disk.img\nsector 0: keel disk sector 0\nsector 1 written\nflushed\nread past the end refused\n"
+    );
+    assert!(sector(1).starts_with(b"written by keel's test guest\n"));
+    // Read-only: the write is refused and the file keeps its bytes.
+    file.write_all_at(&[0u8; 512], 512).unwrap();
+    let mut read_only = read_write.clone();
+    read_only.disks[0].read_only = true;
+    let (_, out) = run(&read_only);
+    assert!(
+        out.contains("write refused: the disk is read-only\n"),
+        "{out}"
+    );
+    assert_eq!(sector(1), [0u8; 512]);
+    // A disk another VM writes is not opened again.
+    let console = Console::default();
+    let holder = Vm::create(&read_write, Box::new(console)).unwrap();
+    for other in [&read_write, &read_only] {
+        let error = match Vm::create(other, Box::new(Console::default())) {
+            Ok(_) => panic!("a disk in use was attached twice"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            error.starts_with(&format!(
+                "the disk {} is in use by another VM",
+                path.display()
+            )),
+            "{error}"
+        );
+    }
+    drop(holder);
+    // Snapshots do not carry the disk's queue yet: refused, not broken.
+    let mut vm = Vm::create(&read_write, Box::new(Console::default())).unwrap();
+    let controller = vm.controller();
+    let dir = temp.path().join("snap");
+    let refuser = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        let error = controller.snapshot(&dir, false).unwrap_err().to_string();
+        controller.stop();
+        error
+    });
+    let _ = vm.run();
+    assert!(
+        refuser
+            .join()
+            .unwrap()
+            .contains("a VM with disks cannot be snapshotted yet")
+    );
 }

@@ -134,6 +134,14 @@ fn run(dir: &Path, control: Option<PathBuf>) -> i32 {
                 memory: spec.memory,
                 kernel: spec.kernel.clone(),
                 cmdline: spec.cmdline.clone(),
+                disks: spec
+                    .disks
+                    .iter()
+                    .map(|d| keel_vm::vm::Disk {
+                        path: d.path.clone(),
+                        read_only: d.read_only,
+                    })
+                    .collect(),
             },
             console,
         ),

@@ -3,6 +3,8 @@
 //! pvpanic (a guest that panics says so). Ports no device claims read as
 //! all ones and ignore writes, as on a PC.
 
+pub mod virtio;
+
 use std::io::Write;
 use std::sync::Mutex;
 
@@ -38,12 +40,53 @@ pub type Console = Box<dyn Write + Send>;
 
 pub struct Devices {
     serial: Mutex<Serial<NoInterrupt, NoEvents, Console>>,
+    /// virtio devices, one MMIO window each from `virtio::MMIO_BASE`.
+    virtio: Vec<Mutex<virtio::mmio::Transport>>,
 }
 
 impl Devices {
     pub fn new(console: Console) -> Devices {
+        Devices::with_virtio(console, Vec::new())
+    }
+
+    pub fn with_virtio(console: Console, devices: Vec<Box<dyn virtio::Device>>) -> Devices {
         Devices {
             serial: Mutex::new(Serial::new(NoInterrupt, console)),
+            virtio: devices
+                .into_iter()
+                .map(|d| Mutex::new(virtio::mmio::Transport::new(d)))
+                .collect(),
+        }
+    }
+
+    pub fn virtio_count(&self) -> usize {
+        self.virtio.len()
+    }
+
+    fn window(&self, address: u64) -> Option<(&Mutex<virtio::mmio::Transport>, u64)> {
+        let offset = address.checked_sub(virtio::MMIO_BASE)?;
+        let device = self.virtio.get((offset / virtio::MMIO_SIZE) as usize)?;
+        Some((device, offset % virtio::MMIO_SIZE))
+    }
+
+    /// A guest's read from device memory (all ones where no device is).
+    pub fn mmio_read(&self, address: u64, data: &mut [u8]) {
+        match self.window(address) {
+            Some((device, offset)) => device
+                .lock()
+                .expect("a device lock is never poisoned")
+                .read(offset, data),
+            None => data.fill(0xff),
+        }
+    }
+
+    /// A guest's write to device memory.
+    pub fn mmio_write(&self, address: u64, data: &[u8], memory: &crate::memory::Memory) {
+        if let Some((device, offset)) = self.window(address) {
+            device
+                .lock()
+                .expect("a device lock is never poisoned")
+                .write(offset, data, memory);
         }
     }
 

@@ -1,0 +1,163 @@
+//! The virtio-mmio transport (version 2): the registers a driver reads
+//! and writes to find a device, agree on features, set up its queues and
+//! notify it.
+
+use virtio_queue::{Queue, QueueT};
+
+use super::{Device, F_VERSION_1};
+use crate::memory::Memory;
+
+const MAGIC: u32 = 0x7472_6976; // "virt"
+const VENDOR: u32 = 0x4b45_454c; // "KEEL"
+
+const STATUS_FEATURES_OK: u32 = 8;
+const STATUS_FAILED: u32 = 128;
+
+pub struct Transport {
+    device: Box<dyn Device>,
+    queues: Vec<Queue>,
+    queue_select: u32,
+    device_features_select: u32,
+    driver_features_select: u32,
+    driver_features: u64,
+    status: u32,
+    interrupt_status: u32,
+}
+
+impl Transport {
+    pub fn new(device: Box<dyn Device>) -> Transport {
+        let queues = device
+            .queue_sizes()
+            .into_iter()
+            .map(|size| Queue::new(size).expect("a queue size that is a power of two"))
+            .collect();
+        Transport {
+            device,
+            queues,
+            queue_select: 0,
+            device_features_select: 0,
+            driver_features_select: 0,
+            driver_features: 0,
+            status: 0,
+            interrupt_status: 0,
+        }
+    }
+
+    fn queue(&mut self) -> Option<&mut Queue> {
+        self.queues.get_mut(self.queue_select as usize)
+    }
+
+    /// A driver's read at `offset` in the device's window.
+    pub fn read(&self, offset: u64, data: &mut [u8]) {
+        if offset >= 0x100 {
+            self.device.read_config(offset - 0x100, data);
+            return;
+        }
+        let queue = self.queues.get(self.queue_select as usize);
+        let features = self.device.features() | F_VERSION_1;
+        let value: u32 = match offset {
+            0x000 => MAGIC,
+            0x004 => 2,
+            0x008 => self.device.device_type(),
+            0x00c => VENDOR,
+            0x010 => match self.device_features_select {
+                0 => features as u32,
+                1 => (features >> 32) as u32,
+                _ => 0,
+            },
+            0x034 => queue.map_or(0, |q| u32::from(q.max_size())),
+            0x044 => queue.map_or(0, |q| u32::from(q.ready())),
+            0x060 => self.interrupt_status,
+            0x070 => self.status,
+            0x0fc => 0, // config generation: the config never changes
+            _ => 0,
+        };
+        let bytes = value.to_le_bytes();
+        let n = data.len().min(4);
+        data[..n].copy_from_slice(&bytes[..n]);
+    }
+
+    /// A driver's write at `offset`.
+    pub fn write(&mut self, offset: u64, data: &[u8], memory: &Memory) {
+        if data.len() != 4 || offset >= 0x100 {
+            return; // config space is read-only here
+        }
+        let value = u32::from_le_bytes(data.try_into().expect("4 bytes"));
+        match offset {
+            0x014 => self.device_features_select = value,
+            0x020 => match self.driver_features_select {
+                0 => {
+                    self.driver_features = (self.driver_features & !0xffff_ffff) | u64::from(value)
+                }
+                1 => {
+                    self.driver_features =
+                        (self.driver_features & 0xffff_ffff) | (u64::from(value) << 32)
+                }
+                _ => {}
+            },
+            0x024 => self.driver_features_select = value,
+            0x030 => self.queue_select = value,
+            0x038 => {
+                if let Some(q) = self.queue() {
+                    q.set_size(value as u16);
+                }
+            }
+            0x044 => {
+                if let Some(q) = self.queue() {
+                    q.set_ready(value == 1);
+                }
+            }
+            0x050 => self.notify(value as usize, memory),
+            0x064 => self.interrupt_status &= !value,
+            0x070 => self.set_status(value),
+            0x080 => self.with_queue(|q| q.set_desc_table_address(Some(value), None)),
+            0x084 => self.with_queue(|q| q.set_desc_table_address(None, Some(value))),
+            0x090 => self.with_queue(|q| q.set_avail_ring_address(Some(value), None)),
+            0x094 => self.with_queue(|q| q.set_avail_ring_address(None, Some(value))),
+            0x0a0 => self.with_queue(|q| q.set_used_ring_address(Some(value), None)),
+            0x0a4 => self.with_queue(|q| q.set_used_ring_address(None, Some(value))),
+            _ => {}
+        }
+    }
+
+    fn with_queue(&mut self, f: impl FnOnce(&mut Queue)) {
+        if let Some(q) = self.queue() {
+            f(q);
+        }
+    }
+
+    fn set_status(&mut self, value: u32) {
+        if value == 0 {
+            // Reset.
+            self.status = 0;
+            self.driver_features = 0;
+            self.interrupt_status = 0;
+            for q in &mut self.queues {
+                q.reset();
+            }
+            return;
+        }
+        let offered = self.device.features() | F_VERSION_1;
+        if value & STATUS_FEATURES_OK != 0
+            && (self.driver_features & !offered != 0 || self.driver_features & F_VERSION_1 == 0)
+        {
+            // Features the device does not have, or a legacy driver.
+            self.status = value & !STATUS_FEATURES_OK | STATUS_FAILED;
+            return;
+        }
+        self.status = value;
+    }
+
+    fn notify(&mut self, index: usize, memory: &Memory) {
+        let Some(queue) = self.queues.get_mut(index) else {
+            return;
+        };
+        if !queue.ready() || !queue.is_valid(memory) {
+            return;
+        }
+        if self.device.serve(index, queue, memory) {
+            // "Used buffer" (the driver may poll it or the used ring).
+            self.interrupt_status |= 1;
+        }
+    }
+}

@@ -48,6 +48,18 @@ pub enum VmCommand {
     /// Make disk images (raw files) for VMs
     #[command(subcommand)]
     Disk(DiskCommand),
+    /// Change a running VM: the memory its guest keeps (through its balloon)
+    Update(UpdateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct UpdateArgs {
+    /// The memory the guest is to keep; the rest goes back to the host
+    /// through the VM's balloon (see run --balloon)
+    #[arg(long)]
+    pub memory_target: String,
+    #[arg(required = true)]
+    pub vms: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -158,6 +170,9 @@ pub struct RunArgs {
     /// Attach a raw disk image (virtio-blk), read-write or with ",ro" read-only; repeatable
     #[arg(long = "disk", value_name = "PATH[,ro]")]
     pub disks: Vec<String>,
+    /// Give the VM a virtio-balloon device (keel vm update --memory-target)
+    #[arg(long)]
+    pub balloon: bool,
     /// Where the serial console goes: file (keel vm logs), tty, none
     /// [default: tty in the foreground, file with -d]
     #[arg(long)]
@@ -230,6 +245,30 @@ pub fn run(ctx: &Context, command: &VmCommand) -> Result<i32> {
     match command {
         VmCommand::Run(args) => run_vm(ctx, &store, args),
         VmCommand::Restore(args) => restore(ctx, &store, args),
+        VmCommand::Update(args) => {
+            let target = keel_engine::spec::parse_size(&args.memory_target)
+                .map_err(|e| anyhow!("--memory-target {}: {e}", args.memory_target))?;
+            each(&store, &args.vms, |_, vm| {
+                if vm.state.status != Status::Running {
+                    bail!("VM {} is not running", vm.spec.name);
+                }
+                if !vm.spec.balloon {
+                    bail!(
+                        "VM {} has no balloon (start it with keel vm run --balloon)",
+                        vm.spec.name
+                    );
+                }
+                if target > vm.spec.memory {
+                    bail!(
+                        "--memory-target {}: more than VM {}'s memory ({})",
+                        args.memory_target,
+                        vm.spec.name,
+                        mib_text(vm.spec.memory)
+                    );
+                }
+                control(vm, &format!("balloon {target}")).map(drop)
+            })
+        }
         VmCommand::Disk(DiskCommand::Create(args)) => {
             let size = keel_engine::spec::parse_size(&args.size)
                 .map_err(|e| anyhow!("--size {}: {e}", args.size))?;
@@ -276,6 +315,7 @@ pub fn run(ctx: &Context, command: &VmCommand) -> Result<i32> {
                 auto_remove: args.rm,
                 incoming: Some(args.listen.clone()),
                 disks: Vec::new(),
+                balloon: false,
             };
             start(ctx, &store, args.name.as_deref(), spec, args.detach)
         }
@@ -446,6 +486,7 @@ fn run_vm(ctx: &Context, store: &Store, args: &RunArgs) -> Result<i32> {
         auto_remove: args.rm,
         incoming: None,
         disks,
+        balloon: args.balloon,
     };
     start(ctx, store, args.name.as_deref(), spec, args.detach)
 }
@@ -493,6 +534,7 @@ fn restore(ctx: &Context, store: &Store, args: &RestoreArgs) -> Result<i32> {
         auto_remove: args.rm,
         incoming: None,
         disks: Vec::new(),
+        balloon: false,
     };
     start(ctx, store, args.name.as_deref(), spec, args.detach)
 }
@@ -766,6 +808,7 @@ fn value(vm: &Vm) -> serde_json::Value {
         "Console": vm.spec.console,
         "RestoredFrom": vm.spec.restored_from,
         "Disks": vm.spec.disks,
+        "Balloon": vm.spec.balloon,
         "Pid": if vm.is_running() { vm.state.pid } else { 0 },
         "StartedAt": vm.state.started_at,
         "FinishedAt": vm.state.finished_at,

@@ -847,3 +847,63 @@ fn a_disk_made_by_keel_is_read_and_written_by_the_guest() {
         "{error}"
     );
 }
+
+#[test]
+fn update_memory_target_shrinks_what_the_host_holds() {
+    let keel = Keel::new();
+    keel.ok(&[
+        "vm",
+        "run",
+        "-d",
+        "--name",
+        "big",
+        "--balloon",
+        "--memory",
+        "256m",
+        "--kernel",
+        GUEST,
+        "--cmdline",
+        "balloon",
+    ]);
+    keel.eventually("the guest wrote all its memory", || {
+        keel.ok(&["vm", "logs", "big"]).contains("filled\n")
+    });
+    let resident = || -> u64 {
+        keel.ok(&["vm", "inspect", "-f", "{{.MemoryResident}}", "big"])
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert!(resident() > 250 << 20, "{}", resident());
+    assert_eq!(
+        keel.ok(&["vm", "update", "--memory-target", "64m", "big"]),
+        "big\n"
+    );
+    keel.eventually("the guest gave 192 MiB back", || {
+        keel.ok(&["vm", "logs", "big"])
+            .contains("balloon 49152 pages\n")
+    });
+    assert!(resident() < 100 << 20, "{}", resident());
+    // The table says so too: assigned 256 MiB, resident far less.
+    let row = keel.ok(&["vm", "ls", "--format", "{{.Name}} {{.Memory}}"]);
+    assert_eq!(row, format!("big {}\n", 256u64 << 20));
+    let error = keel.fails(&["vm", "update", "--memory-target", "1g", "big"], 1);
+    assert!(
+        error.contains("more than VM big's memory (256MiB)"),
+        "{error}"
+    );
+    keel.ok(&[
+        "vm",
+        "run",
+        "-d",
+        "--name",
+        "plain",
+        "--kernel",
+        GUEST,
+        "--cmdline",
+        "idle",
+    ]);
+    let error = keel.fails(&["vm", "update", "--memory-target", "16m", "plain"], 1);
+    assert!(error.contains("has no balloon"), "{error}");
+    keel.ok(&["vm", "rm", "-f", "big", "plain"]);
+}

@@ -13,6 +13,8 @@
 //! - `fill-count`: writes every page, then counts;
 //! - `idle`: prints a line and halts (no CPU used);
 //! - `exits`: takes 100000 exits to the VMM (port I/O), then powers off;
+//! - `balloon`: writes all of its memory, then gives the host the pages
+//!   its virtio-balloon asks for (polling the device's config);
 //! - `blk`: drives the first virtio-blk disk (virtio-mmio, polled): prints
 //!   its capacity, id and first sector, writes its second sector, flushes;
 //! - `spin`: loops for ever, printing nothing;
@@ -347,6 +349,7 @@ extern "C" fn guest_main(cpu: u64, info: *const BootInfo) -> ! {
             power_off()
         }
         b"blk" => blk(info),
+        b"balloon" => balloon(info),
         b"fill-count" => {
             fill(info);
             count()
@@ -703,4 +706,92 @@ fn blk(info: &BootInfo) -> ! {
         print(b"read past the end refused\n");
     }
     power_off()
+}
+
+// --- virtio-balloon: inflate only, polled ---
+
+static mut FRAMES: [u32; 256] = [0; 256];
+
+/// Sets a device up (features: VERSION_1 only), with queue 0 on the
+/// static rings; its window, or None.
+fn virtio_setup(info: &BootInfo, device_type: u32) -> Option<u64> {
+    let base = (0..info.mmio_count as u64)
+        .map(|i| info.mmio_base + i * 0x1000)
+        .find(|&b| mmio_read(b, 0) == 0x7472_6976 && mmio_read(b, 8) == device_type)?;
+    mmio_write(base, 0x070, 0);
+    mmio_write(base, 0x070, 1 | 2);
+    mmio_write(base, 0x024, 0);
+    mmio_write(base, 0x020, 0);
+    mmio_write(base, 0x024, 1);
+    mmio_write(base, 0x020, 1);
+    mmio_write(base, 0x070, 1 | 2 | 8);
+    mmio_write(base, 0x030, 0);
+    mmio_write(base, 0x038, 8);
+    let (desc, avail, used) = (
+        core::ptr::addr_of!(DESCRIPTORS) as u64,
+        core::ptr::addr_of!(AVAIL) as u64,
+        core::ptr::addr_of!(USED) as u64,
+    );
+    mmio_write(base, 0x080, desc as u32);
+    mmio_write(base, 0x084, (desc >> 32) as u32);
+    mmio_write(base, 0x090, avail as u32);
+    mmio_write(base, 0x094, (avail >> 32) as u32);
+    mmio_write(base, 0x0a0, used as u32);
+    mmio_write(base, 0x0a4, (used >> 32) as u32);
+    mmio_write(base, 0x044, 1);
+    mmio_write(base, 0x070, 1 | 2 | 8 | 4);
+    Some(base)
+}
+
+/// Puts one readable buffer on queue 0 and waits until it is used.
+fn send_buffer(base: u64, address: u64, length: u32) {
+    describe(0, address, length, 0, 0);
+    // SAFETY: our rings, used by one vCPU.
+    unsafe {
+        let avail = core::ptr::addr_of_mut!(AVAIL);
+        let idx = core::ptr::read_volatile(&raw const (*avail).idx);
+        core::ptr::write_volatile(&raw mut (*avail).ring[(idx % 8) as usize], 0);
+        core::sync::atomic::fence(Ordering::SeqCst);
+        core::ptr::write_volatile(&raw mut (*avail).idx, idx.wrapping_add(1));
+        core::sync::atomic::fence(Ordering::SeqCst);
+        mmio_write(base, 0x050, 0);
+        let used = core::ptr::addr_of!(USED);
+        while core::ptr::read_volatile(&raw const (*used).idx) != idx.wrapping_add(1) {
+            core::hint::spin_loop();
+        }
+    }
+}
+
+fn balloon(info: &BootInfo) -> ! {
+    fill(info);
+    let Some(base) = virtio_setup(info, 5) else {
+        print(b"no virtio-balloon\n");
+        power_off();
+    };
+    let mut given: u32 = 0;
+    // Pages from the top of memory down (the program is below 2 MiB).
+    let mut next = info.memory_size / 4096;
+    let lowest = (2u64 << 20) / 4096;
+    loop {
+        let target = mmio_read(base, 0x100);
+        if target <= given || next <= lowest {
+            core::hint::spin_loop();
+            continue;
+        }
+        let mut n = 0;
+        while n < 256 && given + (n as u32) < target && next > lowest {
+            next -= 1;
+            // SAFETY: our frame list.
+            unsafe { core::ptr::write_volatile(core::ptr::addr_of_mut!(FRAMES[n]), next as u32) };
+            n += 1;
+        }
+        send_buffer(base, core::ptr::addr_of!(FRAMES) as u64, (n * 4) as u32);
+        given += n as u32;
+        mmio_write(base, 0x104, given);
+        if given >= target {
+            print(b"balloon ");
+            print_number(u64::from(given));
+            print(b" pages\n");
+        }
+    }
 }

@@ -78,6 +78,9 @@ pub struct VmSpec {
     /// Disks (raw image files), in the order the guest finds them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub disks: Vec<DiskSpec>,
+    /// A virtio-balloon device (`vm update --memory-target`).
+    #[serde(default)]
+    pub balloon: bool,
     /// Comes by migration: the address its VMM listens on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incoming: Option<String>,
@@ -358,6 +361,7 @@ mod tests {
             auto_remove: false,
             incoming: None,
             disks: Vec::new(),
+            balloon: false,
         }
     }
 

@@ -28,6 +28,8 @@ pub struct Config {
     pub cmdline: String,
     /// Disks (virtio-blk), in the order the guest finds them.
     pub disks: Vec<Disk>,
+    /// A virtio-balloon device (after the disks), for `update --memory-target`.
+    pub balloon: bool,
 }
 
 /// A raw disk image attached to a VM.
@@ -158,6 +160,7 @@ pub struct Controller {
     fd: Arc<VmFd>,
     /// virtio devices whose state a snapshot does not carry yet.
     devices: usize,
+    balloon: Option<Arc<crate::devices::virtio::balloon::Control>>,
 }
 
 impl Controller {
@@ -234,6 +237,35 @@ impl Controller {
             )));
         }
         Ok(())
+    }
+
+    /// Asks the guest (through its balloon) to keep `target` bytes of its
+    /// memory and give the rest back to the host.
+    pub fn set_memory_target(&self, target: u64) -> Result<()> {
+        let balloon = self
+            .balloon
+            .as_ref()
+            .ok_or_else(|| Error::invalid("the VM has no balloon (start it with --balloon)"))?;
+        let pages = self.meta.memory.saturating_sub(target) / 4096;
+        let pages = u32::try_from(pages)
+            .map_err(|_| Error::invalid("a memory target that far below the VM's memory"))?;
+        balloon
+            .target_pages
+            .store(pages, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// The balloon's (target, given by the guest, released by the host)
+    /// in pages, if the VM has one.
+    pub fn balloon_pages(&self) -> Option<(u32, u32, u32)> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.balloon.as_ref().map(|b| {
+            (
+                b.target_pages.load(SeqCst),
+                b.actual_pages.load(SeqCst),
+                b.released_pages.load(SeqCst),
+            )
+        })
     }
 
     /// Ends a VM that now runs at `address`.
@@ -323,6 +355,7 @@ pub struct Vm {
     devices: Arc<Devices>,
     shared: Arc<Shared>,
     meta: snapshot::Meta,
+    balloon: Option<Arc<crate::devices::virtio::balloon::Control>>,
 }
 
 /// Opens /dev/kvm, with the error a user can act on.
@@ -427,23 +460,27 @@ impl Vm {
                     .map(|b| Box::new(b) as Box<dyn crate::devices::virtio::Device>)
             })
             .collect::<Result<Vec<_>>>()?;
+        let mut devices = disks;
+        let mut balloon = None;
+        if config.balloon {
+            let (device, control) = crate::devices::virtio::balloon::Balloon::new();
+            devices.push(Box::new(device));
+            balloon = Some(control);
+        }
         let memory = memory::create(config.memory)?;
         let what = config.kernel.display().to_string();
         let entry = boot::load_elf(&memory, &image, &what)?;
         boot::write_page_tables(&memory)?;
         boot::write_gdt(&memory)?;
-        boot::write_boot_info(&memory, config.vcpus, &config.cmdline, disks.len() as u32)?;
+        boot::write_boot_info(&memory, config.vcpus, &config.cmdline, devices.len() as u32)?;
         let meta = snapshot::Meta::new(&kvm, config.vcpus, &memory, &config.cmdline)?;
         let parts = make(kvm, &memory, config.vcpus)?;
         for (index, vcpu) in parts.vcpus.iter().enumerate() {
             boot::configure_vcpu(vcpu, index as u32, entry)?;
         }
-        Ok(Vm::assemble(
-            parts,
-            memory,
-            Devices::with_virtio(console, disks),
-            meta,
-        ))
+        let mut vm = Vm::assemble(parts, memory, Devices::with_virtio(console, devices), meta);
+        vm.balloon = balloon;
+        Ok(vm)
     }
 
     /// A VM that goes on from a snapshot (see [`crate::snapshot`]): its
@@ -481,6 +518,7 @@ impl Vm {
                 vcpus,
             }),
             meta,
+            balloon: None,
         }
     }
 
@@ -491,6 +529,7 @@ impl Vm {
             meta: self.meta.clone(),
             fd: self.fd.clone(),
             devices: self.devices.virtio_count(),
+            balloon: self.balloon.clone(),
         }
     }
 

@@ -39,6 +39,7 @@ fn config(vcpus: u32, memory: u64, cmdline: &str) -> Config {
         kernel: PathBuf::from(keel_vm::TEST_GUEST),
         cmdline: cmdline.into(),
         disks: Vec::new(),
+        balloon: false,
     }
 }
 
@@ -403,5 +404,37 @@ fn the_guest_reads_and_writes_a_virtio_disk() {
             .join()
             .unwrap()
             .contains("a VM with disks cannot be snapshotted yet")
+    );
+}
+
+#[test]
+fn the_balloon_gives_memory_back_to_the_host() {
+    let mut config = config(1, 256 << 20, "balloon");
+    config.balloon = true;
+    let console = Console::default();
+    let mut vm = Vm::create(&config, Box::new(console.clone())).unwrap();
+    let memory = vm.memory().clone();
+    let controller = vm.controller();
+    let asker = std::thread::spawn(move || {
+        wait_for(&console, "filled\n");
+        let full = keel_vm::memory::resident(&memory);
+        assert!(
+            full > 240 << 20,
+            "the guest wrote all its memory: {full} resident"
+        );
+        // Keep 64 MiB: 192 MiB (49152 pages) back to the host.
+        controller.set_memory_target(64 << 20).unwrap();
+        wait_for(&console, "balloon 49152 pages\n");
+        let after = keel_vm::memory::resident(&memory);
+        let pages = controller.balloon_pages();
+        controller.stop();
+        (full, after, pages)
+    });
+    assert_eq!(vm.run().unwrap(), Ending::Stopped);
+    let (full, after, pages) = asker.join().unwrap();
+    assert_eq!(pages, Some((49152, 49152, 49152)));
+    assert!(
+        after < full - (180 << 20),
+        "{full} resident before, {after} after"
     );
 }

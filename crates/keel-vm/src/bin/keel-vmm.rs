@@ -9,7 +9,7 @@
 //! and runs the guest until it powers off, panics, crashes or is stopped
 //! (SIGTERM, SIGINT, SIGHUP). On the control socket it takes one line per
 //! connection: `pause`, `resume`, `snapshot [--stop] DIR`, `migrate
-//! HOST:PORT`; it answers `ok` (for a migration with its report) or
+//! HOST:PORT`, `balloon BYTES` (the memory the guest is to keep); it answers `ok` (for a migration with its report) or
 //! `error: WHY`. A VM whose config says `incoming` comes by migration: its
 //! VMM listens there, receives it as a snapshot in `migrated/` and
 //! restores it. Its own errors go to stderr and into `state.json`.
@@ -142,6 +142,7 @@ fn run(dir: &Path, control: Option<PathBuf>) -> i32 {
                         read_only: d.read_only,
                     })
                     .collect(),
+                balloon: spec.balloon,
             },
             console,
         ),
@@ -280,6 +281,12 @@ fn serve(
                     continue;
                 }
                 Err(e) => Err(e),
+            },
+            ("balloon", target) => match target.parse::<u64>() {
+                Ok(bytes) => controller.set_memory_target(bytes),
+                Err(_) => Err(keel_vm::Error::invalid(format!(
+                    "balloon {target}: a byte count"
+                ))),
             },
             ("snapshot", rest) => {
                 let (stop, path) = match rest.strip_prefix("--stop ") {

@@ -79,8 +79,12 @@ impl Transport {
 
     /// A driver's write at `offset`.
     pub fn write(&mut self, offset: u64, data: &[u8], memory: &Memory) {
-        if data.len() != 4 || offset >= 0x100 {
-            return; // config space is read-only here
+        if offset >= 0x100 {
+            self.device.write_config(offset - 0x100, data);
+            return;
+        }
+        if data.len() != 4 {
+            return;
         }
         let value = u32::from_le_bytes(data.try_into().expect("4 bytes"));
         match offset {

@@ -7,6 +7,7 @@
 //! Interrupts are not delivered yet (the VM has no interrupt controller):
 //! a driver polls the used ring, as keel's test guest does.
 
+pub mod balloon;
 pub mod blk;
 pub mod mmio;
 
@@ -30,6 +31,8 @@ pub trait Device: Send {
     fn queue_sizes(&self) -> Vec<u16>;
     /// Reads from its configuration space.
     fn read_config(&self, offset: u64, data: &mut [u8]);
+    /// A driver's write to its configuration space (most ignore it).
+    fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
     /// Serves what waits in queue `index`; whether it used any buffer.
     fn serve(&mut self, index: usize, queue: &mut Queue, memory: &Memory) -> bool;
 }

@@ -63,4 +63,19 @@ release_hugetlb() {
     done
     [[ $(cat /sys/fs/cgroup/unified/cgroup.controllers) == *hugetlb* ]] ||
         echo "bench: hugetlb has not returned to cgroup2: mount and unmount a v1 hugetlb hierarchy to release it" >&2
+    if [[ -n ${hugetlb_reenable:-} ]]; then
+        echo +hugetlb >/sys/fs/cgroup/unified/cgroup.subtree_control 2>/dev/null || true
+    fi
+}
+
+# take_hugetlb_from_cgroup2: a v1 hugetlb hierarchy can be mounted only while no cgroup2
+# subtree has hugetlb enabled; if the cgroup2 root enables it for its children (another
+# program did), turn that off for the run and set hugetlb_reenable (release_hugetlb turns
+# it back on).
+hugetlb_reenable=
+take_hugetlb_from_cgroup2() {
+    local control=/sys/fs/cgroup/unified/cgroup.subtree_control
+    if [[ -f $control && $(cat "$control") == *hugetlb* ]]; then
+        echo -hugetlb >"$control" && hugetlb_reenable=1
+    fi
 }

@@ -98,17 +98,6 @@ fn serve_command(args: &ServeArgs) -> Result<i32> {
         .with_target(false)
         .with_max_level(tracing::Level::INFO)
         .try_init();
-    // Fixed malloc thresholds (glibc's grow after the first large free):
-    // the 256 KiB pieces a download streams are then mapped and unmapped,
-    // not kept in the arenas of the threads that read them, so the memory
-    // many clients took goes back when they are done (45 → 22 MB at the
-    // peak and 40 → 9.5 MB after, with 16 clients).
-    #[cfg(target_env = "gnu")]
-    // SAFETY: mallopt before the runtime's threads exist.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 10);
-    }
     let runtime = crate::netio::runtime(Some(
         std::thread::available_parallelism().map_or(2, |n| n.get()),
     ))?;

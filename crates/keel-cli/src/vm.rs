@@ -50,6 +50,19 @@ pub enum VmCommand {
     Disk(DiskCommand),
     /// Change a running VM: the memory its guest keeps (through its balloon)
     Update(UpdateArgs),
+    /// Serve a disk as keel's virtio-blk device to another VMM (QEMU, cloud-hypervisor) over vhost-user
+    #[command(name = "vhost-user-blk")]
+    VhostUserBlk(VhostUserBlkArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct VhostUserBlkArgs {
+    /// The unix socket to listen on (the VMM connects to it)
+    #[arg(long)]
+    pub socket: PathBuf,
+    /// The raw disk image, read-write or with ",ro" read-only
+    #[arg(long, value_name = "PATH[,ro]")]
+    pub disk: String,
 }
 
 #[derive(Args, Debug)]
@@ -245,6 +258,14 @@ pub fn run(ctx: &Context, command: &VmCommand) -> Result<i32> {
     match command {
         VmCommand::Run(args) => run_vm(ctx, &store, args),
         VmCommand::Restore(args) => restore(ctx, &store, args),
+        VmCommand::VhostUserBlk(args) => {
+            let (path, read_only) = match args.disk.strip_suffix(",ro") {
+                Some(path) => (path, true),
+                None => (args.disk.strip_suffix(",rw").unwrap_or(&args.disk), false),
+            };
+            keel_vm::vhost_user::serve_block(&args.socket, Path::new(path), read_only)?;
+            Ok(0)
+        }
         VmCommand::Update(args) => {
             let target = keel_engine::spec::parse_size(&args.memory_target)
                 .map_err(|e| anyhow!("--memory-target {}: {e}", args.memory_target))?;

@@ -907,3 +907,25 @@ fn update_memory_target_shrinks_what_the_host_holds() {
     assert!(error.contains("has no balloon"), "{error}");
     keel.ok(&["vm", "rm", "-f", "big", "plain"]);
 }
+
+#[test]
+fn without_dev_kvm_the_error_says_so_and_nothing_is_left() {
+    let keel = Keel::new();
+    // /dev hidden behind an empty tmpfs, in a mount namespace of its own.
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount -t tmpfs none /dev && mknod -m 666 /dev/null c 1 3 && exec "$@""#)
+        .arg("sh")
+        .arg(env!("CARGO_BIN_EXE_keel"))
+        .args(["vm", "run", "--kernel", GUEST, "--cmdline", "hello"])
+        .env("KEEL_ROOT", keel.temp.root())
+        .env("KEEL_RUNROOT", keel.temp.runroot())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "Error: cannot run VMs here: there is no /dev/kvm (load the kvm module, or run where virtualization is offered)\n"
+    );
+    assert!(keel.statuses().is_empty());
+}

@@ -8,6 +8,8 @@
 //! - [`devices`]: the port-I/O devices (serial console, i8042 reset,
 //!   pvpanic);
 //! - [`disk`]: raw disk images (sparse, or ext4 of a container image);
+//! - [`vhost_user`]: keel's virtio-blk served to another VMM over
+//!   vhost-user (how Linux's own driver is tested against it here);
 //! - [`vm`]: a VM with one thread per vCPU, run until the guest ends;
 //! - [`snapshot`]: a VM's memory and vCPU state written to a directory,
 //!   and restored from one (memory mapped lazily, copy-on-write);
@@ -32,6 +34,7 @@ pub mod migrate;
 pub mod seccomp;
 pub mod snapshot;
 pub mod store;
+pub mod vhost_user;
 pub mod vm;
 
 pub use error::{Error, Result};

@@ -14,6 +14,7 @@
 pub mod auth;
 pub mod errors;
 pub mod gc;
+mod pieces;
 pub mod routes;
 pub mod storage;
 pub mod tls;
@@ -456,6 +457,7 @@ impl Drop for Connection {
         if self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
             // SAFETY: malloc_trim only returns free heap pages to the kernel.
             unsafe { libc::malloc_trim(0) };
+            pieces::release_idle();
             // Once more when the blocking threads the load started have
             // ended (they live a second idle: `netio::runtime`) and their
             // caches went back to the heap, if the server is still idle.
@@ -466,6 +468,7 @@ impl Drop for Connection {
                     if count.load(std::sync::atomic::Ordering::SeqCst) == 0 {
                         // SAFETY: as above.
                         unsafe { libc::malloc_trim(0) };
+                        pieces::release_idle();
                     }
                 });
             }

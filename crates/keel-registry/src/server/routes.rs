@@ -512,10 +512,11 @@ fn parse_range(header: Option<&str>, size: u64) -> Result<Option<(u64, u64)>, ()
 
 /// A body that reads `length` bytes of `file` from where it stands: one
 /// blocking reader per response sends 256 KiB pieces through a channel of
-/// four, so a download costs one thread hand-off per piece rather than a
+/// four (pooled mappings: see `pieces`), so a download costs one thread
+/// hand-off per piece rather than a
 /// blocking-pool task per read, and a client holds at most ~1.25 MiB.
 fn file_body(file: tokio::fs::File, length: u64) -> ResponseBody {
-    const PIECE: usize = 256 * 1024;
+    use super::pieces::{PIECE, Piece};
     let (sender, receiver) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(4);
     tokio::spawn(async move {
         let mut file = file.into_std().await;
@@ -523,22 +524,26 @@ fn file_body(file: tokio::fs::File, length: u64) -> ResponseBody {
             use std::io::Read;
             let mut left = length;
             while left > 0 {
-                let mut buffer = vec![0u8; (left as usize).min(PIECE)];
-                let piece = match file.read(&mut buffer) {
+                let Some(mut piece) = Piece::take() else {
+                    let _ =
+                        sender.blocking_send(Err(io::Error::other("out of memory for a piece")));
+                    break;
+                };
+                let want = (left as usize).min(PIECE);
+                let read = match file.read(&mut piece.buffer()[..want]) {
                     Ok(0) => Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "the blob is shorter than its size",
                     )),
                     Ok(n) => {
-                        buffer.truncate(n);
                         left -= n as u64;
-                        Ok(Bytes::from(buffer))
+                        Ok(piece.into_bytes(n))
                     }
                     Err(e) => Err(e),
                 };
-                let failed = piece.is_err();
+                let failed = read.is_err();
                 // The client went away: stop reading.
-                if sender.blocking_send(piece).is_err() || failed {
+                if sender.blocking_send(read).is_err() || failed {
                     break;
                 }
             }

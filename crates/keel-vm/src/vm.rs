@@ -573,7 +573,7 @@ impl Vm {
         // are out.
         while threads.iter().any(|t| !t.is_finished()) {
             self.shared.kick_all();
-            std::thread::sleep(Duration::from_millis(2));
+            std::thread::sleep(Duration::from_micros(100));
         }
         self.shared
             .threads

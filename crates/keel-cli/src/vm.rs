@@ -110,22 +110,11 @@ pub struct MigrateArgs {
 
 #[derive(Args, Debug)]
 pub struct ReceiveArgs {
+    #[command(flatten)]
+    pub start: StartArgs,
     /// Where to listen (ADDR:PORT)
     #[arg(long)]
     pub listen: String,
-    /// Assign a name to the VM
-    #[arg(long)]
-    pub name: Option<String>,
-    /// Wait in the background: print the VM's id once listening
-    #[arg(short, long)]
-    pub detach: bool,
-    /// Remove the VM when its guest ends
-    #[arg(long)]
-    pub rm: bool,
-    /// Where the serial console goes: file (keel vm logs), tty, none
-    /// [default: tty in the foreground, file with -d]
-    #[arg(long)]
-    pub console: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -140,7 +129,16 @@ pub struct SnapshotArgs {
 
 #[derive(Args, Debug)]
 pub struct RestoreArgs {
-    /// Assign a name to the new VM
+    #[command(flatten)]
+    pub start: StartArgs,
+    /// The snapshot's directory
+    pub dir: PathBuf,
+}
+
+/// What every command that starts a VM takes.
+#[derive(Args, Debug)]
+pub struct StartArgs {
+    /// Assign a name to the VM
     #[arg(long)]
     pub name: Option<String>,
     /// Run in the background and print the VM's id
@@ -153,21 +151,12 @@ pub struct RestoreArgs {
     /// [default: tty in the foreground, file with -d]
     #[arg(long)]
     pub console: Option<String>,
-    /// The snapshot's directory
-    pub dir: PathBuf,
 }
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// Assign a name to the VM
-    #[arg(long)]
-    pub name: Option<String>,
-    /// Run in the background and print the VM's id
-    #[arg(short, long)]
-    pub detach: bool,
-    /// Remove the VM when its guest ends
-    #[arg(long)]
-    pub rm: bool,
+    #[command(flatten)]
+    pub start: StartArgs,
     /// Number of vCPUs
     #[arg(long, default_value_t = 1)]
     pub cpus: u32,
@@ -186,10 +175,6 @@ pub struct RunArgs {
     /// Give the VM a virtio-balloon device (keel vm update --memory-target)
     #[arg(long)]
     pub balloon: bool,
-    /// Where the serial console goes: file (keel vm logs), tty, none
-    /// [default: tty in the foreground, file with -d]
-    #[arg(long)]
-    pub console: Option<String>,
     /// Start even if the memory asked for is more than the host's RAM and
     /// swap together (it could never all be backed)
     #[arg(long)]
@@ -331,14 +316,14 @@ pub fn run(ctx: &Context, command: &VmCommand) -> Result<i32> {
                 memory: 0,
                 kernel: PathBuf::new(),
                 cmdline: String::new(),
-                console: console_mode(args.console.as_deref(), args.detach)?,
+                console: console_mode(args.start.console.as_deref(), args.start.detach)?,
                 restored_from: None,
-                auto_remove: args.rm,
+                auto_remove: args.start.rm,
                 incoming: Some(args.listen.clone()),
                 disks: Vec::new(),
                 balloon: false,
             };
-            start(ctx, &store, args.name.as_deref(), spec, args.detach)
+            start(ctx, &store, &args.start, spec)
         }
         VmCommand::Migrate(args) => {
             let vm = store.find(&args.vm)?;
@@ -466,7 +451,7 @@ fn vmm_binary() -> Result<PathBuf> {
 fn run_vm(ctx: &Context, store: &Store, args: &RunArgs) -> Result<i32> {
     let memory = keel_engine::spec::parse_size(&args.memory)
         .map_err(|e| anyhow!("--memory {}: {e}", args.memory))?;
-    let console = console_mode(args.console.as_deref(), args.detach)?;
+    let console = console_mode(args.start.console.as_deref(), args.start.detach)?;
     if !args.overcommit
         && let Some(host) = host_memory()
         && memory > host
@@ -504,12 +489,12 @@ fn run_vm(ctx: &Context, store: &Store, args: &RunArgs) -> Result<i32> {
         cmdline: args.cmdline.clone(),
         console,
         restored_from: None,
-        auto_remove: args.rm,
+        auto_remove: args.start.rm,
         incoming: None,
         disks,
         balloon: args.balloon,
     };
-    start(ctx, store, args.name.as_deref(), spec, args.detach)
+    start(ctx, store, &args.start, spec)
 }
 
 fn console_mode(text: Option<&str>, detach: bool) -> Result<ConsoleMode> {
@@ -550,25 +535,20 @@ fn restore(ctx: &Context, store: &Store, args: &RestoreArgs) -> Result<i32> {
         memory: meta.memory,
         kernel: dir.clone(),
         cmdline: meta.cmdline,
-        console: console_mode(args.console.as_deref(), args.detach)?,
+        console: console_mode(args.start.console.as_deref(), args.start.detach)?,
         restored_from: Some(dir),
-        auto_remove: args.rm,
+        auto_remove: args.start.rm,
         incoming: None,
         disks: Vec::new(),
         balloon: false,
     };
-    start(ctx, store, args.name.as_deref(), spec, args.detach)
+    start(ctx, store, &args.start, spec)
 }
 
 /// Records the VM and starts its VMM: in the foreground until the guest
 /// ends (its exit code), or detached until it runs (its id printed).
-fn start(
-    ctx: &Context,
-    store: &Store,
-    name: Option<&str>,
-    mut spec: VmSpec,
-    detach: bool,
-) -> Result<i32> {
+fn start(ctx: &Context, store: &Store, how: &StartArgs, mut spec: VmSpec) -> Result<i32> {
+    let (name, detach) = (how.name.as_deref(), how.detach);
     let vmm = vmm_binary()?;
     let id = keel_engine::engine::random_id()?;
     let seed = u64::from_str_radix(&id[..16], 16).unwrap_or(0);

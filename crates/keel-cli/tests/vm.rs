@@ -25,26 +25,22 @@ impl Keel {
         }
     }
 
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_keel"))
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_keel"));
+        command
             .env("KEEL_ROOT", self.temp.root())
             .env("KEEL_RUNROOT", self.temp.runroot())
             .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run keel")
+            .stdin(Stdio::null());
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run keel")
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "keel {args:?} exited {:?}:\n{}{}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        succeeded(self.run(args), args)
     }
 
     fn fails(&self, args: &[&str], code: i32) -> String {
@@ -85,6 +81,18 @@ impl Keel {
             .map(|(_, s)| s)
             .unwrap_or_else(|| panic!("no VM {name} in {:?}", self.statuses()))
     }
+}
+
+/// stdout of a keel that must have succeeded.
+fn succeeded(out: Output, args: &[&str]) -> String {
+    assert!(
+        out.status.success(),
+        "keel {args:?} exited {:?}:\n{}{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
 
 impl Drop for Keel {
@@ -585,26 +593,13 @@ struct Host {
 
 impl Host {
     fn run(&self, args: &[&str]) -> Output {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_keel"));
-        command
-            .env("KEEL_ROOT", self.keel.temp.root())
-            .env("KEEL_RUNROOT", self.keel.temp.runroot())
-            .args(args)
-            .stdin(Stdio::null());
+        let mut command = self.keel.command(args);
         self.netns.enter(&mut command);
         command.output().expect("run keel")
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "keel {args:?} exited {:?}:\n{}{}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        succeeded(self.run(args), args)
     }
 
     fn ip(&self, args: &[&str]) {

@@ -612,53 +612,11 @@ fn request(base: u64, kind: u32, sector: u64, with_buffer: bool, device_writes: 
 }
 
 fn blk(info: &BootInfo) -> ! {
-    // The first block device among the windows.
-    let base = (0..info.mmio_count as u64)
-        .map(|i| info.mmio_base + i * 0x1000)
-        .find(|&b| mmio_read(b, 0) == 0x7472_6976 && mmio_read(b, 8) == 2);
-    let Some(base) = base else {
-        print(b"no virtio-blk disk\n");
+    // Flush and read-only, if offered.
+    let Some((base, low)) = virtio_setup(info, 2, (1 << 9) | (1 << 5)) else {
         power_off();
     };
-    if mmio_read(base, 4) != 2 {
-        print(b"not a virtio-mmio version 2 device\n");
-        power_off();
-    }
-    mmio_write(base, 0x070, 0); // reset
-    mmio_write(base, 0x070, 1 | 2); // acknowledge, driver
-    mmio_write(base, 0x014, 0);
-    let low = mmio_read(base, 0x010);
-    mmio_write(base, 0x014, 1);
-    let high = mmio_read(base, 0x010);
     let read_only = low & (1 << 5) != 0;
-    mmio_write(base, 0x024, 0);
-    mmio_write(base, 0x020, low & ((1 << 9) | (1 << 5))); // flush, ro
-    mmio_write(base, 0x024, 1);
-    mmio_write(base, 0x020, high & 1); // VERSION_1
-    mmio_write(base, 0x070, 1 | 2 | 8);
-    if mmio_read(base, 0x070) & 8 == 0 {
-        print(b"the device refused the features\n");
-        power_off();
-    }
-    mmio_write(base, 0x030, 0);
-    if mmio_read(base, 0x034) < 8 {
-        print(b"queue too small\n");
-        power_off();
-    }
-    mmio_write(base, 0x038, 8);
-    let (desc, avail, used) = (
-        core::ptr::addr_of!(DESCRIPTORS) as u64,
-        core::ptr::addr_of!(AVAIL) as u64,
-        core::ptr::addr_of!(USED) as u64,
-    );
-    mmio_write(base, 0x080, desc as u32);
-    mmio_write(base, 0x084, (desc >> 32) as u32);
-    mmio_write(base, 0x090, avail as u32);
-    mmio_write(base, 0x094, (avail >> 32) as u32);
-    mmio_write(base, 0x0a0, used as u32);
-    mmio_write(base, 0x0a4, (used >> 32) as u32);
-    mmio_write(base, 0x044, 1);
-    mmio_write(base, 0x070, 1 | 2 | 8 | 4); // driver ok
     let capacity = u64::from(mmio_read(base, 0x100)) | (u64::from(mmio_read(base, 0x104)) << 32);
     print(b"capacity ");
     print_number(capacity);
@@ -712,20 +670,42 @@ fn blk(info: &BootInfo) -> ! {
 
 static mut FRAMES: [u32; 256] = [0; 256];
 
-/// Sets a device up (features: VERSION_1 only), with queue 0 on the
-/// static rings; its window, or None.
-fn virtio_setup(info: &BootInfo, device_type: u32) -> Option<u64> {
-    let base = (0..info.mmio_count as u64)
+/// Sets a device of `device_type` up (VERSION_1 and the low feature bits
+/// in `accept` that it offers), with queue 0 on the static rings: its
+/// window and the low feature bits it offered, or None (with a line
+/// saying why).
+fn virtio_setup(info: &BootInfo, device_type: u32, accept: u32) -> Option<(u64, u32)> {
+    let Some(base) = (0..info.mmio_count as u64)
         .map(|i| info.mmio_base + i * 0x1000)
-        .find(|&b| mmio_read(b, 0) == 0x7472_6976 && mmio_read(b, 8) == device_type)?;
-    mmio_write(base, 0x070, 0);
-    mmio_write(base, 0x070, 1 | 2);
+        .find(|&b| mmio_read(b, 0) == 0x7472_6976 && mmio_read(b, 8) == device_type)
+    else {
+        print(b"no such virtio device\n");
+        return None;
+    };
+    if mmio_read(base, 4) != 2 {
+        print(b"not a virtio-mmio version 2 device\n");
+        return None;
+    }
+    mmio_write(base, 0x070, 0); // reset
+    mmio_write(base, 0x070, 1 | 2); // acknowledge, driver
+    mmio_write(base, 0x014, 0);
+    let low = mmio_read(base, 0x010);
+    mmio_write(base, 0x014, 1);
+    let high = mmio_read(base, 0x010);
     mmio_write(base, 0x024, 0);
-    mmio_write(base, 0x020, 0);
+    mmio_write(base, 0x020, low & accept);
     mmio_write(base, 0x024, 1);
-    mmio_write(base, 0x020, 1);
+    mmio_write(base, 0x020, high & 1); // VERSION_1
     mmio_write(base, 0x070, 1 | 2 | 8);
+    if mmio_read(base, 0x070) & 8 == 0 {
+        print(b"the device refused the features\n");
+        return None;
+    }
     mmio_write(base, 0x030, 0);
+    if mmio_read(base, 0x034) < 8 {
+        print(b"queue too small\n");
+        return None;
+    }
     mmio_write(base, 0x038, 8);
     let (desc, avail, used) = (
         core::ptr::addr_of!(DESCRIPTORS) as u64,
@@ -739,8 +719,8 @@ fn virtio_setup(info: &BootInfo, device_type: u32) -> Option<u64> {
     mmio_write(base, 0x0a0, used as u32);
     mmio_write(base, 0x0a4, (used >> 32) as u32);
     mmio_write(base, 0x044, 1);
-    mmio_write(base, 0x070, 1 | 2 | 8 | 4);
-    Some(base)
+    mmio_write(base, 0x070, 1 | 2 | 8 | 4); // driver ok
+    Some((base, low))
 }
 
 /// Puts one readable buffer on queue 0 and waits until it is used.
@@ -764,8 +744,7 @@ fn send_buffer(base: u64, address: u64, length: u32) {
 
 fn balloon(info: &BootInfo) -> ! {
     fill(info);
-    let Some(base) = virtio_setup(info, 5) else {
-        print(b"no virtio-balloon\n");
+    let Some((base, _)) = virtio_setup(info, 5, 0) else {
         power_off();
     };
     let mut given: u32 = 0;

@@ -596,6 +596,16 @@ fn request(base: u64, kind: u32, sector: u64, with_buffer: bool, device_writes: 
             describe(0, header, 16, 1, 2);
             describe(2, status, 1, 2, 0);
         }
+        submit(base);
+        core::ptr::read_volatile(core::ptr::addr_of!(STATUS))
+    }
+}
+
+/// Offers the chain at descriptor 0 on queue 0, notifies the device and
+/// waits until it is used.
+fn submit(base: u64) {
+    // SAFETY: our rings, used by one vCPU.
+    unsafe {
         let avail = core::ptr::addr_of_mut!(AVAIL);
         let idx = core::ptr::read_volatile(&raw const (*avail).idx);
         core::ptr::write_volatile(&raw mut (*avail).ring[(idx % 8) as usize], 0);
@@ -607,7 +617,6 @@ fn request(base: u64, kind: u32, sector: u64, with_buffer: bool, device_writes: 
         while core::ptr::read_volatile(&raw const (*used).idx) != idx.wrapping_add(1) {
             core::hint::spin_loop();
         }
-        core::ptr::read_volatile(core::ptr::addr_of!(STATUS))
     }
 }
 
@@ -726,20 +735,7 @@ fn virtio_setup(info: &BootInfo, device_type: u32, accept: u32) -> Option<(u64, 
 /// Puts one readable buffer on queue 0 and waits until it is used.
 fn send_buffer(base: u64, address: u64, length: u32) {
     describe(0, address, length, 0, 0);
-    // SAFETY: our rings, used by one vCPU.
-    unsafe {
-        let avail = core::ptr::addr_of_mut!(AVAIL);
-        let idx = core::ptr::read_volatile(&raw const (*avail).idx);
-        core::ptr::write_volatile(&raw mut (*avail).ring[(idx % 8) as usize], 0);
-        core::sync::atomic::fence(Ordering::SeqCst);
-        core::ptr::write_volatile(&raw mut (*avail).idx, idx.wrapping_add(1));
-        core::sync::atomic::fence(Ordering::SeqCst);
-        mmio_write(base, 0x050, 0);
-        let used = core::ptr::addr_of!(USED);
-        while core::ptr::read_volatile(&raw const (*used).idx) != idx.wrapping_add(1) {
-            core::hint::spin_loop();
-        }
-    }
+    submit(base);
 }
 
 fn balloon(info: &BootInfo) -> ! {

@@ -53,6 +53,16 @@ pub enum VmCommand {
     /// Serve a disk as keel's virtio-blk device to another VMM (QEMU, cloud-hypervisor) over vhost-user
     #[command(name = "vhost-user-blk")]
     VhostUserBlk(VhostUserBlkArgs),
+    /// Serve keel's virtio-rng device to another VMM over vhost-user
+    #[command(name = "vhost-user-rng")]
+    VhostUserRng(VhostUserRngArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct VhostUserRngArgs {
+    /// The unix socket to listen on (the VMM connects to it)
+    #[arg(long)]
+    pub socket: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -175,6 +185,9 @@ pub struct RunArgs {
     /// Give the VM a virtio-balloon device (keel vm update --memory-target)
     #[arg(long)]
     pub balloon: bool,
+    /// Give the VM a virtio-rng device (entropy from the host)
+    #[arg(long)]
+    pub rng: bool,
     /// Start even if the memory asked for is more than the host's RAM and
     /// swap together (it could never all be backed)
     #[arg(long)]
@@ -251,6 +264,10 @@ pub fn run(ctx: &Context, command: &VmCommand) -> Result<i32> {
             keel_vm::vhost_user::serve_block(&args.socket, Path::new(path), read_only)?;
             Ok(0)
         }
+        VmCommand::VhostUserRng(args) => {
+            keel_vm::vhost_user::serve_rng(&args.socket)?;
+            Ok(0)
+        }
         VmCommand::Update(args) => {
             let target = keel_engine::spec::parse_size(&args.memory_target)
                 .map_err(|e| anyhow!("--memory-target {}: {e}", args.memory_target))?;
@@ -322,6 +339,7 @@ pub fn run(ctx: &Context, command: &VmCommand) -> Result<i32> {
                 incoming: Some(args.listen.clone()),
                 disks: Vec::new(),
                 balloon: false,
+                rng: false,
             };
             start(ctx, &store, &args.start, spec)
         }
@@ -493,6 +511,7 @@ fn run_vm(ctx: &Context, store: &Store, args: &RunArgs) -> Result<i32> {
         incoming: None,
         disks,
         balloon: args.balloon,
+        rng: args.rng,
     };
     start(ctx, store, &args.start, spec)
 }
@@ -541,6 +560,7 @@ fn restore(ctx: &Context, store: &Store, args: &RestoreArgs) -> Result<i32> {
         incoming: None,
         disks: Vec::new(),
         balloon: false,
+        rng: false,
     };
     start(ctx, store, &args.start, spec)
 }
@@ -810,6 +830,7 @@ fn value(vm: &Vm) -> serde_json::Value {
         "RestoredFrom": vm.spec.restored_from,
         "Disks": vm.spec.disks,
         "Balloon": vm.spec.balloon,
+        "Rng": vm.spec.rng,
         "Pid": if vm.is_running() { vm.state.pid } else { 0 },
         "StartedAt": vm.state.started_at,
         "FinishedAt": vm.state.finished_at,

@@ -13,6 +13,7 @@
 //! - `fill-count`: writes every page, then counts;
 //! - `idle`: prints a line and halts (no CPU used);
 //! - `exits`: takes 100000 exits to the VMM (port I/O), then powers off;
+//! - `rng`: reads entropy from its virtio-rng device twice;
 //! - `balloon`: writes all of its memory, then gives the host the pages
 //!   its virtio-balloon asks for (polling the device's config);
 //! - `blk`: drives the first virtio-blk disk (virtio-mmio, polled): prints
@@ -350,6 +351,7 @@ extern "C" fn guest_main(cpu: u64, info: *const BootInfo) -> ! {
         }
         b"blk" => blk(info),
         b"balloon" => balloon(info),
+        b"rng" => rng(info),
         b"fill-count" => {
             fill(info);
             count()
@@ -769,4 +771,36 @@ fn balloon(info: &BootInfo) -> ! {
             print(b" pages\n");
         }
     }
+}
+
+fn rng(info: &BootInfo) -> ! {
+    let Some((base, _)) = virtio_setup(info, 4, 0) else {
+        power_off();
+    };
+    let buffer = core::ptr::addr_of!(BUFFER) as u64;
+    let mut first = [0u8; 32];
+    for round in 0..2 {
+        describe(0, buffer, 32, 2, 0);
+        submit(base);
+        // SAFETY: the buffer the device wrote.
+        let got = unsafe { &(&*core::ptr::addr_of!(BUFFER.0))[..32] };
+        if got.iter().all(|&b| b == 0) {
+            print(b"rng: all zero\n");
+            power_off();
+        }
+        if round == 0 {
+            first.copy_from_slice(got);
+        } else if got == first {
+            print(b"rng: the same bytes twice\n");
+            power_off();
+        }
+    }
+    print(b"rng: 32 bytes, not all zero, twice different\n");
+    power_off()
+}
+
+#[unsafe(no_mangle)]
+unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
+    // SAFETY: the caller's buffers of n bytes.
+    unsafe { memcmp(a, b, n) }
 }

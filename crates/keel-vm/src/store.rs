@@ -81,6 +81,9 @@ pub struct VmSpec {
     /// A virtio-balloon device (`vm update --memory-target`).
     #[serde(default)]
     pub balloon: bool,
+    /// A virtio-rng device.
+    #[serde(default)]
+    pub rng: bool,
     /// Comes by migration: the address its VMM listens on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incoming: Option<String>,
@@ -362,6 +365,7 @@ mod tests {
             incoming: None,
             disks: Vec::new(),
             balloon: false,
+            rng: false,
         }
     }
 

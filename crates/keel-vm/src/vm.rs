@@ -30,6 +30,8 @@ pub struct Config {
     pub disks: Vec<Disk>,
     /// A virtio-balloon device (after the disks), for `update --memory-target`.
     pub balloon: bool,
+    /// A virtio-rng device (after the balloon).
+    pub rng: bool,
 }
 
 /// A raw disk image attached to a VM.
@@ -466,6 +468,9 @@ impl Vm {
             let (device, control) = crate::devices::virtio::balloon::Balloon::new();
             devices.push(Box::new(device));
             balloon = Some(control);
+        }
+        if config.rng {
+            devices.push(Box::new(crate::devices::virtio::rng::Rng));
         }
         let memory = memory::create(config.memory)?;
         let what = config.kernel.display().to_string();

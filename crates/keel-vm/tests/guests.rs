@@ -40,6 +40,7 @@ fn config(vcpus: u32, memory: u64, cmdline: &str) -> Config {
         cmdline: cmdline.into(),
         disks: Vec::new(),
         balloon: false,
+        rng: false,
     }
 }
 
@@ -437,4 +438,13 @@ fn the_balloon_gives_memory_back_to_the_host() {
         after < full - (180 << 20),
         "{full} resident before, {after} after"
     );
+}
+
+#[test]
+fn the_guest_draws_entropy_from_virtio_rng() {
+    let mut config = config(1, 64 << 20, "rng");
+    config.rng = true;
+    let (ending, out) = run(&config);
+    assert_eq!(ending, Ending::PowerOff, "{out}");
+    assert_eq!(out, "rng: 32 bytes, not all zero, twice different\n");
 }

@@ -143,6 +143,7 @@ fn run(dir: &Path, control: Option<PathBuf>) -> i32 {
                     })
                     .collect(),
                 balloon: spec.balloon,
+                rng: spec.rng,
             },
             console,
         ),

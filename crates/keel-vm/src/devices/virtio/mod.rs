@@ -10,6 +10,7 @@
 pub mod balloon;
 pub mod blk;
 pub mod mmio;
+pub mod rng;
 
 use virtio_queue::Queue;
 

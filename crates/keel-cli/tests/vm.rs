@@ -833,6 +833,18 @@ fn a_disk_made_by_keel_is_read_and_written_by_the_guest() {
         out.contains("write refused: the disk is read-only\n"),
         "{out}"
     );
+    // An entropy device too.
+    let out = keel.ok(&[
+        "vm",
+        "run",
+        "--rm",
+        "--rng",
+        "--kernel",
+        GUEST,
+        "--cmdline",
+        "rng",
+    ]);
+    assert_eq!(out, "rng: 32 bytes, not all zero, twice different\n");
     let error = keel.fails(
         &["vm", "run", "--disk", "/nonexistent.img", "--kernel", GUEST],
         125,

@@ -981,7 +981,7 @@ pub fn human_duration(seconds: i64) -> String {
     }
 }
 
-fn seconds_since(time: Option<&str>) -> i64 {
+pub fn seconds_since(time: Option<&str>) -> i64 {
     let Some(t) = time.and_then(|t| t.parse::<jiff::Timestamp>().ok()) else {
         return 0;
     };

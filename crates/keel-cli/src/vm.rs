@@ -320,8 +320,13 @@ pub fn run(ctx: &Context, command: &VmCommand) -> Result<i32> {
                 .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
                 .take(16)
                 .collect();
-            let made = keel_vm::disk::from_layers(&layers, &args.path, size, &label)?;
-            println!("{} ({})", args.path.display(), mib_text(made));
+            // By default: what the files take, plus a quarter and 64 MiB.
+            let size = size.unwrap_or_else(|| {
+                let content: u64 = layers.iter().map(|l| crate::containers::dir_size(l)).sum();
+                (content + content / 4 + (64 << 20)).div_ceil(1 << 20) << 20
+            });
+            keel_vm::disk::from_layers(&layers, &args.path, size, &label)?;
+            println!("{} ({})", args.path.display(), mib_text(size));
             Ok(0)
         }
         VmCommand::Receive(args) => {
@@ -537,15 +542,7 @@ fn absolute(path: &Path) -> Result<PathBuf> {
 fn restore(ctx: &Context, store: &Store, args: &RestoreArgs) -> Result<i32> {
     let dir = std::fs::canonicalize(&args.dir)
         .with_context(|| format!("the snapshot {}", args.dir.display()))?;
-    let meta: keel_vm::snapshot::Meta = std::fs::read(dir.join("snapshot.json"))
-        .map_err(anyhow::Error::from)
-        .and_then(|data| serde_json::from_slice(&data).map_err(anyhow::Error::from))
-        .with_context(|| {
-            format!(
-                "{} cannot be restored: it is not a keel VM snapshot (snapshot.json)",
-                dir.display()
-            )
-        })?;
+    let meta = keel_vm::snapshot::read_meta(&dir)?;
     let spec = VmSpec {
         id: String::new(),
         name: String::new(),
@@ -677,10 +674,7 @@ fn start_failure(store: &Store, spec: &VmSpec, state: &VmState) -> anyhow::Error
 }
 
 fn read_state(store: &Store, id: &str) -> VmState {
-    std::fs::read(store.dir(id).join("state.json"))
-        .ok()
-        .and_then(|data| serde_json::from_slice(&data).ok())
-        .unwrap_or_default()
+    store.state(id).unwrap_or_default()
 }
 
 /// SIGTERM to the VMM, SIGKILL after `timeout` (the guest cannot be asked
@@ -787,12 +781,7 @@ fn mib_text(bytes: u64) -> String {
 
 fn status_text(vm: &Vm) -> String {
     let ago = |time: &Option<String>| {
-        let seconds = time
-            .as_deref()
-            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-            .map(|t| jiff::Timestamp::now().as_second() - t.as_second())
-            .unwrap_or(0);
-        crate::containers::human_duration(seconds)
+        crate::containers::human_duration(crate::containers::seconds_since(time.as_deref()))
     };
     match vm.state.status {
         Status::Created => "Created".into(),

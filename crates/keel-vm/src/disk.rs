@@ -30,39 +30,15 @@ pub fn create(path: &Path, size: u64) -> Result<()> {
     Ok(())
 }
 
-/// The bytes under `dir`, counted as files take them (for the default
-/// size of an image's disk).
-fn tree_bytes(dir: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(meta) = std::fs::symlink_metadata(dir) else {
-        return 0;
-    };
-    let mut total = meta.blocks() * 512;
-    if meta.is_dir()
-        && let Ok(entries) = std::fs::read_dir(dir)
-    {
-        total += entries
-            .flatten()
-            .map(|e| tree_bytes(&e.path()))
-            .sum::<u64>();
-    }
-    total
-}
-
-/// An ext4 image at `path` (which must not exist) of the file system that
-/// `layers` (bottom first) make. `size` None: what the files take, plus a
-/// quarter and 64 MiB of room.
-pub fn from_layers(layers: &[PathBuf], path: &Path, size: Option<u64>, label: &str) -> Result<u64> {
+/// An ext4 image of `size` bytes at `path` (which must not exist) of the
+/// file system that `layers` (bottom first) make.
+pub fn from_layers(layers: &[PathBuf], path: &Path, size: u64, label: &str) -> Result<()> {
     if layers.is_empty() {
         return Err(Error::invalid("the image has no layers"));
     }
     if path.exists() {
         return Err(Error::invalid(format!("{} exists", path.display())));
     }
-    let size = size.unwrap_or_else(|| {
-        let content: u64 = layers.iter().map(|l| tree_bytes(l)).sum();
-        (content + content / 4 + (64 << 20)).div_ceil(1 << 20) << 20
-    });
     let temp = tempdir_beside(path)?;
     let merged = temp.join("merged");
     std::fs::create_dir(&merged).map_err(Error::path("create", &merged))?;
@@ -118,7 +94,7 @@ mkfs.ext4 -q -F -L "$6" -E root_owner=0:0 -d "$1" "$4" "$5"
             String::from_utf8_lossy(&output.stderr).trim()
         )));
     }
-    Ok(size)
+    Ok(())
 }
 
 fn tempdir_beside(path: &Path) -> Result<PathBuf> {

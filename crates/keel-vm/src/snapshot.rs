@@ -278,13 +278,26 @@ pub struct Loaded {
     pub memory: Memory,
 }
 
+fn refuse(dir: &Path, why: String) -> Error {
+    Error::invalid(format!("{} cannot be restored: {why}", dir.display()))
+}
+
+/// A snapshot's `snapshot.json` (what it is of; nothing checked beyond
+/// that it parses).
+pub fn read_meta(dir: &Path) -> Result<Meta> {
+    let text = fs::read(dir.join("snapshot.json")).map_err(|e| {
+        refuse(
+            dir,
+            format!("no snapshot.json ({e}); is it a keel VM snapshot?"),
+        )
+    })?;
+    serde_json::from_slice(&text)
+        .map_err(|e| refuse(dir, format!("snapshot.json is corrupt ({e})")))
+}
+
 pub fn read(dir: &Path, kvm: &Kvm) -> Result<Loaded> {
-    let refuse =
-        |why: String| Error::invalid(format!("{} cannot be restored: {why}", dir.display()));
-    let text = fs::read(dir.join("snapshot.json"))
-        .map_err(|e| refuse(format!("no snapshot.json ({e}); is it a keel VM snapshot?")))?;
-    let meta: Meta = serde_json::from_slice(&text)
-        .map_err(|e| refuse(format!("snapshot.json is corrupt ({e})")))?;
+    let refuse = |why: String| refuse(dir, why);
+    let meta = read_meta(dir)?;
     if meta.format != FORMAT {
         return Err(refuse(format!(
             "it is in snapshot format {}; this keel reads format {FORMAT}",

@@ -248,6 +248,16 @@ impl Store {
         }
     }
 
+    /// What a VM was created with.
+    pub fn spec(&self, id: &str) -> Result<VmSpec> {
+        read_json(&self.dir(id).join("config.json"))
+    }
+
+    /// What a VM's record says it is (as written: no check of its VMM).
+    pub fn state(&self, id: &str) -> Result<VmState> {
+        read_json(&self.dir(id).join("state.json"))
+    }
+
     /// What a VM is now known to be (a migrated VM's size, once it came).
     pub fn write_spec(&self, spec: &VmSpec) -> Result<()> {
         write_json(&self.dir(&spec.id).join("config.json"), spec)

@@ -66,10 +66,7 @@ fn run(dir: &Path, control: Option<PathBuf>) -> i32 {
             return 125;
         }
     };
-    let spec: VmSpec = match std::fs::read(dir.join("config.json"))
-        .map_err(|e| e.to_string())
-        .and_then(|data| serde_json::from_slice(&data).map_err(|e| e.to_string()))
-    {
+    let spec: VmSpec = match store.spec(&id) {
         Ok(spec) => spec,
         Err(e) => {
             eprintln!("keel-vmm: the VM's config.json: {e}");
@@ -113,12 +110,7 @@ fn run(dir: &Path, control: Option<PathBuf>) -> i32 {
             Err(e) => return fail(e),
         }
         // Its size is known now.
-        if let Ok(meta) = std::fs::read(dir.join("migrated/snapshot.json"))
-            .map_err(|e| e.to_string())
-            .and_then(|d| {
-                serde_json::from_slice::<keel_vm::snapshot::Meta>(&d).map_err(|e| e.to_string())
-            })
-        {
+        if let Ok(meta) = keel_vm::snapshot::read_meta(&dir.join("migrated")) {
             spec.vcpus = meta.vcpus;
             spec.memory = meta.memory;
             spec.cmdline = meta.cmdline;

@@ -112,12 +112,12 @@ pub fn send(source: &dyn Source, address: &str) -> Result<Report> {
         }
         // Everything once (pages of zeros need no sending: the receiver's
         // memory starts as zeros).
-        let all: Vec<u64> = meta
-            .regions
-            .iter()
-            .flat_map(|r| (0..r.size / PAGE as u64).map(move |i| r.guest_address + i * PAGE as u64))
-            .collect();
-        report.bytes_sent += send_pages(&mut writer, source.memory(), &all, true)?;
+        // Page by page, region by region (not listed first: that list
+        // would be 2 MB per GiB of guest).
+        let all = meta.regions.iter().flat_map(|r| {
+            (0..r.size / PAGE as u64).map(move |i| r.guest_address + i * PAGE as u64)
+        });
+        report.bytes_sent += send_pages(&mut writer, source.memory(), all, true)?;
         report.rounds = 1;
         let mut pause_at = None;
         if logging {
@@ -134,10 +134,10 @@ pub fn send(source: &dyn Source, address: &str) -> Result<Report> {
                     last.extend(source.dirty_pages()?);
                     last.sort_unstable();
                     last.dedup();
-                    report.bytes_sent += send_pages(&mut writer, source.memory(), &last, false)?;
+                    report.bytes_sent += send_pages(&mut writer, source.memory(), last, false)?;
                     break;
                 }
-                report.bytes_sent += send_pages(&mut writer, source.memory(), &dirty, false)?;
+                report.bytes_sent += send_pages(&mut writer, source.memory(), dirty, false)?;
                 report.rounds += 1;
             }
         }
@@ -190,11 +190,10 @@ pub fn send(source: &dyn Source, address: &str) -> Result<Report> {
 fn send_pages(
     writer: &mut impl Write,
     memory: &crate::memory::Memory,
-    pages: &[u64],
+    pages: impl IntoIterator<Item = u64>,
     skip_zero: bool,
 ) -> Result<u64> {
     let mut sent = 0;
-    let mut i = 0;
     let mut buffer = vec![0u8; PAGE];
     let mut run: Vec<u8> = Vec::new();
     let mut run_start = 0;
@@ -206,8 +205,7 @@ fn send_pages(
         run.clear();
         Ok(n)
     };
-    while i < pages.len() {
-        let address = pages[i];
+    for address in pages {
         let host = memory
             .get_host_address(GuestAddress(address))
             .map_err(|e| Error::Msg(format!("guest memory at {address:#x}: {e}")))?;
@@ -226,7 +224,6 @@ fn send_pages(
             }
             run.extend_from_slice(&buffer);
         }
-        i += 1;
     }
     sent += flush(writer, run_start, &mut run)?;
     Ok(sent)

@@ -13,6 +13,10 @@ fn main() {
     let script = manifest.join("guests/link.ld");
     println!("cargo::rerun-if-changed={}", source.display());
     println!("cargo::rerun-if-changed={}", script.display());
+    println!(
+        "cargo::rerun-if-changed={}",
+        manifest.join("guests").display()
+    );
     // The host's triple: its core library is always installed (the crate
     // itself may be built for another libc, e.g. a static musl build).
     let target = std::env::var("HOST").expect("HOST");

@@ -56,6 +56,23 @@ pub enum VmCommand {
     /// Serve keel's virtio-rng device to another VMM over vhost-user
     #[command(name = "vhost-user-rng")]
     VhostUserRng(VhostUserRngArgs),
+    /// Serve keel's virtio-net device to another VMM over vhost-user, its
+    /// frames through a tap device made for it
+    #[command(name = "vhost-user-net")]
+    VhostUserNet(VhostUserNetArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct VhostUserNetArgs {
+    /// The unix socket to listen on (the VMM connects to it)
+    #[arg(long)]
+    pub socket: PathBuf,
+    /// The tap device to make (it goes when this command ends)
+    #[arg(long)]
+    pub tap: String,
+    /// The NIC's MAC address
+    #[arg(long, default_value = "02:42:ac:11:00:99")]
+    pub mac: String,
 }
 
 #[derive(Args, Debug)]
@@ -188,6 +205,10 @@ pub struct RunArgs {
     /// Give the VM a virtio-rng device (entropy from the host)
     #[arg(long)]
     pub rng: bool,
+    /// Connect the VM to a keel network (a virtio-net NIC on a tap on the
+    /// network's bridge, beside its containers), or none
+    #[arg(long, default_value = "none", value_name = "NAME|none")]
+    pub network: String,
     /// Start even if the memory asked for is more than the host's RAM and
     /// swap together (it could never all be backed)
     #[arg(long)]
@@ -268,6 +289,12 @@ pub fn run(ctx: &Context, command: &VmCommand) -> Result<i32> {
             keel_vm::vhost_user::serve_rng(&args.socket)?;
             Ok(0)
         }
+        VmCommand::VhostUserNet(args) => {
+            let mac = keel_net::ipam::parse_mac(&args.mac)
+                .ok_or_else(|| anyhow!("--mac {}: not six hex bytes (02:42:...)", args.mac))?;
+            keel_vm::vhost_user::serve_net(&args.socket, &args.tap, mac)?;
+            Ok(0)
+        }
         VmCommand::Update(args) => {
             let target = keel_engine::spec::parse_size(&args.memory_target)
                 .map_err(|e| anyhow!("--memory-target {}: {e}", args.memory_target))?;
@@ -345,8 +372,9 @@ pub fn run(ctx: &Context, command: &VmCommand) -> Result<i32> {
                 disks: Vec::new(),
                 balloon: false,
                 rng: false,
+                network: None,
             };
-            start(ctx, &store, &args.start, spec)
+            start(ctx, &store, &args.start, spec, None)
         }
         VmCommand::Migrate(args) => {
             let vm = store.find(&args.vm)?;
@@ -435,6 +463,9 @@ pub fn run(ctx: &Context, command: &VmCommand) -> Result<i32> {
                 }
                 kill(store, vm)?;
             }
+            if vm.spec.network.is_some() {
+                leave_network(ctx, &vm.spec.id);
+            }
             store.remove(&vm.spec.id)?;
             Ok(())
         }),
@@ -517,8 +548,10 @@ fn run_vm(ctx: &Context, store: &Store, args: &RunArgs) -> Result<i32> {
         disks,
         balloon: args.balloon,
         rng: args.rng,
+        network: None,
     };
-    start(ctx, store, &args.start, spec)
+    let network = Some(args.network.as_str()).filter(|n| *n != "none");
+    start(ctx, store, &args.start, spec, network)
 }
 
 fn console_mode(text: Option<&str>, detach: bool) -> Result<ConsoleMode> {
@@ -558,23 +591,129 @@ fn restore(ctx: &Context, store: &Store, args: &RestoreArgs) -> Result<i32> {
         disks: Vec::new(),
         balloon: false,
         rng: false,
+        network: None,
     };
-    start(ctx, store, &args.start, spec)
+    start(ctx, store, &args.start, spec, None)
 }
 
 /// Records the VM and starts its VMM: in the foreground until the guest
 /// ends (its exit code), or detached until it runs (its id printed).
-fn start(ctx: &Context, store: &Store, how: &StartArgs, mut spec: VmSpec) -> Result<i32> {
-    let (name, detach) = (how.name.as_deref(), how.detach);
-    let vmm = vmm_binary()?;
+/// `network`: the keel network it joins.
+fn start(
+    ctx: &Context,
+    store: &Store,
+    how: &StartArgs,
+    mut spec: VmSpec,
+    network: Option<&str>,
+) -> Result<i32> {
+    vmm_binary()?;
     let id = keel_engine::engine::random_id()?;
     let seed = u64::from_str_radix(&id[..16], 16).unwrap_or(0);
     spec.id = id;
-    let spec = store.create(
+    let name = how.name.as_deref();
+    let mut spec = store.create(
         name,
         &mut |attempt| keel_engine::names::generate(seed, attempt),
         spec,
     )?;
+    let tap = match network {
+        Some(network) => match join_network(ctx, store, network, &spec) {
+            Ok((joined, tap)) => {
+                spec = joined;
+                Some(tap)
+            }
+            Err(e) => {
+                let _ = store.remove(&spec.id);
+                return Err(e);
+            }
+        },
+        None => None,
+    };
+    let result = run_vmm(ctx, store, how, &spec, tap);
+    if spec.network.is_some() && !matches!(result, Ok(0) if how.detach) {
+        // The VM ended (or never ran): its address is free again.
+        leave_network(ctx, &spec.id);
+    }
+    result
+}
+
+/// Puts the VM on `network`: its tap (to hand to the VMM) and its spec
+/// with the address, which the guest learns from its command line
+/// (`ip=ADDRESS::GATEWAY:NETMASK:NAME:eth0:off`, the kernel's own form).
+fn join_network(
+    ctx: &Context,
+    store: &Store,
+    network: &str,
+    spec: &VmSpec,
+) -> Result<(VmSpec, std::os::fd::OwnedFd)> {
+    let mut engine = ctx.engine()?;
+    let joined = keel_engine::network::vm::attach_vm(
+        &engine.layout,
+        &mut engine.db,
+        network,
+        &spec.id,
+        &spec.name,
+    )?;
+    let endpoint = &joined.endpoint;
+    let network = keel_engine::network::find(&mut engine.db, &endpoint.network)?;
+    let mut spec = spec.clone();
+    if let (Some(ip), Some(gateway)) = (endpoint.ipv4, endpoint.gateway4)
+        && !spec.cmdline.split(' ').any(|word| word.starts_with("ip="))
+    {
+        let mask = std::net::Ipv4Addr::from(
+            u32::MAX
+                .checked_shl(32 - u32::from(endpoint.prefix4))
+                .unwrap_or(0),
+        );
+        let word = format!("ip={ip}::{gateway}:{mask}:{}:eth0:off", spec.name);
+        spec.cmdline = if spec.cmdline.is_empty() {
+            word
+        } else {
+            format!("{} {word}", spec.cmdline)
+        };
+    }
+    spec.network = Some(keel_vm::store::NetworkSpec {
+        name: network.name.clone(),
+        id: network.id.clone(),
+        tap: endpoint.veth.clone(),
+        mac: endpoint.mac.clone(),
+        ipv4: endpoint.ipv4,
+        prefix4: endpoint.prefix4,
+        gateway4: endpoint.gateway4,
+        ipv6: endpoint.ipv6,
+        prefix6: endpoint.prefix6,
+        mtu: joined.mtu,
+    });
+    if let Err(e) = store.write_spec(&spec) {
+        let _ = keel_engine::network::vm::detach_vm(&engine.layout, &mut engine.db, &spec.id);
+        return Err(e.into());
+    }
+    Ok((spec, joined.tap))
+}
+
+/// Forgets a VM's endpoints (its tap went with its VMM).
+fn leave_network(ctx: &Context, id: &str) {
+    let left = ctx.engine().and_then(|mut engine| {
+        keel_engine::network::vm::detach_vm(&engine.layout, &mut engine.db, id)
+            .map_err(anyhow::Error::from)
+    });
+    if let Err(e) = left {
+        eprintln!("keel: VM {}: forget its network endpoint: {e}", &id[..12]);
+    }
+}
+
+/// The fd number the VMM finds the tap at (`keel-vmm --tap-fd`).
+const TAP_FD: i32 = 3;
+
+fn run_vmm(
+    ctx: &Context,
+    store: &Store,
+    how: &StartArgs,
+    spec: &VmSpec,
+    tap: Option<std::os::fd::OwnedFd>,
+) -> Result<i32> {
+    let detach = how.detach;
+    let vmm = vmm_binary()?;
     let dir = store.dir(&spec.id);
     let socket = ctx
         .runroot
@@ -591,23 +730,43 @@ fn start(ctx: &Context, store: &Store, how: &StartArgs, mut spec: VmSpec) -> Res
         .stdin(Stdio::null());
     if detach {
         command.stdout(Stdio::null());
-        // Its own session: it outlives this command and the terminal.
-        // SAFETY: setsid in the child before exec.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+    }
+    let tap_fd = tap.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
+    if tap_fd.is_some() {
+        command.arg("--tap-fd").arg(TAP_FD.to_string());
+    }
+    // SAFETY: only async-signal-safe calls in the child before exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+            if detach {
+                // Its own session: it outlives this command and the
+                // terminal.
                 libc::setsid();
-                Ok(())
-            });
-        }
+            }
+            // The tap at a known number, open across exec.
+            if let Some(fd) = tap_fd {
+                let moved = if fd == TAP_FD {
+                    libc::fcntl(fd, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(fd, TAP_FD)
+                };
+                if moved < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
     }
     let mut child = command
         .spawn()
         .with_context(|| format!("start {}", vmm.display()))?;
+    // The VMM holds the tap alone: it goes when the VMM goes.
+    drop(tap);
     if !detach {
         let status = child.wait().context("wait for the VMM")?;
         let state = read_state(store, &spec.id);
         return match status.code() {
-            Some(125) => Err(start_failure(store, &spec, &state)),
+            Some(125) => Err(start_failure(store, spec, &state)),
             Some(code) => Ok(code),
             None => Ok(137),
         };
@@ -624,7 +783,7 @@ fn start(ctx: &Context, store: &Store, how: &StartArgs, mut spec: VmSpec) -> Res
             Status::Running | Status::Paused | Status::Incoming => break,
             Status::Exited if state.exit_code == Some(125) => {
                 let _ = child.wait();
-                return Err(start_failure(store, &spec, &state));
+                return Err(start_failure(store, spec, &state));
             }
             Status::Exited => break,
             Status::Created => {}
@@ -820,11 +979,37 @@ fn value(vm: &Vm) -> serde_json::Value {
         "Disks": vm.spec.disks,
         "Balloon": vm.spec.balloon,
         "Rng": vm.spec.rng,
+        "NetworkSettings": network_settings(vm),
         "Pid": if vm.is_running() { vm.state.pid } else { 0 },
         "StartedAt": vm.state.started_at,
         "FinishedAt": vm.state.finished_at,
         "Reason": vm.state.reason,
         "ExitCode": vm.state.exit_code,
+    })
+}
+
+/// docker's `NetworkSettings` shape: the first network's addresses at
+/// the top, each network by name.
+fn network_settings(vm: &Vm) -> serde_json::Value {
+    let Some(n) = &vm.spec.network else {
+        return serde_json::json!({ "IPAddress": "", "MacAddress": "", "Networks": {} });
+    };
+    let text = |ip: &Option<std::net::IpAddr>| ip.map(|ip| ip.to_string()).unwrap_or_default();
+    let endpoint = serde_json::json!({
+        "NetworkID": n.id,
+        "IPAddress": text(&n.ipv4),
+        "IPPrefixLen": n.prefix4,
+        "Gateway": text(&n.gateway4),
+        "GlobalIPv6Address": text(&n.ipv6),
+        "GlobalIPv6PrefixLen": n.prefix6,
+        "MacAddress": n.mac,
+        "Tap": n.tap,
+    });
+    serde_json::json!({
+        "IPAddress": text(&n.ipv4),
+        "Gateway": text(&n.gateway4),
+        "MacAddress": n.mac,
+        "Networks": { n.name.clone(): endpoint },
     })
 }
 

@@ -1510,3 +1510,117 @@ fn two_keel_roots_in_one_namespace_keep_to_their_own() {
     assert!(get(18090).unwrap().ends_with("first\n"));
     keel.ok(&["rm", "-f", "one"]);
 }
+
+#[test]
+fn a_vm_and_a_container_on_one_network_reach_each_other() {
+    let keel = Keel::new();
+    assert!(
+        std::path::Path::new("/dev/kvm").exists(),
+        "this test runs keel's test guest under KVM: /dev/kvm is missing"
+    );
+    keel.ok(&["network", "create", "--subnet", "10.77.0.0/24", "mixed"]);
+    keel.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "peer",
+        "--network",
+        "mixed",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    let peer = keel.inspect("peer", "{{.NetworkSettings.Networks.mixed.IPAddress}}");
+    let cmdline = format!("net peer={peer}");
+    keel.ok(&[
+        "vm",
+        "run",
+        "-d",
+        "--name",
+        "guest",
+        "--network",
+        "mixed",
+        "--kernel",
+        keel_vm::TEST_GUEST,
+        "--cmdline",
+        &cmdline,
+    ]);
+    let inspect = |format: &str| {
+        keel.ok(&["vm", "inspect", "-f", format, "guest"])
+            .trim()
+            .to_string()
+    };
+    let address = inspect("{{.NetworkSettings.IPAddress}}");
+    assert!(address.starts_with("10.77.0."), "{address}");
+    assert_ne!(address, peer);
+    assert_eq!(inspect("{{.NetworkSettings.Gateway}}"), "10.77.0.1");
+    let tap = inspect("{{.NetworkSettings.Networks.mixed.Tap}}");
+    let mac = inspect("{{.NetworkSettings.MacAddress}}");
+    // The guest finds its MAC on the device and its address on its
+    // command line, and its echo request to the container is answered.
+    keel.eventually("the container answers the guest's ping", || {
+        keel.ok(&["vm", "logs", "guest"])
+            .contains(&format!("reply from {peer}\n"))
+    });
+    let logs = keel.ok(&["vm", "logs", "guest"]);
+    assert!(
+        logs.contains(&format!("net: mac {mac} ip {address}\n")),
+        "{logs}"
+    );
+    // The container pings the VM, and so does the host (the bridge).
+    let out = keel.run(&["exec", "peer", "ping", "-c", "2", "-W", "5", &address]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("2 packets received"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        keel.ok(&["vm", "logs", "guest"])
+            .contains(&format!("echo request from {peer}\n"))
+    );
+    host(&keel, "busybox", &["ping", "-c", "1", "-W", "5", &address]);
+    // The tap is a port of the network's bridge.
+    let bridge = keel.ok(&["network", "inspect", "-f", "{{.Options}}", "mixed"]);
+    let ports = host(&keel, "ip", &["-o", "link", "show", "type", "tun"]);
+    assert!(
+        ports.contains(&tap) && ports.contains("master br-"),
+        "{ports} {bridge}"
+    );
+    // A network with a VM on it is in use.
+    let out = keel.run(&["network", "rm", "mixed"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("has active endpoints"),
+        "{}",
+        stderr(&out)
+    );
+    // The VM goes: its tap with its VMM, its address with its record.
+    keel.ok(&["vm", "rm", "-f", "guest"]);
+    assert!(!host(&keel, "ip", &["-o", "link"]).contains(&tap));
+    keel.ok(&["rm", "-f", "peer"]);
+    keel.ok(&["network", "rm", "mixed"]);
+    assert_nothing_left(&keel);
+}
+
+#[test]
+fn a_vm_on_a_network_that_is_not_there_is_refused_and_leaves_nothing() {
+    let keel = Keel::new();
+    let out = keel.run(&[
+        "vm",
+        "run",
+        "-d",
+        "--name",
+        "lost",
+        "--network",
+        "nowhere",
+        "--kernel",
+        keel_vm::TEST_GUEST,
+        "--cmdline",
+        "net",
+    ]);
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(stderr(&out).contains("nowhere"), "{}", stderr(&out));
+    assert_eq!(keel.ok(&["vm", "ls", "-aq"]), "");
+    assert_nothing_left(&keel);
+}

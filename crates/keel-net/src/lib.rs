@@ -14,6 +14,7 @@
 //!   proxy holds them);
 //! - [`relay`]: the IPv6 side of published ports, copied to the container
 //!   in user space (docker's proxy);
+//! - [`tap`]: tap devices, the host end of a VM's interface;
 //! - [`dns`]: the name server a container's monitor runs inside the
 //!   container's network namespace (127.0.0.11, as docker's).
 //!
@@ -29,5 +30,6 @@ pub mod netns;
 pub mod nft;
 pub mod ports;
 pub mod relay;
+pub mod tap;
 
 pub use error::{Error, Result};

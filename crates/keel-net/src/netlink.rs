@@ -476,6 +476,14 @@ impl Netlink {
         self.request(&mut message, &format!("set the address of {name}"))
     }
 
+    /// Sets a link's MTU.
+    pub fn set_mtu(&mut self, name: &str, mtu: u32) -> Result<()> {
+        let index = self.index(name)?;
+        let mut message = Message::new(RTM_NEWLINK, 0);
+        message.link_header(index, 0, 0).u32(IFLA_MTU, mtu);
+        self.request(&mut message, &format!("set the MTU of {name}"))
+    }
+
     /// Deletes a link; a missing one is not an error.
     pub fn delete_link(&mut self, name: &str) -> Result<()> {
         let Some(link) = self.link(name)? else {

@@ -352,6 +352,7 @@ extern "C" fn guest_main(cpu: u64, info: *const BootInfo) -> ! {
         b"blk" => blk(info),
         b"balloon" => balloon(info),
         b"rng" => rng(info),
+        b"net" => net::run(info, cmdline),
         b"fill-count" => {
             fill(info);
             count()
@@ -686,6 +687,22 @@ static mut FRAMES: [u32; 256] = [0; 256];
 /// window and the low feature bits it offered, or None (with a line
 /// saying why).
 fn virtio_setup(info: &BootInfo, device_type: u32, accept: u32) -> Option<(u64, u32)> {
+    let rings = [(
+        core::ptr::addr_of!(DESCRIPTORS) as u64,
+        core::ptr::addr_of!(AVAIL) as u64,
+        core::ptr::addr_of!(USED) as u64,
+    )];
+    virtio_setup_queues(info, device_type, accept, &rings)
+}
+
+/// As [`virtio_setup`], with queue i on `rings[i]` (descriptors, avail,
+/// used; 8 entries each).
+fn virtio_setup_queues(
+    info: &BootInfo,
+    device_type: u32,
+    accept: u32,
+    rings: &[(u64, u64, u64)],
+) -> Option<(u64, u32)> {
     let Some(base) = (0..info.mmio_count as u64)
         .map(|i| info.mmio_base + i * 0x1000)
         .find(|&b| mmio_read(b, 0) == 0x7472_6976 && mmio_read(b, 8) == device_type)
@@ -712,24 +729,21 @@ fn virtio_setup(info: &BootInfo, device_type: u32, accept: u32) -> Option<(u64, 
         print(b"the device refused the features\n");
         return None;
     }
-    mmio_write(base, 0x030, 0);
-    if mmio_read(base, 0x034) < 8 {
-        print(b"queue too small\n");
-        return None;
+    for (index, &(desc, avail, used)) in rings.iter().enumerate() {
+        mmio_write(base, 0x030, index as u32);
+        if mmio_read(base, 0x034) < 8 {
+            print(b"queue too small\n");
+            return None;
+        }
+        mmio_write(base, 0x038, 8);
+        mmio_write(base, 0x080, desc as u32);
+        mmio_write(base, 0x084, (desc >> 32) as u32);
+        mmio_write(base, 0x090, avail as u32);
+        mmio_write(base, 0x094, (avail >> 32) as u32);
+        mmio_write(base, 0x0a0, used as u32);
+        mmio_write(base, 0x0a4, (used >> 32) as u32);
+        mmio_write(base, 0x044, 1);
     }
-    mmio_write(base, 0x038, 8);
-    let (desc, avail, used) = (
-        core::ptr::addr_of!(DESCRIPTORS) as u64,
-        core::ptr::addr_of!(AVAIL) as u64,
-        core::ptr::addr_of!(USED) as u64,
-    );
-    mmio_write(base, 0x080, desc as u32);
-    mmio_write(base, 0x084, (desc >> 32) as u32);
-    mmio_write(base, 0x090, avail as u32);
-    mmio_write(base, 0x094, (avail >> 32) as u32);
-    mmio_write(base, 0x0a0, used as u32);
-    mmio_write(base, 0x0a4, (used >> 32) as u32);
-    mmio_write(base, 0x044, 1);
     mmio_write(base, 0x070, 1 | 2 | 8 | 4); // driver ok
     Some((base, low))
 }
@@ -798,6 +812,8 @@ fn rng(info: &BootInfo) -> ! {
     print(b"rng: 32 bytes, not all zero, twice different\n");
     power_off()
 }
+
+mod net;
 
 #[unsafe(no_mangle)]
 unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {

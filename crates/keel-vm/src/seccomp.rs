@@ -93,6 +93,11 @@ const ALLOWED: &[&str] = &[
     "sendmsg",
     "shutdown",
     "poll",
+    "epoll_create1",
+    "epoll_ctl",
+    "epoll_wait",
+    "epoll_pwait",
+    "eventfd2",
     "ppoll",
 ];
 

@@ -87,6 +87,41 @@ pub struct VmSpec {
     /// Comes by migration: the address its VMM listens on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incoming: Option<String>,
+    /// Its interface on a keel network (`--network`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkSpec>,
+}
+
+/// A VM's place on a keel bridge network (the engine records the same
+/// endpoint; this is what `inspect` shows and the VMM needs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkSpec {
+    /// The network's name and id.
+    pub name: String,
+    pub id: String,
+    /// The host end: a tap device on the network's bridge.
+    pub tap: String,
+    /// `02:42:...`.
+    pub mac: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv4: Option<std::net::IpAddr>,
+    #[serde(default)]
+    pub prefix4: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway4: Option<std::net::IpAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<std::net::IpAddr>,
+    #[serde(default)]
+    pub prefix6: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+}
+
+impl NetworkSpec {
+    /// The MAC as bytes.
+    pub fn mac_bytes(&self) -> Option<[u8; 6]> {
+        keel_net::ipam::parse_mac(&self.mac)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -373,6 +408,7 @@ mod tests {
             restored_from: None,
             auto_remove: false,
             incoming: None,
+            network: None,
             disks: Vec::new(),
             balloon: false,
             rng: false,

@@ -32,6 +32,15 @@ pub struct Config {
     pub balloon: bool,
     /// A virtio-rng device (after the balloon).
     pub rng: bool,
+    /// A NIC (virtio-net, after the disks) on a tap device.
+    pub net: Option<Nic>,
+}
+
+/// A VM's network interface: the tap its frames go through, its MAC.
+#[derive(Debug, Clone)]
+pub struct Nic {
+    pub tap: Arc<std::os::fd::OwnedFd>,
+    pub mac: [u8; 6],
 }
 
 /// A raw disk image attached to a VM.
@@ -463,6 +472,17 @@ impl Vm {
             })
             .collect::<Result<Vec<_>>>()?;
         let mut devices = disks;
+        if let Some(nic) = &config.net {
+            let tap = nic
+                .tap
+                .try_clone()
+                .and_then(|tap| crate::devices::virtio::net::Net::new(tap, nic.mac))
+                .map_err(|e| Error::Io {
+                    what: "take the tap device".into(),
+                    source: e,
+                })?;
+            devices.push(Box::new(tap));
+        }
         let mut balloon = None;
         if config.balloon {
             let (device, control) = crate::devices::virtio::balloon::Balloon::new();
@@ -564,6 +584,33 @@ impl Vm {
                 .push(thread.as_pthread_t());
             threads.push(thread);
         }
+        let quit =
+            vmm_sys_util::eventfd::EventFd::new(libc::EFD_CLOEXEC).map_err(|e| Error::Io {
+                what: "make an eventfd".into(),
+                source: e,
+            })?;
+        let io = if self.devices.io_fds().is_empty() {
+            None
+        } else {
+            let (devices, shared, memory) = (
+                self.devices.clone(),
+                self.shared.clone(),
+                self.memory.clone(),
+            );
+            let quit = quit.try_clone().map_err(|e| Error::Io {
+                what: "share an eventfd".into(),
+                source: e,
+            })?;
+            Some(
+                std::thread::Builder::new()
+                    .name("io".into())
+                    .spawn(move || run_io(&devices, &memory, &shared, &quit))
+                    .map_err(|e| Error::Io {
+                        what: "start the I/O thread".into(),
+                        source: e,
+                    })?,
+            )
+        };
         let ending = {
             let state = self.shared.lock();
             let state = self
@@ -588,8 +635,103 @@ impl Vm {
         for thread in threads {
             let _ = thread.join();
         }
+        if let Some(io) = io {
+            let _ = quit.write(1);
+            let _ = io.join();
+        }
         self.devices.flush();
         Ok(ending)
+    }
+}
+
+/// The I/O thread: serves what the devices' files bring (frames on a
+/// tap, connections) while the VM runs and is not paused. A device with
+/// more than the guest has buffers for is not watched until the guest
+/// notifies it ([`Devices::wake`]).
+fn run_io(
+    devices: &Devices,
+    memory: &Memory,
+    shared: &Shared,
+    quit: &vmm_sys_util::eventfd::EventFd,
+) {
+    use std::os::fd::AsRawFd;
+    use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+    const WAKE: u64 = u64::MAX;
+    const QUIT: u64 = u64::MAX - 1;
+    let Ok(epoll) = Epoll::new() else {
+        shared.end(Ending::Failed(
+            "the I/O thread could not make an epoll".into(),
+        ));
+        return;
+    };
+    let fds = devices.io_fds();
+    let watch =
+        |operation, fd, events, token| epoll.ctl(operation, fd, EpollEvent::new(events, token));
+    let mut ok = watch(
+        ControlOperation::Add,
+        devices.wake.as_raw_fd(),
+        EventSet::IN,
+        WAKE,
+    )
+    .is_ok()
+        && watch(ControlOperation::Add, quit.as_raw_fd(), EventSet::IN, QUIT).is_ok();
+    for &(index, fd) in &fds {
+        ok &= watch(ControlOperation::Add, fd, EventSet::IN, index as u64).is_ok();
+    }
+    if !ok {
+        shared.end(Ending::Failed(
+            "the I/O thread could not watch the devices".into(),
+        ));
+        return;
+    }
+    let mut idle: Vec<usize> = Vec::new();
+    let mut events = vec![EpollEvent::default(); fds.len() + 2];
+    loop {
+        let n = match epoll.wait(100, &mut events) {
+            Ok(n) => n,
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => 0,
+            Err(_) => return,
+        };
+        {
+            let state = shared.lock();
+            if state.ending.is_some() {
+                return;
+            }
+            if state.pause {
+                // The guest's memory is not to change: wait (the files
+                // stay readable) until it resumes.
+                drop(state);
+                std::thread::sleep(Duration::from_millis(2));
+                continue;
+            }
+        }
+        for event in &events[..n] {
+            match event.data() {
+                QUIT => return,
+                WAKE => {
+                    // The guest gave buffers or sent something: each
+                    // device serves what waits and is watched again.
+                    let _ = devices.wake.read();
+                    for &(index, _) in &fds {
+                        devices.serve_io(index, memory);
+                    }
+                    for index in idle.drain(..) {
+                        if let Some(&(_, fd)) = fds.iter().find(|(i, _)| *i == index) {
+                            let _ = watch(ControlOperation::Modify, fd, EventSet::IN, index as u64);
+                        }
+                    }
+                }
+                token => {
+                    let index = token as usize;
+                    if devices.serve_io(index, memory).starved && !idle.contains(&index) {
+                        if let Some(&(_, fd)) = fds.iter().find(|(i, _)| *i == index) {
+                            let _ = watch(ControlOperation::Modify, fd, EventSet::empty(), token);
+                        }
+                        idle.push(index);
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -41,6 +41,7 @@ fn config(vcpus: u32, memory: u64, cmdline: &str) -> Config {
         disks: Vec::new(),
         balloon: false,
         rng: false,
+        net: None,
     }
 }
 

@@ -1,7 +1,8 @@
 //! Keeps each network's bridge fast path (`keel_net::fastpath`) in step
 //! with its endpoints: a map per network (each endpoint's MAC → its
 //! host-side veth, the bridge's own MAC → the bridge), a program on the
-//! bridge's egress, one on each endpoint veth's ingress.
+//! bridge's egress, one on each endpoint veth's ingress. VMs' taps take
+//! the bridge.
 //!
 //! What was applied is kept in `<runroot>/fastpath/<network id>.json`
 //! (the map's kernel ID, the bridge's index, the entries), read and
@@ -59,9 +60,13 @@ pub fn sync(layout: &Layout, networks: &[Network], endpoints: &[Endpoint], links
             continue;
         };
         let path = dir.join(format!("{}.json", network.id));
+        // A VM's tap is left to the bridge: the veth program sends
+        // frames into a peer, which a tap does not have (and a program
+        // attached by an older keel would drop frames for a new kind of
+        // target).
         let mut on: Vec<(String, Target)> = endpoints
             .iter()
-            .filter(|e| e.network == network.id)
+            .filter(|e| e.network == network.id && !e.vm)
             .filter_map(|e| {
                 let veth = links.iter().find(|l| l.name == e.veth)?;
                 Some((e.mac.clone(), Target::Veth(veth.index as u32)))

@@ -22,6 +22,7 @@
 pub mod dns;
 pub mod fastpath;
 pub mod sandbox;
+pub mod vm;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -150,6 +151,22 @@ pub struct Endpoint {
     pub gateway4: Option<IpAddr>,
     #[serde(default)]
     pub gateway6: Option<IpAddr>,
+    /// A VM's endpoint (`keel vm run --network`): `container` is the VM's
+    /// id, `veth` its tap device, held open by its VMM. It is live while
+    /// the tap exists.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub vm: bool,
+}
+
+impl Endpoint {
+    /// Whether whoever holds the endpoint still runs: a container's
+    /// monitor or init (`container_record`), a VM's tap.
+    fn alive(&self, container_record: Option<&str>) -> bool {
+        if self.vm {
+            return keel_net::tap::exists(&self.veth);
+        }
+        container_alive(container_record)
+    }
 }
 
 /// `network create`'s request.
@@ -638,7 +655,11 @@ fn container_alive(record: Option<&str>) -> bool {
 
 /// What [`allocate`] needs besides the network.
 pub struct Allocation<'a> {
-    pub container: &'a Container,
+    /// The container's (or VM's) id and name.
+    pub id: &'a str,
+    pub name: &'a str,
+    /// For a VM: its endpoint's `veth` is its tap.
+    pub vm: bool,
     pub attachment: &'a crate::spec::NetworkAttachment,
     pub ifname: String,
     /// The container's ports to publish here (its first network).
@@ -674,15 +695,15 @@ pub fn allocate(
     let mut stale_veths = Vec::new();
     for (net, container, record, container_record) in rows {
         let endpoint: Endpoint = from_json(&record)?;
-        if container == request.container.id {
+        if container == request.id {
             if net == network.id {
                 return Err(Error::Conflict(format!(
                     "endpoint with name {} already exists in network {}",
-                    request.container.name, network.name
+                    request.name, network.name
                 )));
             }
             live.push(endpoint);
-        } else if container_alive(container_record.as_deref()) {
+        } else if endpoint.alive(container_record.as_deref()) {
             live.push(endpoint);
         } else {
             tx.execute(
@@ -697,8 +718,8 @@ pub fn allocate(
     let on_network: Vec<&Endpoint> = live.iter().filter(|e| e.network == network.id).collect();
     let mut endpoint = Endpoint {
         network: network.id.clone(),
-        container: request.container.id.clone(),
-        name: request.container.name.clone(),
+        container: request.id.to_string(),
+        name: request.name.to_string(),
         aliases: request.attachment.aliases.clone(),
         ipv4: None,
         ipv6: None,
@@ -706,10 +727,11 @@ pub fn allocate(
         prefix6: 0,
         mac: String::new(),
         ifname: request.ifname.clone(),
-        veth: veth_name(&request.container.id, &network.id),
+        veth: veth_name(request.id, &network.id),
         ports: Vec::new(),
         gateway4: None,
         gateway6: None,
+        vm: request.vm,
     };
     for pool in &network.pools {
         let v4 = pool.subnet.is_ipv4();
@@ -935,23 +957,25 @@ pub fn remove(layout: &Layout, db: &mut Db, name_or_id: &str) -> Result<Network>
         .connection()
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(err("begin"))?;
-    let rows: Vec<(String, Option<String>)> = {
+    let rows: Vec<(String, String, Option<String>)> = {
         let mut statement = tx
             .prepare(
-                "SELECT e.container, c.record FROM endpoints e
+                "SELECT e.container, e.record, c.record FROM endpoints e
                  LEFT JOIN containers c ON c.id = e.container WHERE e.network = ?1",
             )
             .map_err(err("list endpoints"))?;
         statement
-            .query_map([&network.id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_map([&network.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .map_err(err("list endpoints"))?
             .collect::<rusqlite::Result<_>>()
             .map_err(err("list endpoints"))?
     };
     let active: Vec<&String> = rows
         .iter()
-        .filter(|(_, record)| container_alive(record.as_deref()))
-        .map(|(id, _)| id)
+        .filter(|(_, endpoint, record)| {
+            from_json::<Endpoint>(endpoint).is_ok_and(|e| e.alive(record.as_deref()))
+        })
+        .map(|(id, _, _)| id)
         .collect();
     if !active.is_empty() {
         return Err(Error::Conflict(format!(

@@ -211,7 +211,7 @@ fn upstreams(container: &Container) -> Vec<SocketAddr> {
 /// Makes the bridge of a network if it is not there: its gateway
 /// addresses, up, forwarding on, 127.0.0.1 routable to it (for ports
 /// published at 127.0.0.1).
-fn ensure_bridge(network: &Network) -> Result<()> {
+pub(super) fn ensure_bridge(network: &Network) -> Result<()> {
     let mut netlink = Netlink::open()?;
     netlink.add_bridge(&network.bridge, network.mtu)?;
     for pool in &network.pools {
@@ -242,7 +242,9 @@ fn attach_locked(
         db,
         network,
         Allocation {
-            container,
+            id: &container.id,
+            name: &container.name,
+            vm: false,
             attachment,
             ifname: ifname.to_string(),
             publish,

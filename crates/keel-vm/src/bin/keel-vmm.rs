@@ -23,6 +23,7 @@
 
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -35,23 +36,38 @@ fn main() {
     let mut args = std::env::args_os().skip(1);
     let mut dir = None;
     let mut control = None;
+    let mut tap = None;
     while let Some(arg) = args.next() {
         match arg.to_str() {
             Some("--control") => control = args.next().map(PathBuf::from),
+            Some("--tap-fd") => {
+                let Some(fd) = args.next().and_then(|a| a.to_str()?.parse::<i32>().ok()) else {
+                    usage()
+                };
+                // SAFETY: keel vm run hands the tap over at this number
+                // and nothing else here owns it.
+                let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+                // Not to be inherited further.
+                // SAFETY: fcntl on the fd we now own.
+                unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+                tap = Some(fd);
+            }
             _ if dir.is_none() => dir = Some(PathBuf::from(arg)),
             _ => usage(),
         }
     }
     let Some(dir) = dir else { usage() };
-    std::process::exit(run(&dir, control));
+    std::process::exit(run(&dir, control, tap));
 }
 
 fn usage() -> ! {
-    eprintln!("usage: keel-vmm VM-DIRECTORY [--control SOCKET] (keel vm run starts it)");
+    eprintln!(
+        "usage: keel-vmm VM-DIRECTORY [--control SOCKET] [--tap-fd FD] (keel vm run starts it)"
+    );
     std::process::exit(2);
 }
 
-fn run(dir: &Path, control: Option<PathBuf>) -> i32 {
+fn run(dir: &Path, control: Option<PathBuf>, tap: Option<std::os::fd::OwnedFd>) -> i32 {
     let (Some(id), Some(root)) = (
         dir.file_name().map(|n| n.to_string_lossy().into_owned()),
         dir.parent().and_then(Path::parent),
@@ -136,6 +152,24 @@ fn run(dir: &Path, control: Option<PathBuf>) -> i32 {
                     .collect(),
                 balloon: spec.balloon,
                 rng: spec.rng,
+                net: match (&spec.network, tap) {
+                    (Some(network), Some(tap)) => match network.mac_bytes() {
+                        Some(mac) => Some(keel_vm::vm::Nic {
+                            tap: Arc::new(tap),
+                            mac,
+                        }),
+                        None => {
+                            return fail(format!("the MAC {:?} is not six hex bytes", network.mac));
+                        }
+                    },
+                    (Some(network), None) => {
+                        return fail(format!(
+                            "no tap device was handed over for network {}",
+                            network.name
+                        ));
+                    }
+                    (None, _) => None,
+                },
             },
             console,
         ),

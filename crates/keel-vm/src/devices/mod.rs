@@ -10,6 +10,7 @@ use std::sync::Mutex;
 
 use vm_superio::serial::NoEvents;
 use vm_superio::{Serial, Trigger};
+use vmm_sys_util::eventfd::EventFd;
 
 pub const SERIAL_PORT: u16 = 0x3f8;
 pub const I8042_DATA: u16 = 0x60;
@@ -42,6 +43,9 @@ pub struct Devices {
     serial: Mutex<Serial<NoInterrupt, NoEvents, Console>>,
     /// virtio devices, one MMIO window each from `virtio::MMIO_BASE`.
     virtio: Vec<Mutex<virtio::mmio::Transport>>,
+    /// Written when the guest notifies or sets up a device with an I/O
+    /// file: the I/O thread watches its file again.
+    pub wake: EventFd,
 }
 
 impl Devices {
@@ -56,6 +60,28 @@ impl Devices {
                 .into_iter()
                 .map(|d| Mutex::new(virtio::mmio::Transport::new(d)))
                 .collect(),
+            wake: EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)
+                .expect("an eventfd (the kernel has them since 2.6.27)"),
+        }
+    }
+
+    /// The devices with an I/O file: (index, file).
+    pub fn io_fds(&self) -> Vec<(usize, std::os::fd::RawFd)> {
+        self.virtio
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| Some((i, d.lock().expect("a device lock").io_fd()?)))
+            .collect()
+    }
+
+    /// Serves device `index`'s I/O file (see [`virtio::Device::serve_io`]).
+    pub fn serve_io(&self, index: usize, memory: &crate::memory::Memory) -> virtio::Io {
+        match self.virtio.get(index) {
+            Some(device) => device
+                .lock()
+                .expect("a device lock is never poisoned")
+                .serve_io(memory),
+            None => virtio::Io::default(),
         }
     }
 
@@ -83,10 +109,13 @@ impl Devices {
     /// A guest's write to device memory.
     pub fn mmio_write(&self, address: u64, data: &[u8], memory: &crate::memory::Memory) {
         if let Some((device, offset)) = self.window(address) {
-            device
-                .lock()
-                .expect("a device lock is never poisoned")
-                .write(offset, data, memory);
+            let mut device = device.lock().expect("a device lock is never poisoned");
+            device.write(offset, data, memory);
+            // A notification or a status change: new buffers, or a driver
+            // now ready.
+            if matches!(offset, 0x050 | 0x070) && device.io_fd().is_some() {
+                let _ = self.wake.write(1);
+            }
         }
     }
 

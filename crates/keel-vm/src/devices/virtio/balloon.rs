@@ -72,9 +72,7 @@ impl Device for Balloon {
                 .load(Ordering::SeqCst)
                 .to_le_bytes(),
         );
-        for (i, byte) in data.iter_mut().enumerate() {
-            *byte = config.get(offset as usize + i).copied().unwrap_or(0);
-        }
+        super::read_from(&config, offset, data);
     }
 
     fn write_config(&mut self, offset: u64, data: &[u8]) {

@@ -153,10 +153,7 @@ impl Device for Block {
         // capacity (u64, sectors), then zeros.
         let mut config = [0u8; 64];
         config[..8].copy_from_slice(&self.sectors.to_le_bytes());
-        let start = offset as usize;
-        for (i, byte) in data.iter_mut().enumerate() {
-            *byte = config.get(start + i).copied().unwrap_or(0);
-        }
+        super::read_from(&config, offset, data);
     }
 
     fn serve(&mut self, _index: usize, queue: &mut Queue, memory: &Memory) -> bool {

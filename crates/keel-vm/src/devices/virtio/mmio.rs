@@ -2,14 +2,17 @@
 //! and writes to find a device, agree on features, set up its queues and
 //! notify it.
 
+use std::os::fd::RawFd;
+
 use virtio_queue::{Queue, QueueT};
 
-use super::{Device, F_VERSION_1};
+use super::{Device, F_VERSION_1, Io};
 use crate::memory::Memory;
 
 const MAGIC: u32 = 0x7472_6976; // "virt"
 const VENDOR: u32 = 0x4b45_454c; // "KEEL"
 
+const STATUS_DRIVER_OK: u32 = 4;
 const STATUS_FEATURES_OK: u32 = 8;
 const STATUS_FAILED: u32 = 128;
 
@@ -41,6 +44,34 @@ impl Transport {
             status: 0,
             interrupt_status: 0,
         }
+    }
+
+    /// The file the device watches outside the guest's notifications.
+    pub fn io_fd(&self) -> Option<RawFd> {
+        self.device.io_fd()
+    }
+
+    /// Serves what came from outside (see [`Device::serve_io`]); a device
+    /// whose driver is not ready waits for it.
+    pub fn serve_io(&mut self, memory: &Memory) -> Io {
+        if self.status & STATUS_DRIVER_OK == 0 {
+            return Io {
+                used: false,
+                starved: true,
+            };
+        }
+        let index = self.device.io_queue();
+        let Some(queue) = self.queues.get_mut(index).filter(|q| q.ready()) else {
+            return Io {
+                used: false,
+                starved: true,
+            };
+        };
+        let io = self.device.serve_io(queue, memory);
+        if io.used {
+            self.interrupt_status |= 1;
+        }
+        io
     }
 
     fn queue(&mut self) -> Option<&mut Queue> {
@@ -148,6 +179,9 @@ impl Transport {
             // Features the device does not have, or a legacy driver.
             self.status = value & !STATUS_FEATURES_OK | STATUS_FAILED;
             return;
+        }
+        if value & STATUS_FEATURES_OK != 0 && self.status & STATUS_FEATURES_OK == 0 {
+            self.device.ack_features(self.driver_features);
         }
         self.status = value;
     }

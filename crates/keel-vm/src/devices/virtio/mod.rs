@@ -4,13 +4,21 @@
 //! addresses there and notifies by writing the queue's index; the device
 //! serves the queue at once, on the vCPU thread that notified.
 //!
+//! What comes from outside the guest (a frame on a tap, a host's
+//! connection) is served by the VMM's I/O thread: a device names a file to
+//! watch ([`Device::io_fd`]) and fills its receive queue when it is
+//! readable, or the guest notified it ([`Device::serve_io`]).
+//!
 //! Interrupts are not delivered yet (the VM has no interrupt controller):
 //! a driver polls the used ring, as keel's test guest does.
 
 pub mod balloon;
 pub mod blk;
 pub mod mmio;
+pub mod net;
 pub mod rng;
+
+use std::os::fd::RawFd;
 
 use virtio_queue::Queue;
 
@@ -34,6 +42,46 @@ pub trait Device: Send {
     fn read_config(&self, offset: u64, data: &mut [u8]);
     /// A driver's write to its configuration space (most ignore it).
     fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
+    /// The features the driver accepted (before it uses the queues).
+    fn ack_features(&mut self, _features: u64) {}
     /// Serves what waits in queue `index`; whether it used any buffer.
     fn serve(&mut self, index: usize, queue: &mut Queue, memory: &Memory) -> bool;
+    /// A file whose readiness means work for the guest (a tap, the
+    /// device's own epoll), if the device has one.
+    fn io_fd(&self) -> Option<RawFd> {
+        None
+    }
+    /// The queue [`Device::serve_io`] fills (a receive queue).
+    fn io_queue(&self) -> usize {
+        0
+    }
+    /// Fills queue [`Device::io_queue`] with what came from outside: what
+    /// `io_fd` has, and what the device owes the guest (answers to what it
+    /// sent). Called when `io_fd` is readable and after each notification.
+    fn serve_io(&mut self, _queue: &mut Queue, _memory: &Memory) -> Io {
+        Io::default()
+    }
+}
+
+/// What [`Device::serve_io`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Io {
+    /// It used buffers of the guest's.
+    pub used: bool,
+    /// It has more for the guest than the guest gave buffers for: the I/O
+    /// thread stops watching the device until the guest notifies it.
+    pub starved: bool,
+}
+
+/// Copies a device's config space from `offset` into `data` (zeros past
+/// its end).
+pub fn read_from(config: &[u8], offset: u64, data: &mut [u8]) {
+    let start = offset as usize;
+    for (i, byte) in data.iter_mut().enumerate() {
+        *byte = start
+            .checked_add(i)
+            .and_then(|at| config.get(at))
+            .copied()
+            .unwrap_or(0);
+    }
 }

@@ -60,6 +60,23 @@ pub enum VmCommand {
     /// frames through a tap device made for it
     #[command(name = "vhost-user-net")]
     VhostUserNet(VhostUserNetArgs),
+    /// Serve keel's virtio-vsock device to another VMM over vhost-user
+    #[command(name = "vhost-user-vsock")]
+    VhostUserVsock(VhostUserVsockArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct VhostUserVsockArgs {
+    /// The unix socket to listen on (the VMM connects to it)
+    #[arg(long)]
+    pub socket: PathBuf,
+    /// The unix socket host programs use (CONNECT PORT; PATH_PORT for the
+    /// guest's connections)
+    #[arg(long, value_name = "PATH")]
+    pub vsock: PathBuf,
+    /// The guest's context id
+    #[arg(long, default_value_t = 3)]
+    pub cid: u64,
 }
 
 #[derive(Args, Debug)]
@@ -205,6 +222,15 @@ pub struct RunArgs {
     /// Give the VM a virtio-rng device (entropy from the host)
     #[arg(long)]
     pub rng: bool,
+    /// Give the VM a vsock device: host programs reach the guest through
+    /// the unix socket PATH (`CONNECT PORT`), the guest reaches host
+    /// programs listening on PATH_PORT; the default PATH is
+    /// <runroot>/vms/<id12>.vsock
+    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "")]
+    pub vsock: Option<PathBuf>,
+    /// The guest's vsock context id (3 or more)
+    #[arg(long, default_value_t = 3, value_name = "CID")]
+    pub vsock_cid: u64,
     /// Connect the VM to a keel network (a virtio-net NIC on a tap on the
     /// network's bridge, beside its containers), or none
     #[arg(long, default_value = "none", value_name = "NAME|none")]
@@ -287,6 +313,10 @@ pub fn run(ctx: &Context, command: &VmCommand) -> Result<i32> {
         }
         VmCommand::VhostUserRng(args) => {
             keel_vm::vhost_user::serve_rng(&args.socket)?;
+            Ok(0)
+        }
+        VmCommand::VhostUserVsock(args) => {
+            keel_vm::vhost_user::serve_vsock(&args.socket, &args.vsock, args.cid)?;
             Ok(0)
         }
         VmCommand::VhostUserNet(args) => {
@@ -373,6 +403,7 @@ pub fn run(ctx: &Context, command: &VmCommand) -> Result<i32> {
                 balloon: false,
                 rng: false,
                 network: None,
+                vsock: None,
             };
             start(ctx, &store, &args.start, spec, None)
         }
@@ -466,6 +497,13 @@ pub fn run(ctx: &Context, command: &VmCommand) -> Result<i32> {
             if vm.spec.network.is_some() {
                 leave_network(ctx, &vm.spec.id);
             }
+            // A VMM that was killed left its vsock socket.
+            if let Some(vsock) = &vm.spec.vsock
+                && std::fs::symlink_metadata(&vsock.path)
+                    .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+            {
+                let _ = std::fs::remove_file(&vsock.path);
+            }
             store.remove(&vm.spec.id)?;
             Ok(())
         }),
@@ -549,6 +587,20 @@ fn run_vm(ctx: &Context, store: &Store, args: &RunArgs) -> Result<i32> {
         balloon: args.balloon,
         rng: args.rng,
         network: None,
+        vsock: args
+            .vsock
+            .as_ref()
+            .map(|path| {
+                Ok::<_, anyhow::Error>(keel_vm::store::VsockSpec {
+                    cid: args.vsock_cid,
+                    path: if path.as_os_str().is_empty() {
+                        PathBuf::new()
+                    } else {
+                        absolute(path)?
+                    },
+                })
+            })
+            .transpose()?,
     };
     let network = Some(args.network.as_str()).filter(|n| *n != "none");
     start(ctx, store, &args.start, spec, network)
@@ -592,6 +644,7 @@ fn restore(ctx: &Context, store: &Store, args: &RestoreArgs) -> Result<i32> {
         balloon: false,
         rng: false,
         network: None,
+        vsock: None,
     };
     start(ctx, store, &args.start, spec, None)
 }
@@ -616,6 +669,17 @@ fn start(
         &mut |attempt| keel_engine::names::generate(seed, attempt),
         spec,
     )?;
+    if let Some(vsock) = spec
+        .vsock
+        .as_mut()
+        .filter(|v| v.path.as_os_str().is_empty())
+    {
+        vsock.path = ctx
+            .runroot
+            .join("vms")
+            .join(format!("{}.vsock", &spec.id[..12]));
+        store.write_spec(&spec)?;
+    }
     let tap = match network {
         Some(network) => match join_network(ctx, store, network, &spec) {
             Ok((joined, tap)) => {
@@ -980,6 +1044,7 @@ fn value(vm: &Vm) -> serde_json::Value {
         "Balloon": vm.spec.balloon,
         "Rng": vm.spec.rng,
         "NetworkSettings": network_settings(vm),
+        "Vsock": vm.spec.vsock.as_ref().map(|v| serde_json::json!({"CID": v.cid, "Path": v.path})),
         "Pid": if vm.is_running() { vm.state.pid } else { 0 },
         "StartedAt": vm.state.started_at,
         "FinishedAt": vm.state.finished_at,

@@ -936,3 +936,119 @@ fn without_dev_kvm_the_error_says_so_and_nothing_is_left() {
     );
     assert!(keel.statuses().is_empty());
 }
+
+#[test]
+fn vsock_connects_host_and_guest_both_ways() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::os::unix::net::{UnixListener, UnixStream};
+    let keel = Keel::new();
+    let socket = keel.temp.path().join("v.sock");
+    // A host program on port 6000: reads the guest's line, answers.
+    let port_6000 = UnixListener::bind(format!("{}_6000", socket.display())).unwrap();
+    let host = std::thread::spawn(move || {
+        let (mut stream, _) = port_6000.accept().unwrap();
+        let mut line = String::new();
+        BufReader::new(&stream).read_line(&mut line).unwrap();
+        stream.write_all(b"hello from the host\n").unwrap();
+        line
+    });
+    keel.ok(&[
+        "vm",
+        "run",
+        "-d",
+        "--name",
+        "vs",
+        "--vsock",
+        socket.to_str().unwrap(),
+        "--kernel",
+        GUEST,
+        "--cmdline",
+        "vsock connect=6000 listen=5000",
+    ]);
+    assert_eq!(
+        keel.ok(&[
+            "vm",
+            "inspect",
+            "-f",
+            "{{.Vsock.CID}} {{.Vsock.Path}}",
+            "vs"
+        ]),
+        format!("3 {}\n", socket.display())
+    );
+    // Guest to host: the guest's line reached the program, the answer
+    // reached the guest.
+    assert_eq!(host.join().unwrap(), "hello from the guest\n");
+    keel.eventually("the guest prints the host's answer", || {
+        keel.ok(&["vm", "logs", "vs"])
+            .contains("vsock: host port 6000 says: hello from the host\n")
+    });
+    keel.eventually("the guest listens", || {
+        keel.ok(&["vm", "logs", "vs"])
+            .contains("vsock: listening on port 5000\n")
+    });
+    // Host to guest: CONNECT, OK, then 300 KB echoed (more than either
+    // side's credit: flow control has to work).
+    let mut stream = UnixStream::connect(&socket).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream.write_all(b"CONNECT 5000\n").unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut answer = String::new();
+    reader.read_line(&mut answer).unwrap();
+    assert!(
+        answer.starts_with("OK ") && answer.ends_with('\n'),
+        "{answer:?}"
+    );
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let writer = {
+        let (mut stream, data) = (stream.try_clone().unwrap(), data.clone());
+        std::thread::spawn(move || {
+            stream.write_all(&data).unwrap();
+            stream.shutdown(std::net::Shutdown::Write).unwrap();
+        })
+    };
+    let mut echoed = Vec::new();
+    reader.read_to_end(&mut echoed).unwrap();
+    writer.join().unwrap();
+    assert_eq!(echoed.len(), data.len());
+    assert!(echoed == data, "the echo differs from what was sent");
+    keel.eventually("the guest saw the connection close", || {
+        keel.ok(&["vm", "logs", "vs"])
+            .contains("vsock: port 5000 echoed 300000 bytes\n")
+    });
+    // A port nobody listens on in the guest: closed without an answer.
+    let mut refused = UnixStream::connect(&socket).unwrap();
+    refused
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    refused.write_all(b"CONNECT 5001\n").unwrap();
+    let mut nothing = Vec::new();
+    refused.read_to_end(&mut nothing).unwrap();
+    assert!(nothing.is_empty(), "{nothing:?}");
+    // Not a CONNECT line: closed too.
+    let mut garbage = UnixStream::connect(&socket).unwrap();
+    garbage
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    garbage.write_all(b"HELLO\n").unwrap();
+    let mut nothing = Vec::new();
+    garbage.read_to_end(&mut nothing).unwrap();
+    assert!(nothing.is_empty());
+    // The VM still echoes after those.
+    let mut again = UnixStream::connect(&socket).unwrap();
+    again
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    again.write_all(b"CONNECT 5000\nsecond\n").unwrap();
+    let mut reader = BufReader::new(again.try_clone().unwrap());
+    let (mut ok, mut line) = (String::new(), String::new());
+    reader.read_line(&mut ok).unwrap();
+    reader.read_line(&mut line).unwrap();
+    assert!(ok.starts_with("OK "), "{ok:?}");
+    assert_eq!(line, "second\n");
+    drop((again, reader));
+    // The socket goes with the VM.
+    keel.ok(&["vm", "rm", "-f", "vs"]);
+    assert!(!socket.exists());
+}

@@ -18,6 +18,10 @@
 //!   its virtio-balloon asks for (polling the device's config);
 //! - `blk`: drives the first virtio-blk disk (virtio-mmio, polled): prints
 //!   its capacity, id and first sector, writes its second sector, flushes;
+//! - `net`: pings (`peer=`) and answers pings over its virtio-net NIC
+//!   (`guests/net.rs`);
+//! - `vsock`: connects to a host port and echoes on a guest port over its
+//!   virtio-vsock (`guests/vsock.rs`);
 //! - `spin`: loops for ever, printing nothing;
 //! - `panic`: prints a message and signals a panic (pvpanic, port 0x505);
 //! - `triple-fault`: takes an exception with no IDT (the CPU resets).
@@ -353,6 +357,7 @@ extern "C" fn guest_main(cpu: u64, info: *const BootInfo) -> ! {
         b"balloon" => balloon(info),
         b"rng" => rng(info),
         b"net" => net::run(info, cmdline),
+        b"vsock" => vsock::run(info, cmdline),
         b"fill-count" => {
             fill(info);
             count()
@@ -814,6 +819,7 @@ fn rng(info: &BootInfo) -> ! {
 }
 
 mod net;
+mod vsock;
 
 #[unsafe(no_mangle)]
 unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {

@@ -90,6 +90,15 @@ pub struct VmSpec {
     /// Its interface on a keel network (`--network`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<NetworkSpec>,
+    /// Its vsock (`--vsock`): the guest's CID and the host's unix socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vsock: Option<VsockSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VsockSpec {
+    pub cid: u64,
+    pub path: PathBuf,
 }
 
 /// A VM's place on a keel bridge network (the engine records the same
@@ -409,6 +418,7 @@ mod tests {
             auto_remove: false,
             incoming: None,
             network: None,
+            vsock: None,
             disks: Vec::new(),
             balloon: false,
             rng: false,

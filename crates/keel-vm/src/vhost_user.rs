@@ -64,6 +64,9 @@ impl VhostUserBackendMut for Backend {
         // when the backend offers it.
         if self.device.device_type() == 2 {
             VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::MQ
+        } else if self.device.device_type() == 19 {
+            // vsock: the guest's CID is in its config.
+            VhostUserProtocolFeatures::CONFIG
         } else {
             VhostUserProtocolFeatures::empty()
         }
@@ -137,6 +140,14 @@ pub fn serve_block(socket: &Path, disk: &Path, read_only: bool) -> Result<()> {
 /// Serves a virtio-rng device on `socket` until the VMM goes away.
 pub fn serve_rng(socket: &Path) -> Result<()> {
     serve(socket, Box::new(Rng), "keel-vhost-user-rng")
+}
+
+/// Serves a virtio-vsock device for guest `cid` on `socket` until the
+/// VMM goes away; host programs reach the guest through the unix socket
+/// `path` (see [`crate::devices::virtio::vsock`]).
+pub fn serve_vsock(socket: &Path, path: &Path, cid: u64) -> Result<()> {
+    let vsock = crate::devices::virtio::vsock::Vsock::new(cid, path)?;
+    serve(socket, Box::new(vsock), "keel-vhost-user-vsock")
 }
 
 /// Serves a virtio-net device on `socket` until the VMM goes away: its

@@ -34,6 +34,16 @@ pub struct Config {
     pub rng: bool,
     /// A NIC (virtio-net, after the disks) on a tap device.
     pub net: Option<Nic>,
+    /// A virtio-vsock device (after the NIC).
+    pub vsock: Option<VsockConfig>,
+}
+
+/// A VM's vsock: its context id, and the unix socket host programs use
+/// (see [`crate::devices::virtio::vsock`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VsockConfig {
+    pub cid: u64,
+    pub path: PathBuf,
 }
 
 /// A VM's network interface: the tap its frames go through, its MAC.
@@ -482,6 +492,12 @@ impl Vm {
                     source: e,
                 })?;
             devices.push(Box::new(tap));
+        }
+        if let Some(vsock) = &config.vsock {
+            devices.push(Box::new(crate::devices::virtio::vsock::Vsock::new(
+                vsock.cid,
+                &vsock.path,
+            )?));
         }
         let mut balloon = None;
         if config.balloon {

@@ -42,6 +42,7 @@ fn config(vcpus: u32, memory: u64, cmdline: &str) -> Config {
         balloon: false,
         rng: false,
         net: None,
+        vsock: None,
     }
 }
 

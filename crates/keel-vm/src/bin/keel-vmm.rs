@@ -170,6 +170,10 @@ fn run(dir: &Path, control: Option<PathBuf>, tap: Option<std::os::fd::OwnedFd>) 
                     }
                     (None, _) => None,
                 },
+                vsock: spec.vsock.as_ref().map(|v| keel_vm::vm::VsockConfig {
+                    cid: v.cid,
+                    path: v.path.clone(),
+                }),
             },
             console,
         ),

@@ -17,6 +17,7 @@ pub mod blk;
 pub mod mmio;
 pub mod net;
 pub mod rng;
+pub mod vsock;
 
 use std::os::fd::RawFd;
 

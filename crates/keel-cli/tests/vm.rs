@@ -1052,3 +1052,59 @@ fn vsock_connects_host_and_guest_both_ways() {
     keel.ok(&["vm", "rm", "-f", "vs"]);
     assert!(!socket.exists());
 }
+
+#[test]
+fn device_interrupts_wake_a_sleeping_guest() {
+    let keel = Keel::new();
+    keel.ok(&[
+        "vm",
+        "run",
+        "-d",
+        "--name",
+        "irq",
+        "--rng",
+        "--balloon",
+        "--kernel",
+        GUEST,
+        "--cmdline",
+        "irq",
+    ]);
+    // The rng's used buffer raised its line (virtio device 1: GSI 6) and
+    // the guest's handler ran.
+    keel.eventually("the guest waits for the balloon", || {
+        keel.ok(&["vm", "logs", "irq"])
+            .contains("irq: waiting for the balloon\n")
+    });
+    let logs = keel.ok(&["vm", "logs", "irq"]);
+    assert!(
+        logs.contains("irq: rng used-buffer interrupt on GSI 6, status 1\n"),
+        "{logs}"
+    );
+    // Halted with interrupts on, the vCPU sleeps in KVM (no polling).
+    let pid = keel.ok(&["vm", "inspect", "-f", "{{.Pid}}", "irq"]);
+    let vcpu = std::fs::read_dir(format!("/proc/{}/task", pid.trim()))
+        .unwrap()
+        .flatten()
+        .find(|t| std::fs::read_to_string(t.path().join("comm")).unwrap_or_default() == "vcpu0\n")
+        .expect("a vcpu0 thread")
+        .path();
+    let sleeping = (0..5)
+        .filter(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            let stat = std::fs::read_to_string(vcpu.join("stat")).unwrap();
+            stat.rsplit(')').next().unwrap().split_whitespace().next() == Some("S")
+        })
+        .count();
+    assert!(sleeping >= 4, "vcpu0 was asleep in {sleeping} of 5 looks");
+    // A new balloon target is a config-change interrupt, raised by the
+    // VMM's control thread, that wakes the guest.
+    keel.ok(&["vm", "update", "--memory-target", "64m", "irq"]);
+    keel.eventually("the guest powers off", || {
+        keel.status("irq").starts_with("Exited (powered off)")
+    });
+    assert!(
+        keel.ok(&["vm", "logs", "irq"])
+            .contains("irq: balloon config interrupt, target 16384 pages\n")
+    );
+    keel.ok(&["vm", "rm", "irq"]);
+}

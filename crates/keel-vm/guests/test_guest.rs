@@ -22,6 +22,8 @@
 //!   (`guests/net.rs`);
 //! - `vsock`: connects to a host port and echoes on a guest port over its
 //!   virtio-vsock (`guests/vsock.rs`);
+//! - `irq`: takes its devices' interrupts (IDT, local APIC, I/O APIC):
+//!   the rng's used-buffer interrupt, then the balloon's config change;
 //! - `spin`: loops for ever, printing nothing;
 //! - `panic`: prints a message and signals a panic (pvpanic, port 0x505);
 //! - `triple-fault`: takes an exception with no IDT (the CPU resets).
@@ -358,6 +360,7 @@ extern "C" fn guest_main(cpu: u64, info: *const BootInfo) -> ! {
         b"rng" => rng(info),
         b"net" => net::run(info, cmdline),
         b"vsock" => vsock::run(info, cmdline),
+        b"irq" => irq(info),
         b"fill-count" => {
             fill(info);
             count()
@@ -825,4 +828,131 @@ mod vsock;
 unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
     // SAFETY: the caller's buffers of n bytes.
     unsafe { memcmp(a, b, n) }
+}
+
+// --- interrupts: an IDT, the local APIC, the I/O APIC ---
+
+core::arch::global_asm!(
+    ".global irq_entry",
+    "irq_entry:",
+    "push rax",
+    "lock inc qword ptr [rip + {count}]",
+    // End of interrupt, to the local APIC.
+    "mov rax, 0xfee000b0",
+    "mov dword ptr [rax], 0",
+    "pop rax",
+    "iretq",
+    count = sym IRQ_COUNT,
+);
+static mut IRQ_COUNT: u64 = 0;
+#[repr(C, align(16))]
+struct Idt([[u64; 2]; 256]);
+static mut IDT_TABLE: Idt = Idt([[0; 2]; 256]);
+unsafe extern "C" {
+    fn irq_entry();
+}
+
+fn irq_count() -> u64 {
+    // SAFETY: a counter the handler increments.
+    unsafe { core::ptr::read_volatile(core::ptr::addr_of!(IRQ_COUNT)) }
+}
+
+/// One handler for every vector; the local APIC on; I/O APIC pins
+/// `pins` edge-triggered to vectors 0x40 + pin on CPU 0.
+fn interrupts_on(pins: core::ops::Range<u32>) {
+    let handler = irq_entry as *const () as u64;
+    // SAFETY: our IDT; the APICs' registers (identity-mapped).
+    unsafe {
+        let idt = &mut *core::ptr::addr_of_mut!(IDT_TABLE);
+        for e in idt.0.iter_mut() {
+            // A present 64-bit interrupt gate in the code segment (0x08).
+            e[0] = (handler & 0xffff)
+                | (0x08 << 16)
+                | (0x8e << 40)
+                | (((handler >> 16) & 0xffff) << 48);
+            e[1] = handler >> 32;
+        }
+        let base = core::ptr::addr_of!(IDT_TABLE) as u64;
+        let pointer: [u16; 5] = [
+            4095,
+            base as u16,
+            (base >> 16) as u16,
+            (base >> 32) as u16,
+            (base >> 48) as u16,
+        ];
+        core::arch::asm!("lidt [{}]", in(reg) pointer.as_ptr());
+        // Spurious vector 0xff, software-enabled.
+        core::ptr::write_volatile(0xfee0_00f0 as *mut u32, 0x1ff);
+        for pin in pins {
+            core::ptr::write_volatile(0xfec0_0000 as *mut u32, 0x10 + 2 * pin);
+            core::ptr::write_volatile(0xfec0_0010 as *mut u32, 0x40 + pin);
+            core::ptr::write_volatile(0xfec0_0000 as *mut u32, 0x11 + 2 * pin);
+            core::ptr::write_volatile(0xfec0_0010 as *mut u32, 0);
+        }
+    }
+}
+
+/// Halts until an interrupt comes.
+fn wait_for_interrupt() {
+    // SAFETY: sti's shadow covers hlt: an interrupt already pending wakes
+    // it at once.
+    unsafe { core::arch::asm!("sti", "hlt", "cli") };
+}
+
+/// `irq`: the devices' interrupts, no polling. The rng's used-buffer
+/// interrupt (raised on the vCPU that notified), then, if the VM has a
+/// balloon, its config-change interrupt (raised from another thread by
+/// `vm update` while the vCPU sleeps).
+fn irq(info: &BootInfo) -> ! {
+    let pin_of = |device_type: u32| {
+        (0..info.mmio_count)
+            .find(|&i| mmio_read(info.mmio_base + u64::from(i) * 0x1000, 8) == device_type)
+            .map(|i| (info.mmio_base + u64::from(i) * 0x1000, 5 + i))
+    };
+    interrupts_on(5..5 + info.mmio_count);
+    print(b"irq: interrupts on\n");
+    if let Some((_, pin)) = pin_of(4) {
+        let Some((base, _)) = virtio_setup(info, 4, 0) else {
+            power_off();
+        };
+        let before = irq_count();
+        describe(0, core::ptr::addr_of!(BUFFER) as u64, 32, 2, 0);
+        // SAFETY: our rings.
+        unsafe {
+            let avail = core::ptr::addr_of_mut!(AVAIL);
+            let idx = core::ptr::read_volatile(&raw const (*avail).idx);
+            core::ptr::write_volatile(&raw mut (*avail).ring[(idx % 8) as usize], 0);
+            core::sync::atomic::fence(Ordering::SeqCst);
+            core::ptr::write_volatile(&raw mut (*avail).idx, idx.wrapping_add(1));
+        }
+        mmio_write(base, 0x050, 0);
+        while irq_count() == before {
+            wait_for_interrupt();
+        }
+        let status = mmio_read(base, 0x060);
+        mmio_write(base, 0x064, status);
+        print(b"irq: rng used-buffer interrupt on GSI ");
+        print_number(u64::from(pin));
+        print(b", status ");
+        print_number(u64::from(status));
+        print(b"\n");
+    }
+    if pin_of(5).is_some() {
+        let Some((base, _)) = virtio_setup(info, 5, 0) else {
+            power_off();
+        };
+        print(b"irq: waiting for the balloon\n");
+        loop {
+            wait_for_interrupt();
+            let status = mmio_read(base, 0x060);
+            mmio_write(base, 0x064, status);
+            if status & 2 != 0 {
+                break;
+            }
+        }
+        print(b"irq: balloon config interrupt, target ");
+        print_number(u64::from(mmio_read(base, 0x100)));
+        print(b" pages\n");
+    }
+    power_off()
 }

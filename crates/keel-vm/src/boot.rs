@@ -4,7 +4,9 @@
 //!
 //! - long mode, paging on, all guest RAM and the first 4 GiB (the device
 //!   window included) identity-mapped with 2 MiB pages, writable and
-//!   executable; interrupts off, no IDT; SSE enabled in CR0/CR4 (but
+//!   executable; interrupts off, an empty IDT (a guest that wants
+//!   interrupts loads its own: KVM's local APIC at 0xfee00000 and I/O APIC
+//!   at 0xfec00000 are there, as on a PC); SSE enabled in CR0/CR4 (but
 //!   under this machine's PVM an SSE instruction stops the guest: see the
 //!   README);
 //! - `rip` the ELF's entry point, `rdi` the vCPU's index (0..N), `rsi`
@@ -13,7 +15,9 @@
 //! - devices: the serial port at 0x3f8, the i8042 at 0x60/0x64 (writing
 //!   0xfe to 0x64 powers the VM off), pvpanic at 0x505 (writing 1 marks
 //!   the guest as panicked), and virtio-mmio devices (the boot info's
-//!   `mmio_base`, `mmio_count` windows of 4 KiB; no interrupts: poll).
+//!   `mmio_base`, `mmio_count` windows of 4 KiB); the serial port's
+//!   interrupt is GSI 4, virtio device `i`'s GSI 5 + `i` (edge-triggered
+//!   I/O APIC pins; a guest may poll instead).
 //!
 //! Firecracker's x86-64 layout is kept where it names a place: GDT at
 //! 0x500, page tables from 0x9000, the command line at 0x20000, the

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use vm_memory::{GuestAddress, GuestMemoryBackend};
 
 use crate::error::{Error, Result};
-use crate::snapshot::{Meta, VcpuState};
+use crate::snapshot::{Meta, Saved};
 
 const MAGIC: &[u8] = b"KEELMIG1\n";
 const PAGE: usize = 4096;
@@ -79,7 +79,8 @@ pub trait Source {
     fn dirty_pages(&self) -> Result<Vec<u64>>;
     fn pause(&self) -> Result<()>;
     fn resume(&self);
-    fn vcpu_states(&self) -> Result<Vec<VcpuState>>;
+    /// The vCPUs' and the interrupt controllers' state (paused).
+    fn saved_state(&self) -> Result<Saved>;
 }
 
 /// Sends the VM to `address`; on success the caller ends the source VM.
@@ -142,7 +143,7 @@ pub fn send(source: &dyn Source, address: &str) -> Result<Report> {
             }
         }
         let pause_at = pause_at.unwrap_or(started);
-        let states = source.vcpu_states()?;
+        let states = source.saved_state()?;
         report.bytes_sent += frame(
             &mut writer,
             VCPUS,
@@ -312,9 +313,9 @@ pub fn receive(stream: &TcpStream, dir: &Path) -> Result<()> {
         }
         // Not synced: the VM runs from these pages (page cache) at once,
         // and a receiver that crashes loses the VM either way.
-        let vcpus: Vec<VcpuState> = serde_json::from_slice(&states)
+        let saved: Saved = serde_json::from_slice(&states)
             .map_err(|e| Error::invalid(format!("the vCPU states: {e}")))?;
-        crate::snapshot::write_parts(&partial, &meta, &vcpus)?;
+        crate::snapshot::write_parts(&partial, &meta, &saved)?;
         std::fs::rename(&partial, dir).map_err(Error::path("rename into", dir))
     })();
     if result.is_err() {

@@ -4,7 +4,9 @@
 //!   holes), so a restore can map it copy-on-write and load pages as the
 //!   guest touches them;
 //! - `vcpus.json`: each vCPU's registers, FPU/SSE state, control
-//!   registers, MSRs, pending events and debug registers;
+//!   registers, MSRs, pending events, debug registers, local APIC and run
+//!   state; and the VM's interrupt controllers (PICs, I/O APIC), timer
+//!   (PIT) and clock;
 //! - `snapshot.json`, written last: the format, the keel version, a digest
 //!   of the CPU features KVM offered, the VM's size, where each memory
 //!   region lies in `memory`, and the checksum of `vcpus.json`.
@@ -21,9 +23,10 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use kvm_bindings::{
-    kvm_debugregs, kvm_msr_entry, kvm_regs, kvm_sregs, kvm_vcpu_events, kvm_xcrs, kvm_xsave,
+    kvm_clock_data, kvm_debugregs, kvm_irqchip, kvm_lapic_state, kvm_mp_state, kvm_msr_entry,
+    kvm_pit_state2, kvm_regs, kvm_sregs, kvm_vcpu_events, kvm_xcrs, kvm_xsave,
 };
-use kvm_ioctls::{Kvm, VcpuFd};
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
@@ -31,7 +34,8 @@ use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 use crate::error::{Error, Result};
 use crate::memory::Memory;
 
-pub const FORMAT: u32 = 1;
+/// 2: the interrupt controllers' state is kept.
+pub const FORMAT: u32 = 2;
 
 /// One guest memory region and where its bytes are in `memory`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,6 +120,58 @@ pub struct VcpuState {
     pub msrs: Vec<kvm_msr_entry>,
     pub events: kvm_vcpu_events,
     pub debugregs: kvm_debugregs,
+    pub lapic: kvm_lapic_state,
+    pub mp_state: kvm_mp_state,
+}
+
+/// The VM's own devices in KVM: the two PICs and the I/O APIC, the PIT,
+/// the clock the guest reads (kvmclock).
+#[derive(Serialize, Deserialize)]
+pub struct Chips {
+    pub pic_master: kvm_irqchip,
+    pub pic_slave: kvm_irqchip,
+    pub ioapic: kvm_irqchip,
+    pub pit: kvm_pit_state2,
+    pub clock: kvm_clock_data,
+}
+
+/// What a snapshot keeps besides memory (`vcpus.json`).
+#[derive(Serialize, Deserialize)]
+pub struct Saved {
+    pub vcpus: Vec<VcpuState>,
+    pub chips: Chips,
+}
+
+pub fn get_chips(fd: &VmFd) -> Result<Chips> {
+    let chip = |id: u32| {
+        let mut chip = kvm_irqchip {
+            chip_id: id,
+            ..Default::default()
+        };
+        fd.get_irqchip(&mut chip)
+            .map(|()| chip)
+            .map_err(Error::kvm("read the interrupt controllers"))
+    };
+    let mut clock = fd.get_clock().map_err(Error::kvm("read the clock"))?;
+    // Only the time is given back (KVM refuses other flags on set).
+    clock.flags = 0;
+    Ok(Chips {
+        pic_master: chip(0)?,
+        pic_slave: chip(1)?,
+        ioapic: chip(2)?,
+        pit: fd.get_pit2().map_err(Error::kvm("read the PIT"))?,
+        clock,
+    })
+}
+
+pub fn set_chips(fd: &VmFd, chips: &Chips) -> Result<()> {
+    for chip in [&chips.pic_master, &chips.pic_slave, &chips.ioapic] {
+        fd.set_irqchip(chip)
+            .map_err(Error::kvm("set the interrupt controllers"))?;
+    }
+    fd.set_pit2(&chips.pit).map_err(Error::kvm("set the PIT"))?;
+    fd.set_clock(&chips.clock)
+        .map_err(Error::kvm("set the clock"))
 }
 
 /// The MSRs a 64-bit guest's state lives in beyond the registers: the
@@ -156,6 +212,8 @@ pub fn get_vcpu(vcpu: &VcpuFd) -> Result<VcpuState> {
         msrs: msrs.as_slice()[..read].to_vec(),
         events: vcpu.get_vcpu_events().map_err(kvm("read pending events"))?,
         debugregs: vcpu.get_debug_regs().map_err(kvm("read debug registers"))?,
+        lapic: vcpu.get_lapic().map_err(kvm("read the local APIC"))?,
+        mp_state: vcpu.get_mp_state().map_err(kvm("read the run state"))?,
     })
 }
 
@@ -163,6 +221,8 @@ pub fn set_vcpu(vcpu: &VcpuFd, state: &VcpuState) -> Result<()> {
     let kvm = |what: &'static str| Error::kvm(what);
     vcpu.set_sregs(&state.sregs)
         .map_err(kvm("set segment registers"))?;
+    vcpu.set_lapic(&state.lapic)
+        .map_err(kvm("set the local APIC"))?;
     vcpu.set_regs(&state.regs).map_err(kvm("set registers"))?;
     // SAFETY: a kvm_xsave read from KVM (checked by the snapshot's
     // checksum), of the size the ioctl takes.
@@ -180,7 +240,9 @@ pub fn set_vcpu(vcpu: &VcpuFd, state: &VcpuState) -> Result<()> {
     vcpu.set_vcpu_events(&state.events)
         .map_err(kvm("set pending events"))?;
     vcpu.set_debug_regs(&state.debugregs)
-        .map_err(kvm("set debug registers"))
+        .map_err(kvm("set debug registers"))?;
+    vcpu.set_mp_state(state.mp_state)
+        .map_err(kvm("set the run state"))
 }
 
 fn io(what: String) -> impl FnOnce(std::io::Error) -> Error {
@@ -188,7 +250,7 @@ fn io(what: String) -> impl FnOnce(std::io::Error) -> Error {
 }
 
 /// Writes a snapshot to `dir` (a new directory): see the module's text.
-pub fn write(dir: &Path, meta: &Meta, vcpus: &[VcpuState], memory: &Memory) -> Result<()> {
+pub fn write(dir: &Path, meta: &Meta, saved: &Saved, memory: &Memory) -> Result<()> {
     if dir.exists() {
         return Err(Error::invalid(format!(
             "{} exists: a snapshot goes to a new directory",
@@ -211,7 +273,7 @@ pub fn write(dir: &Path, meta: &Meta, vcpus: &[VcpuState], memory: &Memory) -> R
     fs::create_dir(&temp).map_err(Error::path("create", &temp))?;
     let result = (|| {
         write_memory(&temp.join("memory"), meta, memory)?;
-        write_parts(&temp, meta, vcpus)?;
+        write_parts(&temp, meta, saved)?;
         fs::rename(&temp, dir).map_err(io(format!("rename the snapshot to {}", dir.display())))?;
         sync_dir(parent)
     })();
@@ -223,8 +285,8 @@ pub fn write(dir: &Path, meta: &Meta, vcpus: &[VcpuState], memory: &Memory) -> R
 
 /// Writes `vcpus.json` and then `snapshot.json` into `dir` (whose
 /// `memory` is written), and syncs the directory.
-pub fn write_parts(dir: &Path, meta: &Meta, vcpus: &[VcpuState]) -> Result<()> {
-    let states = serde_json::to_vec(vcpus).expect("vCPU states serialize");
+pub fn write_parts(dir: &Path, meta: &Meta, saved: &Saved) -> Result<()> {
+    let states = serde_json::to_vec(saved).expect("vCPU states serialize");
     write_file(&dir.join("vcpus.json"), &states)?;
     let mut meta = meta.clone();
     meta.vcpus_sha256 = hex::encode(Sha256::digest(&states));
@@ -274,7 +336,7 @@ fn write_memory(path: &Path, meta: &Meta, memory: &Memory) -> Result<()> {
 /// A snapshot read back and checked, its memory mapped.
 pub struct Loaded {
     pub meta: Meta,
-    pub vcpus: Vec<VcpuState>,
+    pub saved: Saved,
     pub memory: Memory,
 }
 
@@ -323,12 +385,12 @@ pub fn read(dir: &Path, kvm: &Kvm) -> Result<Loaded> {
             "vcpus.json does not match its checksum (it is corrupt)".into(),
         ));
     }
-    let vcpus: Vec<VcpuState> = serde_json::from_slice(&states)
+    let saved: Saved = serde_json::from_slice(&states)
         .map_err(|e| refuse(format!("vcpus.json is corrupt ({e})")))?;
-    if vcpus.len() != meta.vcpus as usize {
+    if saved.vcpus.len() != meta.vcpus as usize {
         return Err(refuse(format!(
             "it has {} vCPU states for {} vCPUs",
-            vcpus.len(),
+            saved.vcpus.len(),
             meta.vcpus
         )));
     }
@@ -365,7 +427,7 @@ pub fn read(dir: &Path, kvm: &Kvm) -> Result<Loaded> {
         .map_err(|e| refuse(format!("its memory regions overlap ({e})")))?;
     Ok(Loaded {
         meta,
-        vcpus,
+        saved,
         memory,
     })
 }

@@ -179,8 +179,9 @@ pub struct Controller {
     memory: Memory,
     meta: snapshot::Meta,
     fd: Arc<VmFd>,
-    /// virtio devices whose state a snapshot does not carry yet.
-    devices: usize,
+    /// Its devices (virtio ones, whose state a snapshot does not carry
+    /// yet, refuse snapshots).
+    devices: Arc<Devices>,
     balloon: Option<Arc<crate::devices::virtio::balloon::Control>>,
 }
 
@@ -252,7 +253,7 @@ impl Controller {
     }
 
     fn refuse_devices(&self, what: &str) -> Result<()> {
-        if self.devices > 0 {
+        if self.devices.virtio_count() > 0 {
             return Err(Error::invalid(format!(
                 "a VM with disks cannot be {what} yet (their queues' state is not saved)"
             )));
@@ -273,6 +274,8 @@ impl Controller {
         balloon
             .target_pages
             .store(pages, std::sync::atomic::Ordering::SeqCst);
+        // A driver waiting on its interrupt rereads the target.
+        self.devices.config_changed(5);
         Ok(())
     }
 
@@ -295,8 +298,15 @@ impl Controller {
     }
 
     fn snapshot_paused(&self, dir: &std::path::Path) -> Result<()> {
-        let vcpus = self.save_states()?;
-        snapshot::write(dir, &self.meta, &vcpus, &self.memory)
+        snapshot::write(dir, &self.meta, &self.saved()?, &self.memory)
+    }
+
+    /// The paused VM's vCPUs and interrupt controllers.
+    fn saved(&self) -> Result<snapshot::Saved> {
+        Ok(snapshot::Saved {
+            vcpus: self.save_states()?,
+            chips: snapshot::get_chips(&self.fd)?,
+        })
     }
 
     /// Each (parked) vCPU's state, read by its own thread.
@@ -363,8 +373,8 @@ impl crate::migrate::Source for Controller {
         Controller::resume(self)
     }
 
-    fn vcpu_states(&self) -> Result<Vec<VcpuState>> {
-        self.save_states()
+    fn saved_state(&self) -> Result<snapshot::Saved> {
+        self.saved()
     }
 }
 
@@ -432,6 +442,16 @@ fn check_size(vcpus: u32, memory: u64, kvm: &Kvm) -> Result<()> {
 fn make(kvm: Kvm, memory: &Memory, vcpus: u32) -> Result<Parts> {
     let fd = kvm.create_vm().map_err(Error::kvm("create a VM"))?;
     memory::register(&fd, memory)?;
+    // KVM's interrupt controllers (PICs, I/O APIC, a local APIC per vCPU)
+    // and PIT, as on a PC: devices raise GSIs through irqfds, and a
+    // halted vCPU sleeps in KVM until an interrupt wakes it.
+    fd.create_irq_chip()
+        .map_err(Error::kvm("create the interrupt controllers"))?;
+    let pit = kvm_bindings::kvm_pit_config {
+        flags: kvm_bindings::KVM_PIT_SPEAKER_DUMMY,
+        ..Default::default()
+    };
+    fd.create_pit2(pit).map_err(Error::kvm("create the PIT"))?;
     // Intel's VMX needs a TSS area below 4 GiB outside RAM; harmless
     // elsewhere.
     let _ = fd.set_tss_address(0xfffb_d000);
@@ -518,8 +538,16 @@ impl Vm {
         let parts = make(kvm, &memory, config.vcpus)?;
         for (index, vcpu) in parts.vcpus.iter().enumerate() {
             boot::configure_vcpu(vcpu, index as u32, entry)?;
+            // Every vCPU runs from the entry at once (with a local APIC,
+            // KVM would hold all but the first for an INIT/SIPI).
+            vcpu.set_mp_state(kvm_bindings::kvm_mp_state {
+                mp_state: kvm_bindings::KVM_MP_STATE_RUNNABLE,
+            })
+            .map_err(Error::kvm(format!("start vCPU {index}")))?;
         }
-        let mut vm = Vm::assemble(parts, memory, Devices::with_virtio(console, devices), meta);
+        let devices = Devices::with_virtio(console, devices);
+        devices.connect_interrupts(&parts.fd)?;
+        let mut vm = Vm::assemble(parts, memory, devices, meta);
         vm.balloon = balloon;
         Ok(vm)
     }
@@ -532,16 +560,14 @@ impl Vm {
         let loaded = snapshot::read(dir, &kvm)?;
         check_size(loaded.meta.vcpus, loaded.meta.memory, &kvm)?;
         let parts = make(kvm, &loaded.memory, loaded.meta.vcpus)?;
-        for (index, (vcpu, state)) in parts.vcpus.iter().zip(&loaded.vcpus).enumerate() {
+        snapshot::set_chips(&parts.fd, &loaded.saved.chips)?;
+        for (index, (vcpu, state)) in parts.vcpus.iter().zip(&loaded.saved.vcpus).enumerate() {
             snapshot::set_vcpu(vcpu, state)
                 .map_err(|e| Error::Msg(format!("restore vCPU {index}: {e}")))?;
         }
-        Ok(Vm::assemble(
-            parts,
-            loaded.memory,
-            Devices::new(console),
-            loaded.meta,
-        ))
+        let devices = Devices::new(console);
+        devices.connect_interrupts(&parts.fd)?;
+        Ok(Vm::assemble(parts, loaded.memory, devices, loaded.meta))
     }
 
     fn assemble(parts: Parts, memory: Memory, devices: Devices, meta: snapshot::Meta) -> Vm {
@@ -569,7 +595,7 @@ impl Vm {
             memory: self.memory.clone(),
             meta: self.meta.clone(),
             fd: self.fd.clone(),
-            devices: self.devices.virtio_count(),
+            devices: self.devices.clone(),
             balloon: self.balloon.clone(),
         }
     }

@@ -26,12 +26,34 @@ pub enum Request {
     Panic,
 }
 
-/// The serial port's interrupt line: none yet (guests poll).
-struct NoInterrupt;
+/// The serial port's interrupt line (GSI 4, as on a PC).
+pub const SERIAL_GSI: u32 = 4;
+/// The first virtio device's interrupt line; the next ones follow.
+pub const VIRTIO_GSI: u32 = 5;
 
-impl Trigger for NoInterrupt {
+/// An interrupt line: an eventfd KVM turns into an edge on a GSI (an
+/// irqfd) once [`Devices::connect_interrupts`] has registered it.
+pub struct Interrupt(EventFd);
+
+impl Interrupt {
+    fn new() -> Interrupt {
+        Interrupt(
+            EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)
+                .expect("an eventfd (the kernel has them since 2.6.27)"),
+        )
+    }
+
+    /// Raises the line (a guest with the line masked, or a VM without an
+    /// irqchip, sees nothing: it polls).
+    pub fn raise(&self) {
+        let _ = self.0.write(1);
+    }
+}
+
+impl Trigger for Interrupt {
     type E = std::io::Error;
     fn trigger(&self) -> std::io::Result<()> {
+        self.raise();
         Ok(())
     }
 }
@@ -40,7 +62,7 @@ impl Trigger for NoInterrupt {
 pub type Console = Box<dyn Write + Send>;
 
 pub struct Devices {
-    serial: Mutex<Serial<NoInterrupt, NoEvents, Console>>,
+    serial: Mutex<Serial<Interrupt, NoEvents, Console>>,
     /// virtio devices, one MMIO window each from `virtio::MMIO_BASE`.
     virtio: Vec<Mutex<virtio::mmio::Transport>>,
     /// Written when the guest notifies or sets up a device with an I/O
@@ -55,13 +77,46 @@ impl Devices {
 
     pub fn with_virtio(console: Console, devices: Vec<Box<dyn virtio::Device>>) -> Devices {
         Devices {
-            serial: Mutex::new(Serial::new(NoInterrupt, console)),
+            serial: Mutex::new(Serial::new(Interrupt::new(), console)),
             virtio: devices
                 .into_iter()
-                .map(|d| Mutex::new(virtio::mmio::Transport::new(d)))
+                .map(|d| Mutex::new(virtio::mmio::Transport::new(d, Interrupt::new())))
                 .collect(),
             wake: EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)
                 .expect("an eventfd (the kernel has them since 2.6.27)"),
+        }
+    }
+
+    /// Wires each device's interrupt line to its GSI in KVM's irqchip
+    /// (the serial port at 4, virtio device `i` at 5 + `i`).
+    pub fn connect_interrupts(&self, fd: &kvm_ioctls::VmFd) -> crate::error::Result<()> {
+        let serial = self
+            .serial
+            .lock()
+            .expect("the serial lock is never poisoned");
+        fd.register_irqfd(&serial.interrupt_evt().0, SERIAL_GSI)
+            .map_err(crate::error::Error::kvm(
+                "connect the serial port's interrupt",
+            ))?;
+        for (i, device) in self.virtio.iter().enumerate() {
+            let device = device.lock().expect("a device lock is never poisoned");
+            fd.register_irqfd(&device.interrupt().0, VIRTIO_GSI + i as u32)
+                .map_err(crate::error::Error::kvm(
+                    "connect a virtio device's interrupt",
+                ))?;
+        }
+        Ok(())
+    }
+
+    /// Tells the driver of the first device of `device_type` that its
+    /// configuration changed (a balloon's new target).
+    pub fn config_changed(&self, device_type: u32) {
+        for device in &self.virtio {
+            let mut device = device.lock().expect("a device lock is never poisoned");
+            if device.device_type() == device_type {
+                device.config_changed();
+                return;
+            }
         }
     }
 

@@ -18,6 +18,7 @@ const STATUS_FAILED: u32 = 128;
 
 pub struct Transport {
     device: Box<dyn Device>,
+    interrupt: crate::devices::Interrupt,
     queues: Vec<Queue>,
     queue_select: u32,
     device_features_select: u32,
@@ -28,7 +29,7 @@ pub struct Transport {
 }
 
 impl Transport {
-    pub fn new(device: Box<dyn Device>) -> Transport {
+    pub fn new(device: Box<dyn Device>, interrupt: crate::devices::Interrupt) -> Transport {
         let queues = device
             .queue_sizes()
             .into_iter()
@@ -36,6 +37,7 @@ impl Transport {
             .collect();
         Transport {
             device,
+            interrupt,
             queues,
             queue_select: 0,
             device_features_select: 0,
@@ -43,6 +45,28 @@ impl Transport {
             driver_features: 0,
             status: 0,
             interrupt_status: 0,
+        }
+    }
+
+    pub fn interrupt(&self) -> &crate::devices::Interrupt {
+        &self.interrupt
+    }
+
+    pub fn device_type(&self) -> u32 {
+        self.device.device_type()
+    }
+
+    /// Marks `bit` in the interrupt status (1: used buffers, 2: the
+    /// configuration changed) and raises the device's line.
+    fn signal(&mut self, bit: u32) {
+        self.interrupt_status |= bit;
+        self.interrupt.raise();
+    }
+
+    /// The device's configuration changed (the driver rereads it).
+    pub fn config_changed(&mut self) {
+        if self.status & STATUS_DRIVER_OK != 0 {
+            self.signal(2);
         }
     }
 
@@ -69,7 +93,7 @@ impl Transport {
         };
         let io = self.device.serve_io(queue, memory);
         if io.used {
-            self.interrupt_status |= 1;
+            self.signal(1);
         }
         io
     }
@@ -194,8 +218,8 @@ impl Transport {
             return;
         }
         if self.device.serve(index, queue, memory) {
-            // "Used buffer" (the driver may poll it or the used ring).
-            self.interrupt_status |= 1;
+            // "Used buffer" (the driver may also poll the used ring).
+            self.signal(1);
         }
     }
 }

@@ -9,8 +9,10 @@
 //! watch ([`Device::io_fd`]) and fills its receive queue when it is
 //! readable, or the guest notified it ([`Device::serve_io`]).
 //!
-//! Interrupts are not delivered yet (the VM has no interrupt controller):
-//! a driver polls the used ring, as keel's test guest does.
+//! Each device raises its own line (GSI 5 + its index, through an irqfd
+//! into KVM's I/O APIC) when it used buffers or its configuration
+//! changed; a driver may also poll the used ring, as most of keel's test
+//! guest's modes do.
 
 pub mod balloon;
 pub mod blk;

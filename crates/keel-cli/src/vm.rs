@@ -207,9 +207,13 @@ pub struct RunArgs {
     /// Guest memory (e.g. 256m, 2g); reserved lazily on the host
     #[arg(short, long, default_value = "128m")]
     pub memory: String,
-    /// The guest to boot: keel's own guest format (a static x86-64 ELF)
+    /// The guest to boot: a Linux kernel (bzImage or vmlinux), or keel's
+    /// own guest format (a static x86-64 ELF)
     #[arg(long)]
     pub kernel: PathBuf,
+    /// An initrd for a Linux kernel
+    #[arg(long)]
+    pub initrd: Option<PathBuf>,
     /// The guest's command line
     #[arg(long, default_value = "")]
     pub cmdline: String,
@@ -394,6 +398,7 @@ pub fn run(ctx: &Context, command: &VmCommand) -> Result<i32> {
                 vcpus: 0,
                 memory: 0,
                 kernel: PathBuf::new(),
+                initrd: None,
                 cmdline: String::new(),
                 console: console_mode(args.start.console.as_deref(), args.start.detach)?,
                 restored_from: None,
@@ -559,6 +564,14 @@ fn run_vm(ctx: &Context, store: &Store, args: &RunArgs) -> Result<i32> {
     if !kernel.is_file() {
         bail!("the kernel {} is not a file", kernel.display());
     }
+    if std::path::Path::new("/sys/module/kvm_pvm").exists()
+        && std::fs::read(&kernel).is_ok_and(|image| keel_vm::linux::is_linux(&image))
+    {
+        eprintln!(
+            "keel: warning: this host's /dev/kvm is PVM (software KVM): unmodified Linux stops \
+             under it with a KVM internal error (a vmlinux) or spins in its decompressor (a bzImage)"
+        );
+    }
     let disks = args
         .disks
         .iter()
@@ -578,6 +591,14 @@ fn run_vm(ctx: &Context, store: &Store, args: &RunArgs) -> Result<i32> {
         vcpus: args.cpus,
         memory,
         kernel,
+        initrd: args
+            .initrd
+            .as_ref()
+            .map(|path| {
+                std::fs::canonicalize(path)
+                    .with_context(|| format!("the initrd {}", path.display()))
+            })
+            .transpose()?,
         cmdline: args.cmdline.clone(),
         console,
         restored_from: None,
@@ -635,6 +656,7 @@ fn restore(ctx: &Context, store: &Store, args: &RestoreArgs) -> Result<i32> {
         vcpus: meta.vcpus,
         memory: meta.memory,
         kernel: dir.clone(),
+        initrd: None,
         cmdline: meta.cmdline,
         console: console_mode(args.start.console.as_deref(), args.start.detach)?,
         restored_from: Some(dir),
@@ -794,6 +816,8 @@ fn run_vmm(
         .stdin(Stdio::null());
     if detach {
         command.stdout(Stdio::null());
+    } else {
+        command.arg("--foreground");
     }
     let tap_fd = tap.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
     if tap_fd.is_some() {
@@ -831,8 +855,25 @@ fn run_vmm(
         let state = read_state(store, &spec.id);
         return match status.code() {
             Some(125) => Err(start_failure(store, spec, &state)),
-            Some(code) => Ok(code),
-            None => Ok(137),
+            Some(code) => {
+                // A guest that did not power off: how it ended (the VMM's
+                // own words are in its log).
+                if !matches!(code, 0 | 143)
+                    && let Some(reason) = &state.reason
+                {
+                    eprintln!("keel: VM {}: {reason}", spec.name);
+                }
+                if spec.auto_remove {
+                    let _ = store.remove(&spec.id);
+                }
+                Ok(code)
+            }
+            None => {
+                if spec.auto_remove {
+                    let _ = store.remove(&spec.id);
+                }
+                Ok(137)
+            }
         };
     }
     // Detached: wait until the guest runs (or could not start).
@@ -909,7 +950,7 @@ fn stop(store: &Store, vm: &Vm, timeout: Duration) -> Result<()> {
     signal(vm, libc::SIGTERM)?;
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
-        if !alive(vm) {
+        if gone(vm) {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -920,7 +961,7 @@ fn stop(store: &Store, vm: &Vm, timeout: Duration) -> Result<()> {
 fn kill(store: &Store, vm: &Vm) -> Result<()> {
     signal(vm, libc::SIGKILL)?;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while alive(vm) {
+    while !gone(vm) {
         if Instant::now() > deadline {
             bail!(
                 "VM {}'s VMM (pid {}) did not die",
@@ -941,6 +982,21 @@ fn kill(store: &Store, vm: &Vm) -> Result<()> {
 
 fn alive(vm: &Vm) -> bool {
     keel_runtime::util::process_alive(vm.state.pid, vm.state.pid_start)
+}
+
+/// Whether the VMM has let go of everything it held (its disks' locks,
+/// its tap, its sockets): not only its main thread dead, but every one
+/// (a vCPU thread may take a moment to leave KVM).
+fn gone(vm: &Vm) -> bool {
+    if alive(vm) {
+        return false;
+    }
+    match std::fs::read_dir(format!("/proc/{}/task", vm.state.pid)) {
+        // A zombie main thread keeps its entry; others still listed are
+        // threads still exiting.
+        Ok(tasks) => tasks.count() <= 1,
+        Err(_) => true,
+    }
 }
 
 fn signal(vm: &Vm, signal: i32) -> Result<()> {
@@ -1037,6 +1093,7 @@ fn value(vm: &Vm) -> serde_json::Value {
         "Memory": vm.spec.memory,
         "MemoryResident": resident,
         "Kernel": vm.spec.kernel,
+        "Initrd": vm.spec.initrd,
         "Cmdline": vm.spec.cmdline,
         "Console": vm.spec.console,
         "RestoredFrom": vm.spec.restored_from,

@@ -403,6 +403,11 @@ fn vms_may_be_assigned_more_memory_than_the_host_has() {
 #[test]
 fn bad_input_gets_one_clear_error_and_leaves_nothing() {
     let keel = Keel::new();
+    // A bzImage's signature on what is not a kernel.
+    let fake_bzimage = keel.temp.path().join("vmlinuz");
+    let mut bytes = vec![0u8; 4096];
+    bytes[0x202..0x206].copy_from_slice(b"HdrS");
+    std::fs::write(&fake_bzimage, &bytes).unwrap();
     let cases: &[(&[&str], &str)] = &[
         (
             &["vm", "run", "--kernel", "/etc/passwd"],
@@ -435,6 +440,18 @@ fn bad_input_gets_one_clear_error_and_leaves_nothing() {
         (
             &["vm", "run", "--name", "no/slash", "--kernel", GUEST],
             "Error: Invalid VM name (no/slash)",
+        ),
+        (
+            &["vm", "run", "--kernel", GUEST, "--initrd", "/etc/hostname"],
+            "is in keel's own guest format",
+        ),
+        (
+            &["vm", "run", "--kernel", fake_bzimage.to_str().unwrap()],
+            "is not a kernel keel can boot",
+        ),
+        (
+            &["vm", "run", "--kernel", GUEST, "--initrd", "/nonexistent"],
+            "Error: the initrd /nonexistent: No such file or directory",
         ),
     ];
     for (args, expected) in cases {

@@ -187,7 +187,16 @@ pub fn write_boot_info(memory: &Memory, vcpus: u32, cmdline: &str, devices: u32)
 /// Identity-maps the first `max(4 GiB, end of RAM)` with 2 MiB pages.
 pub fn write_page_tables(memory: &Memory) -> Result<()> {
     let (_, high_end) = memory::ends(memory);
-    let gib = high_end.max(1 << 32).div_ceil(1 << 30);
+    map_first_gib(memory, high_end.max(1 << 32).div_ceil(1 << 30))
+}
+
+/// Identity-maps the first 4 GiB (a Linux kernel makes its own tables
+/// for the rest).
+pub fn write_low_page_tables(memory: &Memory) -> Result<()> {
+    map_first_gib(memory, 4)
+}
+
+fn map_first_gib(memory: &Memory, gib: u64) -> Result<()> {
     if PD + gib * 4096 > PD_END {
         return Err(Error::invalid(format!(
             "keel's guest format maps at most {} GiB of memory",
@@ -259,6 +268,12 @@ const EFER_LMA: u64 = 1 << 10;
 
 /// Puts vCPU `index` at `entry` in 64-bit mode (the contract above).
 pub fn configure_vcpu(vcpu: &VcpuFd, index: u32, entry: u64) -> Result<()> {
+    enter_long_mode(vcpu, entry, u64::from(index), BOOT_INFO)
+}
+
+/// Puts a vCPU at `entry` in 64-bit mode on the identity page tables, with
+/// `rdi` and `rsi` set (Linux's 64-bit boot protocol: `rsi` the zero page).
+pub fn enter_long_mode(vcpu: &VcpuFd, entry: u64, rdi: u64, rsi: u64) -> Result<()> {
     let mut sregs: kvm_sregs = vcpu
         .get_sregs()
         .map_err(Error::kvm("read vCPU registers"))?;
@@ -292,8 +307,8 @@ pub fn configure_vcpu(vcpu: &VcpuFd, index: u32, entry: u64) -> Result<()> {
         .map_err(Error::kvm("set vCPU FPU state"))?;
     let regs = kvm_regs {
         rip: entry,
-        rdi: u64::from(index),
-        rsi: BOOT_INFO,
+        rdi,
+        rsi,
         rflags: 2,
         ..Default::default()
     };

@@ -5,11 +5,13 @@
 //!   much of it the host really holds;
 //! - [`boot`]: keel's own guest format (a static x86-64 ELF entered in
 //!   64-bit mode) and the vCPU state for it;
+//! - [`linux`]: Linux kernels (bzImage, vmlinux) with the x86 boot
+//!   protocol's zero page, an initrd, and [`acpi`] tables;
 //! - [`devices`]: the port-I/O devices (serial console, i8042 reset,
 //!   pvpanic);
 //! - [`disk`]: raw disk images (sparse, or ext4 of a container image);
-//! - [`vhost_user`]: keel's virtio-blk served to another VMM over
-//!   vhost-user (how Linux's own driver is tested against it here);
+//! - [`vhost_user`]: keel's virtio devices served to another VMM over
+//!   vhost-user (how Linux's own drivers are tested against them here);
 //! - [`vm`]: a VM with one thread per vCPU, run until the guest ends;
 //! - [`snapshot`]: a VM's memory and vCPU state written to a directory,
 //!   and restored from one (memory mapped lazily, copy-on-write);
@@ -25,10 +27,12 @@
 //! This machine's /dev/kvm is PVM (software KVM): keel's own guests run
 //! under it, unmodified Linux does not (see the README's VM section).
 
+pub mod acpi;
 pub mod boot;
 pub mod devices;
 pub mod disk;
 pub mod error;
+pub mod linux;
 pub mod memory;
 pub mod migrate;
 pub mod seccomp;

@@ -65,6 +65,9 @@ pub struct VmSpec {
     /// Guest RAM, bytes.
     pub memory: u64,
     pub kernel: PathBuf,
+    /// An initrd (a Linux kernel's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initrd: Option<PathBuf>,
     #[serde(default)]
     pub cmdline: String,
     pub console: ConsoleMode,
@@ -419,6 +422,7 @@ mod tests {
             incoming: None,
             network: None,
             vsock: None,
+            initrd: None,
             disks: Vec::new(),
             balloon: false,
             rng: false,

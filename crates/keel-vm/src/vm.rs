@@ -36,6 +36,8 @@ pub struct Config {
     pub net: Option<Nic>,
     /// A virtio-vsock device (after the NIC).
     pub vsock: Option<VsockConfig>,
+    /// An initrd, for a Linux kernel.
+    pub initrd: Option<PathBuf>,
 }
 
 /// A VM's vsock: its context id, and the unix socket host programs use
@@ -411,16 +413,24 @@ struct Parts {
     vcpus: Vec<VcpuFd>,
 }
 
-fn check_size(vcpus: u32, memory: u64, kvm: &Kvm) -> Result<()> {
+/// Whether KVM and the boot format allow `vcpus` and `memory` bytes
+/// (`linux`: a Linux kernel, which sets its own page tables and starts
+/// its own CPUs).
+fn check_size(vcpus: u32, memory: u64, linux: bool, kvm: &Kvm) -> Result<()> {
     let max_vcpus = kvm.get_max_vcpus() as u32;
     if vcpus == 0 || vcpus > max_vcpus {
         return Err(Error::invalid(format!(
             "{vcpus} vCPUs: KVM here allows 1 to {max_vcpus}"
         )));
     }
-    if vcpus > 32 {
+    if vcpus > 32 && !linux {
         return Err(Error::invalid(format!(
             "{vcpus} vCPUs: keel's guest format starts at most 32"
+        )));
+    }
+    if vcpus > 254 {
+        return Err(Error::invalid(format!(
+            "{vcpus} vCPUs: keel describes at most 254 (one APIC id each)"
         )));
     }
     if memory < 4 << 20 {
@@ -428,7 +438,7 @@ fn check_size(vcpus: u32, memory: u64, kvm: &Kvm) -> Result<()> {
             "{memory} bytes of memory: a VM needs at least 4 MiB"
         )));
     }
-    if memory > boot::MAX_MEMORY {
+    if memory > boot::MAX_MEMORY && !linux {
         return Err(Error::invalid(format!(
             "{} MiB of memory: keel's guest format maps at most {} GiB",
             memory >> 20,
@@ -490,7 +500,6 @@ impl Vm {
     /// Makes the VM: memory, the guest loaded, vCPUs set at its entry.
     pub fn create(config: &Config, console: Console) -> Result<Vm> {
         let kvm = open_kvm()?;
-        check_size(config.vcpus, config.memory, &kvm)?;
         let image = std::fs::read(&config.kernel)
             .map_err(Error::path("read the kernel", &config.kernel))?;
         let disks = config
@@ -528,15 +537,58 @@ impl Vm {
         if config.rng {
             devices.push(Box::new(crate::devices::virtio::rng::Rng));
         }
+        let linux = crate::linux::is_linux(&image);
+        check_size(config.vcpus, config.memory, linux, &kvm)?;
+        let initrd = match &config.initrd {
+            Some(_) if !linux => {
+                return Err(Error::invalid(format!(
+                    "an initrd goes with a Linux kernel; {} is in keel's own guest format",
+                    config.kernel.display()
+                )));
+            }
+            Some(path) => Some(std::fs::read(path).map_err(Error::path("read the initrd", path))?),
+            None => None,
+        };
         let memory = memory::create(config.memory)?;
         let what = config.kernel.display().to_string();
-        let entry = boot::load_elf(&memory, &image, &what)?;
-        boot::write_page_tables(&memory)?;
+        let entry = if linux {
+            let windows: Vec<crate::acpi::MmioDevice> = (0..devices.len())
+                .map(|i| crate::acpi::MmioDevice {
+                    base: crate::devices::virtio::MMIO_BASE
+                        + i as u64 * crate::devices::virtio::MMIO_SIZE,
+                    size: crate::devices::virtio::MMIO_SIZE,
+                    gsi: crate::devices::VIRTIO_GSI + i as u32,
+                })
+                .collect();
+            let entry = crate::linux::load(
+                &memory,
+                &image,
+                initrd.as_deref(),
+                &config.cmdline,
+                config.vcpus,
+                &windows,
+                &what,
+            )?;
+            boot::write_low_page_tables(&memory)?;
+            entry
+        } else {
+            let entry = boot::load_elf(&memory, &image, &what)?;
+            boot::write_page_tables(&memory)?;
+            boot::write_boot_info(&memory, config.vcpus, &config.cmdline, devices.len() as u32)?;
+            entry
+        };
         boot::write_gdt(&memory)?;
-        boot::write_boot_info(&memory, config.vcpus, &config.cmdline, devices.len() as u32)?;
         let meta = snapshot::Meta::new(&kvm, config.vcpus, &memory, &config.cmdline)?;
         let parts = make(kvm, &memory, config.vcpus)?;
         for (index, vcpu) in parts.vcpus.iter().enumerate() {
+            if linux {
+                // The boot vCPU at the kernel's 64-bit entry; the others
+                // wait (KVM's local APIC) for Linux's INIT/SIPI.
+                if index == 0 {
+                    boot::enter_long_mode(vcpu, entry, 0, crate::linux::ZERO_PAGE)?;
+                }
+                continue;
+            }
             boot::configure_vcpu(vcpu, index as u32, entry)?;
             // Every vCPU runs from the entry at once (with a local APIC,
             // KVM would hold all but the first for an INIT/SIPI).
@@ -558,7 +610,7 @@ impl Vm {
     pub fn restore(dir: &std::path::Path, console: Console) -> Result<Vm> {
         let kvm = open_kvm()?;
         let loaded = snapshot::read(dir, &kvm)?;
-        check_size(loaded.meta.vcpus, loaded.meta.memory, &kvm)?;
+        check_size(loaded.meta.vcpus, loaded.meta.memory, true, &kvm)?;
         let parts = make(kvm, &loaded.memory, loaded.meta.vcpus)?;
         snapshot::set_chips(&parts.fd, &loaded.saved.chips)?;
         for (index, (vcpu, state)) in parts.vcpus.iter().zip(&loaded.saved.vcpus).enumerate() {
@@ -876,7 +928,7 @@ fn run_vcpu(index: usize, mut vcpu: VcpuFd, memory: &Memory, devices: &Devices, 
                 // the `internal` member.
                 let suberror = unsafe { vcpu.get_kvm_run().__bindgen_anon_1.internal.suberror };
                 let rip = vcpu.get_regs().map(|r| r.rip).unwrap_or(0);
-                let code = code_at(memory, rip);
+                let code = code_at(&vcpu, memory, rip);
                 Some(Ending::Failed(format!(
                     "KVM internal error on vCPU {index} at rip {rip:#x} (code {code}): {}",
                     match suberror {
@@ -899,12 +951,17 @@ fn run_vcpu(index: usize, mut vcpu: VcpuFd, memory: &Memory, devices: &Devices, 
     }
 }
 
-/// The 16 bytes of guest code at `rip` (identity-mapped), in hex: what a
-/// report of an instruction KVM could not run shows.
-fn code_at(memory: &Memory, rip: u64) -> String {
+/// The 16 bytes of guest code at `rip`, in hex (found through the
+/// guest's page tables): what a report of an instruction KVM could not
+/// run shows.
+fn code_at(vcpu: &VcpuFd, memory: &Memory, rip: u64) -> String {
     use vm_memory::Bytes;
+    let physical = match vcpu.translate_gva(rip) {
+        Ok(t) if t.valid != 0 => t.physical_address,
+        _ => rip,
+    };
     let mut bytes = [0u8; 16];
-    match memory.read_slice(&mut bytes, vm_memory::GuestAddress(rip)) {
+    match memory.read_slice(&mut bytes, vm_memory::GuestAddress(physical)) {
         Ok(()) => bytes
             .iter()
             .map(|b| format!("{b:02x}"))

@@ -43,6 +43,7 @@ fn config(vcpus: u32, memory: u64, cmdline: &str) -> Config {
         rng: false,
         net: None,
         vsock: None,
+        initrd: None,
     }
 }
 

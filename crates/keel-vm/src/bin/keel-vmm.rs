@@ -37,9 +37,13 @@ fn main() {
     let mut dir = None;
     let mut control = None;
     let mut tap = None;
+    let mut foreground = false;
     while let Some(arg) = args.next() {
         match arg.to_str() {
             Some("--control") => control = args.next().map(PathBuf::from),
+            // The CLI waits for the guest and removes a --rm VM itself,
+            // once it has read how it ended.
+            Some("--foreground") => foreground = true,
             Some("--tap-fd") => {
                 let Some(fd) = args.next().and_then(|a| a.to_str()?.parse::<i32>().ok()) else {
                     usage()
@@ -57,17 +61,22 @@ fn main() {
         }
     }
     let Some(dir) = dir else { usage() };
-    std::process::exit(run(&dir, control, tap));
+    std::process::exit(run(&dir, control, tap, foreground));
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage: keel-vmm VM-DIRECTORY [--control SOCKET] [--tap-fd FD] (keel vm run starts it)"
+        "usage: keel-vmm VM-DIRECTORY [--control SOCKET] [--tap-fd FD] [--foreground] (keel vm run starts it)"
     );
     std::process::exit(2);
 }
 
-fn run(dir: &Path, control: Option<PathBuf>, tap: Option<std::os::fd::OwnedFd>) -> i32 {
+fn run(
+    dir: &Path,
+    control: Option<PathBuf>,
+    tap: Option<std::os::fd::OwnedFd>,
+    foreground: bool,
+) -> i32 {
     let (Some(id), Some(root)) = (
         dir.file_name().map(|n| n.to_string_lossy().into_owned()),
         dir.parent().and_then(Path::parent),
@@ -170,6 +179,7 @@ fn run(dir: &Path, control: Option<PathBuf>, tap: Option<std::os::fd::OwnedFd>) 
                     }
                     (None, _) => None,
                 },
+                initrd: spec.initrd.clone(),
                 vsock: spec.vsock.as_ref().map(|v| keel_vm::vm::VsockConfig {
                     cid: v.cid,
                     path: v.path.clone(),
@@ -259,6 +269,7 @@ fn run(dir: &Path, control: Option<PathBuf>, tap: Option<std::os::fd::OwnedFd>) 
         }
     }
     if spec.auto_remove
+        && !foreground
         && let Err(e) = store.remove(&id)
     {
         eprintln!("keel-vmm: --rm: {e}");

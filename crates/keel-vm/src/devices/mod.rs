@@ -214,6 +214,14 @@ impl Devices {
                 None
             }
             I8042_COMMAND if value == 0xfe => Some(Request::PowerOff),
+            // ACPI's sleep control register: SLP_EN with the S5 type
+            // (`_S5_`) is soft-off; the reset register ends the VM too.
+            crate::acpi::SLEEP_CONTROL_PORT
+                if value & 0x20 != 0 && (value >> 2) & 7 == crate::acpi::S5_TYPE =>
+            {
+                Some(Request::PowerOff)
+            }
+            crate::acpi::RESET_PORT if value == crate::acpi::RESET_VALUE => Some(Request::PowerOff),
             PVPANIC_PORT if value & 1 != 0 => Some(Request::Panic),
             _ => None,
         }
@@ -266,6 +274,14 @@ mod tests {
         );
         assert_eq!(devices.write(I8042_COMMAND, &[0x20]), None);
         assert_eq!(devices.write(PVPANIC_PORT, &[1]), Some(Request::Panic));
+        // ACPI: S5 through the sleep control register, and the reset.
+        assert_eq!(
+            devices.write(0x3c0, &[(5 << 2) | 0x20]),
+            Some(Request::PowerOff)
+        );
+        assert_eq!(devices.write(0x3c0, &[5 << 2]), None);
+        assert_eq!(devices.write(0x3c0, &[(3 << 2) | 0x20]), None);
+        assert_eq!(devices.write(0x3c2, &[1]), Some(Request::PowerOff));
         let mut nothing = [0u8; 2];
         devices.read(0x1234, &mut nothing);
         assert_eq!(nothing, [0xff, 0xff]);

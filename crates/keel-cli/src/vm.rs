@@ -195,6 +195,14 @@ pub struct StartArgs {
     /// [default: tty in the foreground, file with -d]
     #[arg(long)]
     pub console: Option<String>,
+    /// Keep standard input open and send it to the guest's serial port
+    /// (Ctrl-] stops the VM)
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// With -i on a terminal: pass keys through raw (Ctrl-C goes to the
+    /// guest)
+    #[arg(short, long)]
+    pub tty: bool,
 }
 
 #[derive(Args, Debug)]
@@ -682,6 +690,9 @@ fn start(
     network: Option<&str>,
 ) -> Result<i32> {
     vmm_binary()?;
+    if how.interactive && how.detach {
+        bail!("-i: a detached VM has no standard input to read (run it in the foreground)");
+    }
     let id = keel_engine::engine::random_id()?;
     let seed = u64::from_str_radix(&id[..16], 16).unwrap_or(0);
     spec.id = id;
@@ -788,6 +799,37 @@ fn leave_network(ctx: &Context, id: &str) {
     }
 }
 
+/// The terminal on standard input in raw mode, restored on drop.
+struct RawTerminal(libc::termios);
+
+impl RawTerminal {
+    fn enter() -> Option<RawTerminal> {
+        // SAFETY: termios calls on fd 0 with structs we own.
+        unsafe {
+            if libc::isatty(0) != 1 {
+                return None;
+            }
+            let mut saved: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(0, &mut saved) != 0 {
+                return None;
+            }
+            let mut raw = saved;
+            libc::cfmakeraw(&mut raw);
+            // Output stays as the guest sends it (a guest sends \r\n).
+            raw.c_oflag = saved.c_oflag;
+            libc::tcsetattr(0, libc::TCSANOW, &raw);
+            Some(RawTerminal(saved))
+        }
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        // SAFETY: restoring the attributes read in enter().
+        unsafe { libc::tcsetattr(0, libc::TCSANOW, &self.0) };
+    }
+}
+
 /// The fd number the VMM finds the tap at (`keel-vmm --tap-fd`).
 const TAP_FD: i32 = 3;
 
@@ -819,6 +861,13 @@ fn run_vmm(
     } else {
         command.arg("--foreground");
     }
+    if how.interactive {
+        command.arg("--stdin").stdin(Stdio::inherit());
+    }
+    // Raw keys for the guest while it runs (restored when it ends).
+    let _raw = (how.interactive && how.tty && !detach)
+        .then(RawTerminal::enter)
+        .flatten();
     let tap_fd = tap.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
     if tap_fd.is_some() {
         command.arg("--tap-fd").arg(TAP_FD.to_string());

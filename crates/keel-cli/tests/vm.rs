@@ -1125,3 +1125,59 @@ fn device_interrupts_wake_a_sleeping_guest() {
     );
     keel.ok(&["vm", "rm", "irq"]);
 }
+
+#[test]
+fn dash_i_types_into_the_guests_serial_console() {
+    use std::io::Write;
+    let keel = Keel::new();
+    let mut child = keel
+        .command(&[
+            "vm",
+            "run",
+            "--rm",
+            "-i",
+            "--kernel",
+            GUEST,
+            "--cmdline",
+            "echo",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"hello there\nsecond line\n").unwrap();
+    stdin.write_all(b"poweroff\n").unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "echo: type a line\necho: hello there\necho: second line\necho: bye\n"
+    );
+    // Ctrl-] stops the VM (the guest would wait for ever).
+    let mut child = keel
+        .command(&[
+            "vm",
+            "run",
+            "--rm",
+            "-i",
+            "--kernel",
+            GUEST,
+            "--cmdline",
+            "echo",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"abc\x1d").unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(143));
+    // A detached VM has no standard input.
+    let error = keel.fails(&["vm", "run", "-d", "-i", "--kernel", GUEST], 125);
+    assert!(
+        error.contains("a detached VM has no standard input"),
+        "{error}"
+    );
+    assert!(keel.statuses().is_empty());
+}

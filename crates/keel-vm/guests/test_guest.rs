@@ -24,6 +24,8 @@
 //!   virtio-vsock (`guests/vsock.rs`);
 //! - `irq`: takes its devices' interrupts (IDT, local APIC, I/O APIC):
 //!   the rng's used-buffer interrupt, then the balloon's config change;
+//! - `echo`: reads lines typed at the serial console, prints each back
+//!   (`echo: LINE`), powers off at `poweroff`;
 //! - `spin`: loops for ever, printing nothing;
 //! - `panic`: prints a message and signals a panic (pvpanic, port 0x505);
 //! - `triple-fault`: takes an exception with no IDT (the CPU resets).
@@ -361,6 +363,7 @@ extern "C" fn guest_main(cpu: u64, info: *const BootInfo) -> ! {
         b"net" => net::run(info, cmdline),
         b"vsock" => vsock::run(info, cmdline),
         b"irq" => irq(info),
+        b"echo" => echo(),
         b"fill-count" => {
             fill(info);
             count()
@@ -955,4 +958,45 @@ fn irq(info: &BootInfo) -> ! {
         print(b" pages\n");
     }
     power_off()
+}
+
+/// The serial port's next received byte (polling its line status).
+fn read_byte() -> u8 {
+    loop {
+        let status: u8;
+        // SAFETY: port I/O on the serial port's registers.
+        unsafe { core::arch::asm!("in al, dx", out("al") status, in("dx") 0x3fdu16) };
+        if status & 1 != 0 {
+            let byte: u8;
+            // SAFETY: as above: the receive buffer.
+            unsafe { core::arch::asm!("in al, dx", out("al") byte, in("dx") 0x3f8u16) };
+            return byte;
+        }
+        core::hint::spin_loop();
+    }
+}
+
+fn echo() -> ! {
+    print(b"echo: type a line\n");
+    let mut line = [0u8; 128];
+    let mut n = 0;
+    loop {
+        let byte = read_byte();
+        if byte == b'\n' || byte == b'\r' {
+            if n == 0 {
+                continue;
+            }
+            if &line[..n] == b"poweroff" {
+                print(b"echo: bye\n");
+                power_off();
+            }
+            print(b"echo: ");
+            print(&line[..n]);
+            print(b"\n");
+            n = 0;
+        } else if n < line.len() {
+            line[n] = byte;
+            n += 1;
+        }
+    }
 }

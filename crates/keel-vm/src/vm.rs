@@ -656,6 +656,40 @@ impl Vm {
         &self.memory
     }
 
+    /// Feeds what `input` reads to the guest's serial port, from a thread
+    /// of its own, until it ends; Ctrl-] (0x1d) stops the VM, as a
+    /// console's escape.
+    pub fn attach_input(&self, mut input: impl std::io::Read + Send + 'static) -> Result<()> {
+        let devices = self.devices.clone();
+        let shared = self.shared.clone();
+        std::thread::Builder::new()
+            .name("console".into())
+            .spawn(move || {
+                let mut buffer = [0u8; 256];
+                loop {
+                    let n = match input.read(&mut buffer) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    let mut bytes = &buffer[..n];
+                    if let Some(escape) = bytes.iter().position(|&b| b == 0x1d) {
+                        bytes = &bytes[..escape];
+                        feed(&devices, &shared, bytes);
+                        shared.end(Ending::Stopped);
+                        return;
+                    }
+                    if !feed(&devices, &shared, bytes) {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| Error::Io {
+                what: "start the console thread".into(),
+                source: e,
+            })?;
+        Ok(())
+    }
+
     /// Runs the guest until it ends; how it ended.
     pub fn run(&mut self) -> Result<Ending> {
         install_kick_handler()?;
@@ -736,6 +770,22 @@ impl Vm {
         self.devices.flush();
         Ok(ending)
     }
+}
+
+/// Puts `bytes` into the serial port's FIFO as it empties (a guest reads
+/// 16 bytes at a time); false once the VM has ended.
+fn feed(devices: &Devices, shared: &Shared, mut bytes: &[u8]) -> bool {
+    while !bytes.is_empty() {
+        if shared.lock().ending.is_some() {
+            return false;
+        }
+        let taken = devices.input(bytes);
+        bytes = &bytes[taken..];
+        if taken == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    true
 }
 
 /// The I/O thread: serves what the devices' files bring (frames on a

@@ -38,12 +38,15 @@ fn main() {
     let mut control = None;
     let mut tap = None;
     let mut foreground = false;
+    let mut stdin = false;
     while let Some(arg) = args.next() {
         match arg.to_str() {
             Some("--control") => control = args.next().map(PathBuf::from),
             // The CLI waits for the guest and removes a --rm VM itself,
             // once it has read how it ended.
             Some("--foreground") => foreground = true,
+            // Standard input goes to the guest's serial port.
+            Some("--stdin") => stdin = true,
             Some("--tap-fd") => {
                 let Some(fd) = args.next().and_then(|a| a.to_str()?.parse::<i32>().ok()) else {
                     usage()
@@ -61,12 +64,12 @@ fn main() {
         }
     }
     let Some(dir) = dir else { usage() };
-    std::process::exit(run(&dir, control, tap, foreground));
+    std::process::exit(run(&dir, control, tap, foreground, stdin));
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage: keel-vmm VM-DIRECTORY [--control SOCKET] [--tap-fd FD] [--foreground] (keel vm run starts it)"
+        "usage: keel-vmm VM-DIRECTORY [--control SOCKET] [--tap-fd FD] [--foreground] [--stdin] (keel vm run starts it)"
     );
     std::process::exit(2);
 }
@@ -76,6 +79,7 @@ fn run(
     control: Option<PathBuf>,
     tap: Option<std::os::fd::OwnedFd>,
     foreground: bool,
+    stdin: bool,
 ) -> i32 {
     let (Some(id), Some(root)) = (
         dir.file_name().map(|n| n.to_string_lossy().into_owned()),
@@ -229,6 +233,9 @@ fn run(
     if std::env::var_os("KEEL_VMM_NO_SECCOMP").is_none()
         && let Err(e) = keel_vm::seccomp::confine()
     {
+        return fail(e.to_string());
+    }
+    if stdin && let Err(e) = vm.attach_input(std::io::stdin()) {
         return fail(e.to_string());
     }
     let controller = vm.controller();

@@ -227,6 +227,16 @@ impl Devices {
         }
     }
 
+    /// Bytes typed at the console for the guest: as many as the serial
+    /// port's receive FIFO takes now (it raises its interrupt).
+    pub fn input(&self, bytes: &[u8]) -> usize {
+        self.serial
+            .lock()
+            .expect("the serial lock is never poisoned")
+            .enqueue_raw_bytes(bytes)
+            .unwrap_or(0)
+    }
+
     /// Flushes the console.
     pub fn flush(&self) {
         let _ = self

@@ -657,7 +657,7 @@ fn restore(ctx: &Context, store: &Store, args: &RestoreArgs) -> Result<i32> {
     let dir = std::fs::canonicalize(&args.dir)
         .with_context(|| format!("the snapshot {}", args.dir.display()))?;
     let meta = keel_vm::snapshot::read_meta(&dir)?;
-    let spec = VmSpec {
+    let mut spec = VmSpec {
         id: String::new(),
         name: String::new(),
         created: keel_vm::store::now(),
@@ -676,6 +676,7 @@ fn restore(ctx: &Context, store: &Store, args: &RestoreArgs) -> Result<i32> {
         network: None,
         vsock: None,
     };
+    spec.take_devices(&meta.devices);
     start(ctx, store, &args.start, spec, None)
 }
 

@@ -820,20 +820,31 @@ fn a_disk_made_by_keel_is_read_and_written_by_the_guest() {
         error,
         format!("Error: the disk {disk_arg} is in use by another VM (read-write)\n")
     );
-    let error = keel.fails(
-        &[
-            "vm",
-            "snapshot",
-            "holder",
-            keel.temp.path().join("s").to_str().unwrap(),
-        ],
-        1,
-    );
+    // A snapshot keeps the disk's place, not the disk: a restore opens it
+    // again, so it is refused while the first VM has it read-write.
+    let snapshot = keel.temp.path().join("s");
+    keel.ok(&["vm", "snapshot", "holder", snapshot.to_str().unwrap()]);
+    let error = keel.fails(&["vm", "restore", "-d", snapshot.to_str().unwrap()], 125);
     assert!(
-        error.contains("a VM with disks cannot be snapshotted yet"),
+        error.contains(&format!("the disk {disk_arg} is in use by another VM")),
         "{error}"
     );
     keel.ok(&["vm", "rm", "-f", "holder"]);
+    let restored = keel.ok(&[
+        "vm",
+        "restore",
+        "-d",
+        "--name",
+        "again",
+        snapshot.to_str().unwrap(),
+    ]);
+    assert!(!restored.trim().is_empty());
+    assert_eq!(
+        keel.ok(&["vm", "inspect", "-f", "{{json .Disks}}", "again"])
+            .trim(),
+        format!(r#"[{{"path":"{disk_arg}","read_only":false}}]"#)
+    );
+    keel.ok(&["vm", "rm", "-f", "again"]);
     // Free again, read-only: the guest's write is refused.
     let out = keel.ok(&[
         "vm",
@@ -1180,4 +1191,94 @@ fn dash_i_types_into_the_guests_serial_console() {
         "{error}"
     );
     assert!(keel.statuses().is_empty());
+}
+
+#[test]
+fn a_snapshot_keeps_the_devices_and_their_interrupts() {
+    let keel = Keel::new();
+    keel.ok(&[
+        "vm",
+        "run",
+        "-d",
+        "--name",
+        "dev",
+        "--rng",
+        "--balloon",
+        "--kernel",
+        GUEST,
+        "--cmdline",
+        "irq",
+    ]);
+    keel.eventually("the guest waits for the balloon", || {
+        keel.ok(&["vm", "logs", "dev"])
+            .contains("irq: waiting for the balloon\n")
+    });
+    // Taken while the guest sleeps, its interrupt controllers programmed
+    // and the balloon's driver set up.
+    let snapshot = keel.temp.path().join("dev.snap");
+    keel.ok(&[
+        "vm",
+        "snapshot",
+        "--stop",
+        "dev",
+        snapshot.to_str().unwrap(),
+    ]);
+    keel.ok(&[
+        "vm",
+        "restore",
+        "-d",
+        "--name",
+        "back",
+        snapshot.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        keel.ok(&["vm", "inspect", "-f", "{{.Balloon}} {{.Rng}}", "back"]),
+        "true true\n"
+    );
+    // The restored balloon takes a new target and the config interrupt
+    // wakes the restored guest.
+    keel.ok(&["vm", "update", "--memory-target", "64m", "back"]);
+    keel.eventually("the restored guest powers off", || {
+        keel.status("back").starts_with("Exited (powered off)")
+    });
+    assert!(
+        keel.ok(&["vm", "logs", "back"])
+            .contains("irq: balloon config interrupt, target 16384 pages\n")
+    );
+    keel.ok(&["vm", "rm", "back", "dev"]);
+}
+
+#[test]
+fn a_vm_with_a_nic_or_vsock_says_why_it_cannot_be_snapshotted() {
+    let keel = Keel::new();
+    let socket = keel.temp.path().join("v.sock");
+    keel.ok(&[
+        "vm",
+        "run",
+        "-d",
+        "--name",
+        "vs",
+        "--vsock",
+        socket.to_str().unwrap(),
+        "--kernel",
+        GUEST,
+        "--cmdline",
+        "idle",
+    ]);
+    let error = keel.fails(
+        &[
+            "vm",
+            "snapshot",
+            "vs",
+            keel.temp.path().join("s").to_str().unwrap(),
+        ],
+        1,
+    );
+    assert!(
+        error.contains("the VM cannot be snapshotted: its vsock connections"),
+        "{error}"
+    );
+    assert!(!keel.temp.path().join("s").exists());
+    assert!(keel.status("vs").starts_with("Up"));
+    keel.ok(&["vm", "rm", "-f", "vs"]);
 }

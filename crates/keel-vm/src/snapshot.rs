@@ -56,6 +56,9 @@ pub struct Meta {
     pub memory: u64,
     pub cmdline: String,
     pub regions: Vec<Region>,
+    /// The devices to make again on restore, in the VM's order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<DeviceSpec>,
     /// sha256 of `vcpus.json` (set when written).
     #[serde(default)]
     pub vcpus_sha256: String,
@@ -86,6 +89,7 @@ impl Meta {
             memory: offset,
             cmdline: cmdline.to_string(),
             regions,
+            devices: Vec::new(),
             vcpus_sha256: String::new(),
             created: String::new(),
         })
@@ -140,6 +144,22 @@ pub struct Chips {
 pub struct Saved {
     pub vcpus: Vec<VcpuState>,
     pub chips: Chips,
+    /// The virtio devices' transports, queues and state.
+    #[serde(default)]
+    pub devices: Vec<crate::devices::virtio::mmio::State>,
+}
+
+/// A virtio device a restore makes again (a disk is opened again at its
+/// path: the snapshot holds the VM, not its disks).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum DeviceSpec {
+    Disk {
+        path: std::path::PathBuf,
+        read_only: bool,
+    },
+    Balloon,
+    Rng,
 }
 
 pub fn get_chips(fd: &VmFd) -> Result<Chips> {

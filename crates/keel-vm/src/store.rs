@@ -129,6 +129,25 @@ pub struct NetworkSpec {
     pub mtu: Option<u32>,
 }
 
+impl VmSpec {
+    /// Takes the devices a snapshot (or a migration) brings.
+    pub fn take_devices(&mut self, devices: &[crate::snapshot::DeviceSpec]) {
+        use crate::snapshot::DeviceSpec;
+        self.disks = devices
+            .iter()
+            .filter_map(|d| match d {
+                DeviceSpec::Disk { path, read_only } => Some(DiskSpec {
+                    path: path.clone(),
+                    read_only: *read_only,
+                }),
+                _ => None,
+            })
+            .collect();
+        self.balloon = devices.contains(&DeviceSpec::Balloon);
+        self.rng = devices.contains(&DeviceSpec::Rng);
+    }
+}
+
 impl NetworkSpec {
     /// The MAC as bytes.
     pub fn mac_bytes(&self) -> Option<[u8; 6]> {

@@ -227,7 +227,7 @@ impl Controller {
     /// Writes a snapshot of the VM to `dir` (which must not exist): the
     /// VM is paused for it and then resumed, or ended with `stop`.
     pub fn snapshot(&self, dir: &std::path::Path, stop: bool) -> Result<()> {
-        self.refuse_devices("snapshotted")?;
+        self.refuse_devices("snapshotted", false)?;
         let was_paused = self.is_paused();
         if !was_paused {
             self.pause()?;
@@ -250,14 +250,26 @@ impl Controller {
         if self.shared.lock().ending.is_some() {
             return Err(Error::invalid("the VM is not running"));
         }
-        self.refuse_devices("migrated")?;
+        self.refuse_devices("migrated", true)?;
         crate::migrate::send(self, address)
     }
 
-    fn refuse_devices(&self, what: &str) -> Result<()> {
-        if self.devices.virtio_count() > 0 {
+    /// Refuses what the VM's devices do not allow: any device holding
+    /// something on this host (a tap, vsock sockets); for a migration, a
+    /// disk too (the receiver would open it while this VMM holds it).
+    fn refuse_devices(&self, what: &str, migrating: bool) -> Result<()> {
+        if let Err(why) = self.devices.save() {
+            return Err(Error::invalid(format!("the VM cannot be {what}: {why}")));
+        }
+        if migrating
+            && self
+                .meta
+                .devices
+                .iter()
+                .any(|d| matches!(d, snapshot::DeviceSpec::Disk { .. }))
+        {
             return Err(Error::invalid(format!(
-                "a VM with disks cannot be {what} yet (their queues' state is not saved)"
+                "a VM with disks cannot be {what} yet (the receiver would open them while this VMM still has them)"
             )));
         }
         Ok(())
@@ -308,6 +320,10 @@ impl Controller {
         Ok(snapshot::Saved {
             vcpus: self.save_states()?,
             chips: snapshot::get_chips(&self.fd)?,
+            devices: self
+                .devices
+                .save()
+                .map_err(|why| Error::invalid(format!("the VM cannot be saved: {why}")))?,
         })
     }
 
@@ -578,7 +594,17 @@ impl Vm {
             entry
         };
         boot::write_gdt(&memory)?;
-        let meta = snapshot::Meta::new(&kvm, config.vcpus, &memory, &config.cmdline)?;
+        let mut meta = snapshot::Meta::new(&kvm, config.vcpus, &memory, &config.cmdline)?;
+        meta.devices = config
+            .disks
+            .iter()
+            .map(|d| snapshot::DeviceSpec::Disk {
+                path: d.path.clone(),
+                read_only: d.read_only,
+            })
+            .chain(config.balloon.then_some(snapshot::DeviceSpec::Balloon))
+            .chain(config.rng.then_some(snapshot::DeviceSpec::Rng))
+            .collect();
         let parts = make(kvm, &memory, config.vcpus)?;
         for (index, vcpu) in parts.vcpus.iter().enumerate() {
             if linux {
@@ -611,15 +637,39 @@ impl Vm {
         let kvm = open_kvm()?;
         let loaded = snapshot::read(dir, &kvm)?;
         check_size(loaded.meta.vcpus, loaded.meta.memory, true, &kvm)?;
+        // The devices again (disks reopened at their paths), before
+        // anything of KVM's.
+        let mut virtio: Vec<Box<dyn crate::devices::virtio::Device>> = Vec::new();
+        let mut balloon = None;
+        for device in &loaded.meta.devices {
+            match device {
+                snapshot::DeviceSpec::Disk { path, read_only } => virtio.push(Box::new(
+                    crate::devices::virtio::blk::Block::open(path, *read_only)?,
+                )),
+                snapshot::DeviceSpec::Balloon => {
+                    let (device, control) = crate::devices::virtio::balloon::Balloon::new();
+                    virtio.push(Box::new(device));
+                    balloon = Some(control);
+                }
+                snapshot::DeviceSpec::Rng => {
+                    virtio.push(Box::new(crate::devices::virtio::rng::Rng))
+                }
+            }
+        }
+        let devices = Devices::with_virtio(console, virtio);
+        devices
+            .restore(&loaded.saved.devices)
+            .map_err(|e| Error::invalid(format!("{} cannot be restored: {e}", dir.display())))?;
         let parts = make(kvm, &loaded.memory, loaded.meta.vcpus)?;
         snapshot::set_chips(&parts.fd, &loaded.saved.chips)?;
         for (index, (vcpu, state)) in parts.vcpus.iter().zip(&loaded.saved.vcpus).enumerate() {
             snapshot::set_vcpu(vcpu, state)
                 .map_err(|e| Error::Msg(format!("restore vCPU {index}: {e}")))?;
         }
-        let devices = Devices::new(console);
         devices.connect_interrupts(&parts.fd)?;
-        Ok(Vm::assemble(parts, loaded.memory, devices, loaded.meta))
+        let mut vm = Vm::assemble(parts, loaded.memory, devices, loaded.meta);
+        vm.balloon = balloon;
+        Ok(vm)
     }
 
     fn assemble(parts: Parts, memory: Memory, devices: Devices, meta: snapshot::Meta) -> Vm {

@@ -389,22 +389,31 @@ fn the_guest_reads_and_writes_a_virtio_disk() {
         );
     }
     drop(holder);
-    // Snapshots do not carry the disk's queue yet: refused, not broken.
-    let mut vm = Vm::create(&read_write, Box::new(Console::default())).unwrap();
+    // A snapshot names the disk (a restore opens it again at its path)
+    // and keeps its queue's state.
+    let mut idle = read_write.clone();
+    idle.cmdline = "idle".into();
+    let mut vm = Vm::create(&idle, Box::new(Console::default())).unwrap();
     let controller = vm.controller();
     let dir = temp.path().join("snap");
-    let refuser = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(50));
-        let error = controller.snapshot(&dir, false).unwrap_err().to_string();
-        controller.stop();
-        error
-    });
+    let snapshotter = {
+        let dir = dir.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            let result = controller.snapshot(&dir, false);
+            controller.stop();
+            result
+        })
+    };
     let _ = vm.run();
-    assert!(
-        refuser
-            .join()
-            .unwrap()
-            .contains("a VM with disks cannot be snapshotted yet")
+    snapshotter.join().unwrap().unwrap();
+    let meta = keel_vm::snapshot::read_meta(&dir).unwrap();
+    assert_eq!(
+        meta.devices,
+        vec![keel_vm::snapshot::DeviceSpec::Disk {
+            path: path.clone(),
+            read_only: false
+        }]
     );
 }
 

@@ -143,6 +143,7 @@ fn run(
             spec.vcpus = meta.vcpus;
             spec.memory = meta.memory;
             spec.cmdline = meta.cmdline;
+            spec.take_devices(&meta.devices);
             let _ = store.write_spec(&spec);
         }
     }

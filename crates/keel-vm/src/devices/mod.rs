@@ -120,6 +120,39 @@ impl Devices {
         }
     }
 
+    /// Each virtio device's state, for a snapshot; or why the VM cannot
+    /// be snapshotted.
+    pub fn save(&self) -> Result<Vec<virtio::mmio::State>, &'static str> {
+        self.virtio
+            .iter()
+            .map(|d| {
+                let d = d.lock().expect("a device lock is never poisoned");
+                match d.unsaveable() {
+                    Some(why) => Err(why),
+                    None => Ok(d.save()),
+                }
+            })
+            .collect()
+    }
+
+    /// Puts back the devices' states (the same devices, in order).
+    pub fn restore(&self, states: &[virtio::mmio::State]) -> Result<(), String> {
+        if states.len() != self.virtio.len() {
+            return Err(format!(
+                "{} saved devices for {}",
+                states.len(),
+                self.virtio.len()
+            ));
+        }
+        for (device, state) in self.virtio.iter().zip(states) {
+            device
+                .lock()
+                .expect("a device lock is never poisoned")
+                .restore(state)?;
+        }
+        Ok(())
+    }
+
     /// The devices with an I/O file: (index, file).
     pub fn io_fds(&self) -> Vec<(usize, std::os::fd::RawFd)> {
         self.virtio

@@ -56,6 +56,33 @@ impl Device for Balloon {
         vec![256, 256]
     }
 
+    fn save(&self) -> serde_json::Value {
+        serde_json::json!({
+            "target_pages": self.control.target_pages.load(Ordering::SeqCst),
+            "actual_pages": self.control.actual_pages.load(Ordering::SeqCst),
+            "released_pages": self.control.released_pages.load(Ordering::SeqCst),
+        })
+    }
+
+    fn restore(&mut self, state: &serde_json::Value) -> Result<(), String> {
+        let field = |name: &str| {
+            state[name]
+                .as_u64()
+                .and_then(|v| u32::try_from(v).ok())
+                .ok_or_else(|| format!("the balloon's saved {name} is missing"))
+        };
+        self.control
+            .target_pages
+            .store(field("target_pages")?, Ordering::SeqCst);
+        self.control
+            .actual_pages
+            .store(field("actual_pages")?, Ordering::SeqCst);
+        self.control
+            .released_pages
+            .store(field("released_pages")?, Ordering::SeqCst);
+        Ok(())
+    }
+
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         let mut config = [0u8; 8];
         config[..4].copy_from_slice(

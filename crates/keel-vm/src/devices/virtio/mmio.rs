@@ -4,7 +4,8 @@
 
 use std::os::fd::RawFd;
 
-use virtio_queue::{Queue, QueueT};
+use serde::{Deserialize, Serialize};
+use virtio_queue::{Queue, QueueState, QueueT};
 
 use super::{Device, F_VERSION_1, Io};
 use crate::memory::Memory;
@@ -15,6 +16,36 @@ const VENDOR: u32 = 0x4b45_454c; // "KEEL"
 const STATUS_DRIVER_OK: u32 = 4;
 const STATUS_FEATURES_OK: u32 = 8;
 const STATUS_FAILED: u32 = 128;
+
+/// What a snapshot keeps of a device: the transport's registers, each
+/// queue's place, and the device's own state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct State {
+    pub device_type: u32,
+    pub status: u32,
+    pub driver_features: u64,
+    pub device_features_select: u32,
+    pub driver_features_select: u32,
+    pub queue_select: u32,
+    pub interrupt_status: u32,
+    pub queues: Vec<QueueSaved>,
+    #[serde(default)]
+    pub device: serde_json::Value,
+}
+
+/// A queue's state (`virtio_queue::QueueState`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueueSaved {
+    pub max_size: u16,
+    pub next_avail: u16,
+    pub next_used: u16,
+    pub event_idx_enabled: bool,
+    pub size: u16,
+    pub ready: bool,
+    pub desc_table: u64,
+    pub avail_ring: u64,
+    pub used_ring: u64,
+}
 
 pub struct Transport {
     device: Box<dyn Device>,
@@ -68,6 +99,88 @@ impl Transport {
         if self.status & STATUS_DRIVER_OK != 0 {
             self.signal(2);
         }
+    }
+
+    /// The transport's and the device's state, for a snapshot.
+    pub fn save(&self) -> State {
+        State {
+            device_type: self.device.device_type(),
+            status: self.status,
+            driver_features: self.driver_features,
+            device_features_select: self.device_features_select,
+            driver_features_select: self.driver_features_select,
+            queue_select: self.queue_select,
+            interrupt_status: self.interrupt_status,
+            queues: self
+                .queues
+                .iter()
+                .map(|q| {
+                    let s = q.state();
+                    QueueSaved {
+                        max_size: s.max_size,
+                        next_avail: s.next_avail,
+                        next_used: s.next_used,
+                        event_idx_enabled: s.event_idx_enabled,
+                        size: s.size,
+                        ready: s.ready,
+                        desc_table: s.desc_table,
+                        avail_ring: s.avail_ring,
+                        used_ring: s.used_ring,
+                    }
+                })
+                .collect(),
+            device: self.device.save(),
+        }
+    }
+
+    /// Puts back what [`Transport::save`] kept (a device of the same
+    /// type, with as many queues).
+    pub fn restore(&mut self, state: &State) -> Result<(), String> {
+        if state.device_type != self.device.device_type() || state.queues.len() != self.queues.len()
+        {
+            return Err(format!(
+                "a saved device of type {} with {} queues for one of type {} with {}",
+                state.device_type,
+                state.queues.len(),
+                self.device.device_type(),
+                self.queues.len()
+            ));
+        }
+        let queues = state
+            .queues
+            .iter()
+            .map(|q| {
+                Queue::try_from(QueueState {
+                    max_size: q.max_size,
+                    next_avail: q.next_avail,
+                    next_used: q.next_used,
+                    event_idx_enabled: q.event_idx_enabled,
+                    size: q.size,
+                    ready: q.ready,
+                    desc_table: q.desc_table,
+                    avail_ring: q.avail_ring,
+                    used_ring: q.used_ring,
+                })
+                .map_err(|e| format!("a saved queue: {e:?}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.device.restore(&state.device)?;
+        if state.status & STATUS_FEATURES_OK != 0 {
+            self.device.ack_features(state.driver_features);
+        }
+        self.queues = queues;
+        self.status = state.status;
+        self.driver_features = state.driver_features;
+        self.device_features_select = state.device_features_select;
+        self.driver_features_select = state.driver_features_select;
+        self.queue_select = state.queue_select;
+        self.interrupt_status = state.interrupt_status;
+        Ok(())
+    }
+
+    /// Why the device cannot be snapshotted, if it cannot.
+    pub fn unsaveable(&self) -> Option<&'static str> {
+        self.device.unsaveable()
     }
 
     /// The file the device watches outside the guest's notifications.

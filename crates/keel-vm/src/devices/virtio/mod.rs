@@ -47,6 +47,19 @@ pub trait Device: Send {
     fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
     /// The features the driver accepted (before it uses the queues).
     fn ack_features(&mut self, _features: u64) {}
+    /// The device's own state for a snapshot (beyond its queues).
+    fn save(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+    /// Puts back what [`Device::save`] returned.
+    fn restore(&mut self, _state: &serde_json::Value) -> Result<(), String> {
+        Ok(())
+    }
+    /// Why a VM with this device cannot be snapshotted or migrated (what
+    /// it holds outside the VM), if so.
+    fn unsaveable(&self) -> Option<&'static str> {
+        None
+    }
     /// Serves what waits in queue `index`; whether it used any buffer.
     fn serve(&mut self, index: usize, queue: &mut Queue, memory: &Memory) -> bool;
     /// A file whose readiness means work for the guest (a tap, the

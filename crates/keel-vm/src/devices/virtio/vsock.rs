@@ -721,6 +721,10 @@ impl Device for Vsock {
         used
     }
 
+    fn unsaveable(&self) -> Option<&'static str> {
+        Some("its vsock connections (sockets on this host) are not carried over yet")
+    }
+
     fn io_fd(&self) -> Option<RawFd> {
         Some(self.epoll.as_raw_fd())
     }

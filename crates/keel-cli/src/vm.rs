@@ -288,7 +288,8 @@ pub struct LogsArgs {
 
 #[derive(Args, Debug)]
 pub struct StopArgs {
-    /// Seconds to wait before killing the VMM
+    /// Seconds the guest has to power off after the power button, before
+    /// the VMM ends the VM
     #[arg(short, long, default_value_t = 10)]
     pub time: u64,
     #[arg(required = true)]
@@ -991,14 +992,25 @@ fn read_state(store: &Store, id: &str) -> VmState {
     store.state(id).unwrap_or_default()
 }
 
-/// SIGTERM to the VMM, SIGKILL after `timeout` (the guest cannot be asked
-/// to power off yet: a guest of keel's format has no ACPI).
+/// The power button (ACPI's event device), `timeout` for the guest to
+/// power off; then SIGTERM to the VMM (it ends the VM), SIGKILL last.
 fn stop(store: &Store, vm: &Vm, timeout: Duration) -> Result<()> {
     if !vm.is_running() {
         return Ok(());
     }
+    // The power button first: a guest that listens powers off.
+    if vm.state.status == Status::Running && control(vm, "power-button").is_ok() {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if gone(vm) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    // Then the VMM stops the VM itself, and last, it is killed.
     signal(vm, libc::SIGTERM)?;
-    let deadline = Instant::now() + timeout;
+    let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
         if gone(vm) {
             return Ok(());

@@ -194,7 +194,7 @@ fn a_vm_in_the_foreground_prints_on_the_terminal_and_ends_with_the_guest() {
         "idle",
     ]);
     assert!(keel.status("brief").starts_with("Up "));
-    keel.ok(&["vm", "stop", "brief"]);
+    keel.ok(&["vm", "stop", "-t", "0", "brief"]);
     keel.eventually("brief is removed", || {
         !keel.statuses().iter().any(|(n, _)| n == "brief")
     });
@@ -279,11 +279,12 @@ fn detached_vms_are_held_by_their_vmm_and_managed_by_name() {
         keel.ok(&["vm", "inspect", "-f", "{{.Name}}", &id[..8]]),
         "counter\n"
     );
-    // rm refuses a running VM; stop ends it (the guest has no ACPI: the
-    // VMM stops it), and the log keeps what the guest said.
+    // rm refuses a running VM; stop ends it (the counting guest ignores
+    // the power button: after -t the VMM stops it), and the log keeps what
+    // the guest said.
     let error = keel.fails(&["vm", "rm", "counter"], 1);
     assert!(error.contains("it is running"), "{error}");
-    assert_eq!(keel.ok(&["vm", "stop", "-t", "5", "counter"]), "counter\n");
+    assert_eq!(keel.ok(&["vm", "stop", "-t", "1", "counter"]), "counter\n");
     assert!(keel.status("counter").starts_with("Exited (stopped) "));
     assert!(
         keel.ok(&["vm", "logs", "counter"])
@@ -1281,4 +1282,36 @@ fn a_vm_with_a_nic_or_vsock_says_why_it_cannot_be_snapshotted() {
     assert!(!keel.temp.path().join("s").exists());
     assert!(keel.status("vs").starts_with("Up"));
     keel.ok(&["vm", "rm", "-f", "vs"]);
+}
+
+#[test]
+fn stop_presses_the_power_button_and_a_listening_guest_powers_off() {
+    let keel = Keel::new();
+    keel.ok(&[
+        "vm",
+        "run",
+        "-d",
+        "--name",
+        "button",
+        "--kernel",
+        GUEST,
+        "--cmdline",
+        "power",
+    ]);
+    keel.eventually("the guest waits for the button", || {
+        keel.ok(&["vm", "logs", "button"])
+            .contains("power: waiting for the button\n")
+    });
+    // Within the default 10 s: the guest powers off by itself.
+    assert_eq!(keel.ok(&["vm", "stop", "button"]), "button\n");
+    assert!(
+        keel.status("button").starts_with("Exited (powered off)"),
+        "{}",
+        keel.status("button")
+    );
+    assert!(
+        keel.ok(&["vm", "logs", "button"])
+            .contains("power: the button was pressed\n")
+    );
+    keel.ok(&["vm", "rm", "button"]);
 }

@@ -26,6 +26,8 @@
 //!   the rng's used-buffer interrupt, then the balloon's config change;
 //! - `echo`: reads lines typed at the serial console, prints each back
 //!   (`echo: LINE`), powers off at `poweroff`;
+//! - `power`: sleeps until the power button (ACPI's event device, GSI 23:
+//!   `keel vm stop`), then powers off through ACPI's sleep register;
 //! - `spin`: loops for ever, printing nothing;
 //! - `panic`: prints a message and signals a panic (pvpanic, port 0x505);
 //! - `triple-fault`: takes an exception with no IDT (the CPU resets).
@@ -364,6 +366,7 @@ extern "C" fn guest_main(cpu: u64, info: *const BootInfo) -> ! {
         b"vsock" => vsock::run(info, cmdline),
         b"irq" => irq(info),
         b"echo" => echo(),
+        b"power" => power(),
         b"fill-count" => {
             fill(info);
             count()
@@ -999,4 +1002,22 @@ fn echo() -> ! {
             n += 1;
         }
     }
+}
+
+/// `power`: waits (asleep) for the event device's power button.
+fn power() -> ! {
+    interrupts_on(23..24);
+    print(b"power: waiting for the button\n");
+    loop {
+        wait_for_interrupt();
+        // SAFETY: the event device's register (identity-mapped).
+        let events = unsafe { core::ptr::read_volatile(0xfeb0_0000 as *const u8) };
+        if events & 1 != 0 {
+            break;
+        }
+    }
+    print(b"power: the button was pressed\n");
+    // S5 through ACPI's sleep control register (SLP_TYP 5, SLP_EN).
+    outb(0x3c0, (5 << 2) | 0x20);
+    halt()
 }

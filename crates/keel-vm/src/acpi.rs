@@ -170,6 +170,38 @@ fn dsdt(devices: &[MmioDevice]) -> Vec<u8> {
             aml::name(b"_CRS", &aml::resources(&[aml::io(0x3f8, 8), aml::irq(4)])),
         ],
     ));
+    // The event device: its interrupt says "read GDAT"; event 1 is the
+    // power button, which Linux's button driver hears.
+    sb.extend(aml::device(
+        b"GED0",
+        &[
+            aml::name(b"_HID", &aml::string("ACPI0013")),
+            aml::name(b"_UID", &aml::integer(0)),
+            aml::name(
+                b"_CRS",
+                &aml::resources(&[aml::interrupt(crate::devices::EVENT_GSI)]),
+            ),
+            aml::region(b"GDST", crate::devices::EVENT_BASE, 1),
+            aml::byte_field(b"GDST", b"GDAT"),
+            aml::method(
+                b"_EVT",
+                1,
+                &aml::if_bit_notify(
+                    b"GDAT",
+                    u64::from(crate::devices::EVENT_POWER_BUTTON),
+                    b"PWRB",
+                    0x80,
+                ),
+            ),
+        ],
+    ));
+    sb.extend(aml::device(
+        b"PWRB",
+        &[
+            aml::name(b"_HID", &aml::eisa_id("PNP0C0C")),
+            aml::name(b"_UID", &aml::integer(0)),
+        ],
+    ));
     for (i, device) in devices.iter().enumerate() {
         let name = format!("V{i:03X}");
         sb.extend(aml::device(
@@ -311,6 +343,45 @@ mod aml {
         with_length(&[0x10], &content)
     }
 
+    /// `OperationRegion (NAME, SystemMemory, base, length)`.
+    pub fn region(name: &[u8; 4], base: u64, length: u64) -> Vec<u8> {
+        let mut out = vec![0x5b, 0x80];
+        out.extend(name_string(name));
+        out.push(0x00); // SystemMemory
+        out.extend(integer(base));
+        out.extend(integer(length));
+        out
+    }
+
+    /// `Field (REGION, ByteAcc, NoLock, WriteAsZeros) { NAME, 8 }`.
+    pub fn byte_field(region: &[u8; 4], name: &[u8; 4]) -> Vec<u8> {
+        let mut content = name_string(region);
+        content.push(0x01 | (2 << 5));
+        content.extend(name_string(name));
+        content.push(8); // bits
+        with_length(&[0x5b, 0x81], &content)
+    }
+
+    /// `Method (NAME, args, Serialized) { body }`.
+    pub fn method(name: &[u8; 4], args: u8, body: &[u8]) -> Vec<u8> {
+        let mut content = name_string(name);
+        content.push((args & 7) | (1 << 3));
+        content.extend_from_slice(body);
+        with_length(&[0x14], &content)
+    }
+
+    /// `If (And (FIELD, bit)) { Notify (DEVICE, value) }`.
+    pub fn if_bit_notify(field: &[u8; 4], bit: u64, device: &[u8; 4], value: u8) -> Vec<u8> {
+        let mut content = vec![0x7b]; // And
+        content.extend(name_string(field));
+        content.extend(integer(bit));
+        content.push(0x00); // no target
+        content.push(0x86); // Notify
+        content.extend(name_string(device));
+        content.extend(integer(u64::from(value)));
+        with_length(&[0xa0], &content)
+    }
+
     /// A buffer holding resource descriptors and the end tag.
     pub fn resources(descriptors: &[Vec<u8>]) -> Vec<u8> {
         let mut bytes: Vec<u8> = descriptors.concat();
@@ -396,5 +467,7 @@ mod tests {
         let d = dsdt(&devices);
         assert!(d.windows(8).any(|w| w == b"LNRO0005"));
         assert!(d.windows(4).any(|w| w == b"_S5_"));
+        assert!(d.windows(8).any(|w| w == b"ACPI0013"));
+        assert!(d.windows(4).any(|w| w == b"_EVT"));
     }
 }

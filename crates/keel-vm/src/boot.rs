@@ -17,7 +17,9 @@
 //!   the guest as panicked), and virtio-mmio devices (the boot info's
 //!   `mmio_base`, `mmio_count` windows of 4 KiB); the serial port's
 //!   interrupt is GSI 4, virtio device `i`'s GSI 5 + `i` (edge-triggered
-//!   I/O APIC pins; a guest may poll instead).
+//!   I/O APIC pins; a guest may poll instead); the event device at
+//!   0xfeb00000 (a byte of pending events, cleared as it is read; event 1:
+//!   the power button, `keel vm stop`) raises GSI 23.
 //!
 //! Firecracker's x86-64 layout is kept where it names a place: GDT at
 //! 0x500, page tables from 0x9000, the command line at 0x20000, the

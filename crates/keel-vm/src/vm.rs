@@ -192,6 +192,16 @@ impl Controller {
         self.shared.end(Ending::Stopped);
     }
 
+    /// Asks the guest to power off (the power button of ACPI's event
+    /// device); it may take its time, or ignore it.
+    pub fn power_button(&self) -> Result<()> {
+        if self.shared.lock().ending.is_some() {
+            return Err(Error::invalid("the VM is not running"));
+        }
+        self.devices.power_button();
+        Ok(())
+    }
+
     /// Stops every vCPU at its next exit; returns once all have.
     pub fn pause(&self) -> Result<()> {
         {

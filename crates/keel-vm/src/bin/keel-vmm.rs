@@ -316,6 +316,7 @@ fn serve(
         };
         let result = match request.split_once(' ').unwrap_or((request, "")) {
             ("pause", "") => controller.pause().map(|()| record(Status::Paused)),
+            ("power-button", "") => controller.power_button(),
             ("resume", "") => {
                 controller.resume();
                 record(Status::Running);

@@ -28,6 +28,12 @@ pub enum Request {
 
 /// The serial port's interrupt line (GSI 4, as on a PC).
 pub const SERIAL_GSI: u32 = 4;
+/// The event device (ACPI's Generic Event Device): one byte of pending
+/// events at this address, cleared as it is read; its line is
+/// [`EVENT_GSI`]. Event 1 is the power button.
+pub const EVENT_BASE: u64 = 0xfeb0_0000;
+pub const EVENT_GSI: u32 = 23;
+pub const EVENT_POWER_BUTTON: u8 = 1;
 /// The first virtio device's interrupt line; the next ones follow.
 pub const VIRTIO_GSI: u32 = 5;
 
@@ -68,6 +74,9 @@ pub struct Devices {
     /// Written when the guest notifies or sets up a device with an I/O
     /// file: the I/O thread watches its file again.
     pub wake: EventFd,
+    /// The event device's pending events and line.
+    events: Mutex<u8>,
+    event_line: Interrupt,
 }
 
 impl Devices {
@@ -84,7 +93,19 @@ impl Devices {
                 .collect(),
             wake: EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)
                 .expect("an eventfd (the kernel has them since 2.6.27)"),
+            events: Mutex::new(0),
+            event_line: Interrupt::new(),
         }
+    }
+
+    /// Presses the power button: the guest sees event 1 on the event
+    /// device and its interrupt (a guest that ignores it goes on).
+    pub fn power_button(&self) {
+        *self
+            .events
+            .lock()
+            .expect("the event lock is never poisoned") |= EVENT_POWER_BUTTON;
+        self.event_line.raise();
     }
 
     /// Wires each device's interrupt line to its GSI in KVM's irqchip
@@ -97,6 +118,10 @@ impl Devices {
         fd.register_irqfd(&serial.interrupt_evt().0, SERIAL_GSI)
             .map_err(crate::error::Error::kvm(
                 "connect the serial port's interrupt",
+            ))?;
+        fd.register_irqfd(&self.event_line.0, EVENT_GSI)
+            .map_err(crate::error::Error::kvm(
+                "connect the event device's interrupt",
             ))?;
         for (i, device) in self.virtio.iter().enumerate() {
             let device = device.lock().expect("a device lock is never poisoned");
@@ -185,6 +210,15 @@ impl Devices {
 
     /// A guest's read from device memory (all ones where no device is).
     pub fn mmio_read(&self, address: u64, data: &mut [u8]) {
+        if address == EVENT_BASE && !data.is_empty() {
+            let mut events = self
+                .events
+                .lock()
+                .expect("the event lock is never poisoned");
+            data.fill(0);
+            data[0] = std::mem::take(&mut *events);
+            return;
+        }
         match self.window(address) {
             Some((device, offset)) => device
                 .lock()

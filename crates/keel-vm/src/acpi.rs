@@ -48,15 +48,7 @@ pub struct MmioDevice {
 /// Writes the tables for `vcpus` vCPUs and `devices` into `memory`;
 /// the RSDP's address.
 pub fn write(memory: &Memory, vcpus: u32, devices: &[MmioDevice]) -> Result<u64> {
-    let dsdt = dsdt(devices);
-    let tables = [
-        (FADT, fadt(DSDT)),
-        (MADT, madt(vcpus)),
-        (DSDT, dsdt),
-        (XSDT, xsdt(&[FADT, MADT])),
-        (RSDP, rsdp(XSDT)),
-    ];
-    for (at, table) in &tables {
+    for (at, table) in &placed(vcpus, devices) {
         if at + table.len() as u64 > END {
             return Err(Error::invalid(format!(
                 "the ACPI tables do not fit below 1 MiB ({} devices)",
@@ -68,6 +60,26 @@ pub fn write(memory: &Memory, vcpus: u32, devices: &[MmioDevice]) -> Result<u64>
             .map_err(|e| Error::Msg(format!("write the ACPI tables: {e}")))?;
     }
     Ok(RSDP)
+}
+
+/// Each table and where it goes.
+fn placed(vcpus: u32, devices: &[MmioDevice]) -> [(u64, Vec<u8>); 5] {
+    [
+        (FADT, fadt(DSDT)),
+        (MADT, madt(vcpus)),
+        (DSDT, dsdt(devices)),
+        (XSDT, xsdt(&[FADT, MADT])),
+        (RSDP, rsdp(XSDT)),
+    ]
+}
+
+/// The tables a VM with `vcpus` and `devices` gets, by signature (the
+/// RSDP's is `RSD `): for checking them with ACPICA's tools.
+pub fn tables(vcpus: u32, devices: &[MmioDevice]) -> Vec<(String, Vec<u8>)> {
+    placed(vcpus, devices)
+        .into_iter()
+        .map(|(_, t)| (String::from_utf8_lossy(&t[..4]).into_owned(), t))
+        .collect()
 }
 
 fn checksum(bytes: &[u8]) -> u8 {

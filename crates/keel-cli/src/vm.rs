@@ -834,6 +834,24 @@ impl Drop for RawTerminal {
 
 /// The fd number the VMM finds the tap at (`keel-vmm --tap-fd`).
 const TAP_FD: i32 = 3;
+/// And its pipe back to a foreground `vm run` (`--done-fd`).
+const DONE_FD: i32 = 4;
+
+/// A pipe, both ends close-on-exec: (read, write).
+fn pipe() -> std::io::Result<(std::fs::File, std::fs::File)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 into an array of two.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: two fresh fds we own.
+    Ok(unsafe {
+        (
+            <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fds[0]),
+            <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fds[1]),
+        )
+    })
+}
 
 fn run_vmm(
     ctx: &Context,
@@ -858,11 +876,21 @@ fn run_vmm(
         .arg(&socket)
         .stderr(vmm_log)
         .stdin(Stdio::null());
-    if detach {
+    // In the foreground the VMM says when the guest has ended on a pipe
+    // (fd 4), before KVM's teardown of the VM, which need not be waited.
+    let done = if detach {
         command.stdout(Stdio::null());
+        None
     } else {
-        command.arg("--foreground");
-    }
+        command
+            .arg("--foreground")
+            .arg("--done-fd")
+            .arg(DONE_FD.to_string());
+        Some(pipe().context("make a pipe for the VMM")?)
+    };
+    let done_fd = done
+        .as_ref()
+        .map(|(_, w)| std::os::fd::AsRawFd::as_raw_fd(w));
     if how.interactive {
         command.arg("--stdin").stdin(Stdio::inherit());
     }
@@ -883,11 +911,12 @@ fn run_vmm(
                 libc::setsid();
             }
             // The tap at a known number, open across exec.
-            if let Some(fd) = tap_fd {
-                let moved = if fd == TAP_FD {
+            for (fd, at) in [(tap_fd, TAP_FD), (done_fd, DONE_FD)] {
+                let Some(fd) = fd else { continue };
+                let moved = if fd == at {
                     libc::fcntl(fd, libc::F_SETFD, 0)
                 } else {
-                    libc::dup2(fd, TAP_FD)
+                    libc::dup2(fd, at)
                 };
                 if moved < 0 {
                     return Err(std::io::Error::last_os_error());
@@ -901,10 +930,16 @@ fn run_vmm(
         .with_context(|| format!("start {}", vmm.display()))?;
     // The VMM holds the tap alone: it goes when the VMM goes.
     drop(tap);
-    if !detach {
-        let status = child.wait().context("wait for the VMM")?;
+    if let Some((mut reader, writer)) = done {
+        drop(writer);
+        let mut code = [0u8; 1];
+        // The guest's end (a byte), or nothing if the VMM died first.
+        let status = match std::io::Read::read(&mut reader, &mut code) {
+            Ok(1) => Some(i32::from(code[0])),
+            _ => child.wait().context("wait for the VMM")?.code(),
+        };
         let state = read_state(store, &spec.id);
-        return match status.code() {
+        return match status {
             Some(125) => Err(start_failure(store, spec, &state)),
             Some(code) => {
                 // A guest that did not power off: how it ended (the VMM's

@@ -1250,7 +1250,9 @@ fn a_snapshot_keeps_the_devices_and_their_interrupts() {
 }
 
 #[test]
-fn a_vm_with_a_nic_or_vsock_says_why_it_cannot_be_snapshotted() {
+fn a_vm_with_vsock_is_restored_with_a_socket_of_its_own() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixStream;
     let keel = Keel::new();
     let socket = keel.temp.path().join("v.sock");
     keel.ok(&[
@@ -1264,24 +1266,62 @@ fn a_vm_with_a_nic_or_vsock_says_why_it_cannot_be_snapshotted() {
         "--kernel",
         GUEST,
         "--cmdline",
-        "idle",
+        "vsock listen=5000",
     ]);
+    keel.eventually("the guest listens", || {
+        keel.ok(&["vm", "logs", "vs"])
+            .contains("vsock: listening on port 5000\n")
+    });
+    let snapshot = keel.temp.path().join("vs.snap");
+    keel.ok(&["vm", "snapshot", "vs", snapshot.to_str().unwrap()]);
+    keel.ok(&[
+        "vm",
+        "restore",
+        "-d",
+        "--name",
+        "clone",
+        snapshot.to_str().unwrap(),
+    ]);
+    // The clone has a socket of its own; both guests answer on theirs.
+    let path = keel.ok(&["vm", "inspect", "-f", "{{.Vsock.Path}}", "clone"]);
+    let path = std::path::PathBuf::from(path.trim());
+    assert_ne!(path, socket);
+    for (socket, line) in [(&socket, "to the first\n"), (&path, "to the clone\n")] {
+        let mut stream = UnixStream::connect(socket).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+            .write_all(format!("CONNECT 5000\n{line}").as_bytes())
+            .unwrap();
+        let mut reader = BufReader::new(stream);
+        let (mut ok, mut echoed) = (String::new(), String::new());
+        reader.read_line(&mut ok).unwrap();
+        reader.read_line(&mut echoed).unwrap();
+        assert!(ok.starts_with("OK "), "{ok:?}");
+        assert_eq!(echoed, line);
+    }
+    // A socket another VM listens on is not taken over.
     let error = keel.fails(
         &[
             "vm",
-            "snapshot",
-            "vs",
-            keel.temp.path().join("s").to_str().unwrap(),
+            "run",
+            "-d",
+            "--vsock",
+            socket.to_str().unwrap(),
+            "--kernel",
+            GUEST,
+            "--cmdline",
+            "idle",
         ],
-        1,
+        125,
     );
     assert!(
-        error.contains("the VM cannot be snapshotted: its vsock connections"),
+        error.contains("is in use (another VM listens on it)"),
         "{error}"
     );
-    assert!(!keel.temp.path().join("s").exists());
-    assert!(keel.status("vs").starts_with("Up"));
-    keel.ok(&["vm", "rm", "-f", "vs"]);
+    keel.ok(&["vm", "rm", "-f", "vs", "clone"]);
+    assert!(!path.exists());
 }
 
 #[test]

@@ -160,6 +160,11 @@ pub enum DeviceSpec {
     },
     Balloon,
     Rng,
+    /// A vsock device with the guest's CID; its host socket is the new
+    /// VM's (connections open at the snapshot are reset).
+    Vsock {
+        cid: u64,
+    },
 }
 
 pub fn get_chips(fd: &VmFd) -> Result<Chips> {

@@ -145,6 +145,14 @@ impl VmSpec {
             .collect();
         self.balloon = devices.contains(&DeviceSpec::Balloon);
         self.rng = devices.contains(&DeviceSpec::Rng);
+        // A new socket for the new VM (the CLI picks its path).
+        self.vsock = devices.iter().find_map(|d| match d {
+            DeviceSpec::Vsock { cid } => Some(VsockSpec {
+                cid: *cid,
+                path: PathBuf::new(),
+            }),
+            _ => None,
+        });
     }
 }
 

@@ -612,6 +612,12 @@ impl Vm {
                 path: d.path.clone(),
                 read_only: d.read_only,
             })
+            .chain(
+                config
+                    .vsock
+                    .as_ref()
+                    .map(|v| snapshot::DeviceSpec::Vsock { cid: v.cid }),
+            )
             .chain(config.balloon.then_some(snapshot::DeviceSpec::Balloon))
             .chain(config.rng.then_some(snapshot::DeviceSpec::Rng))
             .collect();
@@ -644,6 +650,16 @@ impl Vm {
     /// memory mapped from the snapshot's file, copy-on-write, loaded as
     /// the guest touches it.
     pub fn restore(dir: &std::path::Path, console: Console) -> Result<Vm> {
+        Vm::restore_with(dir, console, None)
+    }
+
+    /// [`Vm::restore`], the new VM's vsock listening at `vsock` (a
+    /// snapshot of a VM with vsock needs one).
+    pub fn restore_with(
+        dir: &std::path::Path,
+        console: Console,
+        vsock: Option<&std::path::Path>,
+    ) -> Result<Vm> {
         let kvm = open_kvm()?;
         let loaded = snapshot::read(dir, &kvm)?;
         check_size(loaded.meta.vcpus, loaded.meta.memory, true, &kvm)?;
@@ -663,6 +679,17 @@ impl Vm {
                 }
                 snapshot::DeviceSpec::Rng => {
                     virtio.push(Box::new(crate::devices::virtio::rng::Rng))
+                }
+                snapshot::DeviceSpec::Vsock { cid } => {
+                    let path = vsock.ok_or_else(|| {
+                        Error::invalid(format!(
+                            "{} is of a VM with vsock: the restored one needs a socket path",
+                            dir.display()
+                        ))
+                    })?;
+                    virtio.push(Box::new(crate::devices::virtio::vsock::Vsock::new(
+                        *cid, path,
+                    )?));
                 }
             }
         }
@@ -714,6 +741,13 @@ impl Vm {
 
     pub fn memory(&self) -> &Memory {
         &self.memory
+    }
+
+    /// Lets go of the devices' files, locks, taps and sockets (after
+    /// [`Vm::run`]): what is left is KVM's VM, whose teardown takes a
+    /// while (its interrupt controllers wait for RCU grace periods).
+    pub fn release_devices(&self) {
+        self.devices.release();
     }
 
     /// Feeds what `input` reads to the guest's serial port, from a thread

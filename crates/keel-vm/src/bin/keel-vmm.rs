@@ -39,6 +39,7 @@ fn main() {
     let mut tap = None;
     let mut foreground = false;
     let mut stdin = false;
+    let mut done = None;
     while let Some(arg) = args.next() {
         match arg.to_str() {
             Some("--control") => control = args.next().map(PathBuf::from),
@@ -47,6 +48,18 @@ fn main() {
             Some("--foreground") => foreground = true,
             // Standard input goes to the guest's serial port.
             Some("--stdin") => stdin = true,
+            // Where to say the guest has ended (a byte: the exit code),
+            // before KVM's teardown of the VM.
+            Some("--done-fd") => {
+                let Some(fd) = args.next().and_then(|a| a.to_str()?.parse::<i32>().ok()) else {
+                    usage()
+                };
+                // SAFETY: keel vm run hands the pipe over at this number.
+                let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+                // SAFETY: fcntl on the fd we now own.
+                unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+                done = Some(std::fs::File::from(fd));
+            }
             Some("--tap-fd") => {
                 let Some(fd) = args.next().and_then(|a| a.to_str()?.parse::<i32>().ok()) else {
                     usage()
@@ -64,12 +77,12 @@ fn main() {
         }
     }
     let Some(dir) = dir else { usage() };
-    std::process::exit(run(&dir, control, tap, foreground, stdin));
+    std::process::exit(run(&dir, control, tap, foreground, stdin, done));
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage: keel-vmm VM-DIRECTORY [--control SOCKET] [--tap-fd FD] [--foreground] [--stdin] (keel vm run starts it)"
+        "usage: keel-vmm VM-DIRECTORY [--control SOCKET] [--tap-fd FD] [--foreground] [--stdin] [--done-fd FD] (keel vm run starts it)"
     );
     std::process::exit(2);
 }
@@ -80,6 +93,7 @@ fn run(
     tap: Option<std::os::fd::OwnedFd>,
     foreground: bool,
     stdin: bool,
+    done: Option<std::fs::File>,
 ) -> i32 {
     let (Some(id), Some(root)) = (
         dir.file_name().map(|n| n.to_string_lossy().into_owned()),
@@ -148,8 +162,16 @@ fn run(
         }
     }
     let made = match (&spec.restored_from, &incoming) {
-        (_, Some(_)) => Vm::restore(&dir.join("migrated"), console),
-        (Some(snapshot), None) => Vm::restore(snapshot, console),
+        (_, Some(_)) => Vm::restore_with(
+            &dir.join("migrated"),
+            console,
+            spec.vsock.as_ref().map(|v| v.path.as_path()),
+        ),
+        (Some(snapshot), None) => Vm::restore_with(
+            snapshot,
+            console,
+            spec.vsock.as_ref().map(|v| v.path.as_path()),
+        ),
         (None, None) => Vm::create(
             &Config {
                 vcpus: spec.vcpus,
@@ -257,6 +279,9 @@ fn run(
         Ok(ending) => ending,
         Err(e) => Ending::Failed(e.to_string()),
     };
+    // The disks' locks, taps and sockets go now: a VM recorded as ended
+    // holds none of them.
+    vm.release_devices();
     if let Some(path) = &control {
         let _ = std::fs::remove_file(path);
     }
@@ -289,6 +314,11 @@ fn run(
         eprintln!("keel-vmm: VM {}: {}", spec.name, ending.reason());
     }
     let _ = std::io::stdout().flush();
+    // Said before the VM is dropped (KVM tears it down, its interrupt
+    // controllers taking some 20 ms): whoever waits has what it needs.
+    if let Some(mut done) = done {
+        let _ = done.write_all(&[code as u8]);
+    }
     code
 }
 

@@ -304,6 +304,18 @@ impl Devices {
             .unwrap_or(0)
     }
 
+    /// Lets go of what the devices hold on the host (files, locks, taps,
+    /// sockets) once the VM has ended, and flushes the console.
+    pub fn release(&self) {
+        for device in &self.virtio {
+            device
+                .lock()
+                .expect("a device lock is never poisoned")
+                .release();
+        }
+        self.flush();
+    }
+
     /// Flushes the console.
     pub fn flush(&self) {
         let _ = self

@@ -178,6 +178,13 @@ impl Transport {
         Ok(())
     }
 
+    /// Lets go of what the device holds on the host (a disk's file and
+    /// lock, a tap, sockets) once the VM has ended.
+    pub fn release(&mut self) {
+        let device_type = self.device.device_type();
+        self.device = Box::new(Released(device_type));
+    }
+
     /// Why the device cannot be snapshotted, if it cannot.
     pub fn unsaveable(&self) -> Option<&'static str> {
         self.device.unsaveable()
@@ -334,5 +341,30 @@ impl Transport {
             // "Used buffer" (the driver may also poll the used ring).
             self.signal(1);
         }
+    }
+}
+
+/// What a released device becomes: nothing.
+struct Released(u32);
+
+impl Device for Released {
+    fn device_type(&self) -> u32 {
+        self.0
+    }
+
+    fn features(&self) -> u64 {
+        0
+    }
+
+    fn queue_sizes(&self) -> Vec<u16> {
+        Vec::new()
+    }
+
+    fn read_config(&self, _offset: u64, data: &mut [u8]) {
+        data.fill(0);
+    }
+
+    fn serve(&mut self, _index: usize, _queue: &mut Queue, _memory: &Memory) -> bool {
+        false
     }
 }

@@ -16,6 +16,10 @@
 //! no more than keel's ([`BUF_ALLOC`]), which bounds what keel holds for a
 //! slow host program.
 //!
+//! A snapshot keeps the device, not its connections: after a restore the
+//! host side knows none, and a guest's packet on one it had is answered
+//! with a reset.
+//!
 //! The guest's packets (queue 1) are handled on the vCPU that notifies;
 //! what goes to the guest (queue 0: answers, data from the host) is put
 //! there by [`Device::serve_io`], which the VMM's I/O thread calls when the
@@ -181,6 +185,13 @@ impl Vsock {
         }
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(Error::path("create", parent))?;
+        }
+        // A socket someone listens on is another VM's: not taken over.
+        if UnixStream::connect(path).is_ok() {
+            return Err(Error::invalid(format!(
+                "the vsock socket {} is in use (another VM listens on it)",
+                path.display()
+            )));
         }
         let _ = std::fs::remove_file(path);
         let listener = UnixListener::bind(path).map_err(Error::path("listen on", path))?;
@@ -719,10 +730,6 @@ impl Device for Vsock {
             self.guest_packet(header, &payload);
         }
         used
-    }
-
-    fn unsaveable(&self) -> Option<&'static str> {
-        Some("its vsock connections (sockets on this host) are not carried over yet")
     }
 
     fn io_fd(&self) -> Option<RawFd> {

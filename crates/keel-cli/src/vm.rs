@@ -632,7 +632,9 @@ fn run_vm(ctx: &Context, store: &Store, args: &RunArgs) -> Result<i32> {
             })
             .transpose()?,
     };
-    let network = Some(args.network.as_str()).filter(|n| *n != "none");
+    let network = Some(args.network.as_str())
+        .filter(|n| *n != "none")
+        .map(|n| (n.to_string(), None));
     start(ctx, store, &args.start, spec, network)
 }
 
@@ -678,7 +680,12 @@ fn restore(ctx: &Context, store: &Store, args: &RestoreArgs) -> Result<i32> {
         vsock: None,
     };
     spec.take_devices(&meta.devices);
-    start(ctx, store, &args.start, spec, None)
+    // Back on its network, at the address its guest has.
+    let network = meta.devices.iter().find_map(|d| match d {
+        keel_vm::snapshot::DeviceSpec::Net { network, ipv4, .. } => Some((network.clone(), *ipv4)),
+        _ => None,
+    });
+    start(ctx, store, &args.start, spec, network)
 }
 
 /// Records the VM and starts its VMM: in the foreground until the guest
@@ -689,7 +696,7 @@ fn start(
     store: &Store,
     how: &StartArgs,
     mut spec: VmSpec,
-    network: Option<&str>,
+    network: Option<(String, Option<std::net::IpAddr>)>,
 ) -> Result<i32> {
     vmm_binary()?;
     if how.interactive && how.detach {
@@ -716,7 +723,7 @@ fn start(
         store.write_spec(&spec)?;
     }
     let tap = match network {
-        Some(network) => match join_network(ctx, store, network, &spec) {
+        Some((network, ipv4)) => match join_network(ctx, store, &network, ipv4, &spec) {
             Ok((joined, tap)) => {
                 spec = joined;
                 Some(tap)
@@ -743,6 +750,7 @@ fn join_network(
     ctx: &Context,
     store: &Store,
     network: &str,
+    ipv4: Option<std::net::IpAddr>,
     spec: &VmSpec,
 ) -> Result<(VmSpec, std::os::fd::OwnedFd)> {
     let mut engine = ctx.engine()?;
@@ -752,6 +760,7 @@ fn join_network(
         network,
         &spec.id,
         &spec.name,
+        ipv4,
     )?;
     let endpoint = &joined.endpoint;
     let network = keel_engine::network::find(&mut engine.db, &endpoint.network)?;

@@ -1624,3 +1624,98 @@ fn a_vm_on_a_network_that_is_not_there_is_refused_and_leaves_nothing() {
     assert_eq!(keel.ok(&["vm", "ls", "-aq"]), "");
     assert_nothing_left(&keel);
 }
+
+#[test]
+fn a_vm_restored_from_a_snapshot_is_back_on_its_network_at_its_address() {
+    let keel = Keel::new();
+    keel.ok(&["network", "create", "--subnet", "10.78.0.0/24", "snapnet"]);
+    keel.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "peer",
+        "--network",
+        "snapnet",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    let peer = keel.inspect("peer", "{{.NetworkSettings.Networks.snapnet.IPAddress}}");
+    keel.ok(&[
+        "vm",
+        "run",
+        "-d",
+        "--name",
+        "guest",
+        "--network",
+        "snapnet",
+        "--kernel",
+        keel_vm::TEST_GUEST,
+        "--cmdline",
+        "net",
+    ]);
+    let address = keel
+        .ok(&[
+            "vm",
+            "inspect",
+            "-f",
+            "{{.NetworkSettings.IPAddress}}",
+            "guest",
+        ])
+        .trim()
+        .to_string();
+    keel.eventually("the guest answers", || {
+        keel.ok(&["vm", "logs", "guest"])
+            .contains("net: answering\n")
+    });
+    let snapshot = keel.temp.path().join("guest.snap");
+    keel.ok(&["vm", "snapshot", "guest", snapshot.to_str().unwrap()]);
+    // Its address is the running VM's: a restore beside it is refused,
+    // and leaves nothing.
+    let out = keel.run(&[
+        "vm",
+        "restore",
+        "-d",
+        "--name",
+        "twin",
+        snapshot.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("address {address} is already in use")),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!keel.ok(&["vm", "ls", "-a"]).contains("twin"));
+    keel.ok(&["vm", "rm", "-f", "guest"]);
+    keel.ok(&[
+        "vm",
+        "restore",
+        "-d",
+        "--name",
+        "back",
+        snapshot.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        keel.ok(&[
+            "vm",
+            "inspect",
+            "-f",
+            "{{.NetworkSettings.IPAddress}}",
+            "back"
+        ])
+        .trim(),
+        address
+    );
+    // The restored guest answers the container where the first one did.
+    let out = keel.run(&["exec", "peer", "ping", "-c", "2", "-W", "5", &address]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        keel.ok(&["vm", "logs", "back"])
+            .contains(&format!("echo request from {peer}\n"))
+    );
+    keel.ok(&["vm", "rm", "-f", "back"]);
+    keel.ok(&["rm", "-f", "peer"]);
+    keel.ok(&["network", "rm", "snapnet"]);
+    assert_nothing_left(&keel);
+}

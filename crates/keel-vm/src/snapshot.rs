@@ -160,6 +160,14 @@ pub enum DeviceSpec {
     },
     Balloon,
     Rng,
+    /// A NIC on a keel network, at its address there: a restore joins the
+    /// same network at the same address (refused while another VM has it).
+    Net {
+        network: String,
+        #[serde(default)]
+        ipv4: Option<std::net::IpAddr>,
+        mac: [u8; 6],
+    },
     /// A vsock device with the guest's CID; its host socket is the new
     /// VM's (connections open at the snapshot are reset).
     Vsock {

@@ -53,6 +53,10 @@ pub struct VsockConfig {
 pub struct Nic {
     pub tap: Arc<std::os::fd::OwnedFd>,
     pub mac: [u8; 6],
+    /// The network it is on and its address there (kept in snapshots, so
+    /// a restore joins the same network at the same address).
+    pub network: String,
+    pub ipv4: Option<std::net::IpAddr>,
 }
 
 /// A raw disk image attached to a VM.
@@ -270,6 +274,17 @@ impl Controller {
     fn refuse_devices(&self, what: &str, migrating: bool) -> Result<()> {
         if let Err(why) = self.devices.save() {
             return Err(Error::invalid(format!("the VM cannot be {what}: {why}")));
+        }
+        if migrating
+            && self
+                .meta
+                .devices
+                .iter()
+                .any(|d| matches!(d, snapshot::DeviceSpec::Net { .. }))
+        {
+            return Err(Error::invalid(format!(
+                "a VM with a NIC cannot be {what} yet (the receiver has no tap for it)"
+            )));
         }
         if migrating
             && self
@@ -612,6 +627,11 @@ impl Vm {
                 path: d.path.clone(),
                 read_only: d.read_only,
             })
+            .chain(config.net.as_ref().map(|n| snapshot::DeviceSpec::Net {
+                network: n.network.clone(),
+                ipv4: n.ipv4,
+                mac: n.mac,
+            }))
             .chain(
                 config
                     .vsock
@@ -650,15 +670,16 @@ impl Vm {
     /// memory mapped from the snapshot's file, copy-on-write, loaded as
     /// the guest touches it.
     pub fn restore(dir: &std::path::Path, console: Console) -> Result<Vm> {
-        Vm::restore_with(dir, console, None)
+        Vm::restore_with(dir, console, None, None)
     }
 
-    /// [`Vm::restore`], the new VM's vsock listening at `vsock` (a
-    /// snapshot of a VM with vsock needs one).
+    /// [`Vm::restore`], the new VM's vsock listening at `vsock`, its NIC
+    /// on the tap of `nic` (a snapshot of a VM with either needs it).
     pub fn restore_with(
         dir: &std::path::Path,
         console: Console,
         vsock: Option<&std::path::Path>,
+        nic: Option<&Nic>,
     ) -> Result<Vm> {
         let kvm = open_kvm()?;
         let loaded = snapshot::read(dir, &kvm)?;
@@ -679,6 +700,23 @@ impl Vm {
                 }
                 snapshot::DeviceSpec::Rng => {
                     virtio.push(Box::new(crate::devices::virtio::rng::Rng))
+                }
+                snapshot::DeviceSpec::Net { mac, .. } => {
+                    let nic = nic.ok_or_else(|| {
+                        Error::invalid(format!(
+                            "{} is of a VM with a NIC: the restored one needs a tap",
+                            dir.display()
+                        ))
+                    })?;
+                    let tap = nic
+                        .tap
+                        .try_clone()
+                        .and_then(|tap| crate::devices::virtio::net::Net::new(tap, *mac))
+                        .map_err(|e| Error::Io {
+                            what: "take the tap device".into(),
+                            source: e,
+                        })?;
+                    virtio.push(Box::new(tap));
                 }
                 snapshot::DeviceSpec::Vsock { cid } => {
                     let path = vsock.ok_or_else(|| {

@@ -27,19 +27,21 @@ pub struct VmEndpoint {
 }
 
 /// Puts VM `id` (named `name`) on `network`: its tap on the bridge, its
-/// addresses recorded.
+/// addresses recorded (`ipv4`: that address, as a restored VM keeps the
+/// one its guest has).
 pub fn attach_vm(
     layout: &Layout,
     db: &mut Db,
     network: &str,
     id: &str,
     name: &str,
+    ipv4: Option<std::net::IpAddr>,
 ) -> Result<VmEndpoint> {
     let attachment = NetworkAttachment {
         id: String::new(),
         name: network.to_string(),
         aliases: Vec::new(),
-        ipv4: None,
+        ipv4,
         ipv6: None,
     };
     let network = super::of_attachment(db, &attachment)?;

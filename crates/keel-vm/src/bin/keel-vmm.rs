@@ -158,20 +158,39 @@ fn run(
             spec.memory = meta.memory;
             spec.cmdline = meta.cmdline;
             spec.take_devices(&meta.devices);
+            // A vsock listens beside the control socket.
+            if let (Some(vsock), Some(control)) = (spec.vsock.as_mut(), &control)
+                && vsock.path.as_os_str().is_empty()
+            {
+                vsock.path = control.with_extension("vsock");
+            }
             let _ = store.write_spec(&spec);
         }
     }
+    let nic = match (&spec.network, tap) {
+        (Some(network), Some(tap)) => match network.mac_bytes() {
+            Some(mac) => Some(keel_vm::vm::Nic {
+                tap: Arc::new(tap),
+                mac,
+                network: network.name.clone(),
+                ipv4: network.ipv4,
+            }),
+            None => {
+                return fail(format!("the MAC {:?} is not six hex bytes", network.mac));
+            }
+        },
+        (Some(network), None) => {
+            return fail(format!(
+                "no tap device was handed over for network {}",
+                network.name
+            ));
+        }
+        (None, _) => None,
+    };
+    let vsock = spec.vsock.as_ref().map(|v| v.path.as_path());
     let made = match (&spec.restored_from, &incoming) {
-        (_, Some(_)) => Vm::restore_with(
-            &dir.join("migrated"),
-            console,
-            spec.vsock.as_ref().map(|v| v.path.as_path()),
-        ),
-        (Some(snapshot), None) => Vm::restore_with(
-            snapshot,
-            console,
-            spec.vsock.as_ref().map(|v| v.path.as_path()),
-        ),
+        (_, Some(_)) => Vm::restore_with(&dir.join("migrated"), console, vsock, nic.as_ref()),
+        (Some(snapshot), None) => Vm::restore_with(snapshot, console, vsock, nic.as_ref()),
         (None, None) => Vm::create(
             &Config {
                 vcpus: spec.vcpus,
@@ -188,24 +207,7 @@ fn run(
                     .collect(),
                 balloon: spec.balloon,
                 rng: spec.rng,
-                net: match (&spec.network, tap) {
-                    (Some(network), Some(tap)) => match network.mac_bytes() {
-                        Some(mac) => Some(keel_vm::vm::Nic {
-                            tap: Arc::new(tap),
-                            mac,
-                        }),
-                        None => {
-                            return fail(format!("the MAC {:?} is not six hex bytes", network.mac));
-                        }
-                    },
-                    (Some(network), None) => {
-                        return fail(format!(
-                            "no tap device was handed over for network {}",
-                            network.name
-                        ));
-                    }
-                    (None, _) => None,
-                },
+                net: nic.clone(),
                 initrd: spec.initrd.clone(),
                 vsock: spec.vsock.as_ref().map(|v| keel_vm::vm::VsockConfig {
                     cid: v.cid,

@@ -180,10 +180,6 @@ impl Device for Net {
         }
     }
 
-    fn unsaveable(&self) -> Option<&'static str> {
-        Some("its network interface (a tap on this host) is not carried over yet")
-    }
-
     fn io_fd(&self) -> Option<RawFd> {
         Some(self.tap.as_raw_fd())
     }

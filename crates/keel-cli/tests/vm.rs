@@ -665,6 +665,10 @@ fn a_running_vm_migrates_between_two_hosts_and_keeps_counting() {
         b.ok(&["vm", "ls", "--format", "{{.Name}} {{.Status}}"]),
         "moved Incoming (10.77.0.2:17777)\n"
     );
+    // A disk on storage both hosts see (one file system here).
+    let disk = a.keel.temp.path().join("shared.img");
+    let disk_arg = disk.to_str().unwrap();
+    a.ok(&["vm", "disk", "create", disk_arg, "--size", "4m"]);
     a.ok(&[
         "vm",
         "run",
@@ -675,6 +679,8 @@ fn a_running_vm_migrates_between_two_hosts_and_keeps_counting() {
         "2",
         "--memory",
         "96m",
+        "--disk",
+        disk_arg,
         "--kernel",
         GUEST,
         "--cmdline",
@@ -748,7 +754,20 @@ fn a_running_vm_migrates_between_two_hosts_and_keeps_counting() {
         b.ok(&["vm", "inspect", "-f", "{{.CPUs}} {{.Memory}}", "moved"]),
         format!("2 {}\n", 96u64 << 20)
     );
+    // The disk moved with the VM: B's VM has it (and its lock).
+    assert_eq!(
+        b.ok(&["vm", "inspect", "-f", "{{json .Disks}}", "moved"])
+            .trim(),
+        format!(r#"[{{"path":"{disk_arg}","read_only":false}}]"#)
+    );
+    let out = a.run(&["vm", "run", "--rm", "--disk", disk_arg, "--kernel", GUEST]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is in use by another VM"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     b.ok(&["vm", "rm", "-f", "moved"]);
+    a.ok(&["vm", "run", "--rm", "--disk", disk_arg, "--kernel", GUEST]);
 }
 
 #[test]

@@ -81,6 +81,10 @@ pub trait Source {
     fn resume(&self);
     /// The vCPUs' and the interrupt controllers' state (paused).
     fn saved_state(&self) -> Result<Saved>;
+    /// Lets go of the disks' locks for the receiver to take.
+    fn let_go(&self);
+    /// Takes them back (the migration failed).
+    fn take_back(&self) -> Result<()>;
 }
 
 /// Sends the VM to `address`; on success the caller ends the source VM.
@@ -106,6 +110,7 @@ pub fn send(source: &dyn Source, address: &str) -> Result<Report> {
     let logging = source.start_dirty_log();
     report.method = if logging { "pre-copy" } else { "stop-and-copy" }.into();
     let mut paused = false;
+    let mut let_go = false;
     let result = (|| {
         if !logging {
             source.pause()?;
@@ -144,6 +149,9 @@ pub fn send(source: &dyn Source, address: &str) -> Result<Report> {
         }
         let pause_at = pause_at.unwrap_or(started);
         let states = source.saved_state()?;
+        // The receiver opens the disks as it makes the VM.
+        source.let_go();
+        let_go = true;
         report.bytes_sent += frame(
             &mut writer,
             VCPUS,
@@ -177,7 +185,12 @@ pub fn send(source: &dyn Source, address: &str) -> Result<Report> {
         Ok(())
     })();
     if let Err(e) = result {
-        // The source goes on as it was.
+        // The source goes on as it was (its disks taken back first).
+        if let_go && let Err(back) = source.take_back() {
+            return Err(Error::Msg(format!(
+                "{e}; and the VM here stays paused: {back}"
+            )));
+        }
         if paused {
             source.resume();
         }

@@ -42,6 +42,7 @@ const ALLOWED: &[&str] = &[
     "getdents64",
     "fsync",
     "fdatasync",
+    "flock",
     "ftruncate",
     "fcntl",
     "dup",

@@ -286,17 +286,7 @@ impl Controller {
                 "a VM with a NIC cannot be {what} yet (the receiver has no tap for it)"
             )));
         }
-        if migrating
-            && self
-                .meta
-                .devices
-                .iter()
-                .any(|d| matches!(d, snapshot::DeviceSpec::Disk { .. }))
-        {
-            return Err(Error::invalid(format!(
-                "a VM with disks cannot be {what} yet (the receiver would open them while this VMM still has them)"
-            )));
-        }
+
         Ok(())
     }
 
@@ -418,6 +408,14 @@ impl crate::migrate::Source for Controller {
 
     fn saved_state(&self) -> Result<snapshot::Saved> {
         self.saved()
+    }
+
+    fn let_go(&self) {
+        self.devices.let_go();
+    }
+
+    fn take_back(&self) -> Result<()> {
+        self.devices.take_back().map_err(Error::Msg)
     }
 }
 

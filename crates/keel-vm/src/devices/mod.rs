@@ -160,6 +160,27 @@ impl Devices {
             .collect()
     }
 
+    /// Lets go of what a migration hands over (the disks' locks).
+    pub fn let_go(&self) {
+        for device in &self.virtio {
+            device
+                .lock()
+                .expect("a device lock is never poisoned")
+                .let_go();
+        }
+    }
+
+    /// Takes back what [`Devices::let_go`] let go.
+    pub fn take_back(&self) -> Result<(), String> {
+        for device in &self.virtio {
+            device
+                .lock()
+                .expect("a device lock is never poisoned")
+                .take_back()?;
+        }
+        Ok(())
+    }
+
     /// Puts back the devices' states (the same devices, in order).
     pub fn restore(&self, states: &[virtio::mmio::State]) -> Result<(), String> {
         if states.len() != self.virtio.len() {

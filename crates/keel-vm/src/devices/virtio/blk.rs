@@ -28,8 +28,20 @@ const S_OK: u8 = 0;
 const S_IOERR: u8 = 1;
 const S_UNSUPP: u8 = 2;
 
+/// Takes the disk's lock: shared to read, exclusive to write.
+fn lock_disk(file: &File, read_only: bool) -> bool {
+    let lock = if read_only {
+        libc::LOCK_SH
+    } else {
+        libc::LOCK_EX
+    };
+    // SAFETY: flock on a file we own.
+    unsafe { libc::flock(file.as_raw_fd(), lock | libc::LOCK_NB) == 0 }
+}
+
 pub struct Block {
     file: File,
+    path: std::path::PathBuf,
     read_only: bool,
     sectors: u64,
     id: [u8; 20],
@@ -44,13 +56,7 @@ impl Block {
             .write(!read_only)
             .open(path)
             .map_err(Error::path("open the disk", path))?;
-        let lock = if read_only {
-            libc::LOCK_SH
-        } else {
-            libc::LOCK_EX
-        };
-        // SAFETY: flock on a file we own.
-        if unsafe { libc::flock(file.as_raw_fd(), lock | libc::LOCK_NB) } != 0 {
+        if !lock_disk(&file, read_only) {
             return Err(Error::invalid(format!(
                 "the disk {} is in use by another VM{}",
                 path.display(),
@@ -67,6 +73,7 @@ impl Block {
         id[..n].copy_from_slice(&name.as_bytes()[..n]);
         Ok(Block {
             file,
+            path: path.to_path_buf(),
             read_only,
             sectors: size / SECTOR,
             id,
@@ -154,6 +161,22 @@ impl Device for Block {
         let mut config = [0u8; 64];
         config[..8].copy_from_slice(&self.sectors.to_le_bytes());
         super::read_from(&config, offset, data);
+    }
+
+    fn let_go(&mut self) {
+        // SAFETY: unlocking a file we own.
+        unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_UN) };
+    }
+
+    fn take_back(&mut self) -> std::result::Result<(), String> {
+        if lock_disk(&self.file, self.read_only) {
+            Ok(())
+        } else {
+            Err(format!(
+                "the disk {} was taken by another VM meanwhile",
+                self.path.display()
+            ))
+        }
     }
 
     fn serve(&mut self, _index: usize, queue: &mut Queue, memory: &Memory) -> bool {

@@ -185,6 +185,14 @@ impl Transport {
         self.device = Box::new(Released(device_type));
     }
 
+    pub fn let_go(&mut self) {
+        self.device.let_go();
+    }
+
+    pub fn take_back(&mut self) -> Result<(), String> {
+        self.device.take_back()
+    }
+
     /// Why the device cannot be snapshotted, if it cannot.
     pub fn unsaveable(&self) -> Option<&'static str> {
         self.device.unsaveable()

@@ -55,6 +55,13 @@ pub trait Device: Send {
     fn restore(&mut self, _state: &serde_json::Value) -> Result<(), String> {
         Ok(())
     }
+    /// Lets go of what another host's VMM must take over (a disk's lock)
+    /// as a migration hands the VM over.
+    fn let_go(&mut self) {}
+    /// Takes it back (the migration failed).
+    fn take_back(&mut self) -> Result<(), String> {
+        Ok(())
+    }
     /// Why a VM with this device cannot be snapshotted or migrated (what
     /// it holds outside the VM), if so.
     fn unsaveable(&self) -> Option<&'static str> {

@@ -63,6 +63,19 @@ pub enum VmCommand {
     /// Serve keel's virtio-vsock device to another VMM over vhost-user
     #[command(name = "vhost-user-vsock")]
     VhostUserVsock(VhostUserVsockArgs),
+    /// (keel-vmm's) Put a VM arriving by migration on its network at its
+    /// address; its tap goes back over fd 3
+    #[command(name = "join-network", hide = true)]
+    JoinNetwork(JoinNetworkArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct JoinNetworkArgs {
+    /// The VM's id
+    pub vm: String,
+    pub network: String,
+    #[arg(long)]
+    pub ip: Option<std::net::IpAddr>,
 }
 
 #[derive(Args, Debug)]
@@ -328,6 +341,20 @@ pub fn run(ctx: &Context, command: &VmCommand) -> Result<i32> {
             keel_vm::vhost_user::serve_rng(&args.socket)?;
             Ok(0)
         }
+        VmCommand::JoinNetwork(args) => {
+            let spec = store.spec(&args.vm)?;
+            let (_, tap) = join_network(ctx, &store, &args.network, args.ip, &spec)?;
+            // SAFETY: keel-vmm hands its end of a socket pair over at 3.
+            let channel = unsafe {
+                <std::os::unix::net::UnixStream as std::os::fd::FromRawFd>::from_raw_fd(3)
+            };
+            let sent = keel_vm::migrate::send_fd(&channel, &tap);
+            if let Err(e) = sent {
+                leave_network(ctx, &args.vm);
+                bail!("hand the tap over: {e}");
+            }
+            Ok(0)
+        }
         VmCommand::VhostUserVsock(args) => {
             keel_vm::vhost_user::serve_vsock(&args.socket, &args.vsock, args.cid)?;
             Ok(0)
@@ -435,6 +462,9 @@ pub fn run(ctx: &Context, command: &VmCommand) -> Result<i32> {
                 && Instant::now() < deadline
             {
                 std::thread::sleep(Duration::from_millis(2));
+            }
+            if vm.spec.network.is_some() {
+                leave_network(ctx, &vm.spec.id);
             }
             let _ = store.remove(&vm.spec.id);
             println!(

@@ -1374,3 +1374,94 @@ fn stop_presses_the_power_button_and_a_listening_guest_powers_off() {
     );
     keel.ok(&["vm", "rm", "button"]);
 }
+
+#[test]
+fn a_vm_on_a_network_migrates_onto_the_same_network_on_the_other_host() {
+    let a = Host {
+        keel: Keel::new(),
+        netns: keel_testutil::NetnsGuard::new(),
+    };
+    let b = Host {
+        keel: Keel::new(),
+        netns: keel_testutil::NetnsGuard::new(),
+    };
+    a.ip(&[
+        "link", "add", "mig-a", "type", "veth", "peer", "name", "mig-b",
+    ]);
+    a.ip(&["link", "set", "mig-b", "netns", b.netns.name()]);
+    a.ip(&["addr", "add", "10.76.0.1/24", "dev", "mig-a"]);
+    b.ip(&["addr", "add", "10.76.0.2/24", "dev", "mig-b"]);
+    for (host, link) in [(&a, "mig-a"), (&b, "mig-b")] {
+        host.ip(&["link", "set", link, "up"]);
+        host.ip(&["link", "set", "lo", "up"]);
+        host.ok(&["network", "create", "--subnet", "10.79.0.0/24", "mignet"]);
+    }
+    b.ok(&[
+        "vm",
+        "receive",
+        "-d",
+        "--name",
+        "moved",
+        "--listen",
+        "10.76.0.2:17779",
+    ]);
+    a.ok(&[
+        "vm",
+        "run",
+        "-d",
+        "--name",
+        "guest",
+        "--network",
+        "mignet",
+        "--kernel",
+        GUEST,
+        "--cmdline",
+        "net",
+    ]);
+    let address = a
+        .ok(&[
+            "vm",
+            "inspect",
+            "-f",
+            "{{.NetworkSettings.IPAddress}}",
+            "guest",
+        ])
+        .trim()
+        .to_string();
+    let ping = |host: &Host| {
+        host.netns
+            .run("busybox", &["ping", "-c", "1", "-W", "5", &address])
+            .status
+            .success()
+    };
+    a.keel
+        .eventually("A's bridge reaches the guest", || ping(&a));
+    let out = a.ok(&["vm", "migrate", "guest", "--to", "10.76.0.2:17779"]);
+    assert!(
+        out.starts_with("guest migrated to 10.76.0.2:17779 ("),
+        "{out}"
+    );
+    // On B, on B's network of that name, at the same address.
+    assert_eq!(
+        b.ok(&[
+            "vm",
+            "inspect",
+            "-f",
+            "{{.NetworkSettings.IPAddress}}",
+            "moved"
+        ])
+        .trim(),
+        address
+    );
+    b.keel
+        .eventually("B's bridge reaches the moved guest", || ping(&b));
+    assert!(
+        b.ok(&["vm", "logs", "moved"])
+            .contains("echo request from 10.79.0.1\n")
+    );
+    // A let go: no VM, its network free to remove.
+    assert_eq!(a.ok(&["vm", "ls", "-aq"]), "");
+    a.ok(&["network", "rm", "mignet"]);
+    b.ok(&["vm", "rm", "-f", "moved"]);
+    b.ok(&["network", "rm", "mignet"]);
+}

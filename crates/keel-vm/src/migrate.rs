@@ -345,3 +345,50 @@ pub fn answer(stream: &mut TcpStream, result: &Result<()>) {
     };
     let _ = stream.write_all(line.as_bytes());
 }
+
+/// Sends `fd` over the unix socket `channel` (one byte of data with it).
+pub fn send_fd(
+    channel: &std::os::unix::net::UnixStream,
+    fd: &impl std::os::fd::AsRawFd,
+) -> std::io::Result<()> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    use std::os::fd::AsRawFd;
+    let fds = [fd.as_raw_fd()];
+    let iov = [std::io::IoSlice::new(b"t")];
+    sendmsg::<()>(
+        channel.as_raw_fd(),
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map(|_| ())
+    .map_err(std::io::Error::from)
+}
+
+/// Receives the fd [`send_fd`] sent; None if the other side sent none.
+pub fn receive_fd(
+    channel: &std::os::unix::net::UnixStream,
+) -> std::io::Result<Option<std::os::fd::OwnedFd>> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let mut byte = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let message = recvmsg::<()>(
+        channel.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(std::io::Error::from)?;
+    for cmsg in message.cmsgs().map_err(std::io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg
+            && let Some(&fd) = fds.first()
+        {
+            // SAFETY: the kernel just gave us this fd.
+            return Ok(Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }));
+        }
+    }
+    Ok(None)
+}

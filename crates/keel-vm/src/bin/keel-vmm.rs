@@ -147,6 +147,8 @@ fn run(
     unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &stops, std::ptr::null_mut()) };
     let mut incoming = None;
     let mut spec = spec;
+    let mut tap = tap;
+    let mut join_error = None;
     if let Some(address) = &spec.incoming {
         match receive(&store, &id, dir, address) {
             Ok(stream) => incoming = Some(stream),
@@ -165,6 +167,25 @@ fn run(
                 vsock.path = control.with_extension("vsock");
             }
             let _ = store.write_spec(&spec);
+            // Its NIC: on the same network here, at the address its guest
+            // has (keel puts it there and hands the tap over).
+            let net = meta.devices.iter().find_map(|d| match d {
+                keel_vm::snapshot::DeviceSpec::Net { network, ipv4, .. } => {
+                    Some((network.clone(), *ipv4))
+                }
+                _ => None,
+            });
+            if let Some((network, ipv4)) = net {
+                match join_network(root, control.as_deref(), &id, &network, ipv4) {
+                    Ok(fd) => {
+                        tap = Some(fd);
+                        if let Ok(joined) = store.spec(&id) {
+                            spec = joined;
+                        }
+                    }
+                    Err(e) => join_error = Some(e),
+                }
+            }
         }
     }
     let nic = match (&spec.network, tap) {
@@ -189,6 +210,9 @@ fn run(
     };
     let vsock = spec.vsock.as_ref().map(|v| v.path.as_path());
     let made = match (&spec.restored_from, &incoming) {
+        _ if join_error.is_some() => Err(keel_vm::Error::Msg(
+            join_error.clone().expect("a join error"),
+        )),
         (_, Some(_)) => Vm::restore_with(&dir.join("migrated"), console, vsock, nic.as_ref()),
         (Some(snapshot), None) => Vm::restore_with(snapshot, console, vsock, nic.as_ref()),
         (None, None) => Vm::create(
@@ -322,6 +346,74 @@ fn run(
         let _ = done.write_all(&[code as u8]);
     }
     code
+}
+
+/// Puts VM `id`, arriving with a NIC, on `network` at `ipv4` through keel
+/// (`keel vm join-network`, which records the endpoint and makes the tap)
+/// and takes the tap it hands back over a socket pair.
+fn join_network(
+    root: &Path,
+    control: Option<&Path>,
+    id: &str,
+    network: &str,
+    ipv4: Option<std::net::IpAddr>,
+) -> Result<std::os::fd::OwnedFd, String> {
+    let runroot = control
+        .and_then(|c| c.parent()?.parent())
+        .ok_or("no runroot to join a network from (no control socket)")?;
+    let keel = match std::env::var_os("KEEL_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => std::env::current_exe()
+            .map_err(|e| format!("find keel-vmm's own path: {e}"))?
+            .with_file_name("keel"),
+    };
+    let (ours, theirs) =
+        std::os::unix::net::UnixStream::pair().map_err(|e| format!("a socket pair: {e}"))?;
+    let theirs_fd = theirs.as_raw_fd();
+    let mut command = std::process::Command::new(&keel);
+    command
+        .arg("--root")
+        .arg(root)
+        .arg("--runroot")
+        .arg(runroot)
+        .args(["vm", "join-network", id, network])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    if let Some(ip) = ipv4 {
+        command.arg("--ip").arg(ip.to_string());
+    }
+    // SAFETY: dup2/fcntl in the child before exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+            let moved = if theirs_fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(theirs_fd, 3)
+            };
+            if moved < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = command
+        .spawn()
+        .map_err(|e| format!("run {}: {e}", keel.display()))?;
+    drop(theirs);
+    let fd = keel_vm::migrate::receive_fd(&ours);
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("wait for keel: {e}"))?;
+    if !out.status.success() {
+        let error = String::from_utf8_lossy(&out.stderr);
+        return Err(format!(
+            "join network {network}: {}",
+            error.trim().trim_start_matches("Error: ")
+        ));
+    }
+    fd.map_err(|e| format!("take the tap: {e}"))?
+        .ok_or_else(|| "keel handed no tap over".to_string())
 }
 
 /// The control socket: one request per connection.

@@ -348,7 +348,7 @@ pub fn run(ctx: &Context, command: &VmCommand) -> Result<i32> {
             let channel = unsafe {
                 <std::os::unix::net::UnixStream as std::os::fd::FromRawFd>::from_raw_fd(3)
             };
-            let sent = keel_vm::migrate::send_fd(&channel, &tap);
+            let sent = keel_vm::fdpass::send_fd(&channel, &tap);
             if let Err(e) = sent {
                 leave_network(ctx, &args.vm);
                 bail!("hand the tap over: {e}");

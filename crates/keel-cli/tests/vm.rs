@@ -630,9 +630,9 @@ impl Host {
     }
 }
 
-#[test]
-fn a_running_vm_migrates_between_two_hosts_and_keeps_counting() {
-    // Two "hosts": network namespaces joined by a veth pair, a keel root each.
+/// Two "hosts": network namespaces joined by a veth pair, `NET.1` and
+/// `NET.2` (of `NET.0/24`), a keel root each.
+fn two_hosts(net: &str) -> (Host, Host) {
     let a = Host {
         keel: Keel::new(),
         netns: keel_testutil::NetnsGuard::new(),
@@ -645,12 +645,18 @@ fn a_running_vm_migrates_between_two_hosts_and_keeps_counting() {
         "link", "add", "mig-a", "type", "veth", "peer", "name", "mig-b",
     ]);
     a.ip(&["link", "set", "mig-b", "netns", b.netns.name()]);
-    a.ip(&["addr", "add", "10.77.0.1/24", "dev", "mig-a"]);
-    b.ip(&["addr", "add", "10.77.0.2/24", "dev", "mig-b"]);
+    a.ip(&["addr", "add", &format!("{net}.1/24"), "dev", "mig-a"]);
+    b.ip(&["addr", "add", &format!("{net}.2/24"), "dev", "mig-b"]);
     for (host, link) in [(&a, "mig-a"), (&b, "mig-b")] {
         host.ip(&["link", "set", link, "up"]);
         host.ip(&["link", "set", "lo", "up"]);
     }
+    (a, b)
+}
+
+#[test]
+fn a_running_vm_migrates_between_two_hosts_and_keeps_counting() {
+    let (a, b) = two_hosts("10.77.0");
     let id = b.ok(&[
         "vm",
         "receive",
@@ -1377,23 +1383,8 @@ fn stop_presses_the_power_button_and_a_listening_guest_powers_off() {
 
 #[test]
 fn a_vm_on_a_network_migrates_onto_the_same_network_on_the_other_host() {
-    let a = Host {
-        keel: Keel::new(),
-        netns: keel_testutil::NetnsGuard::new(),
-    };
-    let b = Host {
-        keel: Keel::new(),
-        netns: keel_testutil::NetnsGuard::new(),
-    };
-    a.ip(&[
-        "link", "add", "mig-a", "type", "veth", "peer", "name", "mig-b",
-    ]);
-    a.ip(&["link", "set", "mig-b", "netns", b.netns.name()]);
-    a.ip(&["addr", "add", "10.76.0.1/24", "dev", "mig-a"]);
-    b.ip(&["addr", "add", "10.76.0.2/24", "dev", "mig-b"]);
-    for (host, link) in [(&a, "mig-a"), (&b, "mig-b")] {
-        host.ip(&["link", "set", link, "up"]);
-        host.ip(&["link", "set", "lo", "up"]);
+    let (a, b) = two_hosts("10.76.0");
+    for host in [&a, &b] {
         host.ok(&["network", "create", "--subnet", "10.79.0.0/24", "mignet"]);
     }
     b.ok(&[

@@ -8,71 +8,16 @@
 //! payload checked), then answers ARP and echo requests for ever, printing
 //! `echo request from X` for the first few.
 
-use core::sync::atomic::{Ordering, fence};
+use super::rings::{Buffers, EMPTY, N, Ring, addresses, next_used, offer, post, send};
+use super::{BootInfo, mmio_read, power_off, print, print_number};
 
-use super::{BootInfo, mmio_read, mmio_write, power_off, print, print_number};
-
-const N: usize = 8;
 const BUFFER: usize = 2048;
 const HEADER: usize = 12;
 
-#[repr(C, align(4096))]
-struct Ring {
-    desc: [[u64; 2]; N],
-    avail_flags: u16,
-    avail_idx: u16,
-    avail_ring: [u16; N],
-    used_event: u16,
-    _pad: u16,
-    used_flags: u16,
-    used_idx: u16,
-    used_ring: [[u32; 2]; N],
-    avail_event: u16,
-}
-
-const EMPTY: Ring = Ring {
-    desc: [[0; 2]; N],
-    avail_flags: 0,
-    avail_idx: 0,
-    avail_ring: [0; N],
-    used_event: 0,
-    _pad: 0,
-    used_flags: 0,
-    used_idx: 0,
-    used_ring: [[0; 2]; N],
-    avail_event: 0,
-};
-
 static mut RX: Ring = EMPTY;
 static mut TX: Ring = EMPTY;
-#[repr(C, align(16))]
-struct Buffers([[u8; BUFFER]; N]);
-static mut RX_BUFFERS: Buffers = Buffers([[0; BUFFER]; N]);
-static mut TX_BUFFER: Buffers = Buffers([[0; BUFFER]; N]);
-
-fn addresses(ring: *const Ring) -> (u64, u64, u64) {
-    // SAFETY: field addresses only.
-    unsafe {
-        (
-            core::ptr::addr_of!((*ring).desc) as u64,
-            core::ptr::addr_of!((*ring).avail_flags) as u64,
-            core::ptr::addr_of!((*ring).used_flags) as u64,
-        )
-    }
-}
-
-/// Offers descriptor `id` on `ring` (avail ring) and notifies `queue`.
-fn offer(base: u64, queue: u32, ring: *mut Ring, id: u16) {
-    // SAFETY: our rings, used by one vCPU.
-    unsafe {
-        let idx = core::ptr::read_volatile(&raw const (*ring).avail_idx);
-        core::ptr::write_volatile(&raw mut (*ring).avail_ring[(idx as usize) % N], id);
-        fence(Ordering::SeqCst);
-        core::ptr::write_volatile(&raw mut (*ring).avail_idx, idx.wrapping_add(1));
-        fence(Ordering::SeqCst);
-    }
-    mmio_write(base, 0x050, queue);
-}
+static mut RX_BUFFERS: Buffers<BUFFER> = Buffers([[0; BUFFER]; N]);
+static mut TX_BUFFER: Buffers<BUFFER> = Buffers([[0; BUFFER]; N]);
 
 struct Nic {
     base: u64,
@@ -84,39 +29,26 @@ struct Nic {
 
 impl Nic {
     fn send(&mut self, frame: &[u8]) {
-        // SAFETY: our transmit buffer and ring, used by one vCPU.
-        unsafe {
-            let buffer = &mut (*core::ptr::addr_of_mut!(TX_BUFFER)).0[0];
-            buffer[..HEADER].fill(0);
-            buffer[HEADER..HEADER + frame.len()].copy_from_slice(frame);
-            let tx = core::ptr::addr_of_mut!(TX);
-            core::ptr::write_volatile(&raw mut (*tx).desc[0][0], buffer.as_ptr() as u64);
-            core::ptr::write_volatile(&raw mut (*tx).desc[0][1], (HEADER + frame.len()) as u64);
-            let before = core::ptr::read_volatile(&raw const (*tx).used_idx);
-            offer(self.base, 1, tx, 0);
-            while core::ptr::read_volatile(&raw const (*tx).used_idx) == before {
-                core::hint::spin_loop();
-            }
-        }
+        // SAFETY: our transmit buffer, used by one vCPU.
+        let buffer = unsafe { &mut (*core::ptr::addr_of_mut!(TX_BUFFER)).0[0] };
+        buffer[..HEADER].fill(0);
+        buffer[HEADER..HEADER + frame.len()].copy_from_slice(frame);
+        send(
+            self.base,
+            1,
+            core::ptr::addr_of_mut!(TX),
+            buffer.as_ptr() as u64,
+            HEADER + frame.len(),
+        );
     }
 
     /// The next frame received, if one came (its buffer is offered again
     /// by the caller with [`Nic::give_back`]).
     fn receive(&mut self) -> Option<(u16, &'static [u8])> {
-        // SAFETY: our receive ring and buffers; the device wrote them
-        // before it advanced the used index.
-        unsafe {
-            let rx = core::ptr::addr_of_mut!(RX);
-            if core::ptr::read_volatile(&raw const (*rx).used_idx) == self.seen {
-                return None;
-            }
-            fence(Ordering::SeqCst);
-            let entry = core::ptr::read_volatile(&raw const (*rx).used_ring[(self.seen as usize) % N]);
-            self.seen = self.seen.wrapping_add(1);
-            let (id, length) = (entry[0] as u16, entry[1] as usize);
-            let buffer = &(*core::ptr::addr_of!(RX_BUFFERS)).0[id as usize % N];
-            Some((id, &buffer[HEADER.min(length)..length.min(BUFFER)]))
-        }
+        let (id, length) = next_used(core::ptr::addr_of!(RX), &mut self.seen)?;
+        // SAFETY: the buffer the device wrote.
+        let buffer = unsafe { &(*core::ptr::addr_of!(RX_BUFFERS)).0[id as usize % N] };
+        Some((id, &buffer[HEADER.min(length)..length.min(BUFFER)]))
     }
 
     fn give_back(&mut self, id: u16) {
@@ -327,16 +259,7 @@ pub fn run(info: &BootInfo, cmdline: &[u8]) -> ! {
         seen: 0,
     };
     // Every receive buffer to the device.
-    for id in 0..N {
-        // SAFETY: our ring and buffers.
-        unsafe {
-            let rx = core::ptr::addr_of_mut!(RX);
-            let buffer = (*core::ptr::addr_of!(RX_BUFFERS)).0[id].as_ptr() as u64;
-            core::ptr::write_volatile(&raw mut (*rx).desc[id][0], buffer);
-            core::ptr::write_volatile(&raw mut (*rx).desc[id][1], BUFFER as u64 | (2 << 32));
-        }
-        nic.give_back(id as u16);
-    }
+    post(base, 0, core::ptr::addr_of_mut!(RX), core::ptr::addr_of!(RX_BUFFERS));
     print(b"net: mac ");
     print_mac(&mac);
     print(b" ip ");

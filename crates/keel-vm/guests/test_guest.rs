@@ -828,6 +828,7 @@ fn rng(info: &BootInfo) -> ! {
 }
 
 mod net;
+mod rings;
 mod vsock;
 
 #[unsafe(no_mangle)]

@@ -8,11 +8,9 @@
 //! refused) and echoes every byte back, printing `vsock: port PORT echoed
 //! N bytes` as each closes.
 
-use core::sync::atomic::{Ordering, fence};
+use super::rings::{Buffers, EMPTY, N, Ring, addresses, next_used, offer, post, send};
+use super::{BootInfo, mmio_read, power_off, print, print_number};
 
-use super::{BootInfo, mmio_read, mmio_write, power_off, print, print_number};
-
-const N: usize = 8;
 const BUFFER: usize = 4096;
 const HEADER: usize = 44;
 /// The receive buffer the guest says it has on each connection.
@@ -28,63 +26,11 @@ const OP_RW: u16 = 5;
 const OP_CREDIT_UPDATE: u16 = 6;
 const OP_CREDIT_REQUEST: u16 = 7;
 
-#[repr(C, align(4096))]
-struct Ring {
-    desc: [[u64; 2]; N],
-    avail_flags: u16,
-    avail_idx: u16,
-    avail_ring: [u16; N],
-    used_event: u16,
-    _pad: u16,
-    used_flags: u16,
-    used_idx: u16,
-    used_ring: [[u32; 2]; N],
-    avail_event: u16,
-}
-
-const EMPTY: Ring = Ring {
-    desc: [[0; 2]; N],
-    avail_flags: 0,
-    avail_idx: 0,
-    avail_ring: [0; N],
-    used_event: 0,
-    _pad: 0,
-    used_flags: 0,
-    used_idx: 0,
-    used_ring: [[0; 2]; N],
-    avail_event: 0,
-};
-
 static mut RX: Ring = EMPTY;
 static mut TX: Ring = EMPTY;
 static mut EVENTS: Ring = EMPTY;
-#[repr(C, align(16))]
-struct Buffers([[u8; BUFFER]; N]);
-static mut RX_BUFFERS: Buffers = Buffers([[0; BUFFER]; N]);
-static mut TX_BUFFER: Buffers = Buffers([[0; BUFFER]; N]);
-
-fn addresses(ring: *const Ring) -> (u64, u64, u64) {
-    // SAFETY: field addresses only.
-    unsafe {
-        (
-            core::ptr::addr_of!((*ring).desc) as u64,
-            core::ptr::addr_of!((*ring).avail_flags) as u64,
-            core::ptr::addr_of!((*ring).used_flags) as u64,
-        )
-    }
-}
-
-fn offer(base: u64, queue: u32, ring: *mut Ring, id: u16) {
-    // SAFETY: our rings, used by one vCPU.
-    unsafe {
-        let idx = core::ptr::read_volatile(&raw const (*ring).avail_idx);
-        core::ptr::write_volatile(&raw mut (*ring).avail_ring[(idx as usize) % N], id);
-        fence(Ordering::SeqCst);
-        core::ptr::write_volatile(&raw mut (*ring).avail_idx, idx.wrapping_add(1));
-        fence(Ordering::SeqCst);
-    }
-    mmio_write(base, 0x050, queue);
-}
+static mut RX_BUFFERS: Buffers<BUFFER> = Buffers([[0; BUFFER]; N]);
+static mut TX_BUFFER: Buffers<BUFFER> = Buffers([[0; BUFFER]; N]);
 
 #[derive(Clone, Copy, Default)]
 struct Packet {
@@ -146,46 +92,30 @@ impl Vsock {
             buffer[36..40].copy_from_slice(&GUEST_BUF.to_le_bytes());
             buffer[40..44].copy_from_slice(&fwd_cnt.to_le_bytes());
             buffer[HEADER..length].copy_from_slice(payload);
-            let tx = core::ptr::addr_of_mut!(TX);
-            core::ptr::write_volatile(&raw mut (*tx).desc[0][0], buffer.as_ptr() as u64);
-            core::ptr::write_volatile(&raw mut (*tx).desc[0][1], length as u64);
-            let before = core::ptr::read_volatile(&raw const (*tx).used_idx);
-            offer(self.base, 1, tx, 0);
-            while core::ptr::read_volatile(&raw const (*tx).used_idx) == before {
-                core::hint::spin_loop();
-            }
+            send(self.base, 1, core::ptr::addr_of_mut!(TX), buffer.as_ptr() as u64, length);
         }
     }
 
     /// The next packet, and its payload (the buffer is offered again by
     /// [`Vsock::give_back`]).
     fn receive(&mut self) -> Option<(u16, Packet, &'static [u8])> {
-        // SAFETY: our ring and buffers; the device wrote them before it
-        // advanced the used index.
-        unsafe {
-            let rx = core::ptr::addr_of_mut!(RX);
-            if core::ptr::read_volatile(&raw const (*rx).used_idx) == self.seen {
-                return None;
-            }
-            fence(Ordering::SeqCst);
-            let entry = core::ptr::read_volatile(&raw const (*rx).used_ring[(self.seen as usize) % N]);
-            self.seen = self.seen.wrapping_add(1);
-            let (id, length) = (entry[0] as u16, (entry[1] as usize).min(BUFFER));
-            let b = &(*core::ptr::addr_of!(RX_BUFFERS)).0[id as usize % N];
-            if length < HEADER {
-                return Some((id, Packet::default(), &[]));
-            }
-            let packet = Packet {
-                src_cid: u64::from(u32_at(b, 0)) | u64::from(u32_at(b, 4)) << 32,
-                src_port: u32_at(b, 16),
-                dst_port: u32_at(b, 20),
-                len: u32_at(b, 24),
-                op: u16::from_le_bytes([b[30], b[31]]),
-                flags: u32_at(b, 32),
-            };
-            let end = (HEADER + packet.len as usize).min(length);
-            Some((id, packet, &b[HEADER..end]))
+        let (id, length) = next_used(core::ptr::addr_of!(RX), &mut self.seen)?;
+        let length = length.min(BUFFER);
+        // SAFETY: the buffer the device wrote.
+        let b = unsafe { &(*core::ptr::addr_of!(RX_BUFFERS)).0[id as usize % N] };
+        if length < HEADER {
+            return Some((id, Packet::default(), &[]));
         }
+        let packet = Packet {
+            src_cid: u64::from(u32_at(b, 0)) | u64::from(u32_at(b, 4)) << 32,
+            src_port: u32_at(b, 16),
+            dst_port: u32_at(b, 20),
+            len: u32_at(b, 24),
+            op: u16::from_le_bytes([b[30], b[31]]),
+            flags: u32_at(b, 32),
+        };
+        let end = (HEADER + packet.len as usize).min(length);
+        Some((id, packet, &b[HEADER..end]))
     }
 
     fn give_back(&mut self, id: u16) {
@@ -232,16 +162,7 @@ pub fn run(info: &BootInfo, cmdline: &[u8]) -> ! {
         seen: 0,
         connections: [CLOSED; 4],
     };
-    for id in 0..N {
-        // SAFETY: our ring and buffers.
-        unsafe {
-            let rx = core::ptr::addr_of_mut!(RX);
-            let buffer = (*core::ptr::addr_of!(RX_BUFFERS)).0[id].as_ptr() as u64;
-            core::ptr::write_volatile(&raw mut (*rx).desc[id][0], buffer);
-            core::ptr::write_volatile(&raw mut (*rx).desc[id][1], BUFFER as u64 | (2 << 32));
-        }
-        vsock.give_back(id as u16);
-    }
+    post(base, 0, core::ptr::addr_of_mut!(RX), core::ptr::addr_of!(RX_BUFFERS));
     print(b"vsock: cid ");
     print_number(cid);
     print(b"\n");

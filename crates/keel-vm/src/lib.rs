@@ -9,6 +9,7 @@
 //!   protocol's zero page, an initrd, and [`acpi`] tables;
 //! - [`devices`]: the port-I/O devices (serial console, i8042 reset,
 //!   pvpanic);
+//! - [`fdpass`]: file descriptors over unix sockets (SCM_RIGHTS);
 //! - [`disk`]: raw disk images (sparse, or ext4 of a container image);
 //! - [`vhost_user`]: keel's virtio devices served to another VMM over
 //!   vhost-user (how Linux's own drivers are tested against them here);
@@ -32,6 +33,7 @@ pub mod boot;
 pub mod devices;
 pub mod disk;
 pub mod error;
+pub mod fdpass;
 pub mod linux;
 pub mod memory;
 pub mod migrate;

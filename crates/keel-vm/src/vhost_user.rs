@@ -285,40 +285,21 @@ type Message = ([u8; 12], Vec<u8>, Vec<std::os::fd::OwnedFd>);
 
 /// One vhost-user message; None at the end of the stream.
 fn read_message(stream: &UnixStream) -> std::io::Result<Option<Message>> {
-    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
     use std::io::Read;
-    use std::os::fd::{AsRawFd, FromRawFd};
     let mut header = [0u8; 12];
     let mut fds = Vec::new();
     let mut got = 0;
     while got < header.len() {
-        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 8]);
-        let mut iov = [std::io::IoSliceMut::new(&mut header[got..])];
-        let message = recvmsg::<()>(
-            stream.as_raw_fd(),
-            &mut iov,
-            Some(&mut space),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        )
-        .map_err(std::io::Error::from)?;
-        if message.bytes == 0 {
+        let (n, received) = crate::fdpass::receive(stream, &mut header[got..])?;
+        if n == 0 {
             return if got == 0 {
                 Ok(None)
             } else {
                 Err(std::io::ErrorKind::UnexpectedEof.into())
             };
         }
-        for cmsg in message.cmsgs().map_err(std::io::Error::from)? {
-            if let ControlMessageOwned::ScmRights(received) = cmsg {
-                // SAFETY: the kernel just gave us these fds.
-                fds.extend(
-                    received
-                        .into_iter()
-                        .map(|fd| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }),
-                );
-            }
-        }
-        got += message.bytes;
+        fds.extend(received);
+        got += n;
     }
     let size = u32::from_le_bytes(header[8..].try_into().expect("4 bytes")) as usize;
     if size > 4096 + 8 * 32 {
@@ -337,23 +318,12 @@ fn write_message(
     payload: &[u8],
     fds: &[std::os::fd::OwnedFd],
 ) -> std::io::Result<()> {
-    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
     use std::os::fd::{AsRawFd, RawFd};
     let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
     let mut whole = Vec::with_capacity(header.len() + payload.len());
     whole.extend_from_slice(header);
     whole.extend_from_slice(payload);
-    let iov = [std::io::IoSlice::new(&whole)];
-    let rights = [ControlMessage::ScmRights(&raw)];
-    let cmsgs: &[ControlMessage] = if raw.is_empty() { &[] } else { &rights };
-    let sent = sendmsg::<()>(
-        stream.as_raw_fd(),
-        &iov,
-        cmsgs,
-        MsgFlags::MSG_NOSIGNAL,
-        None,
-    )
-    .map_err(std::io::Error::from)?;
+    let sent = crate::fdpass::send(stream, &whole, &raw)?;
     if sent < whole.len() {
         use std::io::Write;
         stream.write_all(&whole[sent..])?;

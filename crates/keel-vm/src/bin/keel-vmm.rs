@@ -401,7 +401,7 @@ fn join_network(
         .spawn()
         .map_err(|e| format!("run {}: {e}", keel.display()))?;
     drop(theirs);
-    let fd = keel_vm::migrate::receive_fd(&ours);
+    let fd = keel_vm::fdpass::receive_fd(&ours);
     let out = child
         .wait_with_output()
         .map_err(|e| format!("wait for keel: {e}"))?;

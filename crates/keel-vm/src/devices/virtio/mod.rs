@@ -96,6 +96,28 @@ pub struct Io {
     pub starved: bool,
 }
 
+/// Reads what the driver put in the chain's readable buffers into
+/// `buffer` (as much as fits); 0 if a buffer is outside guest memory.
+pub fn gather(
+    chain: virtio_queue::DescriptorChain<&Memory>,
+    memory: &Memory,
+    buffer: &mut [u8],
+) -> usize {
+    use vm_memory::Bytes;
+    let mut length = 0usize;
+    for descriptor in chain.readable() {
+        let n = (descriptor.len() as usize).min(buffer.len() - length);
+        if memory
+            .read_slice(&mut buffer[length..length + n], descriptor.addr())
+            .is_err()
+        {
+            return 0;
+        }
+        length += n;
+    }
+    length
+}
+
 /// Copies a device's config space from `offset` into `data` (zeros past
 /// its end).
 pub fn read_from(config: &[u8], offset: u64, data: &mut [u8]) {

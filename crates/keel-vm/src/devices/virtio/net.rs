@@ -65,18 +65,7 @@ impl Net {
         let mut used = false;
         while let Some(chain) = queue.pop_descriptor_chain(memory) {
             let head = chain.head_index();
-            let mut length = 0usize;
-            for descriptor in chain.readable() {
-                let n = (descriptor.len() as usize).min(self.buffer.len() - length);
-                if memory
-                    .read_slice(&mut self.buffer[length..length + n], descriptor.addr())
-                    .is_err()
-                {
-                    length = 0;
-                    break;
-                }
-                length += n;
-            }
+            let length = super::gather(chain, memory, &mut self.buffer);
             if length > self.header {
                 // SAFETY: a write from our buffer to the tap. A frame the
                 // tap cannot take now is dropped, as a NIC drops it.

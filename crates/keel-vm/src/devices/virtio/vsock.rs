@@ -707,18 +707,7 @@ impl Device for Vsock {
         let mut used = false;
         while let Some(chain) = queue.pop_descriptor_chain(memory) {
             let head = chain.head_index();
-            let mut length = 0usize;
-            for descriptor in chain.readable() {
-                let n = (descriptor.len() as usize).min(self.buffer.len() - length);
-                if memory
-                    .read_slice(&mut self.buffer[length..length + n], descriptor.addr())
-                    .is_err()
-                {
-                    length = 0;
-                    break;
-                }
-                length += n;
-            }
+            let length = super::gather(chain, memory, &mut self.buffer);
             let _ = queue.add_used(memory, head, 0);
             used = true;
             if length < HEADER {

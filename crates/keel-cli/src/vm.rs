@@ -951,14 +951,8 @@ fn run_vmm(
             }
             // The tap at a known number, open across exec.
             for (fd, at) in [(tap_fd, TAP_FD), (done_fd, DONE_FD)] {
-                let Some(fd) = fd else { continue };
-                let moved = if fd == at {
-                    libc::fcntl(fd, libc::F_SETFD, 0)
-                } else {
-                    libc::dup2(fd, at)
-                };
-                if moved < 0 {
-                    return Err(std::io::Error::last_os_error());
+                if let Some(fd) = fd {
+                    keel_vm::fdpass::place(fd, at)?;
                 }
             }
             Ok(())

@@ -1167,8 +1167,9 @@ fn device_interrupts_wake_a_sleeping_guest() {
 fn dash_i_types_into_the_guests_serial_console() {
     use std::io::Write;
     let keel = Keel::new();
-    let mut child = keel
-        .command(&[
+    // The echo guest in the foreground, its stdin a pipe of ours.
+    let echo = |stdout: Stdio| {
+        keel.command(&[
             "vm",
             "run",
             "--rm",
@@ -1179,9 +1180,11 @@ fn dash_i_types_into_the_guests_serial_console() {
             "echo",
         ])
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
+        .stdout(stdout)
         .spawn()
-        .unwrap();
+        .unwrap()
+    };
+    let mut child = echo(Stdio::piped());
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"hello there\nsecond line\n").unwrap();
     stdin.write_all(b"poweroff\n").unwrap();
@@ -1193,21 +1196,7 @@ fn dash_i_types_into_the_guests_serial_console() {
         "echo: type a line\necho: hello there\necho: second line\necho: bye\n"
     );
     // Ctrl-] stops the VM (the guest would wait for ever).
-    let mut child = keel
-        .command(&[
-            "vm",
-            "run",
-            "--rm",
-            "-i",
-            "--kernel",
-            GUEST,
-            "--cmdline",
-            "echo",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = echo(Stdio::null());
     child.stdin.take().unwrap().write_all(b"abc\x1d").unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(143));
     // A detached VM has no standard input.

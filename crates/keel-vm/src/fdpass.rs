@@ -59,3 +59,34 @@ pub fn receive_fd(stream: &UnixStream) -> std::io::Result<Option<OwnedFd>> {
     let mut byte = [0u8; 1];
     Ok(receive(stream, &mut byte)?.1.into_iter().next())
 }
+
+/// In a child between fork and exec: puts `fd` at number `at`, open
+/// across exec (async-signal-safe: dup2 or fcntl only).
+pub fn place(fd: RawFd, at: RawFd) -> std::io::Result<()> {
+    // SAFETY: dup2/fcntl on descriptors the caller names.
+    let moved = unsafe {
+        if fd == at {
+            libc::fcntl(fd, libc::F_SETFD, 0)
+        } else {
+            libc::dup2(fd, at)
+        }
+    };
+    if moved < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Takes over the fd a parent handed at number `text` (`--tap-fd 3`),
+/// close-on-exec from now on; None if `text` is not a number.
+///
+/// # Safety
+/// The fd must be this process's to own, and nothing else may own it.
+pub unsafe fn adopt(text: &str) -> Option<OwnedFd> {
+    let fd = text.parse::<RawFd>().ok().filter(|&fd| fd >= 0)?;
+    // SAFETY: the caller vouches for the number.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: fcntl on the fd we now own.
+    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+    Some(fd)
+}

@@ -23,7 +23,7 @@
 
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -50,27 +50,20 @@ fn main() {
             Some("--stdin") => stdin = true,
             // Where to say the guest has ended (a byte: the exit code),
             // before KVM's teardown of the VM.
-            Some("--done-fd") => {
-                let Some(fd) = args.next().and_then(|a| a.to_str()?.parse::<i32>().ok()) else {
+            Some(flag @ ("--done-fd" | "--tap-fd")) => {
+                // SAFETY: keel vm run hands the pipe or the tap over at
+                // this number, and nothing else here owns it.
+                let Some(fd) = args
+                    .next()
+                    .and_then(|a| unsafe { keel_vm::fdpass::adopt(a.to_str()?) })
+                else {
                     usage()
                 };
-                // SAFETY: keel vm run hands the pipe over at this number.
-                let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
-                // SAFETY: fcntl on the fd we now own.
-                unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
-                done = Some(std::fs::File::from(fd));
-            }
-            Some("--tap-fd") => {
-                let Some(fd) = args.next().and_then(|a| a.to_str()?.parse::<i32>().ok()) else {
-                    usage()
-                };
-                // SAFETY: keel vm run hands the tap over at this number
-                // and nothing else here owns it.
-                let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
-                // Not to be inherited further.
-                // SAFETY: fcntl on the fd we now own.
-                unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
-                tap = Some(fd);
+                if flag == "--done-fd" {
+                    done = Some(std::fs::File::from(fd));
+                } else {
+                    tap = Some(fd);
+                }
             }
             _ if dir.is_none() => dir = Some(PathBuf::from(arg)),
             _ => usage(),
@@ -383,18 +376,10 @@ fn join_network(
     if let Some(ip) = ipv4 {
         command.arg("--ip").arg(ip.to_string());
     }
-    // SAFETY: dup2/fcntl in the child before exec.
+    // SAFETY: only dup2/fcntl in the child before exec.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
-            let moved = if theirs_fd == 3 {
-                libc::fcntl(3, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(theirs_fd, 3)
-            };
-            if moved < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
+            keel_vm::fdpass::place(theirs_fd, 3)
         });
     }
     let child = command

@@ -154,6 +154,17 @@ impl Connection {
     }
 }
 
+/// Watches connection `c` for `events` from now on.
+fn rewatch(epoll: &Epoll, c: &mut Connection, events: EventSet) {
+    c.events = events;
+    let fd = c.stream.as_raw_fd();
+    let _ = epoll.ctl(
+        ControlOperation::Modify,
+        fd,
+        EpollEvent::new(events, fd as u64),
+    );
+}
+
 /// A host program that connected and has not said `CONNECT PORT` yet.
 struct Waiting {
     stream: UnixStream,
@@ -291,9 +302,7 @@ impl Vsock {
             c.peer_fwd_cnt = header.fwd_cnt;
             // Credit again: the host program's socket is read again.
             if !c.host_done && c.credit() > 0 && !c.events.contains(EventSet::IN) {
-                c.events |= EventSet::IN;
-                let (fd, events) = (c.stream.as_raw_fd(), c.events);
-                self.watch(fd, events, false);
+                rewatch(&self.epoll, c, c.events | EventSet::IN);
             }
         }
         match header.op {
@@ -341,9 +350,7 @@ impl Vsock {
                         self.reset(key);
                         return;
                     }
-                    c.events = EventSet::IN;
-                    let fd = c.stream.as_raw_fd();
-                    self.watch(fd, EventSet::IN, false);
+                    rewatch(&self.epoll, c, EventSet::IN);
                 }
                 _ => self.reset(key),
             },
@@ -423,9 +430,7 @@ impl Vsock {
             let _ = c.stream.shutdown(std::net::Shutdown::Write);
         }
         if events != c.events {
-            c.events = events;
-            let fd = c.stream.as_raw_fd();
-            self.watch(fd, events, false);
+            rewatch(&self.epoll, c, events);
         }
         let c = &self.connections[&key];
         if c.fwd_cnt.wrapping_sub(c.fwd_told) >= BUF_ALLOC / 4 {
@@ -599,9 +604,7 @@ impl Vsock {
                     // Not read until the guest says it has room (asked
                     // once).
                     if c.events.contains(EventSet::IN) {
-                        c.events &= !EventSet::IN;
-                        let (fd, events) = (c.stream.as_raw_fd(), c.events);
-                        self.watch(fd, events, false);
+                        rewatch(&self.epoll, c, c.events & !EventSet::IN);
                         let request = self.reply(key, OP_CREDIT_REQUEST, 0);
                         self.backlog.push_back(request);
                     }
@@ -639,9 +642,7 @@ impl Vsock {
                     // The host program sends no more: the guest is told.
                     queue.go_to_previous_position();
                     c.host_done = true;
-                    c.events &= !EventSet::IN;
-                    let (fd, events) = (c.stream.as_raw_fd(), c.events);
-                    self.watch(fd, events, false);
+                    rewatch(&self.epoll, c, c.events & !EventSet::IN);
                     let shutdown = self.reply(key, OP_SHUTDOWN, SHUTDOWN_SEND);
                     self.backlog.push_back(shutdown);
                     break;

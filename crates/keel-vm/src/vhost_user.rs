@@ -188,10 +188,24 @@ fn serve(socket: &Path, device: Box<dyn Device + Sync>, name: &str) -> Result<()
     let inner = socket.with_extension("keel-inner");
     let _ = std::fs::remove_file(socket);
     let _ = std::fs::remove_file(&inner);
-    let listener = UnixListener::bind(socket).map_err(Error::path("listen on", socket))?;
+    // The VMM's socket appears only once the daemon listens on its own
+    // (a VMM that connects at once finds the daemon there).
     let relayed = {
-        let inner = inner.clone();
-        std::thread::spawn(move || relay(&listener, &inner))
+        let (inner, socket) = (inner.clone(), socket.to_path_buf());
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while !std::fs::symlink_metadata(&inner)
+                .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+            {
+                if std::time::Instant::now() > deadline {
+                    return Err(Error::Msg("the vhost-user daemon did not listen".into()));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            let listener =
+                UnixListener::bind(&socket).map_err(Error::path("listen on", &socket))?;
+            relay(&listener, &inner)
+        })
     };
     let served = daemon
         .serve(&inner)

@@ -93,7 +93,7 @@ pub fn builder(ctx: &Context, command: &BuilderCommand) -> Result<i32> {
             println!("Deleted build cache objects: {}", removed.len());
             println!(
                 "Total reclaimed space: {}",
-                crate::images::human_size(freed)
+                keel_engine::views::human_size(freed)
             );
             Ok(0)
         }

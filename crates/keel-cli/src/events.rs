@@ -30,7 +30,7 @@ fn nanos(value: &str) -> Result<i128> {
     if let Ok(t) = value.parse::<jiff::Timestamp>() {
         return Ok(t.as_nanosecond());
     }
-    let seconds = crate::filter::parse_until(value, now.as_second())?;
+    let seconds = keel_engine::filter::parse_until(value, now.as_second())?;
     Ok(i128::from(seconds) * 1_000_000_000)
 }
 

@@ -165,7 +165,7 @@ pub fn cp(ctx: &Context, args: &CpArgs) -> Result<i32> {
             if !args.quiet {
                 eprintln!(
                     "Successfully copied {} to {}",
-                    crate::images::human_size(copied),
+                    keel_engine::views::human_size(copied),
                     args.destination
                 );
             }
@@ -214,7 +214,7 @@ pub fn cp(ctx: &Context, args: &CpArgs) -> Result<i32> {
             if !args.quiet {
                 eprintln!(
                     "Successfully copied {} to {container}:{dest}",
-                    crate::images::human_size(copied)
+                    keel_engine::views::human_size(copied)
                 );
             }
             Ok(0)

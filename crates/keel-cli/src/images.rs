@@ -1,6 +1,7 @@
 //! Image commands: `images`, `load`, `import`, `tag`, `rmi`,
 //! `image inspect`, `image history`, with docker's columns and output.
 
+use keel_engine::views::human_size;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -10,7 +11,7 @@ use keel_image::metadata::ImageRecord;
 use keel_image::reference::Reference;
 use keel_image::store::ImageStore;
 
-use crate::filter::{self, Filters};
+use keel_engine::filter::{self, Filters};
 
 #[derive(Args, Debug)]
 pub struct ImagesArgs {
@@ -103,34 +104,6 @@ pub fn open(root: &Path) -> Result<ImageStore> {
     ImageStore::open(root).with_context(|| format!("open keel's store at {}", root.display()))
 }
 
-/// Docker's sizes: decimal units, three significant digits ("4.26MB").
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit + 1 < UNITS.len() {
-        value /= 1000.0;
-        unit += 1;
-    }
-    // %.3g: three significant digits, trailing zeros dropped.
-    let digits = if value >= 100.0 {
-        format!("{value:.0}")
-    } else if value >= 10.0 {
-        format!("{value:.1}")
-    } else {
-        format!("{value:.2}")
-    };
-    let digits = if digits.contains('.') {
-        digits
-            .trim_end_matches('0')
-            .trim_end_matches('.')
-            .to_string()
-    } else {
-        digits
-    };
-    format!("{digits}{}", UNITS[unit])
-}
-
 /// Docker's "2 weeks ago" from an RFC 3339 time.
 pub fn since(created: &str) -> String {
     let Some(then) = parse_rfc3339(created) else {
@@ -195,7 +168,7 @@ pub fn select(store: &ImageStore, filters: &Filters) -> Result<Vec<(ImageRecord,
         .get("until")
         .iter()
         .map(|v| filter::parse_until(v, now))
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<keel_engine::Result<Vec<_>>>()?;
     let by_reference = !filters.get("reference").is_empty();
     let by_label = !filters.get("label").is_empty() || !filters.get("label!").is_empty();
 

@@ -9,7 +9,6 @@ mod build;
 mod containers;
 mod events;
 mod files;
-mod filter;
 mod images;
 mod login;
 mod netio;
@@ -291,7 +290,7 @@ fn inspect_any(ctx: &containers::Context, args: &containers::InspectArgs) -> any
     let mut code = 0;
     for name in &args.containers {
         let value = if let Ok(container) = engine.find(name) {
-            Some(containers::inspect_value_sized(
+            Some(keel_engine::views::container::inspect_sized(
                 &mut engine,
                 &container,
                 args.size,

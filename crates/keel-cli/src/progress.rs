@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use keel_image::manifest::Descriptor;
 use keel_registry::pull::{BlobKind, ProgressEvent, ProgressState};
 
-use crate::images::human_size;
+use keel_engine::views::human_size;
 
 /// Time between two redraws of the terminal display.
 const REDRAW_EVERY: Duration = Duration::from_millis(100);

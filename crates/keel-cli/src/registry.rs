@@ -130,7 +130,7 @@ fn gc_command(args: &GcArgs) -> Result<i32> {
         },
         report.removed.len(),
         report.uploads_removed,
-        crate::images::human_size(report.bytes_freed),
+        keel_engine::views::human_size(report.bytes_freed),
         report.kept
     );
     Ok(0)

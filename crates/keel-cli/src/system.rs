@@ -11,7 +11,8 @@ use keel_image::digest::Digest;
 use keel_image::reference::Reference;
 use keel_image::store::ImageStore;
 
-use crate::images::{human_size, render_table, since};
+use crate::images::{render_table, since};
+use keel_engine::views::human_size;
 
 #[derive(Args, Debug)]
 pub struct DfArgs {
@@ -124,7 +125,7 @@ pub fn df(ctx: &crate::containers::Context, store: &ImageStore, args: &DfArgs) -
     let image_reclaimable = total.saturating_sub(kept);
     let container_sizes: Vec<u64> = containers
         .iter()
-        .map(|c| crate::containers::dir_size(&engine.layout.diff(&c.id)))
+        .map(|c| keel_engine::copy::tree_size(&engine.layout.diff(&c.id)))
         .collect();
     let container_total: u64 = container_sizes.iter().sum();
     let active_containers = containers
@@ -145,7 +146,7 @@ pub fn df(ctx: &crate::containers::Context, store: &ImageStore, args: &DfArgs) -
     };
     let volume_sizes: Vec<u64> = volumes
         .iter()
-        .map(|v| crate::containers::dir_size(&engine.layout.volume_data(&v.name)))
+        .map(|v| keel_engine::copy::tree_size(&engine.layout.volume_data(&v.name)))
         .collect();
     let volume_total: u64 = volume_sizes.iter().sum();
     let active_volumes = volumes.iter().filter(|v| links(&v.name) > 0).count();
@@ -257,7 +258,7 @@ pub fn df(ctx: &crate::containers::Context, store: &ImageStore, args: &DfArgs) -
                 .to_string(),
             human_size(*size),
             crate::images::since(&c.created),
-            crate::containers::status_text(c),
+            keel_engine::views::container::status_text(c),
             c.name.clone(),
         ]);
     }
@@ -340,11 +341,11 @@ pub fn prune(
         .map(|c| c.image_id)
         .collect();
     let mut flags = args.filter.clone();
-    crate::filter::Filters::parse(&flags, crate::filter::PRUNE_KEYS)?;
+    keel_engine::filter::Filters::parse(&flags, keel_engine::filter::PRUNE_KEYS)?;
     if !args.all {
         flags.push("dangling=true".into());
     }
-    let filters = crate::filter::Filters::parse(&flags, crate::filter::IMAGES_KEYS)?;
+    let filters = keel_engine::filter::Filters::parse(&flags, keel_engine::filter::IMAGES_KEYS)?;
     if !args.force {
         let warning = if args.all {
             "WARNING! This will remove all images without at least one container associated to them."
@@ -387,7 +388,7 @@ pub fn confirm(warning: &str) -> Result<bool> {
 fn prune_images(
     store: &mut ImageStore,
     used: &BTreeSet<String>,
-    filters: &crate::filter::Filters,
+    filters: &keel_engine::filter::Filters,
 ) -> Result<(Vec<String>, u64)> {
     let mut lines = Vec::new();
     let mut digests = BTreeSet::new();
@@ -476,7 +477,7 @@ pub fn system_prune(ctx: &crate::containers::Context, args: &SystemPruneArgs) ->
         }
         Ok(())
     };
-    let (containers, mut freed) = crate::containers::prune_stopped(&mut engine)?;
+    let (containers, mut freed) = engine.prune_stopped()?;
     section("Deleted Containers", &containers)?;
     let layout = engine.layout.clone();
     let networks: Vec<String> = keel_engine::network::prune(&layout, &mut engine.db, |_| false)?
@@ -495,7 +496,7 @@ pub fn system_prune(ctx: &crate::containers::Context, args: &SystemPruneArgs) ->
     if !args.all {
         flags.push("dangling=true".to_string());
     }
-    let filters = crate::filter::Filters::parse(&flags, crate::filter::IMAGES_KEYS)?;
+    let filters = keel_engine::filter::Filters::parse(&flags, keel_engine::filter::IMAGES_KEYS)?;
     let (images, bytes) = prune_images(&mut store, &used, &filters)?;
     freed += bytes;
     section("Deleted Images", &images)?;

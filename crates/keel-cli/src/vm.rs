@@ -419,7 +419,7 @@ pub fn run(ctx: &Context, command: &VmCommand) -> Result<i32> {
                 .collect();
             // By default: what the files take, plus a quarter and 64 MiB.
             let size = size.unwrap_or_else(|| {
-                let content: u64 = layers.iter().map(|l| crate::containers::dir_size(l)).sum();
+                let content: u64 = layers.iter().map(|l| keel_engine::copy::tree_size(l)).sum();
                 (content + content / 4 + (64 << 20)).div_ceil(1 << 20) << 20
             });
             keel_vm::disk::from_layers(&layers, &args.path, size, &label)?;
@@ -1190,7 +1190,7 @@ fn mib_text(bytes: u64) -> String {
 
 fn status_text(vm: &Vm) -> String {
     let ago = |time: &Option<String>| {
-        crate::containers::human_duration(crate::containers::seconds_since(time.as_deref()))
+        keel_engine::views::human_duration(keel_engine::views::seconds_since(time.as_deref()))
     };
     match vm.state.status {
         Status::Created => "Created".into(),

@@ -208,7 +208,7 @@ pub fn run(ctx: &Context, command: &VolumeCommand) -> Result<i32> {
             }
             println!(
                 "Total reclaimed space: {}",
-                crate::images::human_size(freed)
+                keel_engine::views::human_size(freed)
             );
             Ok(0)
         }

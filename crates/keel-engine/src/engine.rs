@@ -131,6 +131,7 @@ impl Engine {
         layers: Vec<PathBuf>,
         mut spec: ContainerSpec,
     ) -> Result<Container> {
+        crate::options::check(&spec)?;
         self.resolve_network(&mut spec)?;
         // docker: a container's labels are the image's, the request's over them.
         if let Some(labels) = image_config.config.as_ref().and_then(|c| c.labels.as_ref()) {
@@ -715,6 +716,24 @@ impl Engine {
     pub fn find(&mut self, name: &str) -> Result<Container> {
         let container = self.db.find(name)?;
         self.reconcile(container)
+    }
+
+    /// Removes every container that is not running: their ids and the
+    /// bytes of their writable layers (`container prune`).
+    pub fn prune_stopped(&mut self) -> Result<(Vec<String>, u64)> {
+        let mut removed = Vec::new();
+        let mut freed = 0;
+        for c in self.list()? {
+            if c.state.status.is_active() {
+                continue;
+            }
+            let size = crate::copy::tree_size(&self.layout.diff(&c.id));
+            if self.remove(&c.id, false, false).is_ok() {
+                removed.push(c.id);
+                freed += size;
+            }
+        }
+        Ok((removed, freed))
     }
 
     /// Every container, newest first, each checked against the machine.

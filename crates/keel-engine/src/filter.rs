@@ -1,4 +1,5 @@
-//! `--filter` for `keel images` and `keel image prune`, as docker reads it:
+//! Image filters (`keel images --filter`, `image prune`, the API's
+//! `filters=`), as docker reads them:
 //! `key=value` pairs; several values of one key match if any does, several
 //! keys must all match.
 //!
@@ -14,7 +15,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Result, bail};
+use crate::error::{Error, Result};
 use keel_image::reference::Reference;
 
 /// The keys each command takes.
@@ -42,11 +43,13 @@ impl Filters {
         let mut values: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for flag in flags {
             let Some((key, value)) = flag.split_once('=') else {
-                bail!("bad format of filter (expected name=value): {flag:?}");
+                return Err(Error::invalid(format!(
+                    "bad format of filter (expected name=value): {flag:?}"
+                )));
             };
             let key = key.trim().to_ascii_lowercase();
             if !allowed.contains(&key.as_str()) {
-                bail!("invalid filter '{key}'");
+                return Err(Error::invalid(format!("invalid filter '{key}'")));
             }
             values.entry(key).or_default().push(value.to_string());
         }
@@ -56,7 +59,7 @@ impl Filters {
                 value.to_ascii_lowercase().as_str(),
                 "true" | "false" | "1" | "0"
             ) {
-                bail!("invalid filter 'dangling={value}'");
+                return Err(Error::invalid(format!("invalid filter 'dangling={value}'")));
             }
         }
         Ok(filters)
@@ -231,7 +234,9 @@ pub fn parse_until(value: &str, now: i64) -> Result<i64> {
     {
         return Ok(zoned.timestamp().as_second());
     }
-    bail!("invalid filter 'until={value}': not a timestamp or a duration (e.g. 24h)")
+    Err(Error::invalid(format!(
+        "invalid filter 'until={value}': not a timestamp or a duration (e.g. 24h)"
+    )))
 }
 
 /// `1h30m`, `90s`, `2.5h`: whole seconds.

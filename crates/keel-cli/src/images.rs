@@ -145,75 +145,6 @@ fn short_id(record: &ImageRecord, no_trunc: bool) -> String {
     }
 }
 
-/// The images `filters` keep, each with the tags to show (all of them,
-/// or those `reference=` matches; none for an untagged image).
-pub fn select(store: &ImageStore, filters: &Filters) -> Result<Vec<(ImageRecord, Vec<String>)>> {
-    let created_of = |name: &str| -> Result<i64> {
-        let record = store.resolve(name)?;
-        parse_rfc3339(&record.created)
-            .with_context(|| format!("image {name} has no creation time to compare with"))
-    };
-    let before = filters
-        .get("before")
-        .iter()
-        .map(|n| created_of(n))
-        .collect::<Result<Vec<_>>>()?;
-    let since = filters
-        .get("since")
-        .iter()
-        .map(|n| created_of(n))
-        .collect::<Result<Vec<_>>>()?;
-    let now = jiff::Timestamp::now().as_second();
-    let until = filters
-        .get("until")
-        .iter()
-        .map(|v| filter::parse_until(v, now))
-        .collect::<keel_engine::Result<Vec<_>>>()?;
-    let by_reference = !filters.get("reference").is_empty();
-    let by_label = !filters.get("label").is_empty() || !filters.get("label!").is_empty();
-
-    let mut selected = Vec::new();
-    for (record, tags) in store.metadata.images()? {
-        match filters.dangling() {
-            Some(true) if !tags.is_empty() => continue,
-            Some(false) if tags.is_empty() => continue,
-            _ => {}
-        }
-        let created = parse_rfc3339(&record.created);
-        // Images without a time pass no time filter.
-        let time_ok = |bounds: &[i64], keep: fn(i64, i64) -> bool| {
-            bounds.is_empty() || created.is_some_and(|c| bounds.iter().all(|&b| keep(c, b)))
-        };
-        if !time_ok(&before, |c, b| c < b)
-            || !time_ok(&since, |c, b| c > b)
-            || !time_ok(&until, |c, b| c < b)
-        {
-            continue;
-        }
-        if by_label {
-            let labels = store
-                .config(&record)
-                .ok()
-                .and_then(|c| c.config)
-                .and_then(|c| c.labels)
-                .unwrap_or_default();
-            if !filters.labels_match(&labels) {
-                continue;
-            }
-        }
-        let shown: Vec<String> = tags
-            .iter()
-            .filter(|t| filters.reference_matches(t))
-            .cloned()
-            .collect();
-        if by_reference && shown.is_empty() {
-            continue;
-        }
-        selected.push((record, shown));
-    }
-    Ok(selected)
-}
-
 pub fn images(store: &ImageStore, args: &ImagesArgs) -> Result<()> {
     let mut flags = args.filter.clone();
     if let Some(repository) = &args.repository {
@@ -221,7 +152,7 @@ pub fn images(store: &ImageStore, args: &ImagesArgs) -> Result<()> {
     }
     let filters = Filters::parse(&flags, filter::IMAGES_KEYS)?;
     let mut rows = Vec::new();
-    for (record, tags) in select(store, &filters)? {
+    for (record, tags) in filter::select(store, &filters)? {
         let names: Vec<(String, String)> = if tags.is_empty() {
             vec![("<none>".to_string(), "<none>".to_string())]
         } else {
@@ -398,71 +329,15 @@ pub fn import(store: &mut ImageStore, args: &ImportArgs) -> Result<()> {
 }
 
 pub fn tag(store: &mut ImageStore, args: &TagArgs) -> Result<()> {
-    let record = store.resolve(&args.source)?;
-    let target = Reference::parse(&args.target)?;
-    if target.digest().is_some() {
-        bail!("refusing to create a tag with a digest reference");
-    }
-    store.metadata.tag(&target.full(), &record.id)?;
-    let root = store.root().to_path_buf();
-    keel_engine::events::record(
-        &root,
-        "image",
-        "tag",
-        &record.id.to_string(),
-        &[("name", &target.full())],
-    );
-    Ok(())
+    Ok(keel_engine::images::tag(store, &args.source, &args.target)?)
 }
 
-/// The containers that use each image: `rmi` and `image prune` keep
-/// what a container needs.
-pub fn holders(
-    ctx: &crate::containers::Context,
-    image_id: &str,
-) -> Result<Vec<keel_image::store::Holder>> {
-    let db = keel_engine::db::Db::open(&ctx.root)?;
-    Ok(db
-        .containers_of_image(image_id)?
-        .into_iter()
-        .map(|c| keel_image::store::Holder {
-            id: c.id,
-            active: c.state.status.is_active(),
-        })
-        .collect())
-}
-
-pub fn rmi(
-    ctx: &crate::containers::Context,
-    store: &mut ImageStore,
-    args: &RmiArgs,
-) -> Result<i32> {
+pub fn rmi(store: &mut ImageStore, args: &RmiArgs) -> Result<i32> {
     let mut failed = false;
     for name in &args.images {
-        let holders = match store.resolve(name) {
-            Ok(record) => holders(ctx, &record.id.to_string())?,
-            Err(_) => Vec::new(),
-        };
-        match store.remove(name, args.force, &holders) {
+        match keel_engine::images::remove(store, name, args.force) {
             Ok(lines) => {
                 for line in lines {
-                    if let Some(what) = line.strip_prefix("Untagged: ") {
-                        keel_engine::events::record(
-                            &ctx.root,
-                            "image",
-                            "untag",
-                            what,
-                            &[("name", what)],
-                        );
-                    } else if let Some(id) = line.strip_prefix("Deleted: ") {
-                        keel_engine::events::record(
-                            &ctx.root,
-                            "image",
-                            "delete",
-                            id,
-                            &[("name", name)],
-                        );
-                    }
                     println!("{line}");
                 }
             }

@@ -18,6 +18,7 @@ mod pull;
 mod push;
 mod registry;
 mod save;
+mod service;
 mod stats;
 mod system;
 mod template;
@@ -279,6 +280,8 @@ enum SystemCommand {
     Df(system::DfArgs),
     /// Get real time events from containers, images and volumes
     Events(events::EventsArgs),
+    /// Serve the Docker Engine API (docker, docker-py, docker-compose) on a socket
+    Service(service::ServiceArgs),
 }
 
 /// `keel inspect NAME...`: each name is a container, else an image, else a
@@ -716,7 +719,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             images::tag(&mut images::open(&root)?, &args).map(|_| 0)
         }
         Command::Rmi(args) | Command::Image(ImageCommand::Rm(args)) => {
-            images::rmi(&ctx, &mut images::open(&root)?, &args)
+            images::rmi(&mut images::open(&root)?, &args)
         }
         Command::Image(ImageCommand::Inspect(args)) => {
             images::inspect(&images::open(&root)?, &args)
@@ -735,6 +738,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Info(args) | Command::System(SystemCommand::Info(args)) => {
             system::info(&ctx, &args)
         }
+        Command::System(SystemCommand::Service(args)) => service::run(&ctx, &args),
         Command::System(SystemCommand::Df(args)) => {
             system::df(&ctx, &images::open(&root)?, &args).map(|_| 0)
         }

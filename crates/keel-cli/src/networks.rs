@@ -148,27 +148,17 @@ pub fn run(ctx: &Context, command: &NetworkCommand) -> Result<i32> {
     let mut engine = ctx.engine()?;
     match command {
         NetworkCommand::Create(args) => {
-            let network = network::create(
-                &mut engine.db,
-                network::CreateRequest {
-                    name: args.name.clone(),
-                    driver: Some(args.driver.clone()),
-                    subnets: args.subnet.clone(),
-                    gateways: args.gateway.clone(),
-                    ip_ranges: args.ip_range.clone(),
-                    internal: args.internal,
-                    ipv6: args.ipv6,
-                    options: key_values(&args.opt),
-                    labels: key_values(&args.label),
-                },
-            )?;
-            keel_engine::events::record(
-                &engine.layout.root,
-                "network",
-                "create",
-                &network.id,
-                &[("name", network.name.as_str()), ("type", "bridge")],
-            );
+            let network = engine.create_network(network::CreateRequest {
+                name: args.name.clone(),
+                driver: Some(args.driver.clone()),
+                subnets: args.subnet.clone(),
+                gateways: args.gateway.clone(),
+                ip_ranges: args.ip_range.clone(),
+                internal: args.internal,
+                ipv6: args.ipv6,
+                options: key_values(&args.opt),
+                labels: key_values(&args.label),
+            })?;
             println!("{}", network.id);
             Ok(0)
         }
@@ -193,15 +183,8 @@ pub fn run(ctx: &Context, command: &NetworkCommand) -> Result<i32> {
         NetworkCommand::Rm(args) => {
             let mut code = 0;
             for name in &args.networks {
-                match network::remove(&engine.layout, &mut engine.db, name) {
-                    Ok(network) => {
-                        keel_engine::events::record(
-                            &engine.layout.root,
-                            "network",
-                            "destroy",
-                            &network.id,
-                            &[("name", network.name.as_str()), ("type", "bridge")],
-                        );
+                match engine.remove_network(name) {
+                    Ok(_) => {
                         println!("{name}");
                     }
                     Err(keel_engine::Error::Invalid(m))
@@ -292,7 +275,7 @@ fn ls(engine: &mut Engine, args: &LsArgs) -> Result<i32> {
     // docker's pseudo-networks.
     for (name, driver) in [("host", "host"), ("none", "null")] {
         all.push(Listed {
-            id: pseudo_id(name),
+            id: keel_engine::views::network::pseudo_id(name),
             name: name.into(),
             driver: driver.into(),
             labels: BTreeMap::new(),
@@ -382,12 +365,6 @@ struct Listed {
     created: String,
     ipv6: bool,
     internal: bool,
-}
-
-/// A stable id for the pseudo-networks host and none.
-fn pseudo_id(name: &str) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(format!("keel pseudo-network {name}")))
 }
 
 /// `inspect NAME` of a network, if there is one by that name or id.

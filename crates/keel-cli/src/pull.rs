@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use keel_image::manifest::{Document, Platform};
+use keel_image::manifest::Platform;
 use keel_image::reference::Reference;
 use keel_registry::auth::DockerConfig;
 use keel_registry::{Client, ClientOptions, PullOptions};
@@ -94,46 +94,25 @@ pub fn pull(root: &Path, args: &PullArgs) -> Result<()> {
                 reference.repository()
             );
         }
-        let before = store.resolve(&reference.full()).ok().map(|r| r.id);
         let progress = crate::progress::Progress::new();
         let options = PullOptions {
             platform: platform.clone(),
             progress: (!args.quiet).then(|| progress.callback()),
             ..PullOptions::default()
         };
-        let result = crate::netio::block_on(
+        let pulled = crate::netio::block_on(
             &runtime,
-            keel_registry::pull_with(&client, &store.content, &reference, &options),
+            keel_registry::pull_image(&client, &mut store, &reference, &options),
         )
         .with_context(|| format!("pull {familiar}"))?;
         progress.flush();
-        let bytes = store.content.read(&result.manifest_digest)?;
-        let Document::Manifest(manifest) =
-            Document::parse(Some(&result.manifest_media_type), &bytes)?
-        else {
-            bail!(
-                "{familiar}: the registry's manifest {} is an index",
-                result.manifest_digest
-            );
-        };
-        let tags: Vec<Reference> = if reference.digest().is_some() {
-            Vec::new()
-        } else {
-            vec![reference.clone()]
-        };
-        let record = store.commit(
-            &result.manifest_digest,
-            &result.manifest_media_type,
-            &manifest,
-            &tags,
-        )?;
         if args.quiet {
             println!("{}", reference.full());
             continue;
         }
-        progress.complete(&manifest.layers);
-        println!("Digest: {}", result.repo_digest());
-        if before.as_ref() == Some(&record.id) {
+        progress.complete(&pulled.manifest.layers);
+        println!("Digest: {}", pulled.result.repo_digest());
+        if !pulled.updated {
             println!("Status: Image is up to date for {familiar}");
         } else {
             println!("Status: Downloaded newer image for {familiar}");

@@ -392,7 +392,7 @@ fn prune_images(
 ) -> Result<(Vec<String>, u64)> {
     let mut lines = Vec::new();
     let mut digests = BTreeSet::new();
-    for (record, tags) in crate::images::select(store, filters)? {
+    for (record, tags) in keel_engine::filter::select(store, filters)? {
         if used.contains(&record.id.to_string()) {
             continue;
         }
@@ -529,77 +529,22 @@ pub struct InfoArgs {
 /// `keel info`: what this keel is and holds, docker's field names.
 pub fn info(ctx: &crate::containers::Context, args: &InfoArgs) -> Result<i32> {
     let mut engine = ctx.engine()?;
-    let containers = engine.list()?;
-    let count = |pick: &dyn Fn(&keel_engine::db::Status) -> bool| {
-        containers.iter().filter(|c| pick(&c.state.status)).count()
-    };
-    use keel_engine::db::Status;
-    let running = count(&|s| matches!(s, Status::Running | Status::Restarting));
-    let paused = count(&|s| *s == Status::Paused);
     let store = crate::images::open(&ctx.root)?;
-    let images = store.metadata.images()?.len();
-    let cgroup = match keel_runtime::cgroups::host_mode() {
-        Ok(keel_runtime::cgroups::Mode::V2) => "2",
-        Ok(keel_runtime::cgroups::Mode::Hybrid) => "1 (hybrid: v1 controllers, cgroup2 mounted)",
-        Ok(keel_runtime::cgroups::Mode::V1) => "1",
-        Err(_) => "none",
-    };
-    let uname = nix::sys::utsname::uname().ok();
-    let field = |f: fn(&nix::sys::utsname::UtsName) -> &std::ffi::OsStr| {
-        uname
-            .as_ref()
-            .map(|u| f(u).to_string_lossy().into_owned())
-            .unwrap_or_default()
-    };
-    let os = std::fs::read_to_string("/etc/os-release")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find_map(|l| l.strip_prefix("PRETTY_NAME="))
-                .map(|v| v.trim_matches('"').to_string())
-        })
-        .unwrap_or_else(|| "Linux".into());
-    let memory = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .unwrap_or(0)
-        * 1024;
-    let (max_size, max_file) = keel_engine::logs::limits(&Default::default());
-    let free = keel_image::sqlite::free_bytes(&ctx.root).unwrap_or(0);
-    let value = serde_json::json!({
-        "Containers": containers.len(),
-        "ContainersRunning": running,
-        "ContainersPaused": paused,
-        "ContainersStopped": containers.len() - running - paused,
-        "Images": images,
-        "Driver": "overlay",
-        "DockerRootDir": ctx.root,
-        "KeelRunRoot": ctx.runroot,
-        "CgroupParent": ctx.cgroup_parent,
-        "LoggingDriver": "json-file",
-        "LogOpts": {
-            "max-size": max_size.map(option_size).unwrap_or_else(|| "none".into()),
-            "max-file": max_file,
-        },
-        "CgroupDriver": "cgroupfs",
-        "CgroupVersion": cgroup,
-        "DefaultRuntime": "keel-runtime",
-        "Runtimes": {"keel-runtime": {"path": "built in"}},
-        "ServerVersion": keel_runtime::VERSION,
-        "OCIRuntimeSpec": keel_runtime::OCI_VERSION,
-        "KernelVersion": field(nix::sys::utsname::UtsName::release),
-        "OperatingSystem": os,
-        "OSType": "linux",
-        "Architecture": field(nix::sys::utsname::UtsName::machine),
-        "NCPU": std::thread::available_parallelism().map_or(1, |n| n.get()),
-        "MemTotal": memory,
-        "Name": field(nix::sys::utsname::UtsName::nodename),
-        "RootFreeSpace": free,
-    });
+    let value = keel_engine::views::system::info(&mut engine, &store)?;
+    let number = |key: &str| value[key].as_u64().unwrap_or(0);
+    let (running, paused, images, memory, free) = (
+        number("ContainersRunning"),
+        number("ContainersPaused"),
+        number("Images"),
+        number("MemTotal"),
+        number("RootFreeSpace"),
+    );
+    let cgroup = value["CgroupVersion"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let max_file = &value["LogOpts"]["max-file"];
+    let total = number("Containers");
     if let Some(format) = &args.format {
         crate::template::print_values(std::slice::from_ref(&value), Some(format))?;
         return Ok(0);
@@ -610,10 +555,10 @@ pub fn info(ctx: &crate::containers::Context, args: &InfoArgs) -> Result<i32> {
         other => other.to_string(),
     };
     writeln!(out, "Server:")?;
-    writeln!(out, " Containers: {}", containers.len())?;
+    writeln!(out, " Containers: {total}")?;
     writeln!(out, "  Running: {running}")?;
     writeln!(out, "  Paused: {paused}")?;
-    writeln!(out, "  Stopped: {}", containers.len() - running - paused)?;
+    writeln!(out, "  Stopped: {}", total - running - paused)?;
     writeln!(out, " Images: {images}")?;
     writeln!(out, " Server Version: keel {}", keel_runtime::VERSION)?;
     writeln!(out, " Storage Driver: overlay")?;
@@ -641,15 +586,4 @@ pub fn info(ctx: &crate::containers::Context, args: &InfoArgs) -> Result<i32> {
     writeln!(out, " Keel Run Root: {}", ctx.runroot.display())?;
     writeln!(out, " Free Space In Root: {}", human_size(free))?;
     Ok(0)
-}
-
-/// A size as `--log-opt max-size=` takes it: `20m`, `512k`, `100`.
-fn option_size(bytes: u64) -> String {
-    match bytes {
-        0 => "0".into(),
-        b if b % (1 << 30) == 0 => format!("{}g", b >> 30),
-        b if b % (1 << 20) == 0 => format!("{}m", b >> 20),
-        b if b % (1 << 10) == 0 => format!("{}k", b >> 10),
-        b => b.to_string(),
-    }
 }

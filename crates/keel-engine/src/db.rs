@@ -410,6 +410,19 @@ impl Db {
     }
 
     /// The ids of the containers made from `image_id`.
+    /// The containers that use an image, as the image store's `remove`
+    /// and prune take them (what a container needs is kept).
+    pub fn image_holders(&self, image_id: &str) -> Result<Vec<keel_image::store::Holder>> {
+        Ok(self
+            .containers_of_image(image_id)?
+            .into_iter()
+            .map(|c| keel_image::store::Holder {
+                id: c.id,
+                active: c.state.status.is_active(),
+            })
+            .collect())
+    }
+
     pub fn containers_of_image(&self, image_id: &str) -> Result<Vec<Container>> {
         let mut statement = self
             .conn

@@ -16,7 +16,9 @@
 use std::collections::BTreeMap;
 
 use crate::error::{Error, Result};
+use keel_image::metadata::ImageRecord;
 use keel_image::reference::Reference;
+use keel_image::store::ImageStore;
 
 /// The keys each command takes.
 pub const IMAGES_KEYS: &[&str] = &[
@@ -114,6 +116,76 @@ impl Filters {
         };
         self.get("label").iter().all(has) && !self.get("label!").iter().any(has)
     }
+}
+
+/// The images `filters` keep, each with the tags to show (all of them,
+/// or those `reference=` matches; none for an untagged image).
+pub fn select(store: &ImageStore, filters: &Filters) -> Result<Vec<(ImageRecord, Vec<String>)>> {
+    let created_of = |name: &str| -> Result<i64> {
+        let record = store.resolve(name)?;
+        crate::views::unix_seconds(&record.created).ok_or_else(|| {
+            Error::invalid(format!("image {name} has no creation time to compare with"))
+        })
+    };
+    let before = filters
+        .get("before")
+        .iter()
+        .map(|n| created_of(n))
+        .collect::<Result<Vec<_>>>()?;
+    let since = filters
+        .get("since")
+        .iter()
+        .map(|n| created_of(n))
+        .collect::<Result<Vec<_>>>()?;
+    let now = jiff::Timestamp::now().as_second();
+    let until = filters
+        .get("until")
+        .iter()
+        .map(|v| parse_until(v, now))
+        .collect::<Result<Vec<_>>>()?;
+    let by_reference = !filters.get("reference").is_empty();
+    let by_label = !filters.get("label").is_empty() || !filters.get("label!").is_empty();
+
+    let mut selected = Vec::new();
+    for (record, tags) in store.metadata.images().map_err(Error::from)? {
+        match filters.dangling() {
+            Some(true) if !tags.is_empty() => continue,
+            Some(false) if tags.is_empty() => continue,
+            _ => {}
+        }
+        let created = crate::views::unix_seconds(&record.created);
+        // Images without a time pass no time filter.
+        let time_ok = |bounds: &[i64], keep: fn(i64, i64) -> bool| {
+            bounds.is_empty() || created.is_some_and(|c| bounds.iter().all(|&b| keep(c, b)))
+        };
+        if !time_ok(&before, |c, b| c < b)
+            || !time_ok(&since, |c, b| c > b)
+            || !time_ok(&until, |c, b| c < b)
+        {
+            continue;
+        }
+        if by_label {
+            let labels = store
+                .config(&record)
+                .ok()
+                .and_then(|c| c.config)
+                .and_then(|c| c.labels)
+                .unwrap_or_default();
+            if !filters.labels_match(&labels) {
+                continue;
+            }
+        }
+        let shown: Vec<String> = tags
+            .iter()
+            .filter(|t| filters.reference_matches(t))
+            .cloned()
+            .collect();
+        if by_reference && shown.is_empty() {
+            continue;
+        }
+        selected.push((record, shown));
+    }
+    Ok(selected)
 }
 
 /// Go's `path.Match`: `*` any run of non-`/`, `?` one non-`/`, `[...]`

@@ -22,6 +22,7 @@ pub mod fault;
 pub mod files;
 pub mod filter;
 pub mod health;
+pub mod images;
 pub mod logs;
 pub mod monitor;
 pub mod names;

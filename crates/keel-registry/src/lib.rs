@@ -24,5 +24,5 @@ pub mod server;
 
 pub use client::{Client, ClientOptions};
 pub use error::{Error, Result};
-pub use pull::{Platform, PullOptions, PullResult, pull, pull_with};
+pub use pull::{Platform, PullOptions, PullResult, Pulled, pull, pull_image, pull_with};
 pub use push::{PushEvent, PushOptions, PushState, push};

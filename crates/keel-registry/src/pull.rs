@@ -637,6 +637,62 @@ async fn open_blob(
         .await
 }
 
+/// What [`pull_image`] did.
+pub struct Pulled {
+    pub result: PullResult,
+    pub manifest: Manifest,
+    pub record: keel_image::metadata::ImageRecord,
+    /// The tag now names a different image than before (or a new one).
+    pub updated: bool,
+}
+
+/// Pulls `reference` and records it in `store` as an image, tagged unless
+/// it was pulled by digest: `keel pull` and the API's `images/create`.
+pub async fn pull_image(
+    client: &Client,
+    store: &mut keel_image::store::ImageStore,
+    reference: &Reference,
+    options: &PullOptions,
+) -> Result<Pulled> {
+    let image = |context: &str| {
+        let context = context.to_string();
+        move |source| Error::Image { context, source }
+    };
+    let before = store.resolve(&reference.full()).ok().map(|r| r.id);
+    let result = pull_with(client, &store.content, reference, options).await?;
+    let bytes = store
+        .content
+        .read(&result.manifest_digest)
+        .map_err(image("read the pulled manifest"))?;
+    let document = keel_image::manifest::Document::parse(Some(&result.manifest_media_type), &bytes)
+        .map_err(image("parse the pulled manifest"))?;
+    let keel_image::manifest::Document::Manifest(manifest) = document else {
+        return Err(Error::Msg(format!(
+            "the registry's manifest {} is an index",
+            result.manifest_digest
+        )));
+    };
+    let tags: Vec<Reference> = if reference.digest().is_some() {
+        Vec::new()
+    } else {
+        vec![reference.clone()]
+    };
+    let record = store
+        .commit(
+            &result.manifest_digest,
+            &result.manifest_media_type,
+            &manifest,
+            &tags,
+        )
+        .map_err(image("record the pulled image"))?;
+    Ok(Pulled {
+        updated: before.as_ref() != Some(&record.id),
+        result,
+        manifest,
+        record,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1289,6 +1289,33 @@ pub fn of_attachment(db: &mut Db, attachment: &crate::spec::NetworkAttachment) -
 }
 
 impl crate::engine::Engine {
+    /// `network create`, with its event.
+    pub fn create_network(&mut self, request: CreateRequest) -> Result<Network> {
+        let network = create(&mut self.db, request)?;
+        crate::events::record(
+            &self.layout.root,
+            "network",
+            "create",
+            &network.id,
+            &[("name", network.name.as_str()), ("type", "bridge")],
+        );
+        Ok(network)
+    }
+
+    /// `network rm`, with its event.
+    pub fn remove_network(&mut self, name_or_id: &str) -> Result<Network> {
+        let layout = self.layout.clone();
+        let network = remove(&layout, &mut self.db, name_or_id)?;
+        crate::events::record(
+            &self.layout.root,
+            "network",
+            "destroy",
+            &network.id,
+            &[("name", network.name.as_str()), ("type", "bridge")],
+        );
+        Ok(network)
+    }
+
     /// `network connect`: the container is on the network from now on
     /// (at once if it runs).
     pub fn connect(

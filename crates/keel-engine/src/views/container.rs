@@ -370,3 +370,172 @@ pub fn inspect_sized(engine: &mut Engine, c: &Container, size: bool) -> serde_js
     }
     value
 }
+
+/// A published port as the API lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PortSummary {
+    #[serde(rename = "IP", skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    pub private_port: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_port: Option<u16>,
+    #[serde(rename = "Type")]
+    pub kind: String,
+}
+
+/// A mount as the API's container list shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct MountSummary {
+    #[serde(rename = "Type")]
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub source: String,
+    pub destination: String,
+    pub driver: String,
+    pub mode: String,
+    #[serde(rename = "RW")]
+    pub rw: bool,
+    pub propagation: String,
+}
+
+/// One entry of the API's container list (`GET /containers/json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerSummary {
+    pub id: String,
+    pub names: Vec<String>,
+    pub image: String,
+    #[serde(rename = "ImageID")]
+    pub image_id: String,
+    pub command: String,
+    pub created: i64,
+    pub ports: Vec<PortSummary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size_rw: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size_root_fs: Option<u64>,
+    pub labels: BTreeMap<String, String>,
+    pub state: String,
+    pub status: String,
+    pub host_config: serde_json::Value,
+    pub network_settings: serde_json::Value,
+    pub mounts: Vec<MountSummary>,
+}
+
+/// The API's list entry of `container`; `sizes` are its writable layer's
+/// bytes and its image's, when asked for.
+pub fn summary(
+    engine: &mut Engine,
+    container: &Container,
+    sizes: Option<(u64, u64)>,
+) -> ContainerSummary {
+    let endpoints = crate::network::endpoints_of(&mut engine.db, container).unwrap_or_default();
+    let mut ports = Vec::new();
+    for port in endpoints.iter().flat_map(|e| e.ports.iter()) {
+        for ip in port.host_addresses() {
+            ports.push(PortSummary {
+                ip: Some(ip.to_string()),
+                private_port: port.container_port,
+                public_port: Some(port.host_port),
+                kind: port.protocol.clone(),
+            });
+        }
+    }
+    let settings = super::network::settings(engine, container);
+    ContainerSummary {
+        id: container.id.clone(),
+        names: vec![format!("/{}", container.name)],
+        image: container.image.clone(),
+        image_id: container.image_id.clone(),
+        command: container.args.join(" "),
+        created: super::unix_seconds(&container.created).unwrap_or(0),
+        ports,
+        size_rw: sizes.map(|(own, _)| own),
+        size_root_fs: sizes.map(|(own, image)| own + image),
+        labels: container.spec.labels.clone(),
+        state: container.state.status.as_str().to_string(),
+        status: status_text(container),
+        host_config: serde_json::json!({
+            "NetworkMode": container.spec.network.name(&container.spec.networks),
+        }),
+        network_settings: serde_json::json!({ "Networks": settings["Networks"] }),
+        mounts: container
+            .mounts
+            .iter()
+            .map(|m| MountSummary {
+                kind: m.kind.as_str().to_string(),
+                name: m.name.clone(),
+                source: m
+                    .source
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                destination: m.target.clone(),
+                driver: if m.name.is_some() { "local" } else { "" }.to_string(),
+                mode: if m.read_only { "ro" } else { "" }.to_string(),
+                rw: !m.read_only,
+                propagation: m.propagation.clone().unwrap_or_default(),
+            })
+            .collect(),
+    }
+}
+
+/// `top`: the rows of the host's `ps` output whose PID is one of `pids`,
+/// cut into the header's columns (the last takes the rest of the line).
+pub fn top(text: &str, pids: &[i32]) -> Result<(Vec<String>, Vec<Vec<String>>)> {
+    let mut lines = text.lines();
+    let titles: Vec<String> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let Some(pid_column) = titles.iter().position(|t| t == "PID") else {
+        return Err(Error::msg("Couldn't find PID field in ps output"));
+    };
+    let mut rows = Vec::new();
+    for line in lines {
+        let mut cells: Vec<String> = Vec::new();
+        let mut rest = line.trim_start();
+        while cells.len() + 1 < titles.len() && !rest.is_empty() {
+            let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+            cells.push(rest[..end].to_string());
+            rest = rest[end..].trim_start();
+        }
+        cells.push(rest.to_string());
+        let pid = cells.get(pid_column).and_then(|p| p.parse::<i32>().ok());
+        if pid.is_some_and(|pid| pids.contains(&pid)) {
+            rows.push(cells);
+        }
+    }
+    Ok((titles, rows))
+}
+
+/// Runs the host's `ps` with docker's options (`-ef` by default) and keeps
+/// the rows of `pids` (`keel top`, the API's `/top`).
+pub fn top_of(pids: &[i32], ps_options: &[String]) -> Result<(Vec<String>, Vec<Vec<String>>)> {
+    let options: Vec<String> = if ps_options.is_empty() {
+        vec!["-ef".into()]
+    } else {
+        ps_options
+            .iter()
+            .flat_map(|o| o.split_whitespace().map(str::to_string))
+            .collect()
+    };
+    let output = std::process::Command::new("ps")
+        .args(&options)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| Error::io("run ps (top uses the host's ps: apt install procps)", e))?;
+    if !output.status.success() {
+        return Err(Error::msg(format!(
+            "ps {}: {}",
+            options.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    top(&String::from_utf8_lossy(&output.stdout), pids)
+}

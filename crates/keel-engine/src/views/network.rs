@@ -131,3 +131,9 @@ pub fn inspect(engine: &mut Engine, network: &Network) -> Result<serde_json::Val
         "Labels": network.labels,
     }))
 }
+
+/// A stable id for the pseudo-networks host and none.
+pub fn pseudo_id(name: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(format!("keel pseudo-network {name}")))
+}

@@ -1,0 +1,353 @@
+//! `/images/...`: list, inspect, history, pull (`create`), tag, remove.
+
+use std::path::PathBuf;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::StatusCode;
+use hyper::body::Incoming;
+use keel_image::reference::Reference;
+use keel_registry::auth::{Credentials, DockerConfig};
+use keel_registry::{Client, ClientOptions, PullOptions};
+
+use crate::containers::blocking;
+use crate::http::{ApiError, ApiResult, Reply, json, status};
+use crate::routes::{Call, Version};
+
+/// `GET /images/json?all&filters&digests`.
+pub async fn list(call: Call) -> ApiResult<Reply> {
+    let flags = call.query.filter_flags()?;
+    let state = call.state.clone();
+    let old = call.version < Version(1, 44);
+    let rows = blocking(move || {
+        let store = state.images()?;
+        let filters =
+            keel_engine::filter::Filters::parse(&flags, keel_engine::filter::IMAGES_KEYS)?;
+        let mut rows = Vec::new();
+        for (record, tags) in keel_engine::filter::select(&store, &filters)? {
+            let config = store.config(&record).ok();
+            let labels = config
+                .as_ref()
+                .and_then(|c| c.config.as_ref())
+                .and_then(|c| c.labels.clone())
+                .unwrap_or_default();
+            let repo_digests: Vec<String> = tags
+                .iter()
+                .filter_map(|t| Reference::parse(t).ok())
+                .map(|r| format!("{}@{}", r.familiar_name(), record.manifest))
+                .collect();
+            let tags: Vec<String> = tags
+                .iter()
+                .filter_map(|t| Reference::parse(t).ok())
+                .map(|r| match r.tag() {
+                    Some(tag) => format!("{}:{tag}", r.familiar_name()),
+                    None => r.familiar_name(),
+                })
+                .collect();
+            let mut row = serde_json::json!({
+                "Id": record.id.to_string(),
+                "ParentId": "",
+                "RepoTags": tags,
+                "RepoDigests": repo_digests,
+                "Created": keel_engine::views::unix_seconds(&record.created).unwrap_or(0),
+                "Size": record.size,
+                "SharedSize": -1,
+                "Labels": labels,
+                "Containers": -1,
+            });
+            if old {
+                row["VirtualSize"] = record.size.into();
+            }
+            rows.push(row);
+        }
+        Ok(rows)
+    })
+    .await?;
+    Ok(json(&rows))
+}
+
+/// `GET /images/{name}/json`: the store's docker-shaped inspect;
+/// `ContainerConfig` kept for clients of API 1.44 and older.
+pub async fn inspect(call: Call, name: &str) -> ApiResult<Reply> {
+    let state = call.state.clone();
+    let name = name.to_string();
+    let old = call.version <= Version(1, 44);
+    let mut value = blocking(move || {
+        let store = state.images()?;
+        store
+            .inspect(&name)
+            .map_err(|_| ApiError::not_found(format!("No such image: {name}")))
+    })
+    .await?;
+    if old && value.get("ContainerConfig").is_none() {
+        value["ContainerConfig"] = value["Config"].clone();
+    }
+    if !old && let Some(object) = value.as_object_mut() {
+        object.remove("ContainerConfig");
+        object.remove("VirtualSize");
+    }
+    Ok(json(&value))
+}
+
+/// `GET /images/{name}/history`.
+pub async fn history(call: Call, name: &str) -> ApiResult<Reply> {
+    let state = call.state.clone();
+    let name = name.to_string();
+    let rows = blocking(move || {
+        let store = state.images()?;
+        let record = store
+            .resolve(&name)
+            .map_err(|_| ApiError::not_found(format!("No such image: {name}")))?;
+        let config = store.config(&record)?;
+        let tags = store.metadata.tags_of(&record.id).unwrap_or_default();
+        let sizes = store.layer_sizes(&record);
+        let mut layer = sizes.len();
+        let mut rows = Vec::new();
+        for (i, entry) in config.history.iter().rev().enumerate() {
+            let size = if entry.empty_layer {
+                0
+            } else {
+                layer = layer.saturating_sub(1);
+                sizes.get(layer).copied().unwrap_or(0)
+            };
+            rows.push(serde_json::json!({
+                "Id": if i == 0 { record.id.to_string() } else { "<missing>".to_string() },
+                "Created": entry.created.as_deref().and_then(keel_engine::views::unix_seconds).unwrap_or(0),
+                "CreatedBy": entry.created_by.clone().unwrap_or_default(),
+                "Tags": if i == 0 { serde_json::json!(tags) } else { serde_json::Value::Null },
+                "Size": size,
+                "Comment": entry.comment.clone().unwrap_or_default(),
+            }));
+        }
+        Ok(rows)
+    })
+    .await?;
+    Ok(json(&rows))
+}
+
+/// `POST /images/{name}/tag?repo=&tag=`.
+pub async fn tag(call: Call, name: &str) -> ApiResult<Reply> {
+    let repo = call
+        .query
+        .get("repo")
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| ApiError::bad_request("repository name must have at least one component"))?
+        .to_string();
+    let target = match call.query.get("tag").filter(|t| !t.is_empty()) {
+        Some(tag) => format!("{repo}:{tag}"),
+        None => repo,
+    };
+    let state = call.state.clone();
+    let name = name.to_string();
+    blocking(move || {
+        let mut store = state.images()?;
+        Ok(keel_engine::images::tag(&mut store, &name, &target)?)
+    })
+    .await?;
+    Ok(status(StatusCode::CREATED))
+}
+
+/// `DELETE /images/{name}?force&noprune`.
+pub async fn remove(call: Call, name: &str) -> ApiResult<Reply> {
+    let force = call.query.bool("force");
+    let state = call.state.clone();
+    let name = name.to_string();
+    let lines = blocking(move || {
+        let mut store = state.images()?;
+        if store.resolve(&name).is_err() {
+            return Err(ApiError::not_found(format!("No such image: {name}")));
+        }
+        keel_engine::images::remove(&mut store, &name, force).map_err(|e| {
+            let message = e.to_string();
+            if message.contains("being used") || message.contains("in use") {
+                ApiError::conflict(message)
+            } else {
+                e.into()
+            }
+        })
+    })
+    .await?;
+    let items: Vec<serde_json::Value> = lines
+        .iter()
+        .filter_map(|line| {
+            if let Some(what) = line.strip_prefix("Untagged: ") {
+                Some(serde_json::json!({"Untagged": what}))
+            } else {
+                line.strip_prefix("Deleted: ")
+                    .map(|id| serde_json::json!({"Deleted": id}))
+            }
+        })
+        .collect();
+    Ok(json(&items))
+}
+
+/// The registry client as the CLI's: mirrors and insecure registries from
+/// `$KEEL_REGISTRIES_CONFIG` or `<root>/registries.json`, logins from
+/// docker's config.json, and the request's `X-Registry-Auth` over them.
+fn registry_client(root: &std::path::Path, auth: Option<&str>) -> ApiResult<Client> {
+    let path = std::env::var_os("KEEL_REGISTRIES_CONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("registries.json"));
+    let mut options = ClientOptions::from_file(&path).map_err(|e| {
+        ApiError::internal(format!("read registry settings {}: {e}", path.display()))
+    })?;
+    let mut config = DockerConfig::load_default()
+        .map_err(|e| ApiError::internal(format!("read docker's config.json: {e}")))?;
+    if let Some((server, credentials)) = auth.and_then(registry_auth) {
+        config.insert(&server, credentials);
+    }
+    options.docker_config = Some(config);
+    Client::new(options).map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// `X-Registry-Auth`: base64url JSON of `username`, `password`,
+/// `serveraddress` (or `identitytoken`).
+fn registry_auth(header: &str) -> Option<(String, Credentials)> {
+    let bytes = base64::engine::general_purpose::URL_SAFE
+        .decode(header.trim())
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header.trim()))
+        .or_else(|_| base64::engine::general_purpose::STANDARD.decode(header.trim()))
+        .ok()?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let server = value["serveraddress"]
+        .as_str()
+        .unwrap_or("docker.io")
+        .to_string();
+    if let Some(token) = value["identitytoken"].as_str().filter(|t| !t.is_empty()) {
+        return Some((server, Credentials::IdentityToken(token.to_string())));
+    }
+    let username = value["username"].as_str().filter(|u| !u.is_empty())?;
+    Some((
+        server,
+        Credentials::Basic {
+            username: username.to_string(),
+            password: value["password"].as_str().unwrap_or_default().to_string(),
+        },
+    ))
+}
+
+/// A streamed JSON progress message.
+fn message(value: serde_json::Value) -> Bytes {
+    let mut bytes = serde_json::to_vec(&value).unwrap_or_default();
+    bytes.extend_from_slice(b"\r\n");
+    Bytes::from(bytes)
+}
+
+/// `POST /images/create?fromImage=&tag=&platform=`: a pull, its progress
+/// streamed as docker's JSON messages; a failure is the last message
+/// (`error`, `errorDetail`), as docker sends it once the stream began.
+pub async fn create(call: Call, _body: Incoming) -> ApiResult<Reply> {
+    if call.query.get("fromSrc").is_some() {
+        return Err(ApiError::bad_request(
+            "importing a tarball through the API is not supported by keel yet: use `keel import`",
+        ));
+    }
+    let from = call
+        .query
+        .get("fromImage")
+        .filter(|f| !f.is_empty())
+        .ok_or_else(|| ApiError::bad_request("fromImage or fromSrc is required"))?
+        .to_string();
+    let tag = call.query.get("tag").unwrap_or_default().to_string();
+    let name = match tag.as_str() {
+        "" => from.clone(),
+        t if t.contains(':') => format!("{from}@{t}"),
+        t => format!("{from}:{t}"),
+    };
+    let reference = Reference::parse(&name).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let platform = match call.query.get("platform").filter(|p| !p.is_empty()) {
+        Some(p) => keel_image::manifest::Platform::parse(p)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?,
+        None => keel_image::manifest::Platform::current(),
+    };
+    let auth = call
+        .headers
+        .get("X-Registry-Auth")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let client = registry_client(&call.state.root, auth.as_deref())?;
+    let (tx, reply) = crate::http::channel("application/json");
+    let state = call.state.clone();
+    let (progress_tx, mut progress_rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+    let forward = tx.clone();
+    tokio::spawn(async move {
+        while let Some(m) = progress_rx.recv().await {
+            if forward.send(m).await.is_err() {
+                break;
+            }
+        }
+    });
+    let shown_tag = reference
+        .tag()
+        .map(str::to_string)
+        .unwrap_or_else(|| reference.api_reference());
+    let _ = progress_tx.send(message(serde_json::json!({
+        "status": format!("Pulling from {}", reference.repository()),
+        "id": shown_tag,
+    })));
+    let familiar = match (reference.tag(), reference.digest()) {
+        (_, Some(d)) => format!("{}@{d}", reference.familiar_name()),
+        (Some(t), None) => format!("{}:{t}", reference.familiar_name()),
+        (None, None) => reference.familiar_name(),
+    };
+    tokio::task::spawn_blocking(move || {
+        let progress = progress_tx.clone();
+        let callback: keel_registry::pull::ProgressFn =
+            std::sync::Arc::new(move |event: keel_registry::pull::ProgressEvent| {
+                use keel_registry::pull::ProgressState as S;
+                let id = event.digest.short().to_string();
+                let value = match event.state {
+                    S::Waiting => serde_json::json!({"status": "Waiting", "id": id}),
+                    S::Downloading => serde_json::json!({
+                        "status": "Downloading", "id": id,
+                        "progressDetail": {"current": event.current, "total": event.total},
+                    }),
+                    S::Verifying => serde_json::json!({"status": "Verifying Checksum", "id": id}),
+                    S::Done => serde_json::json!({"status": "Download complete", "id": id}),
+                    S::AlreadyExists => serde_json::json!({"status": "Already exists", "id": id}),
+                    S::Retrying(s) => {
+                        serde_json::json!({"status": format!("Retrying in {s} seconds"), "id": id})
+                    }
+                };
+                let _ = progress.send(message(value));
+            });
+        let options = PullOptions {
+            platform,
+            progress: Some(callback),
+            ..PullOptions::default()
+        };
+        let outcome = (|| -> Result<keel_registry::Pulled, String> {
+            let mut store = state.images().map_err(|e| e.to_string())?;
+            let pulled = tokio::runtime::Handle::current()
+                .block_on(keel_registry::pull_image(
+                    &client, &mut store, &reference, &options,
+                ))
+                .map_err(|e| e.to_string())?;
+            Ok(pulled)
+        })();
+        let last = match outcome {
+            Ok(pulled) => {
+                let _ = progress_tx.send(message(serde_json::json!({
+                    "status": format!("Digest: {}", pulled.result.repo_digest()),
+                })));
+                if pulled.updated {
+                    keel_engine::events::record(
+                        &state.root,
+                        "image",
+                        "pull",
+                        &reference.full(),
+                        &[("name", &reference.full())],
+                    );
+                }
+                serde_json::json!({"status": if pulled.updated {
+                    format!("Status: Downloaded newer image for {familiar}")
+                } else {
+                    format!("Status: Image is up to date for {familiar}")
+                }})
+            }
+            Err(e) => serde_json::json!({"errorDetail": {"message": e}, "error": e}),
+        };
+        let _ = progress_tx.send(message(last));
+    });
+    Ok(reply)
+}

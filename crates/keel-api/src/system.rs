@@ -1,0 +1,122 @@
+//! `/_ping`, `/version`, `/info`.
+
+use http::{HeaderValue, StatusCode};
+
+use crate::http::{ApiResult, Reply, json, text};
+use crate::routes::Call;
+use crate::{API_VERSION, MIN_API_VERSION};
+
+/// `GET`/`HEAD /_ping`: `OK` with the headers clients negotiate by.
+pub fn ping(head: bool) -> Reply {
+    let mut reply = text(StatusCode::OK, if head { "" } else { "OK" });
+    let headers = reply.headers_mut();
+    headers.insert("Builder-Version", HeaderValue::from_static("1"));
+    headers.insert(
+        "Cache-Control",
+        HeaderValue::from_static("no-cache, no-store, must-revalidate"),
+    );
+    headers.insert("Pragma", HeaderValue::from_static("no-cache"));
+    headers.insert("Swarm", HeaderValue::from_static("inactive"));
+    reply
+}
+
+fn uname() -> (String, String) {
+    nix_uname().unwrap_or_default()
+}
+
+fn nix_uname() -> Option<(String, String)> {
+    // SAFETY: uname fills the struct we give it.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return None;
+    }
+    let field = |f: &[libc::c_char]| {
+        // SAFETY: uname's fields are NUL-terminated.
+        unsafe { std::ffi::CStr::from_ptr(f.as_ptr()) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    Some((field(&u.release), field(&u.machine)))
+}
+
+fn arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+pub async fn version(_call: Call) -> ApiResult<Reply> {
+    let (kernel, _) = uname();
+    let version = env!("CARGO_PKG_VERSION");
+    Ok(json(&serde_json::json!({
+        "Platform": {"Name": "keel"},
+        "Components": [{
+            "Name": "Engine",
+            "Version": version,
+            "Details": {
+                "ApiVersion": API_VERSION,
+                "MinAPIVersion": MIN_API_VERSION,
+                "Os": "linux",
+                "Arch": arch(),
+                "KernelVersion": kernel,
+                "Runtime": "keel-runtime",
+            },
+        }],
+        "Version": version,
+        "ApiVersion": API_VERSION,
+        "MinAPIVersion": MIN_API_VERSION,
+        "GitCommit": "",
+        "GoVersion": "",
+        "Os": "linux",
+        "Arch": arch(),
+        "KernelVersion": kernel,
+        "BuildTime": "",
+    })))
+}
+
+pub async fn info(call: Call) -> ApiResult<Reply> {
+    let state = call.state.clone();
+    let mut value = crate::containers::blocking(move || {
+        let mut engine = state.engine()?;
+        let store = state.images()?;
+        Ok(keel_engine::views::system::info(&mut engine, &store)?)
+    })
+    .await?;
+    let host = keel_runtime_id(&call);
+    value["ID"] = host.into();
+    value["Driver"] = "overlay2".into();
+    value["DriverStatus"] = serde_json::json!([["Backing Filesystem", "extfs"]]);
+    value["Plugins"] = serde_json::json!({
+        "Volume": ["local"],
+        "Network": ["bridge", "host", "none"],
+        "Authorization": null,
+        "Log": ["json-file"],
+    });
+    value["Swarm"] = serde_json::json!({
+        "NodeID": "",
+        "NodeAddr": "",
+        "LocalNodeState": "inactive",
+        "ControlAvailable": false,
+        "Error": "",
+        "RemoteManagers": null,
+    });
+    value["SecurityOptions"] = serde_json::json!(["name=seccomp,profile=builtin"]);
+    value["Labels"] = serde_json::json!([]);
+    value["ExperimentalBuild"] = false.into();
+    value["IndexServerAddress"] = "https://index.docker.io/v1/".into();
+    value["MemoryLimit"] = true.into();
+    value["SwapLimit"] = true.into();
+    value["PidsLimit"] = true.into();
+    value["IPv4Forwarding"] = true.into();
+    Ok(json(&value))
+}
+
+/// A stable id for this keel (docker's `ID`): from the root's path.
+fn keel_runtime_id(call: &Call) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    call.state.root.hash(&mut h);
+    format!("{:016x}", h.finish())
+}

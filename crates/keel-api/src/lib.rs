@@ -14,11 +14,12 @@
 //!   volumes).
 //! - [`create`]: docker's create body (`Config`, `HostConfig`,
 //!   `NetworkingConfig`) as keel's [`ContainerSpec`](keel_engine::spec::ContainerSpec).
-//! - [`streams`]: attach and exec over a hijacked connection, docker's
-//!   multiplexed framing.
+//! - [`streams`]: attach and wait, docker's multiplexed framing; [`exec`]:
+//!   `keel exec` as a child of the service, over a hijacked connection.
 
 pub mod containers;
 pub mod create;
+pub mod exec;
 pub mod http;
 pub mod images;
 pub mod objects;
@@ -47,6 +48,8 @@ pub struct State {
     /// Containers started by this service, waiting for an attach or a wait
     /// that came before the start (docker's `run`: attach, wait, start).
     pub pending: Arc<streams::Pending>,
+    /// The execs made through this service.
+    pub execs: Arc<exec::Execs>,
 }
 
 impl State {
@@ -56,6 +59,7 @@ impl State {
             runroot,
             options,
             pending: Arc::default(),
+            execs: Arc::default(),
         }
     }
 

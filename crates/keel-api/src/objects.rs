@@ -253,3 +253,48 @@ pub async fn volume_remove(call: Call, name: &str) -> ApiResult<Reply> {
     .await?;
     Ok(status(StatusCode::NO_CONTENT))
 }
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ConnectBody {
+    container: String,
+    endpoint_config: Option<crate::create::EndpointConfig>,
+    force: bool,
+}
+
+/// `POST /networks/{id}/connect` and `/disconnect`.
+pub async fn connect(call: Call, id: &str, body: Incoming, connect: bool) -> ApiResult<Reply> {
+    let request: ConnectBody = crate::http::read_json(body).await?;
+    if request.container.is_empty() {
+        return Err(ApiError::bad_request("no container given (Container)"));
+    }
+    let network = id.to_string();
+    with_engine(&call, move |engine| {
+        if network::find(&mut engine.db, &network).is_err() {
+            return Err(ApiError::not_found(format!("network {network} not found")));
+        }
+        engine.find(&request.container)?;
+        if connect {
+            let endpoint = request.endpoint_config.unwrap_or_default();
+            let ipam = endpoint.ipam_config.unwrap_or_default();
+            let parse = |ip: Option<String>, v4: bool| {
+                ip.filter(|a| !a.is_empty())
+                    .map(|a| keel_engine::options::parse_ip(&a, v4))
+                    .transpose()
+            };
+            let attachment = keel_engine::spec::NetworkAttachment {
+                aliases: endpoint.aliases.unwrap_or_default(),
+                ipv4: parse(ipam.ipv4_address, true)?,
+                ipv6: parse(ipam.ipv6_address, false)?,
+                ..Default::default()
+            };
+            engine.connect(&request.container, &network, attachment)?;
+        } else {
+            let _ = request.force;
+            engine.disconnect(&request.container, &network)?;
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(status(StatusCode::OK))
+}

@@ -101,6 +101,7 @@ async fn route(state: State, request: Request<Incoming>) -> ApiResult<Reply> {
         (&Method::GET | &Method::HEAD, ["_ping"]) => Ok(system::ping(m == Method::HEAD)),
         (&Method::GET, ["version"]) => system::version(call).await,
         (&Method::GET, ["info"]) => system::info(call).await,
+        (&Method::GET, ["events"]) => system::events(call).await,
         // containers
         (&Method::GET, ["containers", "json"]) => c::list(call).await,
         (&Method::POST, ["containers", "create"]) => c::create(call, body).await,
@@ -121,6 +122,12 @@ async fn route(state: State, request: Request<Incoming>) -> ApiResult<Reply> {
         (&Method::GET, ["containers", id, "logs"]) => c::logs(call, id).await,
         (&Method::GET, ["containers", id, "top"]) => c::top(call, id).await,
         (&Method::DELETE, ["containers", id]) => c::remove(call, id).await,
+        (&Method::POST, ["containers", id, "exec"]) => crate::exec::create(call, id, body).await,
+        (&Method::POST, ["exec", id, "start"]) => {
+            crate::exec::start(call, id, parts.extensions, body).await
+        }
+        (&Method::POST, ["exec", id, "resize"]) => crate::exec::resize(call, id).await,
+        (&Method::GET, ["exec", id, "json"]) => crate::exec::inspect(call, id).await,
         // images
         (&Method::GET, ["images", "json"]) => i::list(call).await,
         (&Method::POST, ["images", "create"]) => i::create(call, body).await,
@@ -145,6 +152,8 @@ async fn route(state: State, request: Request<Incoming>) -> ApiResult<Reply> {
         (&Method::POST, ["networks", "create"]) => o::network_create(call, body).await,
         (&Method::GET, ["networks", id]) => o::network_inspect(call, id).await,
         (&Method::DELETE, ["networks", id]) => o::network_remove(call, id).await,
+        (&Method::POST, ["networks", id, "connect"]) => o::connect(call, id, body, true).await,
+        (&Method::POST, ["networks", id, "disconnect"]) => o::connect(call, id, body, false).await,
         (&Method::GET, ["volumes"]) => o::volumes(call).await,
         (&Method::POST, ["volumes", "create"]) => o::volume_create(call, body).await,
         (&Method::GET, ["volumes", name]) => o::volume_inspect(call, name).await,

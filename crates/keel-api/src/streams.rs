@@ -230,6 +230,7 @@ async fn pump(
     tty: bool,
     waiters: Vec<oneshot::Sender<i32>>,
 ) {
+    let waited = !waiters.is_empty();
     if stream.set_nonblocking(true).is_err() {
         return;
     }
@@ -275,8 +276,12 @@ async fn pump(
                         _ => continue,
                     };
                     if to_client.write_all(&bytes).await.is_err() {
-                        // The client left: the container runs on; the
-                        // waiters still get its exit.
+                        // The client left: the container runs on; waiters
+                        // still get its exit, else the monitor's
+                        // connection goes now.
+                        if !waited {
+                            return -1;
+                        }
                         return drain_exit(&mut from_monitor, buffer).await;
                     }
                     let _ = to_client.flush().await;

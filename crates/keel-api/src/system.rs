@@ -120,3 +120,37 @@ fn keel_runtime_id(call: &Call) -> String {
     call.state.root.hash(&mut h);
     format!("{:016x}", h.finish())
 }
+
+/// `GET /events?since&until&filters`: docker's JSON messages, one per
+/// event, streamed (with the older `status`, `id` and `from` fields that
+/// docker-compose 1.x reads).
+pub async fn events(call: Call) -> ApiResult<Reply> {
+    let flags = call.query.filter_flags()?;
+    let filter = keel_engine::events::Filter::parse(
+        call.query.get("since"),
+        call.query.get("until"),
+        &flags,
+    )
+    .map_err(|e| crate::http::ApiError::bad_request(e.to_string()))?;
+    let (tx, reply) = crate::http::channel("application/json");
+    let root = call.state.root.clone();
+    tokio::task::spawn_blocking(move || {
+        let emit = |event: &keel_engine::events::Event| -> std::io::Result<()> {
+            let mut value = serde_json::to_value(event).unwrap_or_default();
+            value["scope"] = "local".into();
+            if event.kind == "container" {
+                value["status"] = event.action.clone().into();
+                value["id"] = event.actor.id.clone().into();
+                if let Some(image) = event.actor.attributes.get("image") {
+                    value["from"] = image.clone().into();
+                }
+            }
+            let mut bytes = serde_json::to_vec(&value).unwrap_or_default();
+            bytes.push(b'\n');
+            tx.blocking_send(bytes.into())
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+        };
+        let _ = keel_engine::events::stream(&root, &filter, emit);
+    });
+    Ok(reply)
+}

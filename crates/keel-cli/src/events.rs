@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::Args;
 use keel_engine::events::{self, Event, Filter};
 
@@ -25,15 +25,6 @@ pub struct EventsArgs {
     pub format: Option<String>,
 }
 
-fn nanos(value: &str) -> Result<i128> {
-    let now = jiff::Timestamp::now();
-    if let Ok(t) = value.parse::<jiff::Timestamp>() {
-        return Ok(t.as_nanosecond());
-    }
-    let seconds = keel_engine::filter::parse_until(value, now.as_second())?;
-    Ok(i128::from(seconds) * 1_000_000_000)
-}
-
 /// docker's line: `TIME TYPE ACTION ID (k=v, ...)`.
 pub fn line(event: &Event) -> String {
     let time = jiff::Timestamp::from_nanosecond(event.time_nano)
@@ -53,20 +44,7 @@ pub fn line(event: &Event) -> String {
 }
 
 pub fn run(ctx: &Context, args: &EventsArgs) -> Result<i32> {
-    let mut filter = Filter {
-        since: args.since.as_deref().map(nanos).transpose()?,
-        until: args.until.as_deref().map(nanos).transpose()?,
-        filters: Vec::new(),
-    };
-    for f in &args.filter {
-        let Some((key, value)) = f.split_once('=') else {
-            bail!("bad format of filter (expected name=value): {f:?}");
-        };
-        if !["type", "event", "container", "image", "volume", "label"].contains(&key) {
-            bail!("invalid filter '{key}'");
-        }
-        filter.filters.push((key.to_string(), value.to_string()));
-    }
+    let filter = Filter::parse(args.since.as_deref(), args.until.as_deref(), &args.filter)?;
     let template = match args.format.as_deref() {
         None | Some("json") => None,
         Some(format) => Some(Template::parse(format)?),
@@ -86,23 +64,6 @@ pub fn run(ctx: &Context, args: &EventsArgs) -> Result<i32> {
         writeln!(out, "{text}")?;
         out.flush()
     };
-    if filter.since.is_some() || filter.until.is_some() {
-        for event in events::read(&ctx.root, &filter)? {
-            match emit(&event) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(0),
-                Err(e) => return Err(e.into()),
-            }
-        }
-        // Past events only when the end is in the past.
-        if filter
-            .until
-            .is_some_and(|u| u <= jiff::Timestamp::now().as_nanosecond())
-        {
-            return Ok(0);
-        }
-        filter.since = Some(jiff::Timestamp::now().as_nanosecond());
-    }
-    events::follow(&ctx.root, &filter, emit)?;
+    events::stream(&ctx.root, &filter, emit)?;
     Ok(0)
 }

@@ -97,7 +97,7 @@ impl Filter {
             values.iter().any(|v| match key {
                 "type" => event.kind == *v,
                 "event" => event.action == *v || event.action.split(':').next() == Some(v),
-                "container" | "image" | "volume" => {
+                "container" | "image" | "volume" | "network" => {
                     event.kind == key
                         && (event.actor.id.starts_with(v)
                             || event.actor.attributes.get("name").is_some_and(|n| n == v))
@@ -131,6 +131,87 @@ pub fn read(root: &Path, filter: &Filter) -> Result<Vec<Event>> {
         }
     }
     Ok(events)
+}
+
+/// A time bound as `--since`/`--until` and the API's `since=`/`until=`
+/// take it: RFC 3339, Unix seconds (with fractions), or a duration back
+/// from now (`10m`); in nanoseconds.
+pub fn parse_time(value: &str) -> Result<i128> {
+    let now = jiff::Timestamp::now();
+    if let Ok(t) = value.parse::<jiff::Timestamp>() {
+        return Ok(t.as_nanosecond());
+    }
+    if let Ok(seconds) = value.parse::<f64>() {
+        return Ok((seconds * 1e9) as i128);
+    }
+    let seconds = crate::filter::parse_until(value, now.as_second())?;
+    Ok(i128::from(seconds) * 1_000_000_000)
+}
+
+impl Filter {
+    /// The filter of `keel events` and the API's `/events`: bounds, and
+    /// `key=value` filters (`type`, `event`, `container`, `image`, `volume`,
+    /// `network`, `label`).
+    pub fn parse(since: Option<&str>, until: Option<&str>, flags: &[String]) -> Result<Filter> {
+        let mut filter = Filter {
+            since: since
+                .filter(|s| !s.is_empty())
+                .map(parse_time)
+                .transpose()?,
+            until: until
+                .filter(|s| !s.is_empty())
+                .map(parse_time)
+                .transpose()?,
+            filters: Vec::new(),
+        };
+        for f in flags {
+            let Some((key, value)) = f.split_once('=') else {
+                return Err(Error::invalid(format!(
+                    "bad format of filter (expected name=value): {f:?}"
+                )));
+            };
+            if ![
+                "type",
+                "event",
+                "container",
+                "image",
+                "volume",
+                "network",
+                "label",
+            ]
+            .contains(&key)
+            {
+                return Err(Error::invalid(format!("invalid filter '{key}'")));
+            }
+            filter.filters.push((key.to_string(), value.to_string()));
+        }
+        Ok(filter)
+    }
+}
+
+/// docker's events: the past ones the bounds select, then (unless `until`
+/// is past) the new ones as they come, until `emit` fails or `until`.
+pub fn stream(
+    root: &Path,
+    filter: &Filter,
+    mut emit: impl FnMut(&Event) -> std::io::Result<()>,
+) -> Result<()> {
+    let mut filter = filter.clone();
+    if filter.since.is_some() || filter.until.is_some() {
+        for event in read(root, &filter)? {
+            if emit(&event).is_err() {
+                return Ok(());
+            }
+        }
+        if filter
+            .until
+            .is_some_and(|u| u <= jiff::Timestamp::now().as_nanosecond())
+        {
+            return Ok(());
+        }
+        filter.since = Some(jiff::Timestamp::now().as_nanosecond());
+    }
+    follow(root, &filter, emit)
 }
 
 /// Follows the log from its end, calling `emit` for each new event that

@@ -32,7 +32,7 @@ pub struct PsArgs {
     /// Don't truncate output
     #[arg(long = "no-trunc")]
     pub no_trunc: bool,
-    /// Filter: status=, name=, id=, label=, ancestor=, exited=
+    /// Filter: status=, name=, id=, label=, ancestor=, exited=, network=, volume=, health=
     #[arg(short, long = "filter", value_name = "FILTER")]
     pub filter: Vec<String>,
     /// Format: table (default), json, or a Go template ({{.Names}} ...)

@@ -182,10 +182,32 @@ pub fn matches_filters(container: &Container, filters: &[String]) -> Result<bool
             }
             "name" => any(&|v| container.name.contains(v.trim_start_matches('/'))),
             "id" => any(&|v| container.id.starts_with(v)),
-            "label" => any(&|v| match v.split_once('=') {
+            // Every label asked for must be there (docker's AND).
+            "label" => values.iter().all(|v| match v.split_once('=') {
                 Some((k, val)) => container.spec.labels.get(k).is_some_and(|x| x == val),
-                None => container.spec.labels.contains_key(v),
+                None => container.spec.labels.contains_key(*v),
             }),
+            "network" => any(&|v| {
+                network_names(container).iter().any(|n| n == v)
+                    || container.spec.networks.iter().any(|n| n.id.starts_with(v))
+            }),
+            "volume" => any(&|v| {
+                container.mounts.iter().any(|m| {
+                    m.name.as_deref() == Some(v)
+                        || m.target == v
+                        || m.source.as_ref().is_some_and(|s| s.to_str() == Some(v))
+                })
+            }),
+            "health" => any(&|v| {
+                let status = container
+                    .state
+                    .health
+                    .as_ref()
+                    .map(|h| h.status.as_str())
+                    .unwrap_or("none");
+                status == v
+            }),
+            "is-task" => any(&|v| v == "false"),
             "ancestor" => any(&|v| {
                 container.image == v
                     || short_image(container) == v

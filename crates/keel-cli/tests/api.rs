@@ -1,0 +1,672 @@
+//! `keel system service`: the Docker Engine API, driven by docker's own
+//! clients — the docker CLI (Debian's docker.io client, and the 28.x client
+//! at /usr/local/bin/docker where there is one), docker-py (Debian's
+//! python3-docker, and a newer one on `python3`'s path where there is one)
+//! and Debian's docker-compose 1.29 — and by raw HTTP for what a client
+//! would not send: malformed JSON, an oversized body, a client that
+//! leaves mid-stream, a hundred at once.
+//!
+//! The service runs in the test keel's network namespace, on a socket in
+//! its temp dir, and is stopped by its pid.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Keel, stderr, stdout};
+use keel_testutil::peers::Daemon;
+
+/// A running `keel system service` for a test keel.
+struct Service {
+    daemon: Daemon,
+    socket: PathBuf,
+}
+
+impl Service {
+    fn start(keel: &Keel, extra: &[&str]) -> Service {
+        let socket = keel.temp.path().join("docker.sock");
+        let listen = format!("unix://{}", socket.display());
+        let mut args = vec!["system", "service", "--listen", &listen, "--time", "0"];
+        args.extend_from_slice(extra);
+        let mut command = keel.command(&args);
+        command.env("KEEL_LOG", "debug");
+        let mut daemon = Daemon::spawn(
+            "keel system service",
+            command,
+            keel.temp.path().join("service.log"),
+            keel.temp.path().to_path_buf(),
+        );
+        let probe = socket.clone();
+        daemon.wait_until("listening", Duration::from_secs(20), || {
+            UnixStream::connect(&probe).is_ok()
+        });
+        Service { daemon, socket }
+    }
+
+    fn host(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
+    /// One HTTP/1.1 request on a new connection: the status and the body.
+    fn request(&self, method: &str, path: &str, body: Option<&[u8]>) -> (u16, String) {
+        let mut stream = UnixStream::connect(&self.socket).expect("connect to the service");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let body = body.unwrap_or_default();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: keel\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        let _ = stream.write_all(body);
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        let code = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (code, body)
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.daemon.stop();
+    }
+}
+
+/// The docker clients on this machine: Debian's always (scripts/setup
+/// installs docker.io), the 28.x client where it is installed.
+fn docker_clients() -> Vec<PathBuf> {
+    let mut clients = vec![PathBuf::from("/usr/bin/docker")];
+    let newer = PathBuf::from("/usr/local/bin/docker");
+    if newer.is_file() {
+        clients.push(newer);
+    }
+    for c in &clients {
+        assert!(
+            c.is_file(),
+            "{} is missing: ./scripts/setup installs docker.io",
+            c.display()
+        );
+    }
+    clients
+}
+
+/// Runs a client with the service as its daemon; killed after 120 s.
+fn client(program: &Path, service: &Service, args: &[&str], dir: Option<&Path>) -> Output {
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .env("DOCKER_HOST", service.host())
+        .env(
+            "DOCKER_CONFIG",
+            service.socket.with_file_name("docker-config"),
+        )
+        .env("DOCKER_BUILDKIT", "0")
+        .env("COMPOSE_DOCKER_CLI_BUILD", "0")
+        .stdin(Stdio::null());
+    if let Some(dir) = dir {
+        command.current_dir(dir);
+    }
+    keel_testutil::output_via_files(&mut command, Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("run {} {args:?}: {e}", program.display()))
+}
+
+fn ok(program: &Path, service: &Service, args: &[&str]) -> String {
+    let out = client(program, service, args, None);
+    assert!(
+        out.status.success(),
+        "{} {args:?} exited {:?}:\n{}{}",
+        program.display(),
+        out.status.code(),
+        stdout(&out),
+        stderr(&out)
+    );
+    stdout(&out)
+}
+
+#[test]
+fn the_docker_cli_runs_containers_through_keel() {
+    let keel = Keel::new();
+    let service = Service::start(&keel, &[]);
+    for docker in docker_clients() {
+        let d = docker.as_path();
+        let version = ok(
+            d,
+            &service,
+            &[
+                "version",
+                "--format",
+                "{{.Server.Version}} {{.Server.APIVersion}}",
+            ],
+        );
+        assert_eq!(
+            version.trim(),
+            format!("{} 1.47", env!("CARGO_PKG_VERSION"))
+        );
+        assert!(ok(d, &service, &["images"]).contains("busybox"));
+
+        // Foreground: the output, both streams, and the exit code.
+        let out = client(
+            d,
+            &service,
+            &[
+                "run",
+                "--rm",
+                "busybox",
+                "sh",
+                "-c",
+                "echo out; echo err >&2; exit 3",
+            ],
+            None,
+        );
+        assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+        assert_eq!(stdout(&out), "out\n");
+        assert!(stderr(&out).contains("err"));
+        // --rm: the engine removed it (the CLI sent no DELETE).
+        assert_eq!(ok(d, &service, &["ps", "-aq"]).trim(), "");
+
+        // Detached, with a volume, a label and a user network.
+        ok(d, &service, &["network", "create", "apinet"]);
+        ok(d, &service, &["volume", "create", "apivol"]);
+        let id = ok(
+            d,
+            &service,
+            &[
+                "run",
+                "-d",
+                "--name",
+                "web",
+                "--network",
+                "apinet",
+                "--network-alias",
+                "www",
+                "-v",
+                "apivol:/data",
+                "-l",
+                "tier=front",
+                "busybox",
+                "sh",
+                "-c",
+                "echo started; echo kept > /data/file; exec sleep 1000",
+            ],
+        );
+        assert_eq!(id.trim().len(), 64);
+        let ps = ok(
+            d,
+            &service,
+            &[
+                "ps",
+                "--filter",
+                "label=tier=front",
+                "--format",
+                "{{.Names}} {{.State}}",
+            ],
+        );
+        assert_eq!(ps.trim(), "web running");
+        keel.eventually("the container's first line", || {
+            stdout(&client(d, &service, &["logs", "web"], None)) == "started\n"
+        });
+        // exec: output and exit code.
+        let out = client(
+            d,
+            &service,
+            &["exec", "web", "sh", "-c", "cat /data/file; exit 4"],
+            None,
+        );
+        assert_eq!(out.status.code(), Some(4));
+        assert_eq!(stdout(&out), "kept\n");
+        // A second container reaches the first by its alias.
+        let out = client(
+            d,
+            &service,
+            &[
+                "run",
+                "--rm",
+                "--network",
+                "apinet",
+                "busybox",
+                "ping",
+                "-c1",
+                "-W2",
+                "www",
+            ],
+            None,
+        );
+        assert!(
+            out.status.success(),
+            "ping www: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        // What docker inspect says, and keel's own CLI agrees.
+        let inspected = ok(
+            d,
+            &service,
+            &[
+                "inspect",
+                "--format",
+                "{{.Name}} {{.State.Running}} {{.Config.Labels.tier}}",
+                "web",
+            ],
+        );
+        assert_eq!(inspected.trim(), "/web true front");
+        assert_eq!(keel.inspect("web", "{{.State.Status}}"), "running");
+        ok(d, &service, &["stop", "-t", "1", "web"]);
+        assert_eq!(keel.inspect("web", "{{.State.Status}}"), "exited");
+        ok(d, &service, &["rm", "web"]);
+        ok(d, &service, &["volume", "rm", "apivol"]);
+        ok(d, &service, &["network", "rm", "apinet"]);
+        let out = client(d, &service, &["inspect", "web"], None);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains("No such"), "{}", stderr(&out));
+    }
+}
+
+/// A child's output, killing it (by its pid) if it runs past `timeout`.
+fn wait_output(child: std::process::Child, timeout: Duration) -> Output {
+    let pid = child.id() as i32;
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sender.send(child.wait_with_output());
+    });
+    match receiver.recv_timeout(timeout) {
+        Ok(out) => out.expect("collect the output"),
+        Err(_) => {
+            // SAFETY: killing the child this test started, by its pid.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("hung for {timeout:?}");
+        }
+    }
+}
+
+#[test]
+fn docker_run_it_is_a_terminal() {
+    let keel = Keel::new();
+    let service = Service::start(&keel, &[]);
+    for docker in docker_clients() {
+        // `script` gives the client a terminal; the shell reads our lines.
+        let mut child = Command::new("script")
+            .args([
+                "-qec",
+                &format!("{} run -it --rm busybox sh", docker.display()),
+                "/dev/null",
+            ])
+            .env("DOCKER_HOST", service.host())
+            .env(
+                "DOCKER_CONFIG",
+                service.socket.with_file_name("docker-config"),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run script");
+        let mut input = child.stdin.take().unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+        input
+            .write_all(b"tty; echo from-the-terminal\nexit 7\n")
+            .unwrap();
+        let out = wait_output(child, Duration::from_secs(60));
+        let text = stdout(&out);
+        assert!(text.contains("/dev/pts/"), "no terminal: {text}");
+        assert!(text.contains("from-the-terminal"), "{text}");
+        assert_eq!(out.status.code(), Some(7), "{text}");
+        drop(input);
+    }
+}
+
+#[test]
+fn docker_py_drives_keel() {
+    let keel = Keel::new();
+    let service = Service::start(&keel, &[]);
+    let script = keel.temp.path().join("client.py");
+    std::fs::write(
+        &script,
+        r#"
+import sys, docker
+c = docker.DockerClient(base_url=sys.argv[1])
+assert c.ping()
+out = c.containers.run("busybox", ["sh", "-c", "echo out; echo err >&2"], remove=True, stderr=True)
+assert out == b"out\nerr\n", out
+ct = c.containers.run("busybox", ["sh", "-c", "echo hello; exec sleep 100"], detach=True, name="pyc", labels={"a": "b"})
+assert [x.name for x in c.containers.list(filters={"label": "a=b"})] == ["pyc"]
+code, output = ct.exec_run(["sh", "-c", "echo execd; exit 2"])
+assert (code, output) == (2, b"execd\n"), (code, output)
+for _ in range(100):
+    if ct.logs() == b"hello\n":
+        break
+    import time; time.sleep(0.1)
+assert ct.logs() == b"hello\n", ct.logs()
+net = c.networks.create("pynet")
+assert "pynet" in [n.name for n in c.networks.list()]
+vol = c.volumes.create("pyvol")
+assert "pyvol" in [v.name for v in c.volumes.list()]
+ct.stop(timeout=1)
+assert ct.wait()["StatusCode"] == 137
+ct.remove()
+net.remove()
+vol.remove()
+assert c.containers.list(all=True) == []
+assert "busybox:latest" in c.images.get("busybox").tags
+print("ok", docker.__version__)
+"#,
+    )
+    .unwrap();
+    let mut pythons = vec![PathBuf::from("/usr/bin/python3")];
+    // A newer docker-py (PyPI's) where this machine has one on PATH.
+    if let Ok(out) = Command::new("python3")
+        .args(["-c", "import docker, sys; print(sys.executable)"])
+        .output()
+        && out.status.success()
+    {
+        let path = PathBuf::from(stdout(&out).trim());
+        if path != Path::new("/usr/bin/python3") {
+            pythons.push(path);
+        }
+    }
+    for python in pythons {
+        let out = client(
+            &python,
+            &service,
+            &[script.to_str().unwrap(), &service.host()],
+            None,
+        );
+        assert!(
+            out.status.success() && stdout(&out).starts_with("ok"),
+            "{} (docker-py): {}{}",
+            python.display(),
+            stdout(&out),
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
+fn docker_compose_up_ps_logs_exec_down() {
+    let keel = Keel::new();
+    let service = Service::start(&keel, &[]);
+    let project = keel.temp.path().join("shop");
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::write(
+        project.join("docker-compose.yml"),
+        r#"version: "3.8"
+services:
+  db:
+    image: busybox
+    command: ["sh", "-c", "echo db up; touch /data/ready; exec sleep 1000"]
+    volumes: ["data:/data"]
+    networks:
+      back:
+        aliases: [database]
+    healthcheck:
+      test: ["CMD", "test", "-f", "/data/ready"]
+      interval: 1s
+      retries: 20
+  web:
+    image: busybox
+    command: ["sh", "-c", "ping -c1 -W2 database && echo web up && exec sleep 1000"]
+    depends_on:
+      db:
+        condition: service_healthy
+    networks: [back]
+volumes:
+  data: {}
+networks:
+  back: {}
+"#,
+    )
+    .unwrap();
+    let compose = Path::new("/usr/bin/docker-compose");
+    assert!(
+        compose.is_file(),
+        "docker-compose is missing: ./scripts/setup installs it"
+    );
+    let run = |args: &[&str]| client(compose, &service, args, Some(&project));
+    let up = run(&["up", "-d"]);
+    assert!(up.status.success(), "up: {}{}", stdout(&up), stderr(&up));
+    let ps = run(&["ps"]);
+    let text = stdout(&ps);
+    assert!(
+        text.contains("shop_db_1") && text.contains("(healthy)"),
+        "{text}"
+    );
+    assert!(text.contains("shop_web_1"), "{text}");
+    assert_eq!(text.matches("shop_db_1").count(), 1, "{text}");
+    keel.eventually("web's line", || {
+        stdout(&run(&["logs", "web"])).contains("web up")
+    });
+    let exec = run(&["exec", "-T", "db", "sh", "-c", "ls /data; exit 5"]);
+    assert_eq!(exec.status.code(), Some(5), "{}", stderr(&exec));
+    assert_eq!(stdout(&exec), "ready\n");
+    let down = run(&["down", "-v"]);
+    assert!(down.status.success(), "down: {}", stderr(&down));
+    assert_eq!(keel.ok(&["ps", "-aq"]).trim(), "");
+    assert!(!keel.ok(&["volume", "ls", "-q"]).contains("shop_data"));
+    assert!(!keel.ok(&["network", "ls"]).contains("shop_back"));
+}
+
+#[test]
+fn pull_through_the_api_from_a_local_registry() {
+    let keel = Keel::new();
+    let registry =
+        keel_testutil::peers::Registry::start_in(&keel.temp, "registry", None, Some(&keel.netns));
+    let image = format!("{}/keel/busybox:api", registry.host());
+    keel.ok(&["tag", "busybox", &image]);
+    keel.ok(&["push", &image]);
+    keel.ok(&["rmi", &image]);
+    let service = Service::start(&keel, &[]);
+    let docker = docker_clients().remove(0);
+    let pulled = ok(&docker, &service, &["pull", &image]);
+    assert!(pulled.contains("Downloaded newer image"), "{pulled}");
+    assert!(
+        ok(
+            &docker,
+            &service,
+            &["images", "--format", "{{.Repository}}:{{.Tag}}"]
+        )
+        .contains(&image)
+    );
+    let again = ok(&docker, &service, &["pull", &image]);
+    assert!(again.contains("Image is up to date"), "{again}");
+    // A name no registry has: docker's error, the pull's words.
+    let missing = client(
+        &docker,
+        &service,
+        &["pull", &format!("{}/keel/nothing:1", registry.host())],
+        None,
+    );
+    assert!(!missing.status.success());
+}
+
+#[test]
+fn bad_requests_get_docker_errors() {
+    let keel = Keel::new();
+    let service = Service::start(&keel, &[]);
+    let (code, body) = service.request("GET", "/_ping", None);
+    assert_eq!((code, body.as_str()), (200, "OK"));
+    // Versions: the prefix, too new, too old.
+    assert_eq!(service.request("GET", "/v1.24/version", None).0, 200);
+    let (code, body) = service.request("GET", "/v1.99/version", None);
+    assert_eq!(code, 400);
+    assert!(body.contains("client version 1.99 is too new"), "{body}");
+    let (code, body) = service.request("GET", "/v1.12/version", None);
+    assert_eq!(code, 400);
+    assert!(body.contains("too old"), "{body}");
+    // Malformed JSON, a missing image, a conflict, a body too large.
+    let (code, body) = service.request("POST", "/containers/create", Some(b"{\"Image\": "));
+    assert_eq!(code, 400);
+    assert!(body.contains("\"message\""), "{body}");
+    let (code, body) = service.request(
+        "POST",
+        "/containers/create",
+        Some(br#"{"Image":"nothing-here"}"#),
+    );
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("No such image"), "{body}");
+    let (code, body) = service.request(
+        "POST",
+        "/containers/create",
+        Some(br#"{"Image":"busybox","HostConfig":{"AutoRemove":true,"RestartPolicy":{"Name":"always"}}}"#),
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("--restart and --rm"), "{body}");
+    let big = vec![b' '; 5 << 20];
+    let (code, _) = service.request("POST", "/containers/create", Some(&big));
+    assert_eq!(code, 413);
+    let (code, body) = service.request("GET", "/containers/nope/json", None);
+    assert_eq!(code, 404);
+    assert!(body.contains("No such container: nope"), "{body}");
+    // Swarm is not keel's.
+    let (code, body) = service.request("GET", "/swarm", None);
+    assert_eq!(code, 503);
+    assert!(body.contains("not part of a swarm"), "{body}");
+    // Booleans in docker's spellings; nothing was left half-made.
+    for all in ["1", "true", "True"] {
+        let (code, body) = service.request("GET", &format!("/containers/json?all={all}"), None);
+        assert_eq!((code, body.trim()), (200, "[]"));
+    }
+    // 304 for a start of a running container and a stop of a stopped one.
+    let (_, body) = service.request(
+        "POST",
+        "/containers/create?name=cc",
+        Some(br#"{"Image":"busybox","Cmd":["sleep","100"]}"#),
+    );
+    assert!(body.contains("\"Id\""), "{body}");
+    assert_eq!(service.request("POST", "/containers/cc/start", None).0, 204);
+    assert_eq!(service.request("POST", "/containers/cc/start", None).0, 304);
+    assert_eq!(service.request("DELETE", "/containers/cc", None).0, 409);
+    assert_eq!(service.request("POST", "/containers/cc/kill", None).0, 204);
+    keel.eventually("cc exited", || {
+        keel.inspect("cc", "{{.State.Status}}") == "exited"
+    });
+    assert_eq!(service.request("POST", "/containers/cc/stop", None).0, 304);
+    assert_eq!(service.request("DELETE", "/containers/cc?v=1", None).0, 204);
+    // The socket is docker's: 0660.
+    let mode = std::fs::metadata(&service.socket)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o660);
+}
+
+#[test]
+fn clients_that_leave_and_clients_that_crowd() {
+    let keel = Keel::new();
+    let service = Service::start(&keel, &[]);
+    keel.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "talker",
+        "busybox",
+        "sh",
+        "-c",
+        "while true; do echo tick; sleep 0.2; done",
+    ]);
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", service.daemon.pid()))
+            .unwrap()
+            .count()
+    };
+    let before = fds();
+    // Followers of logs and attachers that disconnect mid-stream.
+    let requests = [
+        "GET /containers/talker/logs?follow=1&stdout=1 HTTP/1.1\r\nHost: k\r\n\r\n",
+        "POST /containers/talker/attach?stream=1&stdout=1 HTTP/1.1\r\nHost: k\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: 0\r\n\r\n",
+    ];
+    for request in requests {
+        for _ in 0..5 {
+            let mut s = UnixStream::connect(&service.socket).unwrap();
+            s.write_all(request.as_bytes()).unwrap();
+            let mut buffer = [0u8; 512];
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let n = s.read(&mut buffer).unwrap();
+            assert!(n > 0);
+            drop(s);
+        }
+    }
+    assert_eq!(keel.inspect("talker", "{{.State.Status}}"), "running");
+    // The service lets go of what the clients held (ticks reveal a
+    // closed connection within a second).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while fds() > before + 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(fds() <= before + 2, "fds: {before} before, {} after", fds());
+    // A hundred clients at once.
+    let socket = service.socket.clone();
+    let threads: Vec<_> = (0..100)
+        .map(|i| {
+            let socket = socket.clone();
+            std::thread::spawn(move || {
+                let mut s = UnixStream::connect(&socket).unwrap();
+                let path = if i % 2 == 0 {
+                    "/containers/json"
+                } else {
+                    "/info"
+                };
+                write!(
+                    s,
+                    "GET {path} HTTP/1.1\r\nHost: k\r\nConnection: close\r\n\r\n"
+                )
+                .unwrap();
+                let mut answer = String::new();
+                s.read_to_string(&mut answer).unwrap();
+                answer.starts_with("HTTP/1.1 200")
+            })
+        })
+        .collect();
+    for t in threads {
+        assert!(t.join().unwrap());
+    }
+    keel.ok(&["rm", "-f", "talker"]);
+}
+
+#[test]
+fn the_service_exits_when_idle_and_refuses_tcp_without_tls() {
+    let keel = Keel::new();
+    let socket = keel.temp.path().join("idle.sock");
+    let mut child = keel
+        .command(&[
+            "system",
+            "service",
+            "--listen",
+            &format!("unix://{}", socket.display()),
+            "--time",
+            "1",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the service did not exit when idle"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success());
+    assert!(!socket.exists(), "the socket was left behind");
+    let out = keel.run(&["system", "service", "--listen", "tcp://127.0.0.1:2376"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("without TLS"), "{}", stderr(&out));
+}

@@ -387,3 +387,206 @@ pub async fn logs(call: Call, id: &str) -> ApiResult<Reply> {
     });
     Ok(reply)
 }
+
+/// `GET /containers/{id}/stats?stream&one-shot`: docker's stats objects,
+/// one a second while streaming.
+pub async fn stats(call: Call, id: &str) -> ApiResult<Reply> {
+    let stream = call.query.get("stream").is_none() || call.query.bool("stream");
+    let one_shot = call.query.bool("one-shot");
+    let name = id.to_string();
+    let first = with_engine(&call, move |engine| {
+        Ok(views::stats::Sample::take(engine, &name)?)
+    })
+    .await?;
+    let id = first.container.id.clone();
+    if !stream {
+        let value = if one_shot {
+            first.api_value(None)
+        } else {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            let name = id.clone();
+            let second = with_engine(&call, move |engine| {
+                Ok(views::stats::Sample::take(engine, &name)?)
+            })
+            .await?;
+            second.api_value(Some(&first))
+        };
+        return Ok(json(&value));
+    }
+    let (tx, reply) = crate::http::channel("application/json");
+    let state = call.state.clone();
+    tokio::spawn(async move {
+        let mut previous: Option<views::stats::Sample> = None;
+        let mut current = Some(first);
+        while let Some(sample) = current.take() {
+            let mut bytes =
+                serde_json::to_vec(&sample.api_value(previous.as_ref())).unwrap_or_default();
+            bytes.push(b'\n');
+            if tx.send(bytes.into()).await.is_err() {
+                break;
+            }
+            let running = sample.container.state.status.is_active();
+            previous = Some(sample);
+            if !running {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            let probe = state.clone();
+            let name = id.clone();
+            current = blocking(move || {
+                let mut engine = probe.engine()?;
+                Ok(views::stats::Sample::take(&mut engine, &name)?)
+            })
+            .await
+            .ok();
+        }
+    });
+    Ok(reply)
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct UpdateBody {
+    memory: Option<i64>,
+    memory_swap: Option<i64>,
+    memory_reservation: Option<i64>,
+    nano_cpus: Option<i64>,
+    cpu_shares: Option<u64>,
+    cpuset_cpus: Option<String>,
+    pids_limit: Option<i64>,
+    restart_policy: Option<crate::create::RestartPolicy>,
+}
+
+/// `POST /containers/{id}/update`: resources and the restart policy, live.
+pub async fn update(call: Call, id: &str, body: Incoming) -> ApiResult<Reply> {
+    let request: UpdateBody = crate::http::read_json(body).await?;
+    let restart = match request.restart_policy {
+        Some(crate::create::RestartPolicy {
+            name: Some(name),
+            maximum_retry_count,
+        }) if !name.is_empty() => {
+            let text = match maximum_retry_count {
+                Some(n) if n > 0 && name == "on-failure" => format!("on-failure:{n}"),
+                _ => name,
+            };
+            Some(
+                keel_engine::spec::parse_restart(&text)
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?,
+            )
+        }
+        _ => None,
+    };
+    let update = keel_engine::engine::Update {
+        memory: request.memory.filter(|m| *m != 0),
+        memory_swap: request.memory_swap.filter(|m| *m != 0),
+        memory_reservation: request.memory_reservation.filter(|m| *m != 0),
+        nano_cpus: request.nano_cpus.filter(|n| *n != 0),
+        cpu_shares: request.cpu_shares.filter(|n| *n != 0),
+        cpuset_cpus: request.cpuset_cpus.filter(|c| !c.is_empty()),
+        pids_limit: request.pids_limit.filter(|p| *p != 0),
+        restart,
+    };
+    let name = id.to_string();
+    with_engine(&call, move |engine| Ok(engine.update(&name, &update)?)).await?;
+    Ok(json(&serde_json::json!({"Warnings": []})))
+}
+
+/// `GET /containers/{id}/changes`: what the writable layer changed, docker's
+/// kinds (0 changed, 1 added, 2 deleted).
+pub async fn changes(call: Call, id: &str) -> ApiResult<Reply> {
+    let name = id.to_string();
+    let changes = with_engine(&call, move |engine| Ok(engine.diff(&name)?)).await?;
+    let items: Vec<serde_json::Value> = changes
+        .iter()
+        .map(|(change, path)| {
+            let kind = match change {
+                keel_engine::files::Change::Changed => 0,
+                keel_engine::files::Change::Added => 1,
+                keel_engine::files::Change::Deleted => 2,
+            };
+            serde_json::json!({"Path": path, "Kind": kind})
+        })
+        .collect();
+    Ok(json(&items))
+}
+
+/// `GET /containers/{id}/export`: the root filesystem as a tar stream.
+pub async fn export(call: Call, id: &str) -> ApiResult<Reply> {
+    let c = find(&call, id).await?;
+    let child = crate::children::spawn(crate::children::keel(&call, &["export", &c.id])?, false)?;
+    Ok(crate::children::stream_stdout(
+        child,
+        Vec::new(),
+        "application/x-tar",
+    ))
+}
+
+/// `GET`/`HEAD /containers/{id}/archive?path=`: a path of the container as a
+/// tar stream, its stat in `X-Docker-Container-Path-Stat` (`docker cp`).
+pub async fn archive_get(call: Call, id: &str, head: bool) -> ApiResult<Reply> {
+    use base64::Engine as _;
+    let path = call
+        .query
+        .get("path")
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| ApiError::bad_request("path is required"))?
+        .to_string();
+    let c = find(&call, id).await?;
+    let source = format!("{}:{path}", c.id);
+    let mut child =
+        crate::children::spawn(crate::children::keel(&call, &["cp", &source, "-"])?, false)?;
+    let mut first = crate::children::read_head(&mut child, 512).await;
+    loop {
+        match crate::children::first_entry(&first) {
+            Some(_) => break,
+            None if first.len() >= 1 << 20 => break,
+            None => {
+                let more = crate::children::read_head(&mut child, 512).await;
+                if more.is_empty() {
+                    break;
+                }
+                first.extend(more);
+            }
+        }
+    }
+    let Some((header, _)) = crate::children::first_entry(&first) else {
+        crate::children::finish(child, StatusCode::NOT_FOUND).await?;
+        return Err(ApiError::not_found(format!(
+            "Could not find the file {path} in container {id}"
+        )));
+    };
+    let stat = crate::children::path_stat(header, &path)
+        .ok_or_else(|| ApiError::internal("read the path's stat"))?;
+    let encoded = base64::engine::general_purpose::STANDARD
+        .encode(serde_json::to_vec(&stat).unwrap_or_default());
+    let mut reply = if head {
+        drop(child);
+        status(StatusCode::OK)
+    } else {
+        crate::children::stream_stdout(child, first, "application/x-tar")
+    };
+    reply.headers_mut().insert(
+        "X-Docker-Container-Path-Stat",
+        http::HeaderValue::from_str(&encoded).map_err(|e| ApiError::internal(e.to_string()))?,
+    );
+    Ok(reply)
+}
+
+/// `PUT /containers/{id}/archive?path=`: a tar stream unpacked into a
+/// directory of the container (inside its own view: `..` and symlinks
+/// cannot reach out).
+pub async fn archive_put(call: Call, id: &str, body: Incoming) -> ApiResult<Reply> {
+    let path = call
+        .query
+        .get("path")
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| ApiError::bad_request("path is required"))?
+        .to_string();
+    let c = find(&call, id).await?;
+    let dest = format!("{}:{path}", c.id);
+    let mut child =
+        crate::children::spawn(crate::children::keel(&call, &["cp", "-", &dest])?, true)?;
+    crate::children::feed(&mut child, body);
+    crate::children::finish(child, StatusCode::BAD_REQUEST).await?;
+    Ok(status(StatusCode::OK))
+}

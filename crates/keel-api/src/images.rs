@@ -185,12 +185,7 @@ pub async fn remove(call: Call, name: &str) -> ApiResult<Reply> {
 /// `$KEEL_REGISTRIES_CONFIG` or `<root>/registries.json`, logins from
 /// docker's config.json, and the request's `X-Registry-Auth` over them.
 fn registry_client(root: &std::path::Path, auth: Option<&str>) -> ApiResult<Client> {
-    let path = std::env::var_os("KEEL_REGISTRIES_CONFIG")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("registries.json"));
-    let mut options = ClientOptions::from_file(&path).map_err(|e| {
-        ApiError::internal(format!("read registry settings {}: {e}", path.display()))
-    })?;
+    let mut options = client_options(root)?;
     let mut config = DockerConfig::load_default()
         .map_err(|e| ApiError::internal(format!("read docker's config.json: {e}")))?;
     if let Some((server, credentials)) = auth.and_then(registry_auth) {
@@ -198,6 +193,16 @@ fn registry_client(root: &std::path::Path, auth: Option<&str>) -> ApiResult<Clie
     }
     options.docker_config = Some(config);
     Client::new(options).map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// Mirrors and insecure registries: `$KEEL_REGISTRIES_CONFIG` or
+/// `<root>/registries.json`, as the CLI reads them.
+pub fn client_options(root: &std::path::Path) -> ApiResult<ClientOptions> {
+    let path = std::env::var_os("KEEL_REGISTRIES_CONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("registries.json"));
+    ClientOptions::from_file(&path)
+        .map_err(|e| ApiError::internal(format!("read registry settings {}: {e}", path.display())))
 }
 
 /// `X-Registry-Auth`: base64url JSON of `username`, `password`,
@@ -350,4 +355,212 @@ pub async fn create(call: Call, _body: Incoming) -> ApiResult<Reply> {
         let _ = progress_tx.send(message(last));
     });
     Ok(reply)
+}
+
+/// `POST /images/{name}/push?tag=`: progress as docker's JSON messages, the
+/// last one the digest (or the error).
+pub async fn push(call: Call, name: &str) -> ApiResult<Reply> {
+    let name = match call.query.get("tag").filter(|t| !t.is_empty()) {
+        Some(tag) => format!("{name}:{tag}"),
+        None => name.to_string(),
+    };
+    let mut reference =
+        Reference::parse(&name).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if reference.tag().is_none() && reference.digest().is_none() {
+        reference = reference
+            .with_tag("latest")
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    }
+    let auth = call
+        .headers
+        .get("X-Registry-Auth")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let client = registry_client(&call.state.root, auth.as_deref())?;
+    let state = call.state.clone();
+    {
+        let state = state.clone();
+        let full = reference.full();
+        blocking(move || {
+            let store = state.images()?;
+            store
+                .metadata
+                .resolve_tag(&full)
+                .map_err(keel_engine::Error::from)?
+                .ok_or_else(|| ApiError::not_found(format!("No such image: {full}")))
+        })
+        .await?;
+    }
+    let (tx, reply) = crate::http::channel("application/json");
+    let (progress_tx, mut progress_rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+    let forward = tx.clone();
+    tokio::spawn(async move {
+        while let Some(m) = progress_rx.recv().await {
+            if forward.send(m).await.is_err() {
+                break;
+            }
+        }
+    });
+    let _ = progress_tx.send(message(serde_json::json!({
+        "status": format!("The push refers to repository [{}]", reference.name()),
+    })));
+    tokio::task::spawn_blocking(move || {
+        let progress = progress_tx.clone();
+        let callback: keel_registry::push::PushProgressFn =
+            std::sync::Arc::new(move |event: keel_registry::push::PushEvent| {
+                use keel_registry::push::PushState as S;
+                if event.kind != keel_registry::push::BlobKind::Layer {
+                    return;
+                }
+                let status = match &event.state {
+                    S::Preparing => "Preparing".to_string(),
+                    S::Waiting => "Waiting".to_string(),
+                    S::Pushing => "Pushing".to_string(),
+                    S::Pushed => "Pushed".to_string(),
+                    S::AlreadyExists => "Layer already exists".to_string(),
+                    S::Mounted(from) => format!("Mounted from {from}"),
+                };
+                let _ = progress.send(message(
+                    serde_json::json!({"status": status, "id": event.digest.short()}),
+                ));
+            });
+        let outcome = state.images().map_err(|e| e.to_string()).and_then(|store| {
+            tokio::runtime::Handle::current()
+                .block_on(keel_registry::push::push_image(
+                    &client,
+                    &store,
+                    &reference,
+                    Some(callback),
+                ))
+                .map_err(|e| e.to_string())
+        });
+        let last = match outcome {
+            Ok((digest, size)) => {
+                let tag = reference
+                    .tag()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| digest.to_string());
+                keel_engine::events::record(
+                    &state.root,
+                    "image",
+                    "push",
+                    &reference.full(),
+                    &[("name", &reference.full())],
+                );
+                let _ = progress_tx.send(message(serde_json::json!({
+                    "status": format!("{tag}: digest: {digest} size: {size}"),
+                })));
+                serde_json::json!({
+                    "progressDetail": {},
+                    "aux": {"Tag": tag, "Digest": digest.to_string(), "Size": size},
+                })
+            }
+            Err(e) => serde_json::json!({"errorDetail": {"message": e}, "error": e}),
+        };
+        let _ = progress_tx.send(message(last));
+    });
+    Ok(reply)
+}
+
+/// `POST /images/prune?filters`: `dangling=false` for every unused image.
+pub async fn prune(call: Call) -> ApiResult<Reply> {
+    let filters = call.query.filters()?;
+    let all = filters
+        .get("dangling")
+        .is_some_and(|v| v.iter().any(|d| d == "false" || d == "0"));
+    let flags: Vec<String> = filters
+        .iter()
+        .filter(|(k, _)| k.as_str() != "dangling")
+        .flat_map(|(k, values)| values.iter().map(move |v| format!("{k}={v}")))
+        .collect();
+    let state = call.state.clone();
+    let (lines, freed) = blocking(move || {
+        let mut store = state.images()?;
+        Ok(keel_engine::images::prune(&mut store, all, &flags)?)
+    })
+    .await?;
+    let deleted: Vec<serde_json::Value> = lines
+        .iter()
+        .filter_map(|line| {
+            if let Some(x) = line.strip_prefix("untagged: ") {
+                Some(serde_json::json!({"Untagged": x}))
+            } else {
+                line.strip_prefix("deleted: ")
+                    .map(|x| serde_json::json!({"Deleted": x}))
+            }
+        })
+        .collect();
+    Ok(json(&serde_json::json!({
+        "ImagesDeleted": if deleted.is_empty() { serde_json::Value::Null } else { deleted.into() },
+        "SpaceReclaimed": freed,
+    })))
+}
+
+/// `GET /images/{name}/get` and `/images/get?names=`: `keel save`'s archive.
+pub async fn save(call: Call, name: Option<String>) -> ApiResult<Reply> {
+    let names: Vec<String> = match name {
+        Some(n) => vec![n],
+        None => call
+            .query
+            .all("names")
+            .into_iter()
+            .map(str::to_string)
+            .collect(),
+    };
+    if names.is_empty() {
+        return Err(ApiError::bad_request("no image named (names=)"));
+    }
+    let state = call.state.clone();
+    let check = names.clone();
+    blocking(move || {
+        let store = state.images()?;
+        for n in &check {
+            store
+                .resolve(n)
+                .map_err(|_| ApiError::not_found(format!("No such image: {n}")))?;
+        }
+        Ok(())
+    })
+    .await?;
+    let mut args = vec!["save"];
+    args.extend(names.iter().map(String::as_str));
+    let child = crate::children::spawn(crate::children::keel(&call, &args)?, false)?;
+    Ok(crate::children::stream_stdout(
+        child,
+        Vec::new(),
+        "application/x-tar",
+    ))
+}
+
+/// `POST /images/load?quiet`: `keel load` of the posted archive.
+pub async fn load(call: Call, body: Incoming) -> ApiResult<Reply> {
+    let mut child = crate::children::spawn(crate::children::keel(&call, &["load"])?, true)?;
+    crate::children::feed(&mut child, body);
+    let out = crate::children::finish(child, StatusCode::BAD_REQUEST).await?;
+    let text = String::from_utf8_lossy(&out);
+    let mut body = Vec::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        body.extend(message(serde_json::json!({"stream": format!("{line}\n")})));
+    }
+    let mut reply = http::Response::new(crate::http::full(body));
+    reply.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    Ok(reply)
+}
+
+/// `POST /build/prune`: the build cache (`all` also the cache mounts).
+pub async fn build_prune(call: Call) -> ApiResult<Reply> {
+    let all = call.query.bool("all");
+    let state = call.state.clone();
+    let (ids, freed) = blocking(move || {
+        let mut store = state.images()?;
+        keel_build::cache::prune(&state.root, &mut store, all)
+            .map_err(|e| ApiError::internal(e.to_string()))
+    })
+    .await?;
+    Ok(json(
+        &serde_json::json!({"CachesDeleted": ids, "SpaceReclaimed": freed}),
+    ))
 }

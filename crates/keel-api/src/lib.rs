@@ -12,11 +12,15 @@
 //! - [`routes`]: the API's paths and versions, to the handlers in
 //!   [`system`], [`containers`], [`images`] and [`objects`] (networks and
 //!   volumes).
+//! - [`build`]: `/build`, `keel build` of the posted context as the
+//!   service's child.
 //! - [`create`]: docker's create body (`Config`, `HostConfig`,
 //!   `NetworkingConfig`) as keel's [`ContainerSpec`](keel_engine::spec::ContainerSpec).
 //! - [`streams`]: attach and wait, docker's multiplexed framing; [`exec`]:
 //!   `keel exec` as a child of the service, over a hijacked connection.
 
+pub mod build;
+pub mod children;
 pub mod containers;
 pub mod create;
 pub mod exec;

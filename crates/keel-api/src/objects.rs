@@ -298,3 +298,59 @@ pub async fn connect(call: Call, id: &str, body: Incoming, connect: bool) -> Api
     .await?;
     Ok(status(StatusCode::OK))
 }
+
+/// Whether a labelled object passes `label=` / `label!=` filters.
+fn labels_pass(filters: &BTreeMap<String, Vec<String>>, labels: &BTreeMap<String, String>) -> bool {
+    let has = |wanted: &String| match wanted.split_once('=') {
+        Some((k, v)) => labels.get(k).is_some_and(|x| x == v),
+        None => labels.contains_key(wanted.as_str()),
+    };
+    filters.get("label").is_none_or(|w| w.iter().all(has))
+        && !filters.get("label!").is_some_and(|w| w.iter().any(has))
+}
+
+/// `POST /networks/prune?filters`: unused networks (`label`, `label!`).
+pub async fn network_prune(call: Call) -> ApiResult<Reply> {
+    let filters = call.query.filters()?;
+    let removed = with_engine(&call, move |engine| {
+        let layout = engine.layout.clone();
+        Ok(network::prune(&layout, &mut engine.db, |n| {
+            !labels_pass(&filters, &n.labels)
+        })?)
+    })
+    .await?;
+    let names: Vec<String> = removed.into_iter().map(|n| n.name).collect();
+    Ok(json(&serde_json::json!({"NetworksDeleted": names})))
+}
+
+/// `POST /volumes/prune?filters`: unused anonymous volumes, or every unused
+/// one with `all=true` (docker's API ≥ 1.42).
+pub async fn volume_prune(call: Call) -> ApiResult<Reply> {
+    let filters = call.query.filters()?;
+    let all = filters
+        .get("all")
+        .is_some_and(|v| v.iter().any(|a| a == "true" || a == "1"));
+    let (removed, freed) = with_engine(&call, move |engine| {
+        if filters.contains_key("label") || filters.contains_key("label!") {
+            let mut removed = Vec::new();
+            let mut freed = 0;
+            for v in engine.db.volumes()? {
+                if (!all && !v.anonymous)
+                    || !labels_pass(&filters, &v.labels)
+                    || !engine.volume_users(&v.name)?.is_empty()
+                {
+                    continue;
+                }
+                freed += keel_engine::copy::tree_size(&engine.layout.volume_data(&v.name));
+                engine.remove_volume(&v.name, false)?;
+                removed.push(v.name);
+            }
+            return Ok((removed, freed));
+        }
+        Ok(engine.prune_volumes(all)?)
+    })
+    .await?;
+    Ok(json(
+        &serde_json::json!({"VolumesDeleted": removed, "SpaceReclaimed": freed}),
+    ))
+}

@@ -102,6 +102,8 @@ async fn route(state: State, request: Request<Incoming>) -> ApiResult<Reply> {
         (&Method::GET, ["version"]) => system::version(call).await,
         (&Method::GET, ["info"]) => system::info(call).await,
         (&Method::GET, ["events"]) => system::events(call).await,
+        (&Method::GET, ["system", "df"]) => system::df(call).await,
+        (&Method::POST, ["auth"]) => system::auth(call, body).await,
         // containers
         (&Method::GET, ["containers", "json"]) => c::list(call).await,
         (&Method::POST, ["containers", "create"]) => c::create(call, body).await,
@@ -121,6 +123,13 @@ async fn route(state: State, request: Request<Incoming>) -> ApiResult<Reply> {
         }
         (&Method::GET, ["containers", id, "logs"]) => c::logs(call, id).await,
         (&Method::GET, ["containers", id, "top"]) => c::top(call, id).await,
+        (&Method::GET, ["containers", id, "stats"]) => c::stats(call, id).await,
+        (&Method::POST, ["containers", id, "update"]) => c::update(call, id, body).await,
+        (&Method::GET, ["containers", id, "changes"]) => c::changes(call, id).await,
+        (&Method::GET, ["containers", id, "export"]) => c::export(call, id).await,
+        (&Method::GET, ["containers", id, "archive"]) => c::archive_get(call, id, false).await,
+        (&Method::HEAD, ["containers", id, "archive"]) => c::archive_get(call, id, true).await,
+        (&Method::PUT, ["containers", id, "archive"]) => c::archive_put(call, id, body).await,
         (&Method::DELETE, ["containers", id]) => c::remove(call, id).await,
         (&Method::POST, ["containers", id, "exec"]) => crate::exec::create(call, id, body).await,
         (&Method::POST, ["exec", id, "start"]) => {
@@ -131,6 +140,11 @@ async fn route(state: State, request: Request<Incoming>) -> ApiResult<Reply> {
         // images
         (&Method::GET, ["images", "json"]) => i::list(call).await,
         (&Method::POST, ["images", "create"]) => i::create(call, body).await,
+        (&Method::POST, ["build"]) => crate::build::build(call, body).await,
+        (&Method::POST, ["build", "prune"]) => i::build_prune(call).await,
+        (&Method::POST, ["images", "prune"]) => i::prune(call).await,
+        (&Method::POST, ["images", "load"]) => i::load(call, body).await,
+        (&Method::GET, ["images", "get"]) => i::save(call, None).await,
         (_, ["session"]) | (_, ["grpc"]) => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "BuildKit is not supported by keel's API: use the classic builder (DOCKER_BUILDKIT=0)",
@@ -141,6 +155,12 @@ async fn route(state: State, request: Request<Incoming>) -> ApiResult<Reply> {
         (&Method::GET, ["images", rest @ .., "history"]) if !rest.is_empty() => {
             i::history(call, &rest.join("/")).await
         }
+        (&Method::GET, ["images", rest @ .., "get"]) if !rest.is_empty() => {
+            i::save(call, Some(rest.join("/"))).await
+        }
+        (&Method::POST, ["images", rest @ .., "push"]) if !rest.is_empty() => {
+            i::push(call, &rest.join("/")).await
+        }
         (&Method::POST, ["images", rest @ .., "tag"]) if !rest.is_empty() => {
             i::tag(call, &rest.join("/")).await
         }
@@ -150,12 +170,14 @@ async fn route(state: State, request: Request<Incoming>) -> ApiResult<Reply> {
         // networks and volumes
         (&Method::GET, ["networks"]) => o::networks(call).await,
         (&Method::POST, ["networks", "create"]) => o::network_create(call, body).await,
+        (&Method::POST, ["networks", "prune"]) => o::network_prune(call).await,
         (&Method::GET, ["networks", id]) => o::network_inspect(call, id).await,
         (&Method::DELETE, ["networks", id]) => o::network_remove(call, id).await,
         (&Method::POST, ["networks", id, "connect"]) => o::connect(call, id, body, true).await,
         (&Method::POST, ["networks", id, "disconnect"]) => o::connect(call, id, body, false).await,
         (&Method::GET, ["volumes"]) => o::volumes(call).await,
         (&Method::POST, ["volumes", "create"]) => o::volume_create(call, body).await,
+        (&Method::POST, ["volumes", "prune"]) => o::volume_prune(call).await,
         (&Method::GET, ["volumes", name]) => o::volume_inspect(call, name).await,
         (&Method::DELETE, ["volumes", name]) => o::volume_remove(call, name).await,
         // what a node outside a swarm says

@@ -6,6 +6,7 @@
 //! quotes and escapes), [`ignore`] (`.dockerignore` patterns).
 
 pub mod ast;
+pub mod cache;
 pub mod context;
 pub mod error;
 pub mod fsops;

@@ -89,7 +89,7 @@ pub fn builder(ctx: &Context, command: &BuilderCommand) -> Result<i32> {
     match command {
         BuilderCommand::Prune(args) => {
             let mut store = crate::images::open(&ctx.root)?;
-            let (removed, freed) = prune_cache(&ctx.root, &mut store, args.all)?;
+            let (removed, freed) = keel_build::cache::prune(&ctx.root, &mut store, args.all)?;
             println!("Deleted build cache objects: {}", removed.len());
             println!(
                 "Total reclaimed space: {}",
@@ -98,44 +98,6 @@ pub fn builder(ctx: &Context, command: &BuilderCommand) -> Result<i32> {
             Ok(0)
         }
     }
-}
-
-/// Forgets the build cache and removes what only it held (with `all`,
-/// the `RUN --mount=type=cache` directories and the remembered digests of
-/// context files too); the entries' ids and the bytes freed.
-pub fn prune_cache(
-    root: &Path,
-    store: &mut keel_image::store::ImageStore,
-    all: bool,
-) -> Result<(Vec<String>, u64)> {
-    let records = store.metadata.cache_list()?;
-    let keys: Vec<String> = records.iter().map(|r| r.key.clone()).collect();
-    store.metadata.cache_remove(&keys)?;
-    let mut freed = store.reclaim_ingest()?;
-    freed += store.collect_garbage()?;
-    if all {
-        let mounts = root.join("build").join("cache-mounts");
-        freed += dir_size(&mounts);
-        let _ = std::fs::remove_dir_all(&mounts);
-        keel_build::context::forget_file_digests(root)?;
-    }
-    let tmp = root.join("build").join("tmp");
-    let _ = std::fs::remove_dir_all(&tmp);
-    let ids = keys.iter().map(|k| k.chars().take(25).collect()).collect();
-    Ok((ids, freed))
-}
-
-fn dir_size(path: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
-        return 0;
-    };
-    if !meta.is_dir() {
-        return meta.blocks() * 512;
-    }
-    std::fs::read_dir(path)
-        .map(|entries| entries.flatten().map(|e| dir_size(&e.path())).sum())
-        .unwrap_or(0)
 }
 
 /// Holds a context unpacked from stdin; removes it when the build ends.

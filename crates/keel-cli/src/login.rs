@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
-use keel_registry::Client;
 use keel_registry::auth::{
     Credentials, DockerConfig, default_docker_config_path, normalize_registry_key,
 };
@@ -170,19 +169,12 @@ fn try_login(root: &Path, args: &LoginArgs) -> Result<()> {
 /// The registry must accept these credentials (`GET /v2/` through its
 /// auth challenge), as `docker login` checks them.
 fn verify(root: &Path, server: &Server, username: &str, password: &str) -> Result<()> {
-    let mut options = crate::pull::client_options(root)?;
-    let mut config = DockerConfig::default();
-    config.insert(
-        &server.registry,
-        Credentials::Basic {
-            username: username.to_string(),
-            password: password.to_string(),
-        },
-    );
-    options.docker_config = Some(config);
-    let client = Client::new(options)?;
+    let options = crate::pull::client_options(root)?;
     let runtime = crate::netio::runtime(None)?;
-    crate::netio::block_on(&runtime, client.login(&server.registry))?;
+    crate::netio::block_on(
+        &runtime,
+        keel_registry::client::verify_login(options, &server.registry, username, password),
+    )?;
     Ok(())
 }
 

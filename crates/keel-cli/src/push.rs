@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Args;
 use keel_image::reference::Reference;
-use keel_registry::push::{BlobKind, PushEvent, PushOptions, PushState};
+use keel_registry::push::{BlobKind, PushEvent, PushState};
 
 #[derive(Args, Debug)]
 pub struct PushArgs {
@@ -50,79 +50,18 @@ pub fn push(root: &Path, args: &PushArgs) -> Result<()> {
         reference = reference.with_tag("latest")?;
     }
     let store = crate::images::open(root)?;
-    let record = match reference.digest() {
-        Some(_) => store.resolve(&reference.full()).ok(),
-        None => store.metadata.resolve_tag(&reference.full())?,
-    };
-    let Some(record) = record else {
-        bail!(
-            "An image does not exist locally with the tag: {}",
-            reference.name()
-        );
-    };
-    // The image's names in other repositories of the same registry: the
-    // registry can mount their blobs instead of taking them again.
-    let other_repositories = |tags: &[String]| -> Vec<String> {
-        tags.iter()
-            .filter_map(|t| Reference::parse(t).ok())
-            .filter(|t| {
-                t.registry() == reference.registry() && t.repository() != reference.repository()
-            })
-            .map(|t| t.repository().to_string())
-            .collect()
-    };
-    let mount_from = other_repositories(&store.metadata.tags_of(&record.id)?);
-    // Other images' names in other repositories of the registry: a layer
-    // this image shares with one of them (a common base) is mounted from
-    // there, as docker remembers where it pushed or pulled each layer.
-    let mut blob_sources: std::collections::HashMap<keel_image::digest::Digest, Vec<String>> =
-        Default::default();
-    let wanted: std::collections::HashSet<keel_image::digest::Digest> = store
-        .layers(&record)
-        .map(|layers| layers.into_iter().map(|l| l.digest).collect())
-        .unwrap_or_default();
-    for (other, tags) in store.metadata.images()? {
-        if other.id == record.id {
-            continue;
-        }
-        let repositories = other_repositories(&tags);
-        if repositories.is_empty() {
-            continue;
-        }
-        for layer in store.layers(&other).unwrap_or_default() {
-            if wanted.contains(&layer.digest) {
-                let sources = blob_sources.entry(layer.digest).or_default();
-                for repository in &repositories {
-                    if !sources.contains(repository) {
-                        sources.push(repository.clone());
-                    }
-                }
-            }
-        }
-    }
-    let manifest_size = std::fs::metadata(store.content.path(&record.manifest))
-        .map(|m| m.len())
-        .with_context(|| format!("manifest {} of the image", record.manifest))?;
     let client = crate::pull::client(root)?;
     let runtime = crate::netio::runtime(Some(2))?;
     if !args.quiet {
         println!("The push refers to repository [{}]", reference.name());
     }
-    let options = PushOptions {
-        progress: (!args.quiet).then(progress_printer),
-        mount_from,
-        blob_sources,
-        ..PushOptions::default()
-    };
-    let digest = crate::netio::block_on(
+    let (digest, manifest_size) = crate::netio::block_on(
         &runtime,
-        keel_registry::push(
+        keel_registry::push::push_image(
             &client,
-            &store.content,
+            &store,
             &reference,
-            &record.manifest,
-            &record.manifest_media_type,
-            &options,
+            (!args.quiet).then(progress_printer),
         ),
     )
     .with_context(|| format!("push {}", reference.full()))?;

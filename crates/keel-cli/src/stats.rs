@@ -1,11 +1,11 @@
 //! `keel stats`, `keel update` and `keel port`, with docker's output.
 
+use keel_engine::views::stats::Sample;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use clap::Args;
-use keel_engine::db::Container;
 use keel_engine::spec;
 
 use crate::containers::Context;
@@ -84,100 +84,17 @@ fn four_digits(value: f64) -> String {
     }
 }
 
-/// The host's CPU time so far (ns) and its number of CPUs.
-fn system_cpu() -> (u64, u64) {
-    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let ticks: u64 = text
-        .lines()
-        .next()
-        .map(|l| {
-            l.split_whitespace()
-                .skip(1)
-                .take(8)
-                .filter_map(|v| v.parse::<u64>().ok())
-                .sum()
-        })
-        .unwrap_or(0);
-    let cpus = text
-        .lines()
-        .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
-        .count() as u64;
-    // USER_HZ is 100 on Linux.
-    (ticks * 10_000_000, cpus.max(1))
-}
-
-fn host_memory() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| {
-                    l.split_whitespace()
-                        .nth(1)
-                        .and_then(|v| v.parse::<u64>().ok())
-                })
-        })
-        .map(|kb| kb * 1024)
-        .unwrap_or(0)
-}
-
-struct Sample {
-    container: Container,
-    stats: keel_runtime::cgroups::stats::Stats,
-    system: (u64, u64),
-}
-
 fn row(previous: Option<&Sample>, sample: &Sample, no_trunc: bool) -> serde_json::Value {
-    let stats = &sample.stats;
-    let cpu_percent = match previous {
-        Some(before) => {
-            let cpu = stats
-                .cpu
-                .usage
-                .total
-                .saturating_sub(before.stats.cpu.usage.total) as f64;
-            let system = sample.system.0.saturating_sub(before.system.0) as f64;
-            if system > 0.0 {
-                cpu / system * sample.system.1 as f64 * 100.0
-            } else {
-                0.0
-            }
-        }
-        None => 0.0,
-    };
-    let memory = &stats.memory;
-    // docker: usage without the page cache that can be dropped.
-    let inactive = memory
-        .raw
-        .get("total_inactive_file")
-        .or_else(|| memory.raw.get("inactive_file"))
-        .copied()
-        .unwrap_or(0);
-    let usage = memory.usage.usage.saturating_sub(inactive);
-    let host = host_memory();
-    let limit = match memory.usage.limit {
-        0 => host,
-        l if l >= (i64::MAX as u64) / 2 => host,
-        l => l.min(host.max(1)),
-    };
+    let cpu_percent = previous.map(|b| sample.cpu_percent(b)).unwrap_or(0.0);
+    let usage = sample.memory_usage();
+    let limit = sample.memory_limit();
     let mem_percent = if limit > 0 {
         usage as f64 / limit as f64 * 100.0
     } else {
         0.0
     };
-    let (read, write) = stats
-        .blkio
-        .io_service_bytes_recursive
-        .iter()
-        .fold((0, 0), |(r, w), e| {
-            match e.op.to_ascii_lowercase().as_str() {
-                "read" => (r + e.value, w),
-                "write" => (r, w + e.value),
-                _ => (r, w),
-            }
-        });
-    let (rx, tx) = net_bytes(sample.container.state.pid);
+    let (read, write) = sample.block_io();
+    let (rx, tx) = sample.network_io();
     let c = &sample.container;
     serde_json::json!({
         "ID": if no_trunc { c.id.clone() } else { c.id[..12].to_string() },
@@ -188,30 +105,8 @@ fn row(previous: Option<&Sample>, sample: &Sample, no_trunc: bool) -> serde_json
         "MemPerc": format!("{mem_percent:.2}%"),
         "NetIO": format!("{} / {}", human_size(rx), human_size(tx)),
         "BlockIO": format!("{} / {}", human_size(read), human_size(write)),
-        "PIDs": stats.pids.current.to_string(),
+        "PIDs": sample.stats.pids.current.to_string(),
     })
-}
-
-/// Bytes received and sent on the container's interfaces but loopback.
-fn net_bytes(pid: i32) -> (u64, u64) {
-    if pid <= 0 {
-        return (0, 0);
-    }
-    let text = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).unwrap_or_default();
-    text.lines()
-        .skip(2)
-        .filter_map(|l| l.split_once(':'))
-        .filter(|(name, _)| name.trim() != "lo")
-        .fold((0, 0), |(rx, tx), (_, rest)| {
-            let fields: Vec<u64> = rest
-                .split_whitespace()
-                .filter_map(|v| v.parse().ok())
-                .collect();
-            (
-                rx + fields.first().copied().unwrap_or(0),
-                tx + fields.get(8).copied().unwrap_or(0),
-            )
-        })
 }
 
 fn render(rows: &[serde_json::Value], format: Option<&str>) -> Result<String> {
@@ -280,12 +175,7 @@ pub fn stats(ctx: &Context, args: &StatsArgs) -> Result<i32> {
     let sample_all = |engine: &mut keel_engine::Engine| -> Result<Vec<Sample>> {
         let mut samples = Vec::new();
         for name in &names {
-            let (container, stats) = engine.stats(name)?;
-            samples.push(Sample {
-                container,
-                stats,
-                system: system_cpu(),
-            });
+            samples.push(Sample::take(engine, name)?);
         }
         Ok(samples)
     };

@@ -335,17 +335,8 @@ pub fn prune(
     store: &mut ImageStore,
     args: &PruneArgs,
 ) -> Result<i32> {
-    let used: BTreeSet<String> = keel_engine::db::Db::open(&ctx.root)?
-        .list()?
-        .into_iter()
-        .map(|c| c.image_id)
-        .collect();
-    let mut flags = args.filter.clone();
-    keel_engine::filter::Filters::parse(&flags, keel_engine::filter::PRUNE_KEYS)?;
-    if !args.all {
-        flags.push("dangling=true".into());
-    }
-    let filters = keel_engine::filter::Filters::parse(&flags, keel_engine::filter::IMAGES_KEYS)?;
+    let _ = ctx;
+    keel_engine::filter::Filters::parse(&args.filter, keel_engine::filter::PRUNE_KEYS)?;
     if !args.force {
         let warning = if args.all {
             "WARNING! This will remove all images without at least one container associated to them."
@@ -356,7 +347,7 @@ pub fn prune(
             return Ok(0);
         }
     }
-    let (lines, freed) = prune_images(store, &used, &filters)?;
+    let (lines, freed) = keel_engine::images::prune(store, args.all, &args.filter)?;
     let mut out = std::io::stdout().lock();
     if !lines.is_empty() {
         writeln!(out, "Deleted Images:")?;
@@ -380,45 +371,6 @@ pub fn confirm(warning: &str) -> Result<bool> {
         .read_line(&mut answer)
         .context("read the answer from stdin")?;
     Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "Yes" | "YES"))
-}
-
-/// Removes the images `filters` select that no container in `used` runs,
-/// then what nothing references; docker's `untagged:`/`deleted:` lines and
-/// the bytes freed.
-fn prune_images(
-    store: &mut ImageStore,
-    used: &BTreeSet<String>,
-    filters: &keel_engine::filter::Filters,
-) -> Result<(Vec<String>, u64)> {
-    let mut lines = Vec::new();
-    let mut digests = BTreeSet::new();
-    for (record, tags) in keel_engine::filter::select(store, filters)? {
-        if used.contains(&record.id.to_string()) {
-            continue;
-        }
-        for tag in &tags {
-            store.metadata.untag(tag)?;
-            if let Ok(reference) = Reference::parse(tag) {
-                let name = reference.familiar_name();
-                lines.push(format!(
-                    "untagged: {name}:{}",
-                    reference.tag().unwrap_or("latest")
-                ));
-                let by_digest = format!("untagged: {name}@{}", record.manifest);
-                if digests.insert(by_digest.clone()) {
-                    lines.push(by_digest);
-                }
-            }
-        }
-        if store.metadata.delete_image(&record.id)? {
-            lines.push(format!("deleted: {}", record.id));
-        }
-    }
-    // Ingest first: the collector also removes what dead processes left,
-    // without counting it.
-    let reclaimed = store.reclaim_ingest()?;
-    let freed = store.collect_garbage()? + reclaimed;
-    Ok((lines, freed))
 }
 
 #[derive(Args, Debug)]
@@ -491,16 +443,10 @@ pub fn system_prune(ctx: &crate::containers::Context, args: &SystemPruneArgs) ->
         section("Deleted Volumes", &volumes)?;
     }
     let mut store = crate::images::open(&ctx.root)?;
-    let used: BTreeSet<String> = engine.list()?.into_iter().map(|c| c.image_id).collect();
-    let mut flags = Vec::new();
-    if !args.all {
-        flags.push("dangling=true".to_string());
-    }
-    let filters = keel_engine::filter::Filters::parse(&flags, keel_engine::filter::IMAGES_KEYS)?;
-    let (images, bytes) = prune_images(&mut store, &used, &filters)?;
+    let (images, bytes) = keel_engine::images::prune(&mut store, args.all, &[])?;
     freed += bytes;
     section("Deleted Images", &images)?;
-    let (cache, bytes) = crate::build::prune_cache(&ctx.root, &mut store, args.all)?;
+    let (cache, bytes) = keel_build::cache::prune(&ctx.root, &mut store, args.all)?;
     freed += bytes;
     section("Deleted build cache objects", &cache)?;
     writeln!(out, "Total reclaimed space: {}", human_size(freed))?;

@@ -265,6 +265,47 @@ fn the_docker_cli_runs_containers_through_keel() {
         );
         assert_eq!(inspected.trim(), "/web true front");
         assert_eq!(keel.inspect("web", "{{.State.Status}}"), "running");
+        // docker cp, both ways.
+        let host_file = keel.temp.path().join("to-copy.txt");
+        std::fs::write(&host_file, "from the host\n").unwrap();
+        ok(
+            d,
+            &service,
+            &["cp", host_file.to_str().unwrap(), "web:/tmp/"],
+        );
+        let out = client(
+            d,
+            &service,
+            &["exec", "web", "cat", "/tmp/to-copy.txt"],
+            None,
+        );
+        assert_eq!(stdout(&out), "from the host\n");
+        let back = keel.temp.path().join("copied-back");
+        std::fs::create_dir_all(&back).unwrap();
+        ok(
+            d,
+            &service,
+            &["cp", "web:/data/file", back.to_str().unwrap()],
+        );
+        assert_eq!(
+            std::fs::read_to_string(back.join("file")).unwrap(),
+            "kept\n"
+        );
+        // stats, diff and system df.
+        let stats = ok(
+            d,
+            &service,
+            &[
+                "stats",
+                "--no-stream",
+                "--format",
+                "{{.Name}} {{.PIDs}}",
+                "web",
+            ],
+        );
+        assert_eq!(stats.trim(), "web 1");
+        assert!(ok(d, &service, &["diff", "web"]).contains("A /tmp/to-copy.txt"));
+        assert!(ok(d, &service, &["system", "df"]).contains("Images"));
         ok(d, &service, &["stop", "-t", "1", "web"]);
         assert_eq!(keel.inspect("web", "{{.State.Status}}"), "exited");
         ok(d, &service, &["rm", "web"]);
@@ -291,6 +332,150 @@ fn wait_output(child: std::process::Child, timeout: Duration) -> Output {
             panic!("hung for {timeout:?}");
         }
     }
+}
+
+#[test]
+fn docker_build_save_load_and_events() {
+    let keel = Keel::new();
+    let service = Service::start(&keel, &[]);
+    let docker = docker_clients().pop().unwrap();
+    let d = docker.as_path();
+    let context = keel.temp.path().join("context");
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::write(
+        context.join("Dockerfile"),
+        "FROM busybox\nARG WHO=nobody\nRUN echo \"built for $WHO\" > /built\nCMD [\"cat\", \"/built\"]\n",
+    )
+    .unwrap();
+    std::fs::write(context.join("Dockerfile.bad"), "FROM busybox\nRUN exit 9\n").unwrap();
+    let since = jiff::Timestamp::now().as_second().to_string();
+    let built = client(
+        d,
+        &service,
+        &[
+            "build",
+            "-t",
+            "apibuilt",
+            "--build-arg",
+            "WHO=docker",
+            context.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(
+        built.status.success(),
+        "{}{}",
+        stdout(&built),
+        stderr(&built)
+    );
+    assert!(
+        stdout(&built).contains("Successfully tagged apibuilt:latest"),
+        "{}",
+        stdout(&built)
+    );
+    assert_eq!(
+        ok(d, &service, &["run", "--rm", "apibuilt"]),
+        "built for docker\n"
+    );
+    // A failing step: the build fails, with the step's words; nothing tagged.
+    let bad = client(
+        d,
+        &service,
+        &[
+            "build",
+            "-t",
+            "apibad",
+            "-f",
+            context.join("Dockerfile.bad").to_str().unwrap(),
+            context.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("exit code: 9"), "{}", stderr(&bad));
+    assert!(!ok(d, &service, &["images"]).contains("apibad"));
+    // save and load through the API.
+    let archive = keel.temp.path().join("apibuilt.tar");
+    ok(
+        d,
+        &service,
+        &["save", "-o", archive.to_str().unwrap(), "apibuilt"],
+    );
+    ok(d, &service, &["rmi", "apibuilt"]);
+    assert!(!ok(d, &service, &["images"]).contains("apibuilt"));
+    let loaded = ok(d, &service, &["load", "-i", archive.to_str().unwrap()]);
+    assert!(loaded.contains("apibuilt"), "{loaded}");
+    assert_eq!(
+        ok(d, &service, &["run", "--rm", "apibuilt"]),
+        "built for docker\n"
+    );
+    // What happened, as events.
+    let until = (jiff::Timestamp::now().as_second() + 1).to_string();
+    let events = ok(
+        d,
+        &service,
+        &[
+            "events",
+            "--since",
+            &since,
+            "--until",
+            &until,
+            "--filter",
+            "type=container",
+            "--format",
+            "{{.Action}}",
+        ],
+    );
+    assert!(events.lines().any(|l| l == "start"), "{events}");
+    assert!(events.lines().any(|l| l == "die"), "{events}");
+}
+
+#[test]
+fn docker_cp_cannot_write_outside_the_container() {
+    let keel = Keel::new();
+    let service = Service::start(&keel, &[]);
+    keel.ok(&["run", "-d", "--name", "box", "busybox", "sleep", "1000"]);
+    let marker = format!("keel-escape-{}", std::process::id());
+    // A tar whose entries climb out with `..`, and one through a symlink.
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut climb = tar::Header::new_gnu();
+    let name = format!("../../../../../../tmp/{marker}");
+    climb.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name.as_bytes());
+    climb.set_size(4);
+    climb.set_mode(0o644);
+    climb.set_entry_type(tar::EntryType::Regular);
+    climb.set_cksum();
+    builder.append(&climb, &b"bad\n"[..]).unwrap();
+    let mut link = tar::Header::new_gnu();
+    link.set_entry_type(tar::EntryType::Symlink);
+    link.set_path("up").unwrap();
+    link.set_link_name("/").unwrap();
+    link.set_size(0);
+    link.set_mode(0o777);
+    link.set_cksum();
+    builder.append(&link, &[][..]).unwrap();
+    let mut through = tar::Header::new_gnu();
+    let name = format!("up/tmp/{marker}-link");
+    through.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name.as_bytes());
+    through.set_size(4);
+    through.set_mode(0o644);
+    through.set_entry_type(tar::EntryType::Regular);
+    through.set_cksum();
+    builder.append(&through, &b"bad\n"[..]).unwrap();
+    let data = builder.into_inner().unwrap();
+    let (_code, _) = service.request("PUT", "/containers/box/archive?path=/tmp", Some(&data));
+    // Whatever the answer, nothing reached the host.
+    assert!(!Path::new(&format!("/tmp/{marker}")).exists());
+    assert!(!Path::new(&format!("/tmp/{marker}-link")).exists());
+    let (code, body) = service.request(
+        "PUT",
+        "/containers/box/archive?path=/no/such/dir",
+        Some(&data),
+    );
+    assert_eq!(code, 404, "{body}");
+    let (code, _) = service.request("GET", "/containers/box/archive?path=/no/such/file", None);
+    assert_eq!(code, 404);
+    keel.ok(&["rm", "-f", "box"]);
 }
 
 #[test]
@@ -417,11 +602,14 @@ services:
       interval: 1s
       retries: 20
   web:
-    image: busybox
-    command: ["sh", "-c", "ping -c1 -W2 database && echo web up && exec sleep 1000"]
+    build: ./app
     depends_on:
       db:
         condition: service_healthy
+    networks: [back]
+  cache:
+    image: busybox
+    command: ["sleep", "1000"]
     networks: [back]
 volumes:
   data: {}
@@ -430,13 +618,19 @@ networks:
 "#,
     )
     .unwrap();
+    std::fs::create_dir_all(project.join("app")).unwrap();
+    std::fs::write(
+        project.join("app/Dockerfile"),
+        "FROM busybox\nRUN echo app-built > /app.txt\nCMD [\"sh\", \"-c\", \"cat /app.txt; ping -c1 -W2 database && echo web up && exec sleep 1000\"]\n",
+    )
+    .unwrap();
     let compose = Path::new("/usr/bin/docker-compose");
     assert!(
         compose.is_file(),
         "docker-compose is missing: ./scripts/setup installs it"
     );
     let run = |args: &[&str]| client(compose, &service, args, Some(&project));
-    let up = run(&["up", "-d"]);
+    let up = run(&["up", "-d", "--build"]);
     assert!(up.status.success(), "up: {}{}", stdout(&up), stderr(&up));
     let ps = run(&["ps"]);
     let text = stdout(&ps);
@@ -460,16 +654,26 @@ networks:
 }
 
 #[test]
-fn pull_through_the_api_from_a_local_registry() {
+fn push_and_pull_through_the_api_with_a_local_registry() {
     let keel = Keel::new();
     let registry =
         keel_testutil::peers::Registry::start_in(&keel.temp, "registry", None, Some(&keel.netns));
     let image = format!("{}/keel/busybox:api", registry.host());
-    keel.ok(&["tag", "busybox", &image]);
-    keel.ok(&["push", &image]);
-    keel.ok(&["rmi", &image]);
     let service = Service::start(&keel, &[]);
     let docker = docker_clients().remove(0);
+    ok(&docker, &service, &["tag", "busybox", &image]);
+    let pushed = ok(&docker, &service, &["push", &image]);
+    assert!(pushed.contains("digest: sha256:"), "{pushed}");
+    // skopeo reads back what the API pushed.
+    let target = format!("docker://{image}");
+    let out = keel.netns.within(|| {
+        Command::new("skopeo")
+            .args(["inspect", "--tls-verify=false", &target])
+            .output()
+            .expect("run skopeo")
+    });
+    assert!(out.status.success(), "skopeo: {}", stderr(&out));
+    ok(&docker, &service, &["rmi", &image]);
     let pulled = ok(&docker, &service, &["pull", &image]);
     assert!(pulled.contains("Downloaded newer image"), "{pulled}");
     assert!(

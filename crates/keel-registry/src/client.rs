@@ -1438,6 +1438,27 @@ async fn error_from(response: reqwest::Response, context: &str) -> Error {
     }
 }
 
+/// Checks that `registry` accepts these credentials (`keel login`, the
+/// API's `/auth`): a client with only them asks `GET /v2/` through the
+/// registry's challenge.
+pub async fn verify_login(
+    mut options: ClientOptions,
+    registry: &str,
+    username: &str,
+    password: &str,
+) -> Result<()> {
+    let mut config = crate::auth::DockerConfig::default();
+    config.insert(
+        registry,
+        crate::auth::Credentials::Basic {
+            username: username.to_string(),
+            password: password.to_string(),
+        },
+    );
+    options.docker_config = Some(config);
+    Client::new(options)?.login(registry).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -327,3 +327,96 @@ fn file_stream(
         },
     )
 }
+fn image_error(source: keel_image::Error) -> Error {
+    Error::Image {
+        context: "the image store".into(),
+        source,
+    }
+}
+
+/// Pushes the image `reference` names in `store` (`keel push`, the API's
+/// `images/{name}/push`): its blobs are mounted from the registry's other
+/// repositories that hold them where it can, else uploaded. The manifest's
+/// digest and size.
+pub async fn push_image(
+    client: &Client,
+    store: &keel_image::store::ImageStore,
+    reference: &Reference,
+    progress: Option<PushProgressFn>,
+) -> Result<(Digest, u64)> {
+    let record = match reference.digest() {
+        Some(_) => store.resolve(&reference.full()).ok(),
+        None => store
+            .metadata
+            .resolve_tag(&reference.full())
+            .map_err(image_error)?,
+    };
+    let Some(record) = record else {
+        return Err(Error::Msg(format!(
+            "An image does not exist locally with the tag: {}",
+            reference.name()
+        )));
+    };
+    // The image's names in other repositories of the same registry: the
+    // registry can mount their blobs instead of taking them again.
+    let other_repositories = |tags: &[String]| -> Vec<String> {
+        tags.iter()
+            .filter_map(|t| Reference::parse(t).ok())
+            .filter(|t| {
+                t.registry() == reference.registry() && t.repository() != reference.repository()
+            })
+            .map(|t| t.repository().to_string())
+            .collect()
+    };
+    let mount_from = other_repositories(&store.metadata.tags_of(&record.id).map_err(image_error)?);
+    // Other images' names in other repositories of the registry: a layer
+    // this image shares with one of them (a common base) is mounted from
+    // there, as docker remembers where it pushed or pulled each layer.
+    let mut blob_sources: std::collections::HashMap<keel_image::digest::Digest, Vec<String>> =
+        Default::default();
+    let wanted: std::collections::HashSet<keel_image::digest::Digest> = store
+        .layers(&record)
+        .map(|layers| layers.into_iter().map(|l| l.digest).collect())
+        .unwrap_or_default();
+    for (other, tags) in store.metadata.images().map_err(image_error)? {
+        if other.id == record.id {
+            continue;
+        }
+        let repositories = other_repositories(&tags);
+        if repositories.is_empty() {
+            continue;
+        }
+        for layer in store.layers(&other).unwrap_or_default() {
+            if wanted.contains(&layer.digest) {
+                let sources = blob_sources.entry(layer.digest).or_default();
+                for repository in &repositories {
+                    if !sources.contains(repository) {
+                        sources.push(repository.clone());
+                    }
+                }
+            }
+        }
+    }
+    let manifest_size = std::fs::metadata(store.content.path(&record.manifest))
+        .map(|m| m.len())
+        .map_err(|e| Error::Io {
+            context: format!("manifest {} of the image", record.manifest),
+            source: e,
+        })?;
+    let options = PushOptions {
+        progress,
+        mount_from,
+        blob_sources,
+        ..PushOptions::default()
+    };
+    let digest = push(
+        client,
+        &store.content,
+        reference,
+        &record.manifest,
+        &record.manifest_media_type,
+        &options,
+    )
+    .await?;
+    Ok((digest, manifest_size))
+}

@@ -5,6 +5,7 @@
 
 pub mod container;
 pub mod network;
+pub mod stats;
 pub mod system;
 
 /// docker's HumanDuration: "Less than a second", "5 seconds", "About a

@@ -1,0 +1,192 @@
+//! `POST /build`: docker's classic builder protocol. The body is the
+//! context as a tar; the build is `keel build` from that tar, run as the
+//! service's child (its own mount namespace, as the CLI's build makes), its
+//! progress turned into docker's `{"stream": ...}` messages and its image
+//! into `{"aux": {"ID": ...}}` and the `Successfully built`/`tagged` lines
+//! docker-compose 1.x reads.
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+
+use crate::http::{ApiError, ApiResult, Reply};
+use crate::routes::Call;
+
+fn message(value: serde_json::Value) -> Bytes {
+    let mut bytes = serde_json::to_vec(&value).unwrap_or_default();
+    bytes.extend_from_slice(b"\r\n");
+    Bytes::from(bytes)
+}
+
+/// A JSON map in a query value (`buildargs`, `labels`).
+fn json_map(call: &Call, key: &str) -> ApiResult<BTreeMap<String, Option<String>>> {
+    match call.query.get(key).filter(|v| !v.is_empty()) {
+        None => Ok(BTreeMap::new()),
+        Some(text) => serde_json::from_str(text)
+            .map_err(|e| ApiError::bad_request(format!("invalid {key}: {e}"))),
+    }
+}
+
+pub async fn build(call: Call, body: Incoming) -> ApiResult<Reply> {
+    let q = &call.query;
+    if q.get("remote").is_some_and(|r| !r.is_empty()) {
+        return Err(ApiError::bad_request(
+            "building from a remote context is not supported by keel: send the context as a tar",
+        ));
+    }
+    let exe = std::env::current_exe()
+        .map_err(|e| ApiError::internal(format!("find keel's binary: {e}")))?;
+    let scratch = call.state.root.join("build").join("tmp");
+    std::fs::create_dir_all(&scratch)
+        .map_err(|e| ApiError::internal(format!("create {}: {e}", scratch.display())))?;
+    let iidfile = scratch.join(format!(
+        "api-iid-{}",
+        keel_engine::engine::random_id().map_err(ApiError::from)?
+    ));
+    let mut command = tokio::process::Command::new(exe);
+    command
+        .arg("--root")
+        .arg(&call.state.root)
+        .arg("--runroot")
+        .arg(&call.state.runroot)
+        .arg("--cgroup-parent")
+        .arg(&call.state.options.cgroup_parent)
+        .args(["build", "--progress", "plain", "--iidfile"])
+        .arg(&iidfile)
+        .current_dir(&scratch);
+    let tags: Vec<String> = q
+        .all("t")
+        .into_iter()
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect();
+    for tag in &tags {
+        command.arg("-t").arg(tag);
+    }
+    if let Some(file) = q.get("dockerfile").filter(|f| !f.is_empty()) {
+        command.arg("-f").arg(file);
+    }
+    for (k, v) in json_map(&call, "buildargs")? {
+        // A build arg without a value takes the builder's environment in
+        // docker; the service's environment is not the client's.
+        if let Some(v) = v {
+            command.arg("--build-arg").arg(format!("{k}={v}"));
+        }
+    }
+    for (k, v) in json_map(&call, "labels")? {
+        command
+            .arg("--label")
+            .arg(format!("{k}={}", v.unwrap_or_default()));
+    }
+    if let Some(target) = q.get("target").filter(|t| !t.is_empty()) {
+        command.arg("--target").arg(target);
+    }
+    if q.bool("nocache") {
+        command.arg("--no-cache");
+    }
+    if q.bool("pull") {
+        command.arg("--pull");
+    }
+    if let Some(network) = q
+        .get("networkmode")
+        .filter(|n| !n.is_empty() && *n != "default")
+    {
+        command.arg("--network").arg(network);
+    }
+    for host in q.all("extrahosts") {
+        for h in host.split(',').filter(|h| !h.is_empty()) {
+            command.arg("--add-host").arg(h);
+        }
+    }
+    if let Some(platform) = q.get("platform").filter(|p| !p.is_empty()) {
+        command.arg("--platform").arg(platform);
+    }
+    let quiet = q.bool("q");
+    command
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(false);
+    let mut child = command
+        .spawn()
+        .map_err(|e| ApiError::internal(format!("run keel build: {e}")))?;
+    let (tx, reply) = crate::http::channel("application/json");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    // The context, streamed into the build as it arrives.
+    tokio::spawn(async move {
+        let mut body = body;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { break };
+            if let Ok(data) = frame.into_data()
+                && stdin.write_all(&data).await.is_err()
+            {
+                break;
+            }
+        }
+        let _ = stdin.shutdown().await;
+    });
+    let stderr = child.stderr.take().expect("piped stderr");
+    tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        let mut last_error = String::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.starts_with("Error") || line.contains(" ERROR: ") {
+                last_error = line.clone();
+            }
+            if !quiet {
+                let _ = tx
+                    .send(message(serde_json::json!({"stream": format!("{line}\n")})))
+                    .await;
+            }
+        }
+        let status = child.wait().await;
+        let id = std::fs::read_to_string(&iidfile).unwrap_or_default();
+        let _ = std::fs::remove_file(&iidfile);
+        if status.as_ref().is_ok_and(|s| s.success()) && !id.is_empty() {
+            let short = id
+                .trim_start_matches("sha256:")
+                .chars()
+                .take(12)
+                .collect::<String>();
+            let _ = tx
+                .send(message(serde_json::json!({"aux": {"ID": id}})))
+                .await;
+            let _ = tx
+                .send(message(
+                    serde_json::json!({"stream": format!("Successfully built {short}\n")}),
+                ))
+                .await;
+            for tag in &tags {
+                let last = tag.rsplit('/').next().unwrap_or(tag);
+                let tag = if last.contains(':') || last.contains('@') {
+                    tag.clone()
+                } else {
+                    format!("{tag}:latest")
+                };
+                let _ = tx
+                    .send(message(
+                        serde_json::json!({"stream": format!("Successfully tagged {tag}\n")}),
+                    ))
+                    .await;
+            }
+        } else {
+            let error = last_error.trim_start_matches("Error: ").to_string();
+            let error = if error.is_empty() {
+                "the build failed".to_string()
+            } else {
+                error
+            };
+            let _ = tx
+                .send(message(
+                    serde_json::json!({"errorDetail": {"message": error}, "error": error}),
+                ))
+                .await;
+        }
+    });
+    Ok(reply)
+}

@@ -262,7 +262,9 @@ pub async fn start(
         r.pid = pid;
         r.terminal = master.clone();
     });
+    let hold = state.activity.hold();
     tokio::spawn(async move {
+        let _hold = hold;
         let io = match on_upgrade.await {
             Ok(upgraded) => Some(TokioIo::new(upgraded)),
             Err(_) => None,

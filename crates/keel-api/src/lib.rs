@@ -54,6 +54,39 @@ pub struct State {
     pub pending: Arc<streams::Pending>,
     /// The execs made through this service.
     pub execs: Arc<exec::Execs>,
+    /// Connections and hijacked streams open (the idle timer waits for
+    /// none).
+    pub activity: Arc<Activity>,
+}
+
+/// Counts what is open (connections, hijacked streams); notifies when the
+/// count changes.
+#[derive(Debug, Default)]
+pub struct Activity {
+    pub(crate) open: std::sync::atomic::AtomicUsize,
+    pub(crate) changed: tokio::sync::Notify,
+}
+
+impl Activity {
+    /// Counts one more thing open until the guard is dropped.
+    pub fn hold(self: &Arc<Self>) -> Hold {
+        self.open.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.changed.notify_waiters();
+        Hold(self.clone())
+    }
+}
+
+/// One open connection or stream.
+#[derive(Debug)]
+pub struct Hold(Arc<Activity>);
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.0
+            .open
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.changed.notify_waiters();
+    }
 }
 
 impl State {
@@ -64,6 +97,7 @@ impl State {
             options,
             pending: Arc::default(),
             execs: Arc::default(),
+            activity: Arc::default(),
         }
     }
 

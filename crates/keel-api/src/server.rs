@@ -10,17 +10,15 @@ use std::os::fd::FromRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::{Activity, State};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::Notify;
-
-use crate::State;
 
 /// Where to listen.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,30 +103,6 @@ pub fn serve(state: State, config: Config) -> Result<(), String> {
     runtime.block_on(run(state, config))
 }
 
-/// Counts open connections; notifies when the count changes.
-#[derive(Default)]
-struct Activity {
-    open: AtomicUsize,
-    changed: Notify,
-}
-
-struct Open(Arc<Activity>);
-
-impl Open {
-    fn new(activity: &Arc<Activity>) -> Open {
-        activity.open.fetch_add(1, Ordering::SeqCst);
-        activity.changed.notify_waiters();
-        Open(activity.clone())
-    }
-}
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::SeqCst);
-        self.0.changed.notify_waiters();
-    }
-}
-
 enum Listener {
     Unix(tokio::net::UnixListener, Option<PathBuf>),
     Tcp(tokio::net::TcpListener, tokio_rustls::TlsAcceptor),
@@ -136,7 +110,8 @@ enum Listener {
 
 async fn run(state: State, config: Config) -> Result<(), String> {
     let listener = bind(&config).await?;
-    let activity = Arc::new(Activity::default());
+    let activity = state.activity.clone();
+    tokio::spawn(release_when_idle(activity.clone()));
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| format!("watch SIGTERM: {e}"))?;
     let idle = idle_watch(activity.clone(), config.idle);
@@ -148,7 +123,7 @@ async fn run(state: State, config: Config) -> Result<(), String> {
             _ = tokio::signal::ctrl_c() => break Ok(()),
             accepted = accept(&listener) => match accepted {
                 Ok(io) => {
-                    let open = Open::new(&activity);
+                    let open = activity.hold();
                     let state = state.clone();
                     tokio::spawn(async move {
                         let _open = open;
@@ -165,6 +140,61 @@ async fn run(state: State, config: Config) -> Result<(), String> {
         let _ = std::fs::remove_file(path);
     }
     result
+}
+
+/// Once nothing has been open for a second, gives back the pages of
+/// keel's code this process read (they stay in the page cache, and come
+/// back on the next request): an idle service holds little more than its
+/// heap.
+async fn release_when_idle(activity: Arc<Activity>) {
+    loop {
+        let changed = activity.changed.notified();
+        if activity.open.load(Ordering::SeqCst) == 0
+            && tokio::time::timeout(Duration::from_secs(1), changed)
+                .await
+                .is_err()
+        {
+            if activity.open.load(Ordering::SeqCst) == 0 {
+                release_code_pages();
+            }
+            activity.changed.notified().await;
+        } else if activity.open.load(Ordering::SeqCst) != 0 {
+            activity.changed.notified().await;
+        }
+    }
+}
+
+/// `MADV_DONTNEED` on this executable's code (its `r-xp` mappings only:
+/// never written, so dropping them loses nothing; data is left alone).
+fn release_code_pages() {
+    let Ok(exe) = std::fs::read_link("/proc/self/exe") else {
+        return;
+    };
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return;
+    };
+    let exe = exe.to_string_lossy();
+    for line in maps.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        if perms != "r-xp" || !line.ends_with(exe.as_ref()) {
+            continue;
+        }
+        let Some((start, end)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (
+            usize::from_str_radix(start, 16),
+            usize::from_str_radix(end, 16),
+        ) else {
+            continue;
+        };
+        // SAFETY: a read-only, executable, private file mapping of our own
+        // binary: its pages are refetched from the file when next touched.
+        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+    }
 }
 
 /// Resolves when nothing has been open for `idle`.

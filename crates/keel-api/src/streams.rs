@@ -44,6 +44,9 @@ pub struct Attached {
     pub io: TokioIo<Upgraded>,
     pub hello: Hello,
     pub tty: bool,
+    pub detach_keys: Vec<u8>,
+    /// Keeps the service from exiting while the client waits.
+    pub hold: crate::Hold,
 }
 
 #[derive(Default)]
@@ -126,6 +129,12 @@ pub async fn attach(
         stderr: q.bool("stderr"),
         start: false,
     };
+    let detach_keys = keel_engine::attach::parse_detach_keys(
+        q.get("detachKeys")
+            .filter(|k| !k.is_empty())
+            .unwrap_or("ctrl-p,ctrl-q"),
+    )
+    .map_err(|e| ApiError::bad_request(e.to_string()))?;
     if !q.bool("stream") && !q.bool("logs") {
         return Err(ApiError::bad_request("either logs or stream must be set"));
     }
@@ -140,6 +149,7 @@ pub async fn attach(
     let state = call.state.clone();
     let id = container.id.clone();
     let active = container.state.status.is_active();
+    let hold = call.state.activity.hold();
     tokio::spawn(async move {
         let Ok(upgraded) = on_upgrade.await else {
             return;
@@ -155,10 +165,19 @@ pub async fn attach(
             })
             .await;
             if let Ok(stream) = attached {
-                pump(io, stream, hello, tty, Vec::new()).await;
+                pump(io, stream, hello, tty, detach_keys, Vec::new()).await;
             }
         } else {
-            state.pending.attach(&id, Attached { io, hello, tty });
+            state.pending.attach(
+                &id,
+                Attached {
+                    io,
+                    hello,
+                    tty,
+                    detach_keys,
+                    hold,
+                },
+            );
         }
     });
     Ok(hijack_reply(upgrade, tty))
@@ -195,7 +214,18 @@ pub async fn start_pending(call: &Call, id: &str) -> ApiResult<Option<()>> {
     };
     match attached {
         Some(a) => {
-            tokio::spawn(pump(a.io, stream, a.hello, container.spec.tty, waiters));
+            tokio::spawn(async move {
+                let _hold = a.hold;
+                pump(
+                    a.io,
+                    stream,
+                    a.hello,
+                    container.spec.tty,
+                    a.detach_keys,
+                    waiters,
+                )
+                .await
+            });
         }
         None => {
             tokio::spawn(async move {
@@ -221,13 +251,15 @@ fn exit_of(mut stream: std::os::unix::net::UnixStream) -> i32 {
 }
 
 /// Carries a container's streams between its monitor and a hijacked
-/// client until the container exits (or the client goes: the container
-/// keeps running). Tells `waiters` the exit code.
+/// client until the container exits (or the client goes, or types the
+/// detach keys: the container keeps running). Tells `waiters` the exit
+/// code.
 async fn pump(
     io: TokioIo<Upgraded>,
     stream: std::os::unix::net::UnixStream,
     hello: Hello,
     tty: bool,
+    detach_keys: Vec<u8>,
     waiters: Vec<oneshot::Sender<i32>>,
 ) {
     let waited = !waiters.is_empty();
@@ -239,66 +271,89 @@ async fn pump(
     };
     let (mut from_monitor, mut to_monitor) = monitor.into_split();
     let (mut from_client, mut to_client) = tokio::io::split(io);
-    // stdin: the client's bytes to the monitor, its end as StdinClose.
-    let stdin = async move {
+    let (detach_tx, mut detached) = oneshot::channel::<()>();
+    // stdin: the client's bytes to the monitor, its end as StdinClose; on a
+    // terminal, the detach keys end the session.
+    let stdin = tokio::spawn(async move {
         if !hello.stdin {
-            return std::future::pending::<()>().await;
+            return;
         }
+        let mut scanner =
+            keel_engine::attach::DetachScanner::new(if tty { detach_keys } else { Vec::new() });
         let mut buffer = vec![0u8; 32 * 1024];
         loop {
             match from_client.read(&mut buffer).await {
                 Ok(0) | Err(_) => {
                     let _ = to_monitor.write_all(&Frame::StdinClose.encode()).await;
-                    return std::future::pending::<()>().await;
+                    return;
                 }
                 Ok(n) => {
-                    let frame = Frame::Stdin(buffer[..n].to_vec()).encode();
-                    if to_monitor.write_all(&frame).await.is_err() {
-                        return std::future::pending::<()>().await;
-                    }
-                }
-            }
-        }
-    };
-    let output = async move {
-        let mut buffer = Vec::new();
-        let mut chunk = vec![0u8; 64 * 1024];
-        loop {
-            match Frame::decode(&buffer) {
-                Ok(Some((frame, used))) => {
-                    buffer.drain(..used);
-                    let bytes = match frame {
-                        Frame::Stdout(data) if tty => data,
-                        Frame::Stdout(data) => mux(STDOUT, &data),
-                        Frame::Stderr(data) if tty => data,
-                        Frame::Stderr(data) => mux(STDERR, &data),
-                        Frame::Exit(info) => return info.exit_code,
-                        _ => continue,
-                    };
-                    if to_client.write_all(&bytes).await.is_err() {
-                        // The client left: the container runs on; waiters
-                        // still get its exit, else the monitor's
-                        // connection goes now.
-                        if !waited {
-                            return -1;
+                    let (forward, detach) = scanner.feed(&buffer[..n]);
+                    if !forward.is_empty() {
+                        let frame = Frame::Stdin(forward).encode();
+                        if to_monitor.write_all(&frame).await.is_err() {
+                            return;
                         }
-                        return drain_exit(&mut from_monitor, buffer).await;
                     }
-                    let _ = to_client.flush().await;
+                    if detach {
+                        let _ = detach_tx.send(());
+                        return;
+                    }
                 }
-                Ok(None) => match from_monitor.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return -1,
-                    Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-                },
-                Err(_) => return -1,
             }
         }
-        // unreachable
+    });
+    let mut buffer = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut watching = true;
+    let code = loop {
+        match Frame::decode(&buffer) {
+            Ok(Some((frame, used))) => {
+                buffer.drain(..used);
+                let bytes = match frame {
+                    Frame::Stdout(data) if tty => data,
+                    Frame::Stdout(data) => mux(STDOUT, &data),
+                    Frame::Stderr(data) if tty => data,
+                    Frame::Stderr(data) => mux(STDERR, &data),
+                    Frame::Exit(info) => break info.exit_code,
+                    _ => continue,
+                };
+                if to_client.write_all(&bytes).await.is_err() {
+                    // The client left: the container runs on; waiters
+                    // still get its exit, else the monitor's connection
+                    // goes now.
+                    if !waited {
+                        break -1;
+                    }
+                    break drain_exit(&mut from_monitor, buffer).await;
+                }
+                let _ = to_client.flush().await;
+            }
+            Ok(None) => {
+                tokio::select! {
+                    read = from_monitor.read(&mut chunk) => match read {
+                        Ok(0) | Err(_) => break -1,
+                        Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                    },
+                    detach = &mut detached, if watching => {
+                        if detach.is_err() {
+                            // No stdin, or it ended: nothing to watch.
+                            watching = false;
+                            continue;
+                        }
+                        let _ = to_client.shutdown().await;
+                        if !waited {
+                            break -1;
+                        }
+                        break drain_exit(&mut from_monitor, buffer).await;
+                    }
+                }
+            }
+            Err(_) => break -1,
+        }
     };
-    let code = tokio::select! {
-        code = output => code,
-        _ = stdin => -1,
-    };
+    stdin.abort();
+    let _ = to_client.shutdown().await;
     for w in waiters {
         let _ = w.send(code);
     }

@@ -35,31 +35,9 @@ pub struct Session {
     pub detach_keys: Vec<u8>,
 }
 
-/// `ctrl-p,ctrl-q` → [0x10, 0x11]; `a,ctrl-b` → [b'a', 0x02].
+/// `ctrl-p,ctrl-q` → [0x10, 0x11] (keel-engine reads docker's spelling).
 pub fn parse_detach_keys(text: &str) -> Result<Vec<u8>> {
-    let mut keys = Vec::new();
-    for key in text.split(',') {
-        let key = key.trim();
-        if let Some(letter) = key.strip_prefix("ctrl-") {
-            let c = letter.chars().next().filter(|_| letter.len() == 1);
-            let code = match c {
-                Some(c @ 'a'..='z') => c as u8 - b'a' + 1,
-                Some('@') => 0,
-                Some('[') => 27,
-                Some('\\') => 28,
-                Some(']') => 29,
-                Some('^') => 30,
-                Some('_') => 31,
-                _ => anyhow::bail!("invalid detach keys: unknown key {key:?}"),
-            };
-            keys.push(code);
-        } else if key.len() == 1 {
-            keys.push(key.as_bytes()[0]);
-        } else {
-            anyhow::bail!("invalid detach keys: unknown key {key:?}");
-        }
-    }
-    Ok(keys)
+    Ok(keel_engine::attach::parse_detach_keys(text)?)
 }
 
 /// Puts the terminal on stdin in raw mode until dropped.
@@ -195,7 +173,7 @@ pub fn run(session: Session) -> Result<Ended> {
         std::thread::spawn(move || {
             let mut stdin = std::io::stdin().lock();
             let mut buffer = [0u8; 32 * 1024];
-            let mut matched = 0usize;
+            let mut scanner = attach::DetachScanner::new(keys);
             loop {
                 let n = match stdin.read(&mut buffer) {
                     Ok(0) | Err(_) => {
@@ -206,27 +184,13 @@ pub fn run(session: Session) -> Result<Ended> {
                 };
                 let mut data = &buffer[..n];
                 if watch_keys {
-                    let mut forward = Vec::with_capacity(n);
-                    for &byte in data {
-                        if byte == keys[matched] {
-                            matched += 1;
-                            if matched == keys.len() {
-                                let _ = done.send(Ended::Detached);
-                                return;
-                            }
-                        } else {
-                            // A partial sequence was ordinary input.
-                            forward.extend_from_slice(&keys[..matched]);
-                            matched = 0;
-                            if byte == keys[0] {
-                                matched = 1;
-                            } else {
-                                forward.push(byte);
-                            }
-                        }
-                    }
+                    let (forward, detached) = scanner.feed(data);
                     if !forward.is_empty() {
                         send(Frame::Stdin(forward));
+                    }
+                    if detached {
+                        let _ = done.send(Ended::Detached);
+                        return;
                     }
                     continue;
                 }

@@ -137,6 +137,75 @@ pub fn write_frame(stream: &mut impl Write, frame: &Frame) -> Result<()> {
         .map_err(|e| Error::io("write to the container's monitor", e))
 }
 
+/// docker's detach keys: `ctrl-p,ctrl-q` → [0x10, 0x11]; `a,ctrl-b` →
+/// [b'a', 0x02].
+pub fn parse_detach_keys(text: &str) -> Result<Vec<u8>> {
+    let mut keys = Vec::new();
+    for key in text.split(',') {
+        let key = key.trim();
+        let unknown = || Error::invalid(format!("invalid detach keys: unknown key {key:?}"));
+        if let Some(letter) = key.strip_prefix("ctrl-") {
+            let c = letter.chars().next().filter(|_| letter.len() == 1);
+            let code = match c {
+                Some(c @ 'a'..='z') => c as u8 - b'a' + 1,
+                Some('@') => 0,
+                Some('[') => 27,
+                Some('\\') => 28,
+                Some(']') => 29,
+                Some('^') => 30,
+                Some('_') => 31,
+                _ => return Err(unknown()),
+            };
+            keys.push(code);
+        } else if key.len() == 1 {
+            keys.push(key.as_bytes()[0]);
+        } else {
+            return Err(unknown());
+        }
+    }
+    Ok(keys)
+}
+
+/// Watches a client's input for the detach keys: what to pass on, and
+/// whether the whole sequence was typed (a partial one was ordinary input
+/// and is passed on once it breaks off).
+#[derive(Debug, Clone)]
+pub struct DetachScanner {
+    keys: Vec<u8>,
+    matched: usize,
+}
+
+impl DetachScanner {
+    pub fn new(keys: Vec<u8>) -> DetachScanner {
+        DetachScanner { keys, matched: 0 }
+    }
+
+    pub fn feed(&mut self, data: &[u8]) -> (Vec<u8>, bool) {
+        let mut forward = Vec::with_capacity(data.len());
+        if self.keys.is_empty() {
+            forward.extend_from_slice(data);
+            return (forward, false);
+        }
+        for &byte in data {
+            if byte == self.keys[self.matched] {
+                self.matched += 1;
+                if self.matched == self.keys.len() {
+                    return (forward, true);
+                }
+            } else {
+                forward.extend_from_slice(&self.keys[..self.matched]);
+                self.matched = 0;
+                if byte == self.keys[0] {
+                    self.matched = 1;
+                } else {
+                    forward.push(byte);
+                }
+            }
+        }
+        (forward, false)
+    }
+}
+
 /// Unix socket paths are limited to 107 bytes: a longer one is reached
 /// through `/proc/self/fd/<dir fd>/<name>`, with the directory held open.
 fn short_path(path: &Path) -> Result<(Option<OwnedFd>, std::path::PathBuf)> {

@@ -246,6 +246,36 @@ fn the_docker_cli_runs_containers_through_keel() {
             ],
             None,
         );
+        // -p: a port published on the service's host (the test's namespace).
+        let page = keel.temp.path().join("www");
+        std::fs::create_dir_all(&page).unwrap();
+        std::fs::write(page.join("index.html"), "published\n").unwrap();
+        let bind = format!("{}:/www:ro", page.display());
+        ok(
+            d,
+            &service,
+            &[
+                "run", "-d", "--name", "httpd", "-p", "18080:80", "-v", &bind, "busybox", "httpd",
+                "-f", "-p", "80", "-h", "/www",
+            ],
+        );
+        assert!(
+            ok(
+                d,
+                &service,
+                &["ps", "--format", "{{.Ports}}", "--filter", "name=httpd"]
+            )
+            .contains("18080->80/tcp")
+        );
+        keel.eventually("the published page", || {
+            let fetched = keel.netns.run(
+                "/bin/busybox",
+                &["wget", "-qO-", "http://127.0.0.1:18080/index.html"],
+            );
+            stdout(&fetched) == "published\n"
+        });
+        ok(d, &service, &["kill", "httpd"]);
+        ok(d, &service, &["rm", "httpd"]);
         assert!(
             out.status.success(),
             "ping www: {}{}",
@@ -265,6 +295,41 @@ fn the_docker_cli_runs_containers_through_keel() {
         );
         assert_eq!(inspected.trim(), "/web true front");
         assert_eq!(keel.inspect("web", "{{.State.Status}}"), "running");
+        // logs -f follows until the container ends.
+        let out = client(
+            d,
+            &service,
+            &[
+                "run",
+                "-d",
+                "busybox",
+                "sh",
+                "-c",
+                "for i in 1 2 3; do echo line$i; sleep 0.2; done",
+            ],
+            None,
+        );
+        let short = stdout(&out).trim().to_string();
+        let followed = ok(d, &service, &["logs", "-f", &short]);
+        assert_eq!(followed, "line1\nline2\nline3\n");
+        ok(d, &service, &["rm", &short]);
+        // exec -it under a terminal.
+        let out = Command::new("script")
+            .args([
+                "-qec",
+                &format!("{} exec -it web sh -c 'tty; exit 6'", d.display()),
+                "/dev/null",
+            ])
+            .env("DOCKER_HOST", service.host())
+            .env(
+                "DOCKER_CONFIG",
+                service.socket.with_file_name("docker-config"),
+            )
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(stdout(&out).contains("/dev/pts/"), "{}", stdout(&out));
+        assert_eq!(out.status.code(), Some(6));
         // docker cp, both ways.
         let host_file = keel.temp.path().join("to-copy.txt");
         std::fs::write(&host_file, "from the host\n").unwrap();
@@ -547,6 +612,14 @@ net.remove()
 vol.remove()
 assert c.containers.list(all=True) == []
 assert "busybox:latest" in c.images.get("busybox").tags
+import io, time
+since = int(time.time()) - 1
+image, logs = c.images.build(fileobj=io.BytesIO(b"FROM busybox\nRUN echo py > /py\n"), tag="pybuilt")
+assert "pybuilt:latest" in image.tags, image.tags
+assert c.containers.run("pybuilt", ["cat", "/py"], remove=True) == b"py\n"
+c.images.remove("pybuilt")
+actions = [e["Action"] for e in c.events(since=since, until=int(time.time()) + 1, decode=True, filters={"type": "container"})]
+assert "start" in actions and "destroy" in actions, actions
 print("ok", docker.__version__)
 "#,
     )
@@ -873,4 +946,196 @@ fn the_service_exits_when_idle_and_refuses_tcp_without_tls() {
     let out = keel.run(&["system", "service", "--listen", "tcp://127.0.0.1:2376"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("without TLS"), "{}", stderr(&out));
+}
+
+/// openssl, as docker's docs make a CA, a server and a client certificate.
+fn make_certificates(dir: &Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl (scripts/setup installs it)");
+        assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca-key.pem",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=keel test CA",
+    ]);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    for who in ["server", "client"] {
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &format!("{who}-key.pem"),
+            "-out",
+            &format!("{who}.csr"),
+            "-subj",
+            &format!("/CN={who}"),
+        ]);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{who}.csr"),
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca-key.pem",
+            "-CAcreateserial",
+            "-out",
+            &format!("{who}.pem"),
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{who}.ext"),
+        ]);
+    }
+}
+
+#[test]
+fn tcp_needs_a_client_certificate_the_ca_signed() {
+    let keel = Keel::new();
+    let certs = keel.temp.path().join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    make_certificates(&certs);
+    let port = 23760 + (std::process::id() % 200) as u16;
+    let listen = format!("tcp://127.0.0.1:{port}");
+    let file = |name: &str| certs.join(name).display().to_string();
+    let mut command = keel.command(&[
+        "system",
+        "service",
+        "--listen",
+        &listen,
+        "--time",
+        "0",
+        "--tlscert",
+        &file("server.pem"),
+        "--tlskey",
+        &file("server-key.pem"),
+        "--tlscacert",
+        &file("ca.pem"),
+    ]);
+    command.env("KEEL_LOG", "debug");
+    let mut daemon = Daemon::spawn(
+        "keel system service (tls)",
+        command,
+        keel.temp.path().join("tls.log"),
+        keel.temp.path().to_path_buf(),
+    );
+    let probe = |with_cert: bool| {
+        let mut curl = Command::new("curl");
+        curl.args(["-sS", "--max-time", "10", "--cacert", &file("ca.pem")]);
+        if with_cert {
+            curl.args([
+                "--cert",
+                &file("client.pem"),
+                "--key",
+                &file("client-key.pem"),
+            ]);
+        }
+        curl.arg(format!("https://127.0.0.1:{port}/_ping"));
+        keel.netns.enter(&mut curl);
+        curl.output().expect("run curl")
+    };
+    daemon.wait_until("serving TLS", Duration::from_secs(20), || {
+        probe(true).status.success()
+    });
+    let ok = probe(true);
+    assert_eq!(stdout(&ok), "OK");
+    // Without a client certificate the handshake fails.
+    let refused = probe(false);
+    assert!(
+        !refused.status.success(),
+        "served without a client certificate: {}",
+        stdout(&refused)
+    );
+    // docker's own --tlsverify.
+    let mut docker = Command::new("/usr/bin/docker");
+    docker
+        .args([
+            "--tlsverify",
+            "--tlscacert",
+            &file("ca.pem"),
+            "--tlscert",
+            &file("client.pem"),
+            "--tlskey",
+            &file("client-key.pem"),
+        ])
+        .args([
+            "-H",
+            &format!("tcp://127.0.0.1:{port}"),
+            "version",
+            "--format",
+            "{{.Server.APIVersion}}",
+        ])
+        .env("DOCKER_CONFIG", keel.temp.path().join("docker-config"));
+    keel.netns.enter(&mut docker);
+    let out = keel_testutil::output_via_files(&mut docker, Duration::from_secs(60)).unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "1.47");
+    daemon.stop();
+}
+
+#[test]
+fn the_detach_keys_leave_the_container_running() {
+    let keel = Keel::new();
+    let service = Service::start(&keel, &[]);
+    let (code, body) = service.request(
+        "POST",
+        "/containers/create?name=tty1",
+        Some(br#"{"Image":"busybox","Cmd":["sh"],"Tty":true,"OpenStdin":true}"#),
+    );
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(
+        service.request("POST", "/containers/tty1/start", None).0,
+        204
+    );
+    let mut s = UnixStream::connect(&service.socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(s, "POST /containers/tty1/attach?stream=1&stdin=1&stdout=1&detachKeys=ctrl-x HTTP/1.1\r\nHost: k\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: 0\r\n\r\n").unwrap();
+    let mut head = [0u8; 512];
+    let n = s.read(&mut head).unwrap();
+    assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 101"));
+    s.write_all(b"echo marker-$((6*7))\n").unwrap();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !String::from_utf8_lossy(&seen).contains("marker-42") && Instant::now() < deadline {
+        let mut chunk = [0u8; 4096];
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.extend_from_slice(&chunk[..n]),
+        }
+    }
+    assert!(
+        String::from_utf8_lossy(&seen).contains("marker-42"),
+        "{}",
+        String::from_utf8_lossy(&seen)
+    );
+    // ctrl-x: the service ends the session; the shell runs on.
+    s.write_all(&[0x18]).unwrap();
+    let mut rest = Vec::new();
+    let ended = s.read_to_end(&mut rest);
+    assert!(ended.is_ok(), "the session did not end at the detach keys: {ended:?}");
+    assert_eq!(keel.inspect("tty1", "{{.State.Status}}"), "running");
+    keel.ok(&["rm", "-f", "tty1"]);
 }

@@ -31,6 +31,56 @@ fn json_map(call: &Call, key: &str) -> ApiResult<BTreeMap<String, Option<String>
     }
 }
 
+/// A docker config dir holding the service's own config.json with the
+/// logins of `X-Registry-Config` (base64url JSON: registry → `username`,
+/// `password` or `auth`) over its `auths`.
+fn write_registry_config(scratch: &std::path::Path, header: &str) -> ApiResult<std::path::PathBuf> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::URL_SAFE
+        .decode(header.trim())
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header.trim()))
+        .or_else(|_| base64::engine::general_purpose::STANDARD.decode(header.trim()))
+        .map_err(|_| ApiError::bad_request("X-Registry-Config is not base64"))?;
+    let logins: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("X-Registry-Config: {e}")))?;
+    let mut config: serde_json::Value = keel_registry::auth::default_docker_config_path()
+        .and_then(|p| std::fs::read(p).ok())
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_else(|| serde_json::json!({}));
+    if !config.is_object() {
+        config = serde_json::json!({});
+    }
+    if !config["auths"].is_object() {
+        config["auths"] = serde_json::json!({});
+    }
+    for (registry, login) in logins {
+        let auth = match login["auth"].as_str().filter(|a| !a.is_empty()) {
+            Some(auth) => auth.to_string(),
+            None => {
+                let user = login["username"].as_str().unwrap_or_default();
+                if user.is_empty() {
+                    continue;
+                }
+                let password = login["password"].as_str().unwrap_or_default();
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+            }
+        };
+        config["auths"][registry] = serde_json::json!({ "auth": auth });
+    }
+    let dir = scratch.join(format!(
+        "api-registry-config-{}",
+        keel_engine::engine::random_id().map_err(ApiError::from)?
+    ));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| ApiError::internal(format!("create {}: {e}", dir.display())))?;
+    let path = dir.join("config.json");
+    std::fs::write(&path, serde_json::to_vec(&config).unwrap_or_default())
+        .map_err(|e| ApiError::internal(format!("write {}: {e}", path.display())))?;
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .map_err(|e| ApiError::internal(format!("chmod {}: {e}", path.display())))?;
+    Ok(dir)
+}
+
 pub async fn build(call: Call, body: Incoming) -> ApiResult<Reply> {
     let q = &call.query;
     if q.get("remote").is_some_and(|r| !r.is_empty()) {
@@ -106,6 +156,20 @@ pub async fn build(call: Call, body: Incoming) -> ApiResult<Reply> {
         command.arg("--platform").arg(platform);
     }
     let quiet = q.bool("q");
+    // X-Registry-Config: the client's logins for the build's pulls, in a
+    // docker config of the build's own (the service's logins kept too).
+    let registry_config = match call
+        .headers
+        .get("X-Registry-Config")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+    {
+        Some(header) => Some(write_registry_config(&scratch, header)?),
+        None => None,
+    };
+    if let Some(dir) = &registry_config {
+        command.env("DOCKER_CONFIG", dir);
+    }
     command
         .arg("-")
         .stdin(Stdio::piped())
@@ -145,6 +209,9 @@ pub async fn build(call: Call, body: Incoming) -> ApiResult<Reply> {
             }
         }
         let status = child.wait().await;
+        if let Some(dir) = registry_config {
+            let _ = std::fs::remove_dir_all(dir);
+        }
         let id = std::fs::read_to_string(&iidfile).unwrap_or_default();
         let _ = std::fs::remove_file(&iidfile);
         if status.as_ref().is_ok_and(|s| s.success()) && !id.is_empty() {

@@ -19,15 +19,29 @@ pub async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::internal(format!("a request's worker failed: {e}")))?
 }
 
-/// Engine work with the engine open.
-async fn with_engine<T: Send + 'static>(
+thread_local! {
+    /// Each blocking thread's engine, kept between requests (opening one
+    /// checks the schema in a write transaction); it goes with the thread
+    /// when the pool lets an idle thread go.
+    static ENGINE: std::cell::RefCell<Option<(std::path::PathBuf, keel_engine::Engine)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Engine work on a blocking thread, with that thread's engine.
+pub async fn with_engine<T: Send + 'static>(
     call: &Call,
     f: impl FnOnce(&mut keel_engine::Engine) -> ApiResult<T> + Send + 'static,
 ) -> ApiResult<T> {
     let state = call.state.clone();
     blocking(move || {
-        let mut engine = state.engine()?;
-        f(&mut engine)
+        ENGINE.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            if slot.as_ref().is_none_or(|(root, _)| *root != state.root) {
+                *slot = Some((state.root.clone(), state.engine()?));
+            }
+            let (_, engine) = slot.as_mut().expect("an engine was just opened");
+            f(engine)
+        })
     })
     .await
 }

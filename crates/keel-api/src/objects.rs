@@ -7,21 +7,9 @@ use hyper::body::Incoming;
 use keel_engine::network;
 use serde::Deserialize;
 
-use crate::containers::blocking;
+use crate::containers::with_engine;
 use crate::http::{ApiError, ApiResult, Reply, json, json_status, status};
 use crate::routes::Call;
-
-async fn with_engine<T: Send + 'static>(
-    call: &Call,
-    f: impl FnOnce(&mut keel_engine::Engine) -> ApiResult<T> + Send + 'static,
-) -> ApiResult<T> {
-    let state = call.state.clone();
-    blocking(move || {
-        let mut engine = state.engine()?;
-        f(&mut engine)
-    })
-    .await
-}
 
 /// `GET /networks?filters`: keel's networks and docker's `host` and `none`.
 pub async fn networks(call: Call) -> ApiResult<Reply> {

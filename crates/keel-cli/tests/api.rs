@@ -729,11 +729,28 @@ networks:
 #[test]
 fn push_and_pull_through_the_api_with_a_local_registry() {
     let keel = Keel::new();
-    let registry =
-        keel_testutil::peers::Registry::start_in(&keel.temp, "registry", None, Some(&keel.netns));
+    let registry = keel_testutil::peers::Registry::start_in(
+        &keel.temp,
+        "registry",
+        Some(("apiuser", "apipass")),
+        Some(&keel.netns),
+    );
     let image = format!("{}/keel/busybox:api", registry.host());
     let service = Service::start(&keel, &[]);
     let docker = docker_clients().remove(0);
+    // A wrong password is refused by /auth, the right one kept by the client.
+    let wrong = client(
+        &docker,
+        &service,
+        &["login", "-u", "apiuser", "-p", "nope", &registry.host()],
+        None,
+    );
+    assert!(!wrong.status.success());
+    ok(
+        &docker,
+        &service,
+        &["login", "-u", "apiuser", "-p", "apipass", &registry.host()],
+    );
     ok(&docker, &service, &["tag", "busybox", &image]);
     let pushed = ok(&docker, &service, &["push", &image]);
     assert!(pushed.contains("digest: sha256:"), "{pushed}");
@@ -741,7 +758,13 @@ fn push_and_pull_through_the_api_with_a_local_registry() {
     let target = format!("docker://{image}");
     let out = keel.netns.within(|| {
         Command::new("skopeo")
-            .args(["inspect", "--tls-verify=false", &target])
+            .args([
+                "inspect",
+                "--tls-verify=false",
+                "--creds",
+                "apiuser:apipass",
+                &target,
+            ])
             .output()
             .expect("run skopeo")
     });
@@ -759,6 +782,38 @@ fn push_and_pull_through_the_api_with_a_local_registry() {
     );
     let again = ok(&docker, &service, &["pull", &image]);
     assert!(again.contains("Image is up to date"), "{again}");
+    // A build that pulls its base from the registry, with the client's
+    // login (X-Registry-Config).
+    ok(&docker, &service, &["rmi", &image]);
+    let context = keel.temp.path().join("pulling-build");
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::write(
+        context.join("Dockerfile"),
+        format!("FROM {image}\nRUN echo pulled > /p\n"),
+    )
+    .unwrap();
+    let built = client(
+        &docker,
+        &service,
+        &[
+            "build",
+            "--pull",
+            "-t",
+            "frombase",
+            context.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(
+        built.status.success(),
+        "{}{}",
+        stdout(&built),
+        stderr(&built)
+    );
+    assert_eq!(
+        ok(&docker, &service, &["run", "--rm", "frombase", "cat", "/p"]),
+        "pulled\n"
+    );
     // A name no registry has: docker's error, the pull's words.
     let missing = client(
         &docker,
@@ -1135,7 +1190,10 @@ fn the_detach_keys_leave_the_container_running() {
     s.write_all(&[0x18]).unwrap();
     let mut rest = Vec::new();
     let ended = s.read_to_end(&mut rest);
-    assert!(ended.is_ok(), "the session did not end at the detach keys: {ended:?}");
+    assert!(
+        ended.is_ok(),
+        "the session did not end at the detach keys: {ended:?}"
+    );
     assert_eq!(keel.inspect("tty1", "{{.State.Status}}"), "running");
     keel.ok(&["rm", "-f", "tty1"]);
 }

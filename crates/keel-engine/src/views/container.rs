@@ -9,7 +9,7 @@ use super::{human_duration, human_size, seconds_since};
 use crate::db::{Container, Status};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::spec::{ContainerSpec, NetworkMode};
+use crate::spec::NetworkMode;
 
 /// docker's STATUS column.
 pub fn status_text(container: &Container) -> String {
@@ -227,170 +227,10 @@ pub fn matches_filters(container: &Container, filters: &[String]) -> Result<bool
     Ok(true)
 }
 
-/// docker's `inspect` shape for the fields keel has.
-/// `HostConfig.PortBindings`: the ports as asked for.
-fn port_bindings(spec: &ContainerSpec) -> serde_json::Value {
-    let mut map = serde_json::Map::new();
-    for p in &spec.publish {
-        let key = format!("{}/{}", p.container_port, p.protocol);
-        let entry = map.entry(key).or_insert_with(|| serde_json::json!([]));
-        if let Some(list) = entry.as_array_mut() {
-            list.push(serde_json::json!({
-                "HostIp": p.host_ip.map(|ip| ip.to_string()).unwrap_or_default(),
-                "HostPort": match (p.host_port, p.host_port_end) {
-                    (0, _) => String::new(),
-                    (a, b) if b > a => format!("{a}-{b}"),
-                    (a, _) => a.to_string(),
-                },
-            }));
-        }
-    }
-    serde_json::Value::Object(map)
-}
-
-pub fn inspect(engine: &mut Engine, c: &Container) -> serde_json::Value {
-    let s = &c.state;
-    let run = engine.run_config(&c.id).unwrap_or_default();
-    let image_config = run.image_config.config.clone().unwrap_or_default();
-    let spec = &c.spec;
-    let env = crate::oci::environment(
-        &run.image_config,
-        spec,
-        &crate::oci::hostname(spec, &c.id),
-        "/root",
-    )
-    .into_iter()
-    .filter(|e| !e.starts_with("HOME=") || spec.env.iter().any(|u| u.starts_with("HOME=")))
-    .collect::<Vec<_>>();
-    let mounts: Vec<serde_json::Value> = c
-        .mounts
-        .iter()
-        .map(|m| {
-            serde_json::json!({
-                "Type": m.kind.as_str(),
-                "Name": m.name,
-                "Source": m.source.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
-                "Destination": m.target,
-                "Driver": if m.name.is_some() { "local" } else { "" },
-                "Mode": if m.read_only { "ro" } else { "" },
-                "RW": !m.read_only,
-                "Propagation": m.propagation.clone().unwrap_or_default(),
-            })
-        })
-        .collect();
-    let r = &spec.resources;
-    // docker: the image's EXPOSEd ports and the published ones.
-    let mut exposed = image_config.exposed_ports.clone().unwrap_or_default();
-    for port in &spec.publish {
-        exposed
-            .entry(format!("{}/{}", port.container_port, port.protocol))
-            .or_insert_with(|| serde_json::json!({}));
-    }
-    let binds: Vec<&str> = spec
-        .mounts
-        .iter()
-        .filter_map(|m| m.volume_flag.as_deref())
-        .collect();
-    let mut value = serde_json::json!({
-        "Id": c.id,
-        "Created": c.created,
-        "Path": c.args.first(),
-        "Args": c.args.get(1..).unwrap_or_default(),
-        "State": {
-            "Status": s.status.as_str(),
-            "Running": matches!(s.status, Status::Running | Status::Paused),
-            "Paused": s.status == Status::Paused,
-            "Restarting": s.status == Status::Restarting,
-            "OOMKilled": s.oom_killed,
-            "Dead": s.status == Status::Dead,
-            "Pid": s.pid,
-            "ExitCode": s.exit_code,
-            "Error": s.error,
-            "StartedAt": s.started_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
-            "FinishedAt": s.finished_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
-            "Health": s.health.as_ref().map(|h| serde_json::json!({
-                "Status": h.status,
-                "FailingStreak": h.failing_streak,
-                "Log": h.log.iter().map(|p| serde_json::json!({
-                    "Start": p.start, "End": p.end, "ExitCode": p.exit_code, "Output": p.output
-                })).collect::<Vec<_>>(),
-            })),
-        },
-        "Image": c.image_id,
-        "ResolvConfPath": engine.layout.file(&c.id, "resolv.conf"),
-        "HostnamePath": engine.layout.file(&c.id, "hostname"),
-        "HostsPath": engine.layout.file(&c.id, "hosts"),
-        "LogPath": engine.layout.log(&c.id),
-        "Name": format!("/{}", c.name),
-        "RestartCount": s.restart_count,
-        "Driver": "overlay",
-        "Platform": "linux",
-        "HostConfig": {
-            "AutoRemove": spec.auto_remove,
-            "Privileged": spec.privileged,
-            "ReadonlyRootfs": spec.read_only,
-            "NetworkMode": spec.network.name(&spec.networks),
-            "PortBindings": port_bindings(spec),
-            "PublishAllPorts": spec.publish_all,
-            "DnsSearch": spec.dns_search,
-            "RestartPolicy": {"Name": spec.restart.name(), "MaximumRetryCount": spec.restart.max_retries()},
-            "Memory": r.memory.unwrap_or(0),
-            "MemorySwap": r.memory_swap.unwrap_or(0),
-            "MemoryReservation": r.memory_reservation.unwrap_or(0),
-            "NanoCpus": r.nano_cpus.unwrap_or(0),
-            "CpuShares": r.cpu_shares.unwrap_or(0),
-            "CpusetCpus": r.cpuset_cpus.clone().unwrap_or_default(),
-            "PidsLimit": r.pids_limit,
-            "ShmSize": r.shm_size.unwrap_or(crate::oci::DEFAULT_SHM_SIZE),
-            "CapAdd": spec.cap_add,
-            "CapDrop": spec.cap_drop,
-            "Init": spec.init,
-            "ExtraHosts": spec.extra_hosts.iter().map(|(h, ip)| format!("{h}:{ip}")).collect::<Vec<_>>(),
-            "Dns": spec.dns,
-            "Ulimits": r.ulimits.iter().map(|u| serde_json::json!({"Name": u.name, "Soft": u.soft, "Hard": u.hard})).collect::<Vec<_>>(),
-            "LogConfig": {"Type": "json-file", "Config": {}},
-        },
-        "GraphDriver": {
-            "Name": "overlay",
-            "Data": {
-                "LowerDir": run.layers.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":"),
-                "UpperDir": engine.layout.diff(&c.id),
-                "WorkDir": engine.layout.work(&c.id),
-                "MergedDir": engine.layout.rootfs(&c.id),
-            },
-        },
-        "Mounts": mounts,
-        "NetworkSettings": super::network::settings(engine, c),
-        "Config": {
-            "Hostname": crate::oci::hostname(spec, &c.id),
-            "User": spec.user.clone().or(image_config.user.clone()).unwrap_or_default(),
-            "Tty": spec.tty,
-            "OpenStdin": spec.interactive,
-            "Env": env,
-            "Cmd": if spec.command.is_empty() && spec.entrypoint.is_none() { image_config.cmd.clone() } else { Some(spec.command.clone()) },
-            "Entrypoint": spec.entrypoint.clone().or(image_config.entrypoint.clone()),
-            "Image": c.image,
-            "WorkingDir": spec.workdir.clone().or(image_config.working_dir.clone()).unwrap_or_default(),
-            "Labels": spec.labels,
-            "StopSignal": crate::oci::stop_signal(&run.image_config, spec),
-            "StopTimeout": spec.stop_timeout,
-        },
-    });
-    value["HostConfig"]["Binds"] = serde_json::json!((!binds.is_empty()).then_some(binds));
-    value["Config"]["ExposedPorts"] = serde_json::json!(exposed);
-    value["Config"]["Healthcheck"] =
-        serde_json::json!(crate::health::config_of(&run.image_config, spec));
-    value["Config"]["Volumes"] = serde_json::json!(image_config.volumes);
-    value
-}
-
-/// [`inspect`], with `SizeRw` when `size` asks for it.
+/// docker's `inspect` of a container as JSON (see [`super::inspect`] for
+/// its typed form); `size`: with `SizeRw`.
 pub fn inspect_sized(engine: &mut Engine, c: &Container, size: bool) -> serde_json::Value {
-    let mut value = inspect(engine, c);
-    if size {
-        value["SizeRw"] = crate::copy::tree_size(&engine.layout.diff(&c.id)).into();
-    }
-    value
+    serde_json::to_value(super::inspect::container(engine, c, size)).unwrap_or_default()
 }
 
 /// A published port as the API lists it.
@@ -466,7 +306,7 @@ pub fn summary(
             });
         }
     }
-    let settings = super::network::settings(engine, container);
+    let settings = super::network::settings_from(container, &endpoints);
     ContainerSummary {
         id: container.id.clone(),
         names: vec![format!("/{}", container.name)],

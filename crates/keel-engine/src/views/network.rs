@@ -33,6 +33,11 @@ pub fn ports_text(endpoints: &[Endpoint]) -> String {
 /// A container's network settings as docker's inspect shows them.
 pub fn settings(engine: &mut Engine, container: &Container) -> serde_json::Value {
     let endpoints = network::endpoints_of(&mut engine.db, container).unwrap_or_default();
+    settings_from(container, &endpoints)
+}
+
+/// [`settings`] from the container's endpoints, already read.
+pub fn settings_from(container: &Container, endpoints: &[Endpoint]) -> serde_json::Value {
     let mut ports = serde_json::Map::new();
     for port in endpoints.iter().flat_map(|e| e.ports.iter()) {
         let key = format!("{}/{}", port.container_port, port.protocol);

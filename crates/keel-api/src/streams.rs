@@ -245,7 +245,10 @@ fn exit_of(mut stream: std::os::unix::net::UnixStream) -> i32 {
         match keel_engine::attach::read_frame(&mut stream) {
             Ok(Some(Frame::Exit(info))) => return info.exit_code,
             Ok(Some(_)) => continue,
-            _ => return -1,
+            other => {
+                tracing::debug!("start: the monitor's connection ended before the exit: {other:?}");
+                return -1;
+            }
         }
     }
 }
@@ -274,9 +277,12 @@ async fn pump(
     let (detach_tx, mut detached) = oneshot::channel::<()>();
     // stdin: the client's bytes to the monitor, its end as StdinClose; on a
     // terminal, the detach keys end the session.
+    // The task keeps its half of the monitor's connection until the pump
+    // ends: the monitor hangs up on a client whose side closes, before the
+    // exit it would send.
     let stdin = tokio::spawn(async move {
         if !hello.stdin {
-            return;
+            return std::future::pending::<()>().await;
         }
         let mut scanner =
             keel_engine::attach::DetachScanner::new(if tty { detach_keys } else { Vec::new() });
@@ -285,19 +291,19 @@ async fn pump(
             match from_client.read(&mut buffer).await {
                 Ok(0) | Err(_) => {
                     let _ = to_monitor.write_all(&Frame::StdinClose.encode()).await;
-                    return;
+                    return std::future::pending::<()>().await;
                 }
                 Ok(n) => {
                     let (forward, detach) = scanner.feed(&buffer[..n]);
                     if !forward.is_empty() {
                         let frame = Frame::Stdin(forward).encode();
                         if to_monitor.write_all(&frame).await.is_err() {
-                            return;
+                            return std::future::pending::<()>().await;
                         }
                     }
                     if detach {
                         let _ = detach_tx.send(());
-                        return;
+                        return std::future::pending::<()>().await;
                     }
                 }
             }
@@ -332,7 +338,10 @@ async fn pump(
             Ok(None) => {
                 tokio::select! {
                     read = from_monitor.read(&mut chunk) => match read {
-                        Ok(0) | Err(_) => break -1,
+                        Ok(0) | Err(_) => {
+                            tracing::debug!("attach: the monitor's connection ended before the exit");
+                            break -1;
+                        }
                         Ok(n) => buffer.extend_from_slice(&chunk[..n]),
                     },
                     detach = &mut detached, if watching => {
@@ -431,12 +440,18 @@ async fn wait_for(
         let mut told = state.pending.wait(&id);
         loop {
             tokio::select! {
-                code = &mut told => break code.unwrap_or(-1),
+                code = &mut told => break code.unwrap_or_else(|_| {
+                    tracing::debug!("wait {id}: the start ended without an exit");
+                    -1
+                }),
                 _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
             }
             if !state.pending.holds(&id) {
                 // This service started it: the exit comes from the start.
-                break told.await.unwrap_or(-1);
+                break told.await.unwrap_or_else(|_| {
+                    tracing::debug!("wait {id}: the start ended without an exit (taken)");
+                    -1
+                });
             }
             let probe = state.clone();
             let name = id.clone();

@@ -176,6 +176,38 @@ fn the_docker_cli_runs_containers_through_keel() {
         assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
         assert_eq!(stdout(&out), "out\n");
         assert!(stderr(&out).contains("err"));
+        // Every run hears its exit, with and without stdin (a client side
+        // that closes early once lost it).
+        for _ in 0..5 {
+            let out = client(
+                d,
+                &service,
+                &["run", "--rm", "busybox", "sh", "-c", "exit 5"],
+                None,
+            );
+            assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+            let mut piped = Command::new(d);
+            piped
+                .args(["run", "-i", "--rm", "busybox", "sh", "-c", "cat; exit 6"])
+                .env("DOCKER_HOST", service.host())
+                .env(
+                    "DOCKER_CONFIG",
+                    service.socket.with_file_name("docker-config"),
+                )
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            let mut child = piped.spawn().unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(b"through stdin\n")
+                .unwrap();
+            let out = wait_output(child, Duration::from_secs(60));
+            assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+            assert_eq!(stdout(&out), "through stdin\n");
+        }
         // --rm: the engine removed it (the CLI sent no DELETE).
         assert_eq!(ok(d, &service, &["ps", "-aq"]).trim(), "");
 

@@ -269,16 +269,20 @@ pub async fn start(
             Ok(upgraded) => Some(TokioIo::new(upgraded)),
             Err(_) => None,
         };
-        let code = match (io, master) {
-            (Some(io), Some(master)) => pump_terminal(io, master, &mut child).await,
-            (Some(io), None) => pump_pipes(io, &mut child).await,
-            (None, _) => child.wait().await.ok().and_then(|s| s.code()).unwrap_or(-1),
+        // The exit code is recorded before the client's stream ends: docker's
+        // CLI asks for it the moment the stream does.
+        let record = |code: i32| {
+            state.execs.update(&exec_id, |r| {
+                r.running = false;
+                r.exit_code = Some(code);
+                r.terminal = None;
+            })
         };
-        state.execs.update(&exec_id, |r| {
-            r.running = false;
-            r.exit_code = Some(code);
-            r.terminal = None;
-        });
+        match (io, master) {
+            (Some(io), Some(master)) => pump_terminal(io, master, &mut child, record).await,
+            (Some(io), None) => pump_pipes(io, &mut child, record).await,
+            (None, _) => record(child.wait().await.ok().and_then(|s| s.code()).unwrap_or(-1)),
+        }
     });
     let kind = if tty {
         "application/vnd.docker.raw-stream"
@@ -334,7 +338,8 @@ fn open_terminal() -> ApiResult<(OwnedFd, OwnedFd)> {
 async fn pump_pipes(
     io: TokioIo<hyper::upgrade::Upgraded>,
     child: &mut tokio::process::Child,
-) -> i32 {
+    record: impl FnOnce(i32),
+) {
     let (mut from_client, to_client) = tokio::io::split(io);
     let to_client = Arc::new(tokio::sync::Mutex::new(to_client));
     let stdin = child.stdin.take();
@@ -368,8 +373,8 @@ async fn pump_pipes(
     let _ = err.await;
     let code = child.wait().await.ok().and_then(|s| s.code()).unwrap_or(-1);
     stdin_task.abort();
+    record(code);
     let _ = to_client.lock().await.shutdown().await;
-    code
 }
 
 /// With a terminal: raw bytes both ways through its master side.
@@ -377,13 +382,11 @@ async fn pump_terminal(
     io: TokioIo<hyper::upgrade::Upgraded>,
     master: Arc<OwnedFd>,
     child: &mut tokio::process::Child,
-) -> i32 {
+    record: impl FnOnce(i32),
+) {
     let (mut from_client, mut to_client) = tokio::io::split(io);
-    let Ok(read_fd) = master.try_clone() else {
-        return child.wait().await.ok().and_then(|s| s.code()).unwrap_or(-1);
-    };
-    let Ok(write_fd) = master.try_clone() else {
-        return child.wait().await.ok().and_then(|s| s.code()).unwrap_or(-1);
+    let (Ok(read_fd), Ok(write_fd)) = (master.try_clone(), master.try_clone()) else {
+        return record(child.wait().await.ok().and_then(|s| s.code()).unwrap_or(-1));
     };
     let mut reader = tokio::fs::File::from_std(std::fs::File::from(read_fd));
     let mut writer = tokio::fs::File::from_std(std::fs::File::from(write_fd));
@@ -396,6 +399,7 @@ async fn pump_terminal(
             let _ = writer.flush().await;
         }
     });
+    let (recorded, wait_recorded) = tokio::sync::oneshot::channel::<()>();
     let output = tokio::spawn(async move {
         let mut buffer = vec![0u8; 32 * 1024];
         // EIO once the last slave side closes: the command is done.
@@ -405,12 +409,14 @@ async fn pump_terminal(
             }
             let _ = to_client.flush().await;
         }
+        let _ = wait_recorded.await;
         let _ = to_client.shutdown().await;
     });
     let code = child.wait().await.ok().and_then(|s| s.code()).unwrap_or(-1);
+    record(code);
+    let _ = recorded.send(());
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), output).await;
     input.abort();
-    code
 }
 
 /// `POST /exec/{id}/resize?h=&w=`.

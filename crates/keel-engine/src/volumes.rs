@@ -8,6 +8,20 @@ use crate::db::Volume;
 use crate::engine::{Engine, random_id};
 use crate::error::{Error, Result};
 
+/// docker's `volume inspect` object (`keel volume inspect`, the API's
+/// volume list and inspect).
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct VolumeInspect {
+    pub created_at: String,
+    pub driver: &'static str,
+    pub labels: BTreeMap<String, String>,
+    pub mountpoint: std::path::PathBuf,
+    pub name: String,
+    pub options: BTreeMap<String, String>,
+    pub scope: &'static str,
+}
+
 impl Engine {
     /// `volume create [NAME]`: a new volume (a random name if none), or
     /// the existing one of that name.
@@ -142,16 +156,21 @@ impl Engine {
         Ok((removed, freed))
     }
 
-    /// docker's `volume inspect` shape.
+    /// docker's `volume inspect`, as JSON.
     pub fn volume_value(&self, volume: &Volume) -> serde_json::Value {
-        serde_json::json!({
-            "CreatedAt": volume.created,
-            "Driver": "local",
-            "Labels": volume.labels,
-            "Mountpoint": self.layout.volume_data(&volume.name),
-            "Name": volume.name,
-            "Options": {},
-            "Scope": "local",
-        })
+        serde_json::to_value(self.volume_view(volume)).unwrap_or_default()
+    }
+
+    /// docker's `volume inspect`, typed.
+    pub fn volume_view(&self, volume: &Volume) -> VolumeInspect {
+        VolumeInspect {
+            created_at: volume.created.clone(),
+            driver: "local",
+            labels: volume.labels.clone(),
+            mountpoint: self.layout.volume_data(&volume.name),
+            name: volume.name.clone(),
+            options: BTreeMap::new(),
+            scope: "local",
+        }
     }
 }

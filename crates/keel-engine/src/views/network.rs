@@ -1,6 +1,10 @@
 //! Networks as docker shows them: `network inspect`, a container's
 //! `NetworkSettings`, and the ports `ps` lists.
 
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
 use crate::db::Container;
 use crate::engine::Engine;
 use crate::error::Result;
@@ -92,49 +96,117 @@ pub fn settings_from(container: &Container, endpoints: &[Endpoint]) -> serde_jso
 }
 
 /// docker's `network inspect` object.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkInspect {
+    pub name: String,
+    pub id: String,
+    pub created: String,
+    pub scope: &'static str,
+    pub driver: String,
+    #[serde(rename = "EnableIPv6")]
+    pub enable_ipv6: bool,
+    #[serde(rename = "IPAM")]
+    pub ipam: Ipam,
+    pub internal: bool,
+    pub attachable: bool,
+    pub ingress: bool,
+    pub containers: BTreeMap<String, EndpointView>,
+    pub options: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Ipam {
+    pub driver: &'static str,
+    pub options: BTreeMap<String, String>,
+    pub config: Vec<IpamPool>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct IpamPool {
+    pub subnet: String,
+    pub gateway: String,
+    #[serde(rename = "IPRange", skip_serializing_if = "Option::is_none")]
+    pub ip_range: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EndpointView {
+    pub name: String,
+    #[serde(rename = "EndpointID")]
+    pub endpoint_id: String,
+    pub mac_address: String,
+    #[serde(rename = "IPv4Address")]
+    pub ipv4_address: String,
+    #[serde(rename = "IPv6Address")]
+    pub ipv6_address: String,
+}
+
+/// [`NetworkInspect`] of a network, as JSON (`keel network inspect`, the
+/// API's `GET /networks/{id}`).
 pub fn inspect(engine: &mut Engine, network: &Network) -> Result<serde_json::Value> {
+    Ok(serde_json::to_value(inspect_typed(engine, network)?).unwrap_or_default())
+}
+
+pub fn inspect_typed(engine: &mut Engine, network: &Network) -> Result<NetworkInspect> {
     let endpoints = network::endpoints(&mut engine.db, Some(&network.id))?;
-    let mut containers = serde_json::Map::new();
-    for e in &endpoints {
-        containers.insert(
-            e.container.clone(),
-            serde_json::json!({
-                "Name": e.name,
-                "EndpointID": endpoint_id(e),
-                "MacAddress": e.mac,
-                "IPv4Address": e.ipv4.map(|ip| format!("{ip}/{}", e.prefix4)).unwrap_or_default(),
-                "IPv6Address": e.ipv6.map(|ip| format!("{ip}/{}", e.prefix6)).unwrap_or_default(),
-            }),
-        );
-    }
-    Ok(serde_json::json!({
-        "Name": network.name,
-        "Id": network.id,
-        "Created": network.created,
-        "Scope": "local",
-        "Driver": network.driver,
-        "EnableIPv6": network.ipv6,
-        "IPAM": {
-            "Driver": "default",
-            "Options": {},
-            "Config": network.pools.iter().map(|p| {
-                let mut config = serde_json::json!({
-                    "Subnet": p.subnet.to_string(),
-                    "Gateway": p.gateway.to_string(),
-                });
-                if let Some(range) = &p.ip_range {
-                    config["IPRange"] = range.to_string().into();
-                }
-                config
-            }).collect::<Vec<_>>(),
+    let containers = endpoints
+        .iter()
+        .map(|e| {
+            (
+                e.container.clone(),
+                EndpointView {
+                    name: e.name.clone(),
+                    endpoint_id: endpoint_id(e),
+                    mac_address: e.mac.clone(),
+                    ipv4_address: e
+                        .ipv4
+                        .map(|ip| format!("{ip}/{}", e.prefix4))
+                        .unwrap_or_default(),
+                    ipv6_address: e
+                        .ipv6
+                        .map(|ip| format!("{ip}/{}", e.prefix6))
+                        .unwrap_or_default(),
+                },
+            )
+        })
+        .collect();
+    let mut options = network.options.clone();
+    options.insert(
+        "com.docker.network.bridge.name".to_string(),
+        network.bridge.clone(),
+    );
+    Ok(NetworkInspect {
+        name: network.name.clone(),
+        id: network.id.clone(),
+        created: network.created.clone(),
+        scope: "local",
+        driver: network.driver.clone(),
+        enable_ipv6: network.ipv6,
+        ipam: Ipam {
+            driver: "default",
+            options: BTreeMap::new(),
+            config: network
+                .pools
+                .iter()
+                .map(|p| IpamPool {
+                    subnet: p.subnet.to_string(),
+                    gateway: p.gateway.to_string(),
+                    ip_range: p.ip_range.as_ref().map(|r| r.to_string()),
+                })
+                .collect(),
         },
-        "Internal": network.internal,
-        "Attachable": false,
-        "Ingress": false,
-        "Containers": containers,
-        "Options": network.options.iter().chain(std::iter::once((&"com.docker.network.bridge.name".to_string(), &network.bridge))).map(|(k, v)| (k.clone(), serde_json::Value::from(v.clone()))).collect::<serde_json::Map<_, _>>(),
-        "Labels": network.labels,
-    }))
+        internal: network.internal,
+        attachable: false,
+        ingress: false,
+        containers,
+        options,
+        labels: network.labels.clone(),
+    })
 }
 
 /// A stable id for the pseudo-networks host and none.

@@ -9,9 +9,8 @@ use std::collections::BTreeMap;
 use std::process::Stdio;
 
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::io::AsyncBufReadExt;
 
 use crate::http::{ApiError, ApiResult, Reply};
 use crate::routes::Call;
@@ -180,20 +179,8 @@ pub async fn build(call: Call, body: Incoming) -> ApiResult<Reply> {
         .spawn()
         .map_err(|e| ApiError::internal(format!("run keel build: {e}")))?;
     let (tx, reply) = crate::http::channel("application/json");
-    let mut stdin = child.stdin.take().expect("piped stdin");
     // The context, streamed into the build as it arrives.
-    tokio::spawn(async move {
-        let mut body = body;
-        while let Some(frame) = body.frame().await {
-            let Ok(frame) = frame else { break };
-            if let Ok(data) = frame.into_data()
-                && stdin.write_all(&data).await.is_err()
-            {
-                break;
-            }
-        }
-        let _ = stdin.shutdown().await;
-    });
+    crate::children::feed(&mut child, body);
     let stderr = child.stderr.take().expect("piped stderr");
     tokio::spawn(async move {
         let mut lines = tokio::io::BufReader::new(stderr).lines();

@@ -474,22 +474,11 @@ pub struct UpdateBody {
 /// `POST /containers/{id}/update`: resources and the restart policy, live.
 pub async fn update(call: Call, id: &str, body: Incoming) -> ApiResult<Reply> {
     let request: UpdateBody = crate::http::read_json(body).await?;
-    let restart = match request.restart_policy {
-        Some(crate::create::RestartPolicy {
-            name: Some(name),
-            maximum_retry_count,
-        }) if !name.is_empty() => {
-            let text = match maximum_retry_count {
-                Some(n) if n > 0 && name == "on-failure" => format!("on-failure:{n}"),
-                _ => name,
-            };
-            Some(
-                keel_engine::spec::parse_restart(&text)
-                    .map_err(|e| ApiError::bad_request(e.to_string()))?,
-            )
-        }
-        _ => None,
-    };
+    let restart = request
+        .restart_policy
+        .map(crate::create::RestartPolicy::parse)
+        .transpose()?
+        .flatten();
     let update = keel_engine::engine::Update {
         memory: request.memory.filter(|m| *m != 0),
         memory_swap: request.memory_swap.filter(|m| *m != 0),

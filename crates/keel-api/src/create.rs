@@ -126,6 +126,20 @@ pub struct RestartPolicy {
     pub maximum_retry_count: Option<u32>,
 }
 
+impl RestartPolicy {
+    /// The policy docker's `RestartPolicy` names; None when it names none.
+    pub fn parse(self) -> ApiResult<Option<spec::RestartPolicy>> {
+        let Some(name) = self.name.filter(|n| !n.is_empty()) else {
+            return Ok(None);
+        };
+        let text = match self.maximum_retry_count {
+            Some(n) if n > 0 && name == "on-failure" => format!("on-failure:{n}"),
+            _ => name,
+        };
+        spec::parse_restart(&text).map(Some).map_err(invalid)
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct Mount {
@@ -321,19 +335,12 @@ pub fn to_spec(body: CreateBody, name: Option<String>) -> ApiResult<(ContainerSp
         None => None,
         Some(h) => health(h)?,
     };
-    let restart = match host.restart_policy {
-        Some(RestartPolicy {
-            name: Some(name),
-            maximum_retry_count,
-        }) if !name.is_empty() => {
-            let text = match maximum_retry_count {
-                Some(n) if n > 0 && name == "on-failure" => format!("on-failure:{n}"),
-                _ => name,
-            };
-            spec::parse_restart(&text).map_err(invalid)?
-        }
-        _ => spec::RestartPolicy::No,
-    };
+    let restart = host
+        .restart_policy
+        .map(RestartPolicy::parse)
+        .transpose()?
+        .flatten()
+        .unwrap_or(spec::RestartPolicy::No);
     let entrypoint = body.entrypoint.map(|e| {
         let v = e.into_vec();
         if v.len() == 1 && v[0].is_empty() {

@@ -167,18 +167,7 @@ pub async fn remove(call: Call, name: &str) -> ApiResult<Reply> {
         })
     })
     .await?;
-    let items: Vec<serde_json::Value> = lines
-        .iter()
-        .filter_map(|line| {
-            if let Some(what) = line.strip_prefix("Untagged: ") {
-                Some(serde_json::json!({"Untagged": what}))
-            } else {
-                line.strip_prefix("Deleted: ")
-                    .map(|id| serde_json::json!({"Deleted": id}))
-            }
-        })
-        .collect();
-    Ok(json(&items))
+    Ok(json(&deletion_items(&lines)))
 }
 
 /// The registry client as the CLI's: mirrors and insecure registries from
@@ -231,6 +220,37 @@ fn registry_auth(header: &str) -> Option<(String, Credentials)> {
     ))
 }
 
+/// A streamed JSON answer fed from any thread (a pull's or push's
+/// progress callbacks are synchronous): messages go out in order.
+fn progress_stream() -> (tokio::sync::mpsc::UnboundedSender<Bytes>, Reply) {
+    let (tx, reply) = crate::http::channel("application/json");
+    let (progress_tx, mut progress_rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+    tokio::spawn(async move {
+        while let Some(m) = progress_rx.recv().await {
+            if tx.send(m).await.is_err() {
+                break;
+            }
+        }
+    });
+    (progress_tx, reply)
+}
+
+/// docker's deletion items from the store's lines (`Untagged: NAME`,
+/// `Deleted: ID`, either case).
+fn deletion_items(lines: &[String]) -> Vec<serde_json::Value> {
+    lines
+        .iter()
+        .filter_map(|line| {
+            let (word, what) = line.split_once(": ")?;
+            match word.to_ascii_lowercase().as_str() {
+                "untagged" => Some(serde_json::json!({"Untagged": what})),
+                "deleted" => Some(serde_json::json!({"Deleted": what})),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
 /// A streamed JSON progress message.
 fn message(value: serde_json::Value) -> Bytes {
     let mut bytes = serde_json::to_vec(&value).unwrap_or_default();
@@ -271,17 +291,8 @@ pub async fn create(call: Call, _body: Incoming) -> ApiResult<Reply> {
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let client = registry_client(&call.state.root, auth.as_deref())?;
-    let (tx, reply) = crate::http::channel("application/json");
     let state = call.state.clone();
-    let (progress_tx, mut progress_rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
-    let forward = tx.clone();
-    tokio::spawn(async move {
-        while let Some(m) = progress_rx.recv().await {
-            if forward.send(m).await.is_err() {
-                break;
-            }
-        }
-    });
+    let (progress_tx, reply) = progress_stream();
     let shown_tag = reference
         .tag()
         .map(str::to_string)
@@ -391,16 +402,7 @@ pub async fn push(call: Call, name: &str) -> ApiResult<Reply> {
         })
         .await?;
     }
-    let (tx, reply) = crate::http::channel("application/json");
-    let (progress_tx, mut progress_rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
-    let forward = tx.clone();
-    tokio::spawn(async move {
-        while let Some(m) = progress_rx.recv().await {
-            if forward.send(m).await.is_err() {
-                break;
-            }
-        }
-    });
+    let (progress_tx, reply) = progress_stream();
     let _ = progress_tx.send(message(serde_json::json!({
         "status": format!("The push refers to repository [{}]", reference.name()),
     })));
@@ -479,17 +481,7 @@ pub async fn prune(call: Call) -> ApiResult<Reply> {
         Ok(keel_engine::images::prune(&mut store, all, &flags)?)
     })
     .await?;
-    let deleted: Vec<serde_json::Value> = lines
-        .iter()
-        .filter_map(|line| {
-            if let Some(x) = line.strip_prefix("untagged: ") {
-                Some(serde_json::json!({"Untagged": x}))
-            } else {
-                line.strip_prefix("deleted: ")
-                    .map(|x| serde_json::json!({"Deleted": x}))
-            }
-        })
-        .collect();
+    let deleted = deletion_items(&lines);
     Ok(json(&serde_json::json!({
         "ImagesDeleted": if deleted.is_empty() { serde_json::Value::Null } else { deleted.into() },
         "SpaceReclaimed": freed,

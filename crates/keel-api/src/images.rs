@@ -72,21 +72,17 @@ pub async fn inspect(call: Call, name: &str) -> ApiResult<Reply> {
     let state = call.state.clone();
     let name = name.to_string();
     let old = call.version <= Version(1, 44);
-    let mut value = blocking(move || {
+    let mut image = blocking(move || {
         let store = state.images()?;
         store
             .inspect(&name)
             .map_err(|_| ApiError::not_found(format!("No such image: {name}")))
     })
     .await?;
-    if old && value.get("ContainerConfig").is_none() {
-        value["ContainerConfig"] = value["Config"].clone();
+    if old {
+        image.container_config = Some(image.config.clone().unwrap_or_default());
     }
-    if !old && let Some(object) = value.as_object_mut() {
-        object.remove("ContainerConfig");
-        object.remove("VirtualSize");
-    }
-    Ok(json(&value))
+    Ok(json(&image))
 }
 
 /// `GET /images/{name}/history`.

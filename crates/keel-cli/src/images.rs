@@ -355,7 +355,7 @@ pub fn inspect(store: &ImageStore, args: &InspectArgs) -> Result<i32> {
     let mut failed = false;
     for name in &args.images {
         match store.inspect(name) {
-            Ok(value) => out.push(value),
+            Ok(image) => out.push(serde_json::to_value(image)?),
             Err(e) => {
                 tracing::debug!("inspect {name}: {e}");
                 eprintln!("Error: No such image: {name}");

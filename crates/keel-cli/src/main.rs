@@ -299,7 +299,7 @@ fn inspect_any(ctx: &containers::Context, args: &containers::InspectArgs) -> any
                 args.size,
             ))
         } else if let Ok(image) = store.inspect(name) {
-            Some(image)
+            serde_json::to_value(image).ok()
         } else if let Some(network) = networks::inspect_value(&mut engine, name) {
             Some(network)
         } else {

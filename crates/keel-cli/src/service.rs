@@ -9,7 +9,7 @@ use crate::containers::{Context, helper_binary};
 
 #[derive(Args, Debug)]
 pub struct ServiceArgs {
-    /// Where to listen: unix:///PATH, or tcp://ADDR:PORT (only with --tlsverify's three files)
+    /// Where to listen: unix:///PATH, or tcp://ADDR:PORT (only with --tlscert, --tlskey and --tlscacert)
     #[arg(
         long,
         short = 'H',
@@ -17,7 +17,7 @@ pub struct ServiceArgs {
         default_value = "unix:///run/keel/docker.sock"
     )]
     pub listen: String,
-    /// Exit after this many seconds with no connection (0: never)
+    /// Exit after this many seconds with no client (0: never; an attached session counts as a client)
     #[arg(long, short = 't', value_name = "SECONDS", default_value_t = 5)]
     pub time: u64,
     /// The server's TLS certificate (PEM), for tcp://

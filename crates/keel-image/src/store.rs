@@ -7,6 +7,8 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use serde::Serialize;
+
 use crate::content::{ContentStore, MAX_DOCUMENT_SIZE};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -649,7 +651,7 @@ impl ImageStore {
     }
 
     /// `image inspect`: docker's fields that keel knows.
-    pub fn inspect(&self, name: &str) -> Result<serde_json::Value> {
+    pub fn inspect(&self, name: &str) -> Result<ImageInspect> {
         let record = self.resolve(name)?;
         let config = self.config(&record)?;
         let tags = self.metadata.tags_of(&record.id)?;
@@ -665,22 +667,36 @@ impl ImageStore {
             .filter_map(|t| Reference::parse(t).ok())
             .map(|r| familiar(&r))
             .collect();
-        Ok(serde_json::json!({
-            "Id": record.id.to_string(),
-            "RepoTags": repo_tags,
-            "RepoDigests": repo_digests,
-            "Created": record.created,
-            "Author": config.author.clone().unwrap_or_default(),
-            "Config": config.config,
-            "Architecture": config.architecture,
-            "Variant": config.variant,
-            "Os": config.os,
-            "Size": record.size,
-            "RootFS": {"Type": config.rootfs.kind, "Layers": config.rootfs.diff_ids},
-            "GraphDriver": self.graph_driver(&record),
-            "Metadata": {"LastTagTime": serde_json::Value::Null},
-            "Descriptor": {"mediaType": record.manifest_media_type, "digest": record.manifest.to_string()},
-        }))
+        Ok(ImageInspect {
+            id: record.id.to_string(),
+            repo_tags,
+            repo_digests,
+            created: record.created.clone(),
+            author: config.author.clone().unwrap_or_default(),
+            config: config.config.clone(),
+            container_config: None,
+            architecture: config.architecture.clone(),
+            variant: config.variant.clone(),
+            os: config.os.clone(),
+            size: record.size,
+            rootfs: ImageRootFs {
+                kind: config.rootfs.kind.clone(),
+                layers: config
+                    .rootfs
+                    .diff_ids
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect(),
+            },
+            graph_driver: self.graph_driver(&record),
+            metadata: ImageMetadata {
+                last_tag_time: None,
+            },
+            descriptor: ImageDescriptor {
+                media_type: record.manifest_media_type.clone(),
+                digest: record.manifest.to_string(),
+            },
+        })
     }
 }
 
@@ -705,6 +721,54 @@ impl ImageStore {
         }
         serde_json::json!({"Name": "overlay", "Data": data})
     }
+}
+
+/// docker's `image inspect` object (`keel image inspect`, the API's
+/// `GET /images/{name}/json`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ImageInspect {
+    pub id: String,
+    pub repo_tags: Vec<String>,
+    pub repo_digests: Vec<String>,
+    pub created: String,
+    pub author: String,
+    pub config: Option<crate::manifest::ContainerConfig>,
+    /// The config again, for API clients of 1.44 and older (docker-compose
+    /// 1.x reads it); the API sets it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_config: Option<crate::manifest::ContainerConfig>,
+    pub architecture: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    pub os: String,
+    pub size: u64,
+    #[serde(rename = "RootFS")]
+    pub rootfs: ImageRootFs,
+    pub graph_driver: serde_json::Value,
+    pub metadata: ImageMetadata,
+    pub descriptor: ImageDescriptor,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageRootFs {
+    #[serde(rename = "Type")]
+    pub kind: String,
+    #[serde(rename = "Layers")]
+    pub layers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageMetadata {
+    #[serde(rename = "LastTagTime")]
+    pub last_tag_time: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageDescriptor {
+    #[serde(rename = "mediaType")]
+    pub media_type: String,
+    pub digest: String,
 }
 
 /// Something outside the image store that uses an image (a container):

@@ -162,61 +162,8 @@ pub async fn df(call: Call) -> ApiResult<Reply> {
     let value = crate::containers::blocking(move || {
         let mut engine = state.engine()?;
         let store = state.images()?;
-        let containers = engine.list()?;
-        let images = store.metadata.images().map_err(keel_engine::Error::from)?;
-        let mut layers = 0u64;
-        let mut image_rows = Vec::new();
-        for (record, tags) in &images {
-            layers += record.size;
-            let used = containers
-                .iter()
-                .filter(|c| c.image_id == record.id.to_string())
-                .count();
-            image_rows.push(serde_json::json!({
-                "Id": record.id.to_string(),
-                "ParentId": "",
-                "RepoTags": tags,
-                "RepoDigests": [],
-                "Created": keel_engine::views::unix_seconds(&record.created).unwrap_or(0),
-                "Size": record.size,
-                "SharedSize": -1,
-                "Labels": {},
-                "Containers": used,
-            }));
-        }
-        let sizes: std::collections::BTreeMap<String, u64> = images
-            .iter()
-            .map(|(r, _)| (r.id.to_string(), r.size))
-            .collect();
-        let container_rows: Vec<serde_json::Value> = containers
-            .iter()
-            .map(|c| {
-                let own = keel_engine::copy::tree_size(&engine.layout.diff(&c.id));
-                let image = sizes.get(&c.image_id).copied().unwrap_or(0);
-                serde_json::to_value(keel_engine::views::container::summary(
-                    &mut engine,
-                    c,
-                    Some((own, image)),
-                ))
-                .unwrap_or_default()
-            })
-            .collect();
-        let mut volume_rows = Vec::new();
-        for v in engine.db.volumes()? {
-            let mut value = engine.volume_value(&v);
-            value["UsageData"] = serde_json::json!({
-                "Size": keel_engine::copy::tree_size(&engine.layout.volume_data(&v.name)),
-                "RefCount": engine.volume_users(&v.name)?.len(),
-            });
-            volume_rows.push(value);
-        }
-        Ok(serde_json::json!({
-            "LayersSize": layers,
-            "Images": image_rows,
-            "Containers": container_rows,
-            "Volumes": volume_rows,
-            "BuildCache": [],
-        }))
+        let usage = keel_engine::views::df::disk_usage(&mut engine, &store)?;
+        Ok(usage.api_value(&mut engine))
     })
     .await?;
     Ok(json(&value))

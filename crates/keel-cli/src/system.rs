@@ -2,12 +2,10 @@
 //! An image a container uses is "active": it is not reclaimable, and
 //! `image prune -a` keeps it.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead as _, Write as _};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use keel_image::digest::Digest;
 use keel_image::reference::Reference;
 use keel_image::store::ImageStore;
 
@@ -43,119 +41,9 @@ pub fn reclaimable(reclaimable: u64, total: u64) -> String {
     }
 }
 
-/// Per image: its size, the part shared with other images (snapshots more
-/// than one image uses) and the rest.
-struct ImageUsage {
-    size: u64,
-    shared: u64,
-}
-
-fn image_usage(store: &ImageStore, chains: &[Vec<Digest>]) -> Vec<ImageUsage> {
-    let mut users: BTreeMap<&Digest, usize> = BTreeMap::new();
-    for chain_ids in chains {
-        for chain_id in chain_ids.iter().collect::<BTreeSet<_>>() {
-            *users.entry(chain_id).or_default() += 1;
-        }
-    }
-    chains
-        .iter()
-        .map(|chain_ids| {
-            let unique: BTreeSet<&Digest> = chain_ids.iter().collect();
-            let size = unique.iter().map(|c| store.snapshots.size(c)).sum();
-            let shared = unique
-                .iter()
-                .filter(|c| users.get(*c).copied().unwrap_or(0) > 1)
-                .map(|c| store.snapshots.size(c))
-                .sum();
-            ImageUsage { size, shared }
-        })
-        .collect()
-}
-
 pub fn df(ctx: &crate::containers::Context, store: &ImageStore, args: &DfArgs) -> Result<()> {
-    let images = store.metadata.images()?;
     let mut engine = ctx.engine()?;
-    let containers = engine.list()?;
-    let volumes = engine.db.volumes()?;
-    let used_images: BTreeSet<String> = containers.iter().map(|c| c.image_id.clone()).collect();
-    let chains: Vec<Vec<Digest>> = images.iter().map(|(r, _)| r.chain_ids.clone()).collect();
-    let usage = image_usage(store, &chains);
-    // What the images take on disk: each blob and each snapshot once.
-    let blobs: u64 = store.content.list()?.iter().map(|(_, size)| size).sum();
-    let snapshots: u64 = store
-        .snapshots
-        .list()?
-        .iter()
-        .map(|c| store.snapshots.size(c))
-        .sum();
-    let total = blobs + snapshots;
-    let active_images = images
-        .iter()
-        .filter(|(r, _)| used_images.contains(&r.id.to_string()))
-        .count();
-    // What images no container uses hold alone can go: all of it but the
-    // blobs and snapshots of the images containers use.
-    let mut kept_blobs = BTreeSet::new();
-    let mut kept_snapshots = BTreeSet::new();
-    for (record, _) in images
-        .iter()
-        .filter(|(r, _)| used_images.contains(&r.id.to_string()))
-    {
-        kept_blobs.insert(record.manifest.clone());
-        kept_blobs.insert(record.id.clone());
-        if let Ok(bytes) = store.content.read(&record.manifest)
-            && let Ok(keel_image::manifest::Document::Manifest(manifest)) =
-                keel_image::manifest::Document::parse(Some(&record.manifest_media_type), &bytes)
-        {
-            kept_blobs.extend(manifest.layers.into_iter().map(|l| l.digest));
-        }
-        kept_snapshots.extend(record.chain_ids.iter().cloned());
-    }
-    let kept: u64 = store
-        .content
-        .list()?
-        .iter()
-        .filter(|(d, _)| kept_blobs.contains(d))
-        .map(|(_, size)| size)
-        .sum::<u64>()
-        + kept_snapshots
-            .iter()
-            .map(|c| store.snapshots.size(c))
-            .sum::<u64>();
-    let image_reclaimable = total.saturating_sub(kept);
-    let container_sizes: Vec<u64> = containers
-        .iter()
-        .map(|c| keel_engine::copy::tree_size(&engine.layout.diff(&c.id)))
-        .collect();
-    let container_total: u64 = container_sizes.iter().sum();
-    let active_containers = containers
-        .iter()
-        .filter(|c| c.state.status.is_active())
-        .count();
-    let container_reclaimable: u64 = containers
-        .iter()
-        .zip(&container_sizes)
-        .filter(|(c, _)| !c.state.status.is_active())
-        .map(|(_, s)| s)
-        .sum();
-    let links = |name: &str| {
-        containers
-            .iter()
-            .filter(|c| c.mounts.iter().any(|m| m.name.as_deref() == Some(name)))
-            .count()
-    };
-    let volume_sizes: Vec<u64> = volumes
-        .iter()
-        .map(|v| keel_engine::copy::tree_size(&engine.layout.volume_data(&v.name)))
-        .collect();
-    let volume_total: u64 = volume_sizes.iter().sum();
-    let active_volumes = volumes.iter().filter(|v| links(&v.name) > 0).count();
-    let volume_reclaimable: u64 = volumes
-        .iter()
-        .zip(&volume_sizes)
-        .filter(|(v, _)| links(&v.name) == 0)
-        .map(|(_, s)| s)
-        .sum();
+    let du = keel_engine::views::df::disk_usage(&mut engine, store)?;
     let mut out = std::io::stdout().lock();
     if !args.verbose {
         let rows = vec![
@@ -164,26 +52,32 @@ pub fn df(ctx: &crate::containers::Context, store: &ImageStore, args: &DfArgs) -
                 .to_vec(),
             vec![
                 "Images".into(),
-                images.len().to_string(),
-                active_images.to_string(),
-                human_size(total),
-                reclaimable(image_reclaimable, total),
+                du.images.len().to_string(),
+                du.images_active.to_string(),
+                human_size(du.images_total),
+                reclaimable(du.images_reclaimable, du.images_total),
             ],
             vec![
                 "Containers".into(),
-                containers.len().to_string(),
-                active_containers.to_string(),
-                human_size(container_total),
-                reclaimable(container_reclaimable, container_total),
+                du.containers.len().to_string(),
+                du.containers_active().to_string(),
+                human_size(du.containers_total()),
+                reclaimable(du.containers_reclaimable(), du.containers_total()),
             ],
             vec![
                 "Local Volumes".into(),
-                volumes.len().to_string(),
-                active_volumes.to_string(),
-                human_size(volume_total),
-                reclaimable(volume_reclaimable, volume_total),
+                du.volumes.len().to_string(),
+                du.volumes_active().to_string(),
+                human_size(du.volumes_total()),
+                reclaimable(du.volumes_reclaimable(), du.volumes_total()),
             ],
-            build_cache_row(store)?,
+            vec![
+                "Build Cache".into(),
+                du.cache.len().to_string(),
+                "0".into(),
+                human_size(du.cache_total),
+                human_size(du.cache_reclaimable),
+            ],
         ];
         out.write_all(render_table(&rows).as_bytes())?;
         return Ok(());
@@ -202,29 +96,27 @@ pub fn df(ctx: &crate::containers::Context, store: &ImageStore, args: &DfArgs) -
         .map(String::from)
         .to_vec(),
     ];
-    for ((record, tags), usage) in images.iter().zip(&usage) {
-        let names: Vec<(String, String)> = if tags.is_empty() {
+    for image in &du.images {
+        let names: Vec<(String, String)> = if image.tags.is_empty() {
             vec![("<none>".into(), "<none>".into())]
         } else {
-            tags.iter()
+            image
+                .tags
+                .iter()
                 .filter_map(|t| Reference::parse(t).ok())
                 .map(|r| (r.familiar_name(), r.tag().unwrap_or("<none>").to_string()))
                 .collect()
         };
-        let users = containers
-            .iter()
-            .filter(|c| c.image_id == record.id.to_string())
-            .count();
         for (repository, tag) in names {
             rows.push(vec![
                 repository,
                 tag,
-                record.id.short().to_string(),
-                since(&record.created),
-                human_size(usage.size),
-                human_size(usage.shared),
-                human_size(usage.size - usage.shared),
-                users.to_string(),
+                image.record.id.short().to_string(),
+                since(&image.record.created),
+                human_size(image.size),
+                human_size(image.shared),
+                human_size(image.size - image.shared),
+                image.containers.to_string(),
             ]);
         }
     }
@@ -246,7 +138,7 @@ pub fn df(ctx: &crate::containers::Context, store: &ImageStore, args: &DfArgs) -
         .map(String::from)
         .collect::<Vec<_>>(),
     ];
-    for (c, size) in containers.iter().zip(&container_sizes) {
+    for (c, size) in &du.containers {
         table.push(vec![
             c.id[..12].to_string(),
             c.image.clone(),
@@ -265,27 +157,18 @@ pub fn df(ctx: &crate::containers::Context, store: &ImageStore, args: &DfArgs) -
     out.write_all(render_table(&table).as_bytes())?;
     writeln!(out, "\nLocal Volumes space usage:\n")?;
     let mut table = vec![["VOLUME NAME", "LINKS", "SIZE"].map(String::from).to_vec()];
-    for (v, size) in volumes.iter().zip(&volume_sizes) {
-        table.push(vec![
-            v.name.clone(),
-            links(&v.name).to_string(),
-            human_size(*size),
-        ]);
+    for (v, size, links) in &du.volumes {
+        table.push(vec![v.name.clone(), links.to_string(), human_size(*size)]);
     }
     out.write_all(render_table(&table).as_bytes())?;
-    let records = store.metadata.cache_list()?;
-    let cache_total: u64 = records
-        .iter()
-        .filter(|r| r.layer.is_some())
-        .map(|r| r.size)
-        .sum();
+    let cache_total: u64 = du.cache.iter().map(|r| r.size).sum();
     writeln!(out, "\nBuild cache usage: {}\n", human_size(cache_total))?;
     let mut cache = vec![
         ["CACHE ID", "CACHE TYPE", "SIZE", "CREATED", "DESCRIPTION"]
             .map(String::from)
             .to_vec(),
     ];
-    for record in records.iter().filter(|r| r.layer.is_some()) {
+    for record in &du.cache {
         cache.push(vec![
             record.key.chars().take(12).collect(),
             "regular".into(),
@@ -296,35 +179,6 @@ pub fn df(ctx: &crate::containers::Context, store: &ImageStore, args: &DfArgs) -
     }
     out.write_all(render_table(&cache).as_bytes())?;
     Ok(())
-}
-
-/// The build cache's layers: all of them, and those no image uses.
-fn build_cache_row(store: &keel_image::store::ImageStore) -> Result<Vec<String>> {
-    let mut image_layers = std::collections::BTreeSet::new();
-    for (record, _) in store.metadata.images()? {
-        if let Ok(layers) = store.layers(&record) {
-            image_layers.extend(layers.into_iter().map(|l| l.digest));
-        }
-    }
-    let mut seen = std::collections::BTreeSet::new();
-    let (mut count, mut total, mut reclaimable) = (0usize, 0u64, 0u64);
-    for record in store.metadata.cache_list()? {
-        let Some(layer) = record.layer else { continue };
-        count += 1;
-        if seen.insert(layer.clone()) {
-            total += record.size;
-            if !image_layers.contains(&layer) {
-                reclaimable += record.size;
-            }
-        }
-    }
-    Ok(vec![
-        "Build Cache".into(),
-        count.to_string(),
-        "0".into(),
-        human_size(total),
-        human_size(reclaimable),
-    ])
 }
 
 /// `keel image prune`: dangling images (no tag), or with `-a` every image

@@ -402,7 +402,19 @@ fn the_docker_cli_runs_containers_through_keel() {
         );
         assert_eq!(stats.trim(), "web 1");
         assert!(ok(d, &service, &["diff", "web"]).contains("A /tmp/to-copy.txt"));
-        assert!(ok(d, &service, &["system", "df"]).contains("Images"));
+        let df = ok(
+            d,
+            &service,
+            &[
+                "system",
+                "df",
+                "--format",
+                "{{.Type}} {{.TotalCount}} {{.Active}}",
+            ],
+        );
+        // The volume apivol, used by web; busybox, used by web.
+        assert!(df.contains("Local Volumes 1 1"), "{df}");
+        assert!(df.contains("Images 1 1"), "{df}");
         ok(d, &service, &["stop", "-t", "1", "web"]);
         assert_eq!(keel.inspect("web", "{{.State.Status}}"), "exited");
         ok(d, &service, &["rm", "web"]);

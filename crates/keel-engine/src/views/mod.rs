@@ -4,6 +4,7 @@
 //! a field reads the same through either face.
 
 pub mod container;
+pub mod df;
 pub mod inspect;
 pub mod network;
 pub mod stats;

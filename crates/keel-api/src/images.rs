@@ -168,13 +168,23 @@ pub async fn remove(call: Call, name: &str) -> ApiResult<Reply> {
 
 /// The registry client as the CLI's: mirrors and insecure registries from
 /// `$KEEL_REGISTRIES_CONFIG` or `<root>/registries.json`, logins from
-/// docker's config.json, and the request's `X-Registry-Auth` over them.
-fn registry_client(root: &std::path::Path, auth: Option<&str>) -> ApiResult<Client> {
+/// docker's config.json, and the request's `X-Registry-Auth` over them —
+/// for `registry`, the one the image names, as dockerd uses them (clients
+/// such as docker-py send no `serveraddress`), and for the `serveraddress`
+/// when there is one.
+fn registry_client(
+    root: &std::path::Path,
+    auth: Option<&str>,
+    registry: &str,
+) -> ApiResult<Client> {
     let mut options = client_options(root)?;
     let mut config = DockerConfig::load_default()
         .map_err(|e| ApiError::internal(format!("read docker's config.json: {e}")))?;
     if let Some((server, credentials)) = auth.and_then(registry_auth) {
-        config.insert(&server, credentials);
+        if let Some(server) = server {
+            config.insert(&server, credentials.clone());
+        }
+        config.insert(registry, credentials);
     }
     options.docker_config = Some(config);
     Client::new(options).map_err(|e| ApiError::internal(e.to_string()))
@@ -192,7 +202,7 @@ pub fn client_options(root: &std::path::Path) -> ApiResult<ClientOptions> {
 
 /// `X-Registry-Auth`: base64url JSON of `username`, `password`,
 /// `serveraddress` (or `identitytoken`).
-fn registry_auth(header: &str) -> Option<(String, Credentials)> {
+fn registry_auth(header: &str) -> Option<(Option<String>, Credentials)> {
     let bytes = base64::engine::general_purpose::URL_SAFE
         .decode(header.trim())
         .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header.trim()))
@@ -201,8 +211,8 @@ fn registry_auth(header: &str) -> Option<(String, Credentials)> {
     let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
     let server = value["serveraddress"]
         .as_str()
-        .unwrap_or("docker.io")
-        .to_string();
+        .filter(|s| !s.is_empty())
+        .map(keel_registry::auth::normalize_registry_key);
     if let Some(token) = value["identitytoken"].as_str().filter(|t| !t.is_empty()) {
         return Some((server, Credentials::IdentityToken(token.to_string())));
     }
@@ -286,7 +296,7 @@ pub async fn create(call: Call, _body: Incoming) -> ApiResult<Reply> {
         .get("X-Registry-Auth")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let client = registry_client(&call.state.root, auth.as_deref())?;
+    let client = registry_client(&call.state.root, auth.as_deref(), reference.registry())?;
     let state = call.state.clone();
     let (progress_tx, reply) = progress_stream();
     let shown_tag = reference
@@ -383,7 +393,7 @@ pub async fn push(call: Call, name: &str) -> ApiResult<Reply> {
         .get("X-Registry-Auth")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let client = registry_client(&call.state.root, auth.as_deref())?;
+    let client = registry_client(&call.state.root, auth.as_deref(), reference.registry())?;
     let state = call.state.clone();
     {
         let state = state.clone();

@@ -826,6 +826,39 @@ fn push_and_pull_through_the_api_with_a_local_registry() {
     );
     let again = ok(&docker, &service, &["pull", &image]);
     assert!(again.contains("Image is up to date"), "{again}");
+    // docker-py's images.push and images.pull, with its auth_config
+    // (X-Registry-Auth).
+    let script = keel.temp.path().join("push_pull.py");
+    std::fs::write(
+        &script,
+        r#"
+import sys, docker
+c = docker.DockerClient(base_url=sys.argv[1])
+auth = {"username": "apiuser", "password": "apipass"}
+repo = sys.argv[2]
+c.images.get("busybox").tag(repo, "py")
+out = c.images.push(repo, tag="py", auth_config=auth)
+assert "digest: sha256:" in out, out
+c.images.remove(repo + ":py")
+image = c.images.pull(repo, tag="py", auth_config=auth)
+assert repo + ":py" in image.tags, image.tags
+print("ok")
+"#,
+    )
+    .unwrap();
+    let repo = format!("{}/keel/pybox", registry.host());
+    let out = client(
+        Path::new("/usr/bin/python3"),
+        &service,
+        &[script.to_str().unwrap(), &service.host(), &repo],
+        None,
+    );
+    assert!(
+        out.status.success() && stdout(&out).starts_with("ok"),
+        "docker-py push/pull: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
     // A build that pulls its base from the registry, with the client's
     // login (X-Registry-Config).
     ok(&docker, &service, &["rmi", &image]);

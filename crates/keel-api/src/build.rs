@@ -87,8 +87,6 @@ pub async fn build(call: Call, body: Incoming) -> ApiResult<Reply> {
             "building from a remote context is not supported by keel: send the context as a tar",
         ));
     }
-    let exe = std::env::current_exe()
-        .map_err(|e| ApiError::internal(format!("find keel's binary: {e}")))?;
     let scratch = call.state.root.join("build").join("tmp");
     std::fs::create_dir_all(&scratch)
         .map_err(|e| ApiError::internal(format!("create {}: {e}", scratch.display())))?;
@@ -96,17 +94,8 @@ pub async fn build(call: Call, body: Incoming) -> ApiResult<Reply> {
         "api-iid-{}",
         keel_engine::engine::random_id().map_err(ApiError::from)?
     ));
-    let mut command = tokio::process::Command::new(exe);
-    command
-        .arg("--root")
-        .arg(&call.state.root)
-        .arg("--runroot")
-        .arg(&call.state.runroot)
-        .arg("--cgroup-parent")
-        .arg(&call.state.options.cgroup_parent)
-        .args(["build", "--progress", "plain", "--iidfile"])
-        .arg(&iidfile)
-        .current_dir(&scratch);
+    let mut command = crate::children::keel(&call, &["build", "--progress", "plain", "--iidfile"])?;
+    command.arg(&iidfile).current_dir(&scratch);
     let tags: Vec<String> = q
         .all("t")
         .into_iter()

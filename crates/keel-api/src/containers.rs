@@ -524,16 +524,20 @@ pub async fn export(call: Call, id: &str) -> ApiResult<Reply> {
     ))
 }
 
+/// `archive`'s `path=`, which it needs.
+fn archive_path(call: &Call) -> ApiResult<String> {
+    call.query
+        .get("path")
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| ApiError::bad_request("path is required"))
+}
+
 /// `GET`/`HEAD /containers/{id}/archive?path=`: a path of the container as a
 /// tar stream, its stat in `X-Docker-Container-Path-Stat` (`docker cp`).
 pub async fn archive_get(call: Call, id: &str, head: bool) -> ApiResult<Reply> {
     use base64::Engine as _;
-    let path = call
-        .query
-        .get("path")
-        .filter(|p| !p.is_empty())
-        .ok_or_else(|| ApiError::bad_request("path is required"))?
-        .to_string();
+    let path = archive_path(&call)?;
     let c = find(&call, id).await?;
     let source = format!("{}:{path}", c.id);
     let mut child =
@@ -579,12 +583,7 @@ pub async fn archive_get(call: Call, id: &str, head: bool) -> ApiResult<Reply> {
 /// directory of the container (inside its own view: `..` and symlinks
 /// cannot reach out).
 pub async fn archive_put(call: Call, id: &str, body: Incoming) -> ApiResult<Reply> {
-    let path = call
-        .query
-        .get("path")
-        .filter(|p| !p.is_empty())
-        .ok_or_else(|| ApiError::bad_request("path is required"))?
-        .to_string();
+    let path = archive_path(&call)?;
     let c = find(&call, id).await?;
     let dest = format!("{}:{path}", c.id);
     let mut child =

@@ -100,7 +100,11 @@ pub fn serve(state: State, config: Config) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("start the service's runtime: {e}"))?;
-    runtime.block_on(run(state, config))
+    let result = runtime.block_on(run(state, config));
+    // A request's blocking work (a log followed, a wait) may never end by
+    // itself: the service does not wait for it to exit.
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    result
 }
 
 enum Listener {
@@ -112,6 +116,15 @@ async fn run(state: State, config: Config) -> Result<(), String> {
     let listener = bind(&config).await?;
     let activity = state.activity.clone();
     tokio::spawn(release_when_idle(activity.clone()));
+    // The monitors this service starts are its children: reap those that
+    // ended (their containers keep no tie to the service).
+    tokio::spawn(async {
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            tick.tick().await;
+            keel_engine::engine::reap_monitors();
+        }
+    });
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| format!("watch SIGTERM: {e}"))?;
     let idle = idle_watch(activity.clone(), config.idle);

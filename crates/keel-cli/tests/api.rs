@@ -1042,7 +1042,65 @@ fn clients_that_leave_and_clients_that_crowd() {
     for t in threads {
         assert!(t.join().unwrap());
     }
-    keel.ok(&["rm", "-f", "talker"]);
+    // Monitors the service started and that ended are reaped, not left as
+    // its zombies.
+    let (code, _) = service.request(
+        "POST",
+        "/containers/create?name=brief",
+        Some(br#"{"Image":"busybox","Cmd":["true"]}"#),
+    );
+    assert_eq!(code, 201);
+    assert_eq!(
+        service.request("POST", "/containers/brief/start", None).0,
+        204
+    );
+    keel.eventually("brief exited", || {
+        keel.inspect("brief", "{{.State.Status}}") == "exited"
+    });
+    keel.ok(&["rm", "-f", "talker", "brief"]);
+    let zombies = || {
+        let pid = service.daemon.pid().to_string();
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+            .filter(|stat| {
+                let fields: Vec<&str> = stat
+                    .rsplit_once(')')
+                    .map(|(_, rest)| rest)
+                    .unwrap_or("")
+                    .split_whitespace()
+                    .collect();
+                fields.first() == Some(&"Z") && fields.get(1) == Some(&pid.as_str())
+            })
+            .count()
+    };
+    keel.eventually("no zombie children of the service", || zombies() == 0);
+    // A log followed through the service does not keep it from stopping.
+    let mut follower = UnixStream::connect(&service.socket).unwrap();
+    keel.ok(&["run", "-d", "--name", "quiet", "busybox", "sleep", "1000"]);
+    write!(
+        follower,
+        "GET /containers/quiet/logs?follow=1&stdout=1 HTTP/1.1\r\nHost: k\r\n\r\n"
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = nix::unistd::Pid::from_raw(service.daemon.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Path::new(&format!("/proc/{}", service.daemon.pid())).exists()
+        && std::fs::read_to_string(format!("/proc/{}/stat", service.daemon.pid()))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the service did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(keel.inspect("quiet", "{{.State.Status}}"), "running");
+    keel.ok(&["rm", "-f", "quiet"]);
 }
 
 #[test]

@@ -174,7 +174,11 @@ impl Engine {
         let report = read_report(report_read, MONITOR_REPORT_TIMEOUT);
         // The monitor outlives us; if it has already exited, reap it.
         // SAFETY: waitpid with WNOHANG on our child.
-        unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+        if unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) } == 0 {
+            // Still running: a long-lived caller (the API service) reaps it
+            // later with reap_monitors; a CLI's exit leaves it to init.
+            SPAWNED.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+        }
         report
     }
 

@@ -282,6 +282,23 @@ fn random_bytes(buffer: &mut [u8]) -> Result<()> {
 }
 
 /// 64 hex characters, as docker's ids.
+/// The monitors this process started that had not exited when the start
+/// returned: a long-lived process must reap them (see [`reap_monitors`]).
+pub(crate) static SPAWNED: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+
+/// Reaps the monitors this process started that have exited since (they
+/// are its children): a long-lived process (the API service) calls this
+/// now and then, else every ended monitor stays a zombie. Only those
+/// pids: other children (`tokio::process`'s) are left to their owners.
+pub fn reap_monitors() {
+    let mut spawned = SPAWNED.lock().unwrap_or_else(|e| e.into_inner());
+    spawned.retain(|&pid| {
+        // SAFETY: waitpid with WNOHANG on a child we started.
+        let rc = unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+        rc == 0
+    });
+}
+
 pub fn random_id() -> Result<String> {
     let mut bytes = [0u8; 32];
     random_bytes(&mut bytes)?;

@@ -190,6 +190,15 @@ fn registry_client(
     Client::new(options).map_err(|e| ApiError::internal(e.to_string()))
 }
 
+/// [`registry_client`] with the request's `X-Registry-Auth`.
+fn call_client(call: &Call, registry: &str) -> ApiResult<Client> {
+    let auth = call
+        .headers
+        .get("X-Registry-Auth")
+        .and_then(|v| v.to_str().ok());
+    registry_client(&call.state.root, auth, registry)
+}
+
 /// Mirrors and insecure registries: `$KEEL_REGISTRIES_CONFIG` or
 /// `<root>/registries.json`, as the CLI reads them.
 pub fn client_options(root: &std::path::Path) -> ApiResult<ClientOptions> {
@@ -291,12 +300,7 @@ pub async fn create(call: Call, _body: Incoming) -> ApiResult<Reply> {
             .map_err(|e| ApiError::bad_request(e.to_string()))?,
         None => keel_image::manifest::Platform::current(),
     };
-    let auth = call
-        .headers
-        .get("X-Registry-Auth")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let client = registry_client(&call.state.root, auth.as_deref(), reference.registry())?;
+    let client = call_client(&call, reference.registry())?;
     let state = call.state.clone();
     let (progress_tx, reply) = progress_stream();
     let shown_tag = reference
@@ -388,12 +392,7 @@ pub async fn push(call: Call, name: &str) -> ApiResult<Reply> {
             .with_tag("latest")
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
     }
-    let auth = call
-        .headers
-        .get("X-Registry-Auth")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let client = registry_client(&call.state.root, auth.as_deref(), reference.registry())?;
+    let client = call_client(&call, reference.registry())?;
     let state = call.state.clone();
     {
         let state = state.clone();

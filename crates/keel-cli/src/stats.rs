@@ -40,30 +40,8 @@ pub fn bytes_size(bytes: u64) -> String {
     format!("{}{}", four_digits(value), UNITS[unit])
 }
 
-/// docker's network and block sizes: decimal units, three significant
-/// digits (`12.3kB`).
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit + 1 < UNITS.len() {
-        value /= 1000.0;
-        unit += 1;
-    }
-    let text = if value >= 100.0 {
-        format!("{value:.0}")
-    } else if value >= 10.0 {
-        format!("{value:.1}")
-    } else {
-        format!("{value:.2}")
-    };
-    let text = if text.contains('.') {
-        text.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        text
-    };
-    format!("{text}{}", UNITS[unit])
-}
+/// docker's network and block sizes: decimal units (the engine's).
+pub use keel_engine::views::human_size;
 
 /// Go's `%.4g`.
 fn four_digits(value: f64) -> String {

@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use hyper::body::Incoming;
-use hyper::upgrade::Upgraded;
+use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use keel_engine::attach::{Frame, Hello};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -39,11 +39,13 @@ pub fn mux(stream: u8, data: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A client that attached to a container that was not running yet.
+/// A client that attached to a container that was not running yet. It is
+/// recorded before the upgrade's answer goes out (a client that has the
+/// answer may start the container at once), so the connection itself is
+/// still to come: `upgrade` yields it once the answer is written.
 pub struct Attached {
-    pub io: TokioIo<Upgraded>,
+    pub upgrade: OnUpgrade,
     pub hello: Hello,
-    pub tty: bool,
     pub detach_keys: Vec<u8>,
     /// Keeps the service from exiting while the client waits.
     pub hold: crate::Hold,
@@ -150,12 +152,27 @@ pub async fn attach(
     let id = container.id.clone();
     let active = container.state.status.is_active();
     let hold = call.state.activity.hold();
+    if !active {
+        // Recorded now, before the answer: docker's CLI starts the
+        // container as soon as it has it.
+        state.pending.attach(
+            &id,
+            Attached {
+                upgrade: on_upgrade,
+                hello,
+                detach_keys,
+                hold,
+            },
+        );
+        return Ok(hijack_reply(upgrade, tty));
+    }
     tokio::spawn(async move {
+        let _hold = hold;
         let Ok(upgraded) = on_upgrade.await else {
             return;
         };
         let io = TokioIo::new(upgraded);
-        if active {
+        {
             let name = id.clone();
             let engine_state = state.clone();
             let hello_for_monitor = hello.clone();
@@ -167,17 +184,6 @@ pub async fn attach(
             if let Ok(stream) = attached {
                 pump(io, stream, hello, tty, detach_keys, Vec::new()).await;
             }
-        } else {
-            state.pending.attach(
-                &id,
-                Attached {
-                    io,
-                    hello,
-                    tty,
-                    detach_keys,
-                    hold,
-                },
-            );
         }
     });
     Ok(hijack_reply(upgrade, tty))
@@ -190,9 +196,22 @@ pub async fn start_pending(call: &Call, id: &str) -> ApiResult<Option<()>> {
     let Some((attached, waiters)) = call.state.pending.take(id) else {
         return Ok(None);
     };
+    // The attached client's connection: its upgrade was answered before
+    // the client could send this start. A client that went away is as if
+    // it had not attached.
+    let attached = match attached {
+        Some(a) => match a.upgrade.await {
+            Ok(upgraded) => Some((TokioIo::new(upgraded), a.hello, a.detach_keys, a.hold)),
+            Err(e) => {
+                tracing::debug!("start {id}: the attached client's upgrade failed: {e}");
+                None
+            }
+        },
+        None => None,
+    };
     let hello = attached
         .as_ref()
-        .map(|a| a.hello.clone())
+        .map(|(_, hello, ..)| hello.clone())
         .unwrap_or_default();
     let state = call.state.clone();
     let name = id.to_string();
@@ -206,25 +225,17 @@ pub async fn start_pending(call: &Call, id: &str) -> ApiResult<Option<()>> {
         Err(e) => {
             // The attached client hears why, as docker's CLI expects the
             // start's error from the start request.
-            if let Some(mut a) = attached {
-                let _ = a.io.shutdown().await;
+            if let Some((mut io, ..)) = attached {
+                let _ = io.shutdown().await;
             }
             return Err(e);
         }
     };
     match attached {
-        Some(a) => {
+        Some((io, hello, detach_keys, hold)) => {
             tokio::spawn(async move {
-                let _hold = a.hold;
-                pump(
-                    a.io,
-                    stream,
-                    a.hello,
-                    container.spec.tty,
-                    a.detach_keys,
-                    waiters,
-                )
-                .await
+                let _hold = hold;
+                pump(io, stream, hello, container.spec.tty, detach_keys, waiters).await
             });
         }
         None => {
@@ -404,12 +415,16 @@ pub async fn wait(call: Call, id: &str) -> ApiResult<Reply> {
     let state = call.state.clone();
     let name = id.to_string();
     let container = blocking(move || Ok(state.engine()?.find(&name)?)).await?;
+    // A container that is not running waits for a start: recorded before
+    // the headers go, as the client may start it as soon as it has them.
+    let told = (!container.state.status.is_active() && condition != "not-running")
+        .then(|| call.state.pending.wait(&container.id));
     // docker's clients wait for the headers before they start the
     // container: they go now, the status when the container is done.
     let (tx, reply) = crate::http::channel("application/json");
     let state = call.state.clone();
     tokio::spawn(async move {
-        let code = wait_for(&state, container, &condition).await;
+        let code = wait_for(&state, container, &condition, told).await;
         let body = match code {
             Ok(code) => serde_json::json!({"StatusCode": code, "Error": null}),
             Err(e) => serde_json::json!({"StatusCode": -1, "Error": {"Message": e.message}}),
@@ -425,19 +440,12 @@ async fn wait_for(
     state: &crate::State,
     container: keel_engine::db::Container,
     condition: &str,
+    told: Option<oneshot::Receiver<i32>>,
 ) -> ApiResult<i32> {
     let id = container.id.clone();
-    let active = container.state.status.is_active();
-    let code = if !active && condition == "not-running" {
-        container.state.exit_code
-    } else if active {
-        let state = state.clone();
-        let name = id.clone();
-        blocking(move || Ok(state.engine()?.wait(&name)?)).await?
-    } else {
+    let code = if let Some(mut told) = told {
         // Created or exited: the next exit, after a start (this service's,
         // which tells us; or anyone's, which we see running).
-        let mut told = state.pending.wait(&id);
         loop {
             tokio::select! {
                 code = &mut told => break code.unwrap_or_else(|_| {
@@ -466,6 +474,13 @@ async fn wait_for(
                 None => break 0,
             }
         }
+    } else if container.state.status.is_active() {
+        let state = state.clone();
+        let name = id.clone();
+        blocking(move || Ok(state.engine()?.wait(&name)?)).await?
+    } else {
+        // Not running, and "not-running" asked: its last exit.
+        container.state.exit_code
     };
     if condition == "removed" {
         // The monitor removes an AutoRemove container after its exit.

@@ -6,6 +6,7 @@
 
 mod attach_client;
 mod build;
+mod compose;
 mod containers;
 mod events;
 mod files;
@@ -161,6 +162,8 @@ enum Command {
     /// Manage micro-VMs (keel's hypervisor: run, ls, inspect, logs, stop, kill, rm)
     #[command(subcommand)]
     Vm(vm::VmCommand),
+    /// Define and run multi-container applications (docker compose v2's commands, no daemon)
+    Compose(compose::ComposeArgs),
     /// Manage keel
     #[command(subcommand)]
     System(SystemCommand),
@@ -734,6 +737,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Logout(args) => login::logout(&args),
         Command::Registry(command) => registry::run(&command),
         Command::Vm(command) => vm::run(&ctx, &command),
+        Command::Compose(args) => compose::run(&ctx, &args),
         Command::System(SystemCommand::Prune(args)) => system::system_prune(&ctx, &args),
         Command::Info(args) | Command::System(SystemCommand::Info(args)) => {
             system::info(&ctx, &args)

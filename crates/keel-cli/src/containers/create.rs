@@ -394,7 +394,7 @@ pub(super) fn ensure_image(ctx: &Context, args: &CreateArgs) -> Result<()> {
 }
 
 /// Runs `f` with fd 1 pointing at stderr.
-pub(super) fn with_stdout_on_stderr<T>(f: impl FnOnce() -> T) -> T {
+pub(crate) fn with_stdout_on_stderr<T>(f: impl FnOnce() -> T) -> T {
     let _ = std::io::stdout().flush();
     // SAFETY: dup/dup2/close on our own standard fds; restored below.
     unsafe {
@@ -473,7 +473,7 @@ pub fn run(ctx: &Context, args: &RunArgs) -> Result<i32> {
     )
 }
 
-pub(super) fn session(
+pub(crate) fn session(
     engine: &mut Engine,
     container: &Container,
     stream: std::os::unix::net::UnixStream,

@@ -1332,3 +1332,54 @@ fn the_detach_keys_leave_the_container_running() {
     assert_eq!(keel.inspect("tty1", "{{.State.Status}}"), "running");
     keel.ok(&["rm", "-f", "tty1"]);
 }
+
+/// A project `keel compose` brought up is the docker tooling's project too:
+/// docker's CLI and Debian's docker-compose, on keel's API socket, list it
+/// by docker compose's labels, and docker-compose takes it down.
+#[test]
+fn a_keel_compose_project_is_the_docker_tools_project() {
+    let keel = Keel::new();
+    let service = Service::start(&keel, &[]);
+    let project = keel.temp.path().join("mixed");
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::write(
+        project.join("docker-compose.yml"),
+        "version: \"3.8\"\nservices:\n  web:\n    image: busybox\n    command: [\"sleep\", \"1000\"]\n  db:\n    image: busybox\n    command: [\"sleep\", \"1000\"]\n",
+    )
+    .unwrap();
+    let mut up = keel.command(&["compose", "up", "-d"]);
+    up.current_dir(&project);
+    let out = keel_testutil::output_via_files(&mut up, Duration::from_secs(120)).unwrap();
+    assert!(out.status.success(), "keel compose up: {}", stderr(&out));
+
+    let docker = docker_clients().remove(0);
+    let names = ok(
+        &docker,
+        &service,
+        &[
+            "ps",
+            "--filter",
+            "label=com.docker.compose.project=mixed",
+            "--format",
+            "{{.Names}} {{.Label \"com.docker.compose.service\"}}",
+        ],
+    );
+    let mut names: Vec<&str> = names.lines().collect();
+    names.sort();
+    assert_eq!(names, vec!["mixed-db-1 db", "mixed-web-1 web"]);
+
+    let compose = Path::new("/usr/bin/docker-compose");
+    let run = |args: &[&str]| client(compose, &service, args, Some(&project));
+    let ps = run(&["ps"]);
+    let text = stdout(&ps);
+    assert!(ps.status.success(), "{}", stderr(&ps));
+    assert!(
+        text.contains("mixed-web-1") && text.contains("mixed-db-1"),
+        "{text}"
+    );
+    assert_eq!(text.matches(" Up ").count(), 2, "{text}");
+    let down = run(&["down"]);
+    assert!(down.status.success(), "down: {}", stderr(&down));
+    assert_eq!(keel.ok(&["ps", "-aq"]).trim(), "");
+    assert!(!keel.ok(&["network", "ls"]).contains("mixed_default"));
+}

@@ -661,3 +661,197 @@ fn failures_say_what_and_leave_nothing_after_down() {
     let networks = keel.ok(&["network", "ls", "--format", "{{.Name}}"]);
     assert!(!networks.contains("fail_default"), "{networks}");
 }
+
+#[test]
+fn service_settings_reach_the_container() {
+    let keel = Keel::new();
+    let dir = keel.temp.subdir("conf");
+    write(
+        &dir,
+        "extra.yaml",
+        "services:\n  included:\n    image: busybox\n    command: [\"sleep\", \"600\"]\n    networks: [back]\nnetworks:\n  back:\n    ipam:\n      config:\n        - subnet: 10.123.7.0/24\n",
+    );
+    write(
+        &dir,
+        "compose.yaml",
+        r#"
+include:
+  - extra.yaml
+services:
+  box:
+    image: busybox
+    command: ["sleep", "600"]
+    user: "1000:1000"
+    working_dir: /tmp
+    hostname: box
+    tty: true
+    read_only: true
+    tmpfs:
+      - /scratch:size=1m
+    cap_drop: [NET_RAW]
+    ulimits:
+      nofile:
+        soft: 1000
+        hard: 2000
+    deploy:
+      resources:
+        limits:
+          memory: 64m
+          cpus: "0.5"
+          pids: 100
+    shm_size: 32m
+    extra_hosts:
+      - "db.local:10.1.2.3"
+    stop_signal: SIGUSR1
+    stop_grace_period: 2s
+    restart: on-failure:3
+    init: true
+    labels:
+      team: blue
+    logging:
+      driver: json-file
+      options:
+        max-size: 1m
+    networks:
+      back:
+        ipv4_address: 10.123.7.50
+        aliases: [boxy]
+  sidecar:
+    image: busybox
+    command: ["sleep", "600"]
+    network_mode: "service:box"
+"#,
+    );
+    compose_ok(&keel, &dir, &["up", "-d"]);
+    let host: serde_json::Value =
+        serde_json::from_str(&keel.inspect("conf-box-1", "{{json .HostConfig}}")).unwrap();
+    assert_eq!(host["Memory"], 64 << 20);
+    assert_eq!(host["NanoCpus"], 500_000_000);
+    assert_eq!(host["PidsLimit"], 100);
+    assert_eq!(host["ShmSize"], 32 << 20);
+    assert_eq!(host["ReadonlyRootfs"], true);
+    assert_eq!(host["Init"], true);
+    assert_eq!(host["CapDrop"], serde_json::json!(["NET_RAW"]));
+    assert_eq!(host["RestartPolicy"]["Name"], "on-failure");
+    assert_eq!(host["RestartPolicy"]["MaximumRetryCount"], 3);
+    assert_eq!(host["LogConfig"]["Config"]["max-size"], "1m");
+    let config: serde_json::Value =
+        serde_json::from_str(&keel.inspect("conf-box-1", "{{json .Config}}")).unwrap();
+    assert_eq!(config["User"], "1000:1000");
+    assert_eq!(config["WorkingDir"], "/tmp");
+    assert_eq!(config["Hostname"], "box");
+    assert_eq!(config["StopSignal"], "SIGUSR1");
+    assert_eq!(config["StopTimeout"], 2);
+    assert_eq!(config["Tty"], true);
+    assert_eq!(config["Labels"]["team"], "blue");
+    // What the process sees.
+    let seen = keel.ok(&[
+        "exec", "conf-box-1", "sh", "-c",
+        "id -u; pwd; hostname; ulimit -n; grep db.local /etc/hosts; touch /x 2>/dev/null || echo read-only; grep /scratch /proc/mounts | cut -d' ' -f3",
+    ]);
+    assert_eq!(
+        seen.replace("\r\n", "\n"),
+        "1000\n/tmp\nbox\n1000\n10.1.2.3\tdb.local\nread-only\ntmpfs\n"
+    );
+    // The fixed address on the included file's network, and the alias.
+    let ip = keel.inspect(
+        "conf-box-1",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+    );
+    assert_eq!(ip, "10.123.7.50");
+    let found = keel.ok(&["exec", "conf-included-1", "nslookup", "boxy"]);
+    assert!(found.contains("10.123.7.50"), "{found}");
+    // The sidecar shares box's network namespace.
+    let mode = keel.inspect("conf-sidecar-1", "{{.HostConfig.NetworkMode}}");
+    assert_eq!(mode, format!("container:{}", id_of(&keel, "conf-box-1")));
+    let sidecar_ip = keel.ok(&[
+        "exec",
+        "conf-sidecar-1",
+        "ip",
+        "-4",
+        "-o",
+        "addr",
+        "show",
+        "eth0",
+    ]);
+    assert!(sidecar_ip.contains("10.123.7.50"), "{sidecar_ip}");
+
+    // cp both ways through the service's name.
+    write(&dir, "note.txt", "copied in\n");
+    compose_ok(&keel, &dir, &["cp", "note.txt", "included:/tmp/note.txt"]);
+    let back = keel.temp.path().join("back.txt");
+    compose_ok(
+        &keel,
+        &dir,
+        &["cp", "included:/tmp/note.txt", back.to_str().unwrap()],
+    );
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), "copied in\n");
+
+    // Events carry the compose labels (docker's container events do).
+    let until = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 1)
+    .to_string();
+    let events = keel.ok(&[
+        "events",
+        "--since",
+        "0",
+        "--until",
+        &until,
+        "--filter",
+        "label=com.docker.compose.project=conf",
+        "--filter",
+        "event=start",
+        "--format",
+        "{{.Actor.Attributes.name}}",
+    ]);
+    let mut started: Vec<&str> = events.lines().collect();
+    started.sort();
+    assert_eq!(
+        started,
+        vec!["conf-box-1", "conf-included-1", "conf-sidecar-1"]
+    );
+
+    // -p NAME with no file: enough to see and take the project down.
+    let elsewhere = keel.temp.subdir("elsewhere");
+    let ps = compose_ok(&keel, &elsewhere, &["-p", "conf", "ps", "--services"]);
+    assert_eq!(ps, "box\nincluded\nsidecar\n");
+    compose_ok(&keel, &elsewhere, &["-p", "conf", "down", "-t", "1"]);
+    assert_eq!(keel.ok(&["ps", "-aq"]), "");
+    let networks = keel.ok(&["network", "ls", "--format", "{{.Name}}"]);
+    assert!(!networks.contains("conf_"), "{networks}");
+}
+
+#[test]
+fn ctrl_c_stops_the_foreground_project() {
+    let keel = Keel::new();
+    let dir = keel.temp.subdir("live");
+    write(
+        &dir,
+        "compose.yaml",
+        "services:\n  a:\n    image: busybox\n    command: [\"sh\", \"-c\", \"trap 'echo a stops; exit 0' TERM; echo a ready; while true; do sleep 0.1; done\"]\n    init: true\n  b:\n    image: busybox\n    command: [\"sleep\", \"600\"]\n    stop_grace_period: 1s\n",
+    );
+    let log = keel.temp.path().join("up.log");
+    let mut command = keel.command(&["compose", "up"]);
+    command
+        .current_dir(&dir)
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::process::Stdio::null());
+    let mut child = command.spawn().unwrap();
+    keel.eventually("a's first line", || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("a ready")
+    });
+    // SAFETY: signalling the keel this test started, by its pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("live-a-1 | a stops"), "{text}");
+    assert!(text.contains("live-a-1 exited with code 0"), "{text}");
+    assert_eq!(running(&keel), Vec::<String>::new());
+    compose_ok(&keel, &dir, &["down"]);
+}

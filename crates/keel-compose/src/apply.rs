@@ -124,12 +124,23 @@ impl Compose<'_> {
     }
 
     /// The services `names` stand for (all when empty), checked.
-    pub fn selected(&self, names: &[String]) -> Result<Vec<String>> {
+    pub fn selected(&mut self, names: &[String]) -> Result<Vec<String>> {
+        let mut known: Vec<String> = self.project.services.keys().cloned().collect();
+        if self.project.config_files.is_empty() {
+            // Known by name only (`-p NAME`, no file): its containers say
+            // which services it has.
+            for c in self.containers()? {
+                let service = service_of(&c).to_string();
+                if !known.contains(&service) {
+                    known.push(service);
+                }
+            }
+        }
         if names.is_empty() {
-            return Ok(self.project.services.keys().cloned().collect());
+            return Ok(known);
         }
         for name in names {
-            if !self.project.services.contains_key(name) {
+            if !known.contains(name) {
                 return Err(Error::project(format!("no such service: {name}")));
             }
         }
@@ -618,7 +629,8 @@ impl Compose<'_> {
             .filter(|c| !removed.contains(&c.id))
             .collect();
         for c in leftovers {
-            let orphan = !project.services.contains_key(service_of(c))
+            let orphan = !project.config_files.is_empty()
+                && !project.services.contains_key(service_of(c))
                 && !project.disabled.contains_key(service_of(c));
             if orphan && !remove_orphans && !is_oneoff(c) {
                 host.warn(&format!(
@@ -687,6 +699,12 @@ impl Compose<'_> {
         let selected = self.selected(services)?;
         let mut order = order::dependency_order(self.project, &selected)?;
         order.retain(|s| selected.contains(s));
+        // Services the model does not have (a project known by name only).
+        for name in &selected {
+            if !order.contains(name) {
+                order.push(name.clone());
+            }
+        }
         if reverse {
             order.reverse();
         }

@@ -20,6 +20,9 @@ pub enum Error {
         path: String,
         message: String,
     },
+    /// No compose file where one was looked for.
+    #[error("{0}")]
+    NoFile(String),
     /// Anything else about the project (no file found, a cycle, ...).
     #[error("{0}")]
     Project(String),

@@ -48,6 +48,20 @@ pub struct Loaded {
     pub vars: Vars,
 }
 
+impl Loaded {
+    /// A project known only by its name (`-p NAME` where there is no
+    /// file): enough to list, stop or take down what it has running.
+    pub fn named(name: &str) -> Loaded {
+        Loaded {
+            project: Project {
+                name: name.to_string(),
+                ..Default::default()
+            },
+            vars: Vars::default(),
+        }
+    }
+}
+
 struct Loader {
     /// Every file read, for messages (a node's `loc.file` indexes it).
     files: Vec<String>,
@@ -107,7 +121,7 @@ pub fn find_file(dir: &Path) -> Result<PathBuf> {
         }
         at = d.parent();
     }
-    Err(Error::project(format!(
+    Err(Error::NoFile(format!(
         "no configuration file provided: not found (looked for {} in {} and the directories above it)",
         FILE_NAMES.join(", "),
         dir.display()

@@ -45,6 +45,26 @@ fn log_path(root: &Path) -> PathBuf {
     root.join("events.log")
 }
 
+/// Records a container event with docker's attributes: the container's
+/// labels, its name and image, then `extra` (an exit code, a signal).
+pub fn record_container(
+    root: &Path,
+    container: &crate::db::Container,
+    action: &str,
+    extra: &[(&str, &str)],
+) {
+    let mut attributes: Vec<(&str, &str)> = container
+        .spec
+        .labels
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    attributes.push(("name", container.name.as_str()));
+    attributes.push(("image", container.image.as_str()));
+    attributes.extend_from_slice(extra);
+    record(root, "container", action, &container.id, &attributes);
+}
+
 /// Appends an event; failing to record one never fails the operation.
 pub fn record(root: &Path, kind: &str, action: &str, id: &str, attributes: &[(&str, &str)]) {
     let now = jiff::Timestamp::now();

@@ -86,8 +86,39 @@ pub enum ComposeCommand {
     Top(ServicesArgs),
     /// Block until the first service container stops
     Wait(ServicesArgs),
+    /// Receive real time events from containers
+    Events(EventsArgs),
+    /// Copy files/folders between a service container and the local filesystem
+    Cp(CpArgs),
+    /// Push service images
+    Push(ServicesArgs),
     /// Show the keel compose version information
     Version,
+}
+
+#[derive(Args, Debug)]
+pub struct EventsArgs {
+    /// Output events as a stream of json objects
+    #[arg(long)]
+    pub json: bool,
+    pub services: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct CpArgs {
+    /// Index of the container if service has multiple replicas
+    #[arg(long, default_value_t = 1)]
+    pub index: u64,
+    /// Archive mode (copy all uid/gid information)
+    #[arg(short, long)]
+    pub archive: bool,
+    /// Always follow symbol link in SRC_PATH
+    #[arg(short = 'L', long = "follow-link")]
+    pub follow_link: bool,
+    /// SERVICE:SRC_PATH or SRC_PATH
+    pub source: String,
+    /// SERVICE:DEST_PATH or DEST_PATH
+    pub destination: String,
 }
 
 #[derive(Args, Debug, Default)]
@@ -410,7 +441,21 @@ fn load_project(args: &ComposeArgs, services: &[String]) -> Result<Loaded> {
         environment: std::env::vars().collect(),
         cwd: std::env::current_dir()?,
     };
-    Ok(load::load(&options)?)
+    match load::load(&options) {
+        Ok(loaded) => Ok(loaded),
+        // `-p NAME` with no file: the project as keel's state knows it
+        // (docker compose's `-p NAME down` works so).
+        Err(keel_compose::Error::NoFile(_))
+            if args.project_name.is_some() && args.files.is_empty() =>
+        {
+            let name = args.project_name.as_deref().unwrap_or_default();
+            if !keel_compose::model::valid_name(name) {
+                bail!("{name:?} is not a valid project name");
+            }
+            Ok(Loaded::named(name))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn compose<'a>(ctx: &Context, loaded: &'a Loaded) -> Result<Compose<'a>> {
@@ -500,7 +545,7 @@ pub fn run(ctx: &Context, args: &ComposeArgs) -> Result<i32> {
         }
         ComposeCommand::Build(s) => {
             let loaded = load_project(args, &s.services)?;
-            let compose = compose(ctx, &loaded)?;
+            let mut compose = compose(ctx, &loaded)?;
             let mut printer = Printer {
                 ctx: ctx.clone(),
                 quiet_pull: false,
@@ -518,7 +563,7 @@ pub fn run(ctx: &Context, args: &ComposeArgs) -> Result<i32> {
         }
         ComposeCommand::Pull(s) => {
             let loaded = load_project(args, &s.services)?;
-            let compose = compose(ctx, &loaded)?;
+            let mut compose = compose(ctx, &loaded)?;
             let mut printer = Printer {
                 ctx: ctx.clone(),
                 quiet_pull: true,
@@ -576,6 +621,31 @@ pub fn run(ctx: &Context, args: &ComposeArgs) -> Result<i32> {
         ComposeCommand::Port(p) => port(ctx, args, p),
         ComposeCommand::Top(s) => top(ctx, args, s),
         ComposeCommand::Wait(s) => wait(ctx, args, s),
+        ComposeCommand::Events(e) => events(ctx, args, e),
+        ComposeCommand::Cp(c) => cp(ctx, args, c),
+        ComposeCommand::Push(s) => {
+            let loaded = load_project(args, &s.services)?;
+            let mut compose = compose(ctx, &loaded)?;
+            let project = &loaded.project;
+            for name in compose.selected(&s.services)? {
+                let service = &project.services[&name];
+                let Some(image) = &service.image else {
+                    continue;
+                };
+                eprintln!(" Image {image}  Pushing");
+                crate::containers::with_stdout_on_stderr(|| {
+                    crate::push::push(
+                        &ctx.root,
+                        &crate::push::PushArgs {
+                            quiet: true,
+                            name: image.clone(),
+                        },
+                    )
+                })?;
+                eprintln!(" Image {image}  Pushed");
+            }
+            Ok(0)
+        }
     }
 }
 
@@ -940,4 +1010,108 @@ fn wait(ctx: &Context, args: &ComposeArgs, s: &ServicesArgs) -> Result<i32> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+fn events(ctx: &Context, args: &ComposeArgs, e: &EventsArgs) -> Result<i32> {
+    let loaded = load_project(args, &e.services)?;
+    let mut compose = compose(ctx, &loaded)?;
+    let services = compose.selected(&e.services)?;
+    let filter = keel_engine::events::Filter::parse(
+        None,
+        None,
+        &[
+            "type=container".to_string(),
+            format!(
+                "label={}={}",
+                keel_compose::spec::PROJECT,
+                loaded.project.name
+            ),
+        ],
+    )?;
+    let emit = |event: &keel_engine::events::Event| -> std::io::Result<()> {
+        let service = event
+            .actor
+            .attributes
+            .get(keel_compose::spec::SERVICE)
+            .cloned()
+            .unwrap_or_default();
+        if !services.contains(&service) {
+            return Ok(());
+        }
+        let time = jiff::Timestamp::from_nanosecond(event.time_nano)
+            .map(|t| t.to_string())
+            .unwrap_or_default();
+        let text = if e.json {
+            serde_json::json!({
+                "time": time,
+                "type": "container",
+                "action": event.action,
+                "id": event.actor.id,
+                "service": service,
+                "attributes": {
+                    "name": event.actor.attributes.get("name"),
+                    "image": event.actor.attributes.get("image"),
+                },
+            })
+            .to_string()
+        } else {
+            format!(
+                "{time} container {} {} (image={}, name={})",
+                event.action,
+                event.actor.id,
+                event
+                    .actor
+                    .attributes
+                    .get("image")
+                    .map(String::as_str)
+                    .unwrap_or(""),
+                event
+                    .actor
+                    .attributes
+                    .get("name")
+                    .map(String::as_str)
+                    .unwrap_or("")
+            )
+        };
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{text}")?;
+        out.flush()
+    };
+    drop(compose);
+    keel_engine::events::stream(&ctx.root, &filter, emit)?;
+    Ok(0)
+}
+
+fn cp(ctx: &Context, args: &ComposeArgs, c: &CpArgs) -> Result<i32> {
+    let loaded = load_project(args, &[])?;
+    let mut compose = compose(ctx, &loaded)?;
+    // SERVICE:PATH names the service's container number --index.
+    let mut resolve = |text: &str| -> Result<String> {
+        let Some((service, path)) = text.split_once(':') else {
+            return Ok(text.to_string());
+        };
+        if service.is_empty() || service.contains('/') {
+            return Ok(text.to_string());
+        }
+        compose.selected(&[service.to_string()])?;
+        let containers = compose.service_containers(service)?;
+        let Some(container) = containers.iter().find(|x| apply::number(x) == c.index) else {
+            bail!("service {service:?} has no container number {}", c.index);
+        };
+        Ok(format!("{}:{path}", container.id))
+    };
+    let source = resolve(&c.source)?;
+    let destination = resolve(&c.destination)?;
+    drop(compose);
+    crate::files::cp(
+        ctx,
+        &crate::files::CpArgs {
+            archive: c.archive,
+            follow_link: c.follow_link,
+            quiet: true,
+            source,
+            destination,
+        },
+    )
 }

@@ -99,20 +99,9 @@ impl Engine {
         self.layout.runtime_root()
     }
 
-    /// Records a container event (docker's attributes: name, image).
+    /// Records a container event (docker's attributes: labels, name, image).
     pub fn event(&self, container: &Container, action: &str, extra: &[(&str, &str)]) {
-        let mut attributes = vec![
-            ("name", container.name.as_str()),
-            ("image", container.image.as_str()),
-        ];
-        attributes.extend_from_slice(extra);
-        crate::events::record(
-            &self.layout.root,
-            "container",
-            action,
-            &container.id,
-            &attributes,
-        );
+        crate::events::record_container(&self.layout.root, container, action, extra);
     }
 }
 

@@ -230,18 +230,7 @@ impl Monitor {
     }
 
     fn event(&self, container: &Container, action: &str, extra: &[(&str, &str)]) {
-        let mut attributes = vec![
-            ("name", container.name.as_str()),
-            ("image", container.image.as_str()),
-        ];
-        attributes.extend_from_slice(extra);
-        crate::events::record(
-            &self.layout.root,
-            "container",
-            action,
-            &self.id,
-            &attributes,
-        );
+        crate::events::record_container(&self.layout.root, container, action, extra);
     }
 
     /// A state change of our container (see [`Db::update_state`]).

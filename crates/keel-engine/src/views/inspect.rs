@@ -310,7 +310,7 @@ pub fn container(engine: &mut Engine, c: &Container, size: bool) -> ContainerIns
                 .collect(),
             log_config: LogConfigView {
                 kind: "json-file",
-                config: BTreeMap::new(),
+                config: log_config(&spec.log),
             },
         },
         graph_driver: GraphDriver {
@@ -377,4 +377,23 @@ pub fn container(engine: &mut Engine, c: &Container, size: bool) -> ContainerIns
         },
         size_rw: size.then(|| crate::copy::tree_size(&engine.layout.diff(&c.id))),
     }
+}
+
+/// The log options as docker shows them (`max-size`, `max-file`).
+fn log_config(log: &crate::spec::LogOptions) -> BTreeMap<String, String> {
+    let mut config = BTreeMap::new();
+    if let Some(size) = log.max_size {
+        let text = match size {
+            0 => "-1".to_string(),
+            s if s % (1 << 30) == 0 => format!("{}g", s >> 30),
+            s if s % (1 << 20) == 0 => format!("{}m", s >> 20),
+            s if s % (1 << 10) == 0 => format!("{}k", s >> 10),
+            s => s.to_string(),
+        };
+        config.insert("max-size".to_string(), text);
+    }
+    if let Some(files) = log.max_file {
+        config.insert("max-file".to_string(), files.to_string());
+    }
+    config
 }

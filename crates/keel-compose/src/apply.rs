@@ -69,6 +69,16 @@ pub struct UpOptions {
     pub timeout: Option<u32>,
 }
 
+/// How many containers are made, started or stopped at once.
+const PARALLEL: usize = 8;
+
+/// What `up` does with one replica.
+enum Step {
+    Keep(Container),
+    Recreate(Container, keel_engine::spec::ContainerSpec),
+    Create(keel_engine::spec::ContainerSpec),
+}
+
 /// The project's containers (one-offs too), by the compose labels.
 pub fn project_containers(engine: &mut Engine, project: &str) -> Result<Vec<Container>> {
     let mut list: Vec<Container> = engine
@@ -311,9 +321,7 @@ impl Compose<'_> {
             .collect();
         if !orphans.is_empty() {
             if options.remove_orphans {
-                for c in &orphans {
-                    self.remove_container(host, c, options.timeout)?;
-                }
+                self.remove_all(host, orphans, options.timeout)?;
             } else {
                 host.warn(&format!(
                     "Found orphan containers ({}) for this project. If you removed or renamed this service in your compose file, you can run this command with the --remove-orphans flag to clean it up.",
@@ -332,72 +340,114 @@ impl Compose<'_> {
 
         let mut recreated: BTreeSet<String> = BTreeSet::new();
         let mut result = Vec::new();
-        for name in &services {
-            let service = &project.services[name];
-            // What it depends on, as its conditions say.
+        // Level by level: what a level needs is up (and as its conditions
+        // say) before it starts; a level's containers are made and started
+        // together.
+        for level in order::levels(project, &services)? {
             if !options.no_start {
-                for (dep, d) in &service.depends_on {
-                    if !services.contains(dep) || !project.services.contains_key(dep) {
-                        continue;
-                    }
-                    self.wait_condition(host, dep, d.condition, options.wait_timeout)?;
-                }
-            }
-            let replicas = options.scale.get(name).copied().unwrap_or(service.replicas);
-            let hash = spec::config_hash(service);
-            let image = spec::image_name(&project.name, service);
-            let image_id = self
-                .images
-                .resolve(&image)
-                .map(|r| r.id.to_string())
-                .unwrap_or_default();
-            let dependency_recreated = order::needs(service).iter().any(|d| recreated.contains(d));
-            let existing = self.service_containers(name)?;
-            for c in &existing {
-                if number(c) > replicas || (number(c) == 0) {
-                    self.remove_container(host, c, options.timeout)?;
-                }
-            }
-            for n in 1..=replicas {
-                let current = existing.iter().find(|c| number(c) == n).cloned();
-                let container = match current {
-                    Some(c) => {
-                        let changed = c.spec.labels.get(spec::CONFIG_HASH) != Some(&hash)
-                            || (!image_id.is_empty()
-                                && c.spec
-                                    .labels
-                                    .get(spec::IMAGE)
-                                    .is_some_and(|i| *i != image_id));
-                        let recreate = !options.no_recreate
-                            && (options.force_recreate || changed || dependency_recreated);
-                        if recreate {
-                            host.progress("Container", &c.name, "Recreate");
-                            self.remove_container_quiet(&c, options.timeout)?;
-                            let made = self.create(service, n, &image_id)?;
-                            host.progress("Container", &made.name, "Recreated");
-                            recreated.insert(name.clone());
-                            made
-                        } else {
-                            c
+                for name in &level {
+                    let service = &project.services[name];
+                    for (dep, d) in &service.depends_on {
+                        if !services.contains(dep) || !project.services.contains_key(dep) {
+                            continue;
                         }
+                        self.wait_condition(host, dep, d.condition, options.wait_timeout)?;
                     }
-                    None => {
-                        let shown = spec::container_name(&project.name, service, n);
-                        host.progress("Container", &shown, "Creating");
-                        let made = self.create(service, n, &image_id)?;
-                        host.progress("Container", &made.name, "Created");
-                        made
+                }
+            }
+            let mut removals = Vec::new();
+            let mut steps = Vec::new();
+            for name in &level {
+                let service = &project.services[name];
+                let replicas = options.scale.get(name).copied().unwrap_or(service.replicas);
+                let hash = spec::config_hash(service);
+                let image = spec::image_name(&project.name, service);
+                let image_id = self
+                    .images
+                    .resolve(&image)
+                    .map(|r| r.id.to_string())
+                    .unwrap_or_default();
+                let dependency_recreated =
+                    order::needs(service).iter().any(|d| recreated.contains(d));
+                let existing = self.service_containers(name)?;
+                for c in &existing {
+                    if number(c) > replicas || number(c) == 0 {
+                        removals.push(c.clone());
                     }
+                }
+                for n in 1..=replicas {
+                    let step = match existing.iter().find(|c| number(c) == n).cloned() {
+                        Some(c) => {
+                            let changed = c.spec.labels.get(spec::CONFIG_HASH) != Some(&hash)
+                                || (!image_id.is_empty()
+                                    && c.spec
+                                        .labels
+                                        .get(spec::IMAGE)
+                                        .is_some_and(|i| *i != image_id));
+                            let recreate = !options.no_recreate
+                                && (options.force_recreate || changed || dependency_recreated);
+                            if recreate {
+                                recreated.insert(name.clone());
+                                host.progress("Container", &c.name, "Recreate");
+                                let spec = self.spec_for(service, n, None, true, &image_id)?;
+                                Step::Recreate(c, spec)
+                            } else {
+                                Step::Keep(c)
+                            }
+                        }
+                        None => {
+                            let spec = self.spec_for(service, n, None, true, &image_id)?;
+                            host.progress(
+                                "Container",
+                                spec.name.as_deref().unwrap_or(""),
+                                "Creating",
+                            );
+                            Step::Create(spec)
+                        }
+                    };
+                    steps.push(step);
+                }
+            }
+            self.remove_all(host, removals, options.timeout)?;
+            let timeout = options.timeout;
+            let start = !options.no_start;
+            let done = self.in_parallel(steps, |engine, images, step| {
+                let (container, made) = match step {
+                    Step::Keep(c) => (c, None),
+                    Step::Recreate(old, spec) => {
+                        if old.state.status.is_active() {
+                            let _ = engine.stop(&old.id, timeout);
+                        }
+                        engine.remove(&old.id, true, false)?;
+                        (engine.create(images, spec)?, Some("Recreated"))
+                    }
+                    Step::Create(spec) => (engine.create(images, spec)?, Some("Created")),
                 };
-                let container = if options.no_start || container.state.status.is_active() {
-                    container
-                } else {
-                    host.progress("Container", &container.name, "Starting");
-                    let started = self.engine.start(&container.id)?;
-                    host.progress("Container", &started.name, "Started");
-                    started
-                };
-                result.push(container);
+                if start && !container.state.status.is_active() {
+                    let started = engine.start(&container.id)?;
+                    return Ok((started, made, true));
+                }
+                Ok((container, made, false))
+            });
+            let mut failed = None;
+            for outcome in done {
+                match outcome {
+                    Ok((container, made, started)) => {
+                        if let Some(what) = made {
+                            host.progress("Container", &container.name, what);
+                        }
+                        if started {
+                            host.progress("Container", &container.name, "Started");
+                        }
+                        result.push(container);
+                    }
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                    }
+                }
+            }
+            if let Some(e) = failed {
+                return Err(e);
             }
         }
         if options.wait && !options.no_start {
@@ -429,10 +479,104 @@ impl Compose<'_> {
         Ok(result)
     }
 
-    /// Creates replica `number` of the service.
-    fn create(&mut self, service: &Service, number: u64, image_id: &str) -> Result<Container> {
-        let spec = self.spec_for(service, number, None, true, image_id)?;
-        Ok(self.engine.create(&self.images, spec)?)
+    /// Runs `work` on each item, several at once (a pool of up to
+    /// [`PARALLEL`] workers), each worker with an engine and an image store
+    /// of its own (keel's state takes many writers); the outcomes in the
+    /// items' order.
+    pub fn in_parallel<T: Send, R: Send>(
+        &self,
+        items: Vec<T>,
+        work: impl Fn(&mut Engine, &ImageStore, T) -> Result<R> + Sync,
+    ) -> Vec<Result<R>> {
+        let count = items.len();
+        let queue = std::sync::Mutex::new(items.into_iter().enumerate());
+        let outcomes: std::sync::Mutex<Vec<Option<Result<R>>>> =
+            std::sync::Mutex::new(std::iter::repeat_with(|| None).take(count).collect());
+        let layout = &self.engine.layout;
+        let options = &self.engine.options;
+        let root = self.images.root();
+        std::thread::scope(|scope| {
+            for _ in 0..count.min(PARALLEL) {
+                scope.spawn(|| {
+                    let opened = Engine::open(layout.clone(), options.clone())
+                        .map_err(Error::from)
+                        .and_then(|engine| {
+                            ImageStore::open(root)
+                                .map(|images| (engine, images))
+                                .map_err(|e| Error::project(format!("open the image store: {e}")))
+                        });
+                    let mut opened = opened;
+                    loop {
+                        let next = queue.lock().expect("the queue").next();
+                        let Some((at, item)) = next else {
+                            break;
+                        };
+                        let outcome = match &mut opened {
+                            Ok((engine, images)) => work(engine, images, item),
+                            Err(e) => Err(Error::project(e.to_string())),
+                        };
+                        outcomes.lock().expect("the outcomes")[at] = Some(outcome);
+                    }
+                });
+            }
+        });
+        outcomes
+            .into_inner()
+            .expect("the outcomes")
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Err(Error::project("a worker thread panicked"))))
+            .collect()
+    }
+
+    /// Stops `containers` together (one timeout for all), then removes them.
+    fn remove_all(
+        &mut self,
+        host: &mut dyn Host,
+        containers: Vec<Container>,
+        timeout: Option<u32>,
+    ) -> Result<()> {
+        self.stop_together(host, &containers, timeout)?;
+        let done = self.in_parallel(containers, |engine, _, c| {
+            engine.remove(&c.id, true, false)?;
+            Ok(c)
+        });
+        let mut failed = None;
+        for outcome in done {
+            match outcome {
+                Ok(c) => host.progress("Container", &c.name, "Removed"),
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Stops the running ones of `containers` at once.
+    fn stop_together(
+        &mut self,
+        host: &mut dyn Host,
+        containers: &[Container],
+        timeout: Option<u32>,
+    ) -> Result<()> {
+        let running: Vec<&Container> = containers
+            .iter()
+            .filter(|c| c.state.status.is_active())
+            .collect();
+        for c in &running {
+            host.progress("Container", &c.name, "Stopping");
+        }
+        let ids: Vec<&str> = running.iter().map(|c| c.id.as_str()).collect();
+        let mut failed = None;
+        for (c, outcome) in running.iter().zip(self.engine.stop_many(&ids, timeout)) {
+            match outcome {
+                Ok(_) => host.progress("Container", &c.name, "Stopped"),
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        failed.map_or(Ok(()), |e| Err(e.into()))
     }
 
     pub fn spec_for(
@@ -573,33 +717,8 @@ impl Compose<'_> {
                     }
                 )));
             }
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(25));
         }
-    }
-
-    fn remove_container_quiet(&mut self, c: &Container, timeout: Option<u32>) -> Result<()> {
-        if c.state.status.is_active() {
-            let _ = self.engine.stop(&c.id, timeout);
-        }
-        self.engine.remove(&c.id, true, false)?;
-        Ok(())
-    }
-
-    fn remove_container(
-        &mut self,
-        host: &mut dyn Host,
-        c: &Container,
-        timeout: Option<u32>,
-    ) -> Result<()> {
-        if c.state.status.is_active() {
-            host.progress("Container", &c.name, "Stopping");
-            let _ = self.engine.stop(&c.id, timeout);
-            host.progress("Container", &c.name, "Stopped");
-        }
-        host.progress("Container", &c.name, "Removing");
-        self.engine.remove(&c.id, true, false)?;
-        host.progress("Container", &c.name, "Removed");
-        Ok(())
     }
 
     /// `down`: the containers (dependents first), the networks, and with
@@ -615,20 +734,21 @@ impl Compose<'_> {
         let project = self.project;
         let containers = self.containers()?;
         let all: Vec<String> = project.services.keys().cloned().collect();
-        let mut order = order::dependency_order(project, &all)?;
-        order.reverse();
+        // Dependents first, each level's containers together.
+        let mut levels = order::levels(project, &all)?;
+        levels.reverse();
         let mut removed = BTreeSet::new();
-        for name in &order {
-            for c in containers.iter().filter(|c| service_of(c) == name) {
-                self.remove_container(host, c, timeout)?;
-                removed.insert(c.id.clone());
-            }
+        for level in &levels {
+            let batch: Vec<Container> = containers
+                .iter()
+                .filter(|c| level.iter().any(|s| s == service_of(c)))
+                .cloned()
+                .collect();
+            removed.extend(batch.iter().map(|c| c.id.clone()));
+            self.remove_all(host, batch, timeout)?;
         }
-        let leftovers: Vec<&Container> = containers
-            .iter()
-            .filter(|c| !removed.contains(&c.id))
-            .collect();
-        for c in leftovers {
+        let mut rest = Vec::new();
+        for c in containers.iter().filter(|c| !removed.contains(&c.id)) {
             let orphan = !project.config_files.is_empty()
                 && !project.services.contains_key(service_of(c))
                 && !project.disabled.contains_key(service_of(c));
@@ -639,8 +759,9 @@ impl Compose<'_> {
                 ));
                 continue;
             }
-            self.remove_container(host, c, timeout)?;
+            rest.push(c.clone());
         }
+        self.remove_all(host, rest, timeout)?;
         // Networks made for the project.
         for network in keel_engine::network::list(&mut self.engine.db)? {
             if network.labels.get(spec::PROJECT) != Some(&project.name) {
@@ -727,14 +848,44 @@ impl Compose<'_> {
         services: &[String],
         timeout: Option<u32>,
     ) -> Result<()> {
-        for c in self.ordered_containers(services, true)? {
-            if c.state.status.is_active() {
-                host.progress("Container", &c.name, "Stopping");
-                self.engine.stop(&c.id, timeout)?;
-                host.progress("Container", &c.name, "Stopped");
-            }
+        for level in self.container_levels(services, true)? {
+            self.stop_together(host, &level, timeout)?;
         }
         Ok(())
+    }
+
+    /// The containers of `services` (all when empty) by dependency level
+    /// (dependents first with `reverse`).
+    pub fn container_levels(
+        &mut self,
+        services: &[String],
+        reverse: bool,
+    ) -> Result<Vec<Vec<Container>>> {
+        let selected = self.selected(services)?;
+        let mut levels = order::levels(self.project, &selected)?;
+        // Services the model does not have (a project known by name only).
+        let unknown: Vec<String> = selected
+            .iter()
+            .filter(|s| !levels.iter().flatten().any(|l| l == *s))
+            .cloned()
+            .collect();
+        if !unknown.is_empty() {
+            levels.push(unknown);
+        }
+        if reverse {
+            levels.reverse();
+        }
+        let containers = self.containers()?;
+        Ok(levels
+            .into_iter()
+            .map(|level| {
+                containers
+                    .iter()
+                    .filter(|c| !is_oneoff(c) && level.iter().any(|s| s == service_of(c)))
+                    .cloned()
+                    .collect()
+            })
+            .collect())
     }
 
     pub fn start(&mut self, host: &mut dyn Host, services: &[String]) -> Result<()> {

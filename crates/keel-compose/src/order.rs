@@ -78,3 +78,37 @@ pub fn dependents(project: &Project, name: &str) -> BTreeSet<String> {
     }
     out
 }
+
+/// `services` in levels: each service after every level holding what it
+/// needs (so a level's services can start together, and stop together in
+/// the reverse order). Dependencies outside `services` do not count.
+pub fn levels(project: &Project, services: &[String]) -> Result<Vec<Vec<String>>> {
+    let ordered = dependency_order(project, services)?;
+    let mut level: std::collections::BTreeMap<String, usize> = Default::default();
+    for name in &ordered {
+        if !services.contains(name) {
+            continue;
+        }
+        let depth = project
+            .services
+            .get(name)
+            .map(|s| {
+                needs(s)
+                    .iter()
+                    .filter_map(|d| level.get(d))
+                    .map(|l| l + 1)
+                    .max()
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0);
+        level.insert(name.clone(), depth);
+    }
+    let count = level.values().max().map_or(0, |m| m + 1);
+    let mut out = vec![Vec::new(); count];
+    for name in &ordered {
+        if let Some(l) = level.get(name) {
+            out[*l].push(name.clone());
+        }
+    }
+    Ok(out)
+}

@@ -3,6 +3,13 @@
 
 use super::*;
 
+/// How a stop began: nothing to stop, or the stop signal sent (with the
+/// signal and the seconds to wait before SIGKILL).
+enum Begun {
+    NotRunning(Container),
+    Signalled(Container, i32, u32),
+}
+
 impl Engine {
     // ------------------------------------------------------------------
     // start
@@ -205,9 +212,112 @@ impl Engine {
     /// container's, else 10), then SIGKILL. Stopping a stopped container
     /// is not an error (as docker).
     pub fn stop(&mut self, name: &str, timeout: Option<u32>) -> Result<Container> {
+        self.stop_many(&[name], timeout)
+            .pop()
+            .expect("one outcome per container")
+    }
+
+    /// [`Engine::stop`] of several containers at once: every stop signal
+    /// is sent first, then each container gets its own timeout, all running
+    /// together (so stopping N containers that ignore SIGTERM takes one
+    /// timeout, not N). One outcome per name, in order.
+    pub fn stop_many(&mut self, names: &[&str], timeout: Option<u32>) -> Vec<Result<Container>> {
+        struct Stopping {
+            at: usize,
+            container: Container,
+            signal: i32,
+            deadline: Instant,
+            killed: bool,
+            /// (pid, start time) of the monitor and of the init.
+            monitor: (i32, u64),
+            init: (i32, u64),
+        }
+        let mut outcomes: Vec<Option<Result<Container>>> =
+            std::iter::repeat_with(|| None).take(names.len()).collect();
+        let mut stopping = Vec::new();
+        for (at, name) in names.iter().enumerate() {
+            match self.begin_stop(name, timeout) {
+                Ok(Begun::NotRunning(stopped)) => outcomes[at] = Some(Ok(stopped)),
+                Ok(Begun::Signalled(container, signal, timeout)) => {
+                    let current = self.db.find(&container.id).ok();
+                    let state = current.as_ref().map(|c| &c.state);
+                    stopping.push(Stopping {
+                        at,
+                        signal,
+                        deadline: Instant::now() + Duration::from_secs(u64::from(timeout)),
+                        killed: false,
+                        monitor: state.map_or((0, 0), |s| (s.monitor_pid, s.monitor_start)),
+                        init: state.map_or((0, 0), |s| (s.pid, s.pid_start)),
+                        container,
+                    })
+                }
+                Err(e) => outcomes[at] = Some(Err(e)),
+            }
+        }
+        let alive = |p: (i32, u64)| p.0 > 0 && keel_runtime::util::process_alive(p.0, p.1);
+        while !stopping.is_empty() {
+            let now = Instant::now();
+            let mut still = Vec::new();
+            for mut s in stopping {
+                if !alive(s.monitor) && !alive(s.init) {
+                    self.event(&s.container, "stop", &[]);
+                    let ended_by = if s.killed { libc::SIGKILL } else { s.signal };
+                    outcomes[s.at] = Some(self.reconcile_id(&s.container.id, Some(128 + ended_by)));
+                    continue;
+                }
+                if now >= s.deadline {
+                    if s.killed {
+                        outcomes[s.at] = Some(Err(Error::msg(format!(
+                            "container {} did not stop after SIGKILL",
+                            s.container.name
+                        ))));
+                        continue;
+                    }
+                    let _ = keel_runtime::container::kill(
+                        &self.runtime_root(),
+                        &s.container.id,
+                        libc::SIGKILL,
+                        true,
+                    );
+                    s.killed = true;
+                    s.deadline = now + Duration::from_secs(30);
+                }
+                still.push(s);
+            }
+            stopping = still;
+            if stopping.is_empty() {
+                break;
+            }
+            // Until one of them ends, or the next deadline.
+            let next = stopping
+                .iter()
+                .map(|s| s.deadline)
+                .min()
+                .expect("not empty");
+            let pids: Vec<i32> = stopping
+                .iter()
+                .map(|s| {
+                    if alive(s.monitor) {
+                        s.monitor.0
+                    } else {
+                        s.init.0
+                    }
+                })
+                .collect();
+            let left = next.saturating_duration_since(Instant::now());
+            wait_any_exit(&pids, left.min(Duration::from_millis(250)));
+        }
+        outcomes
+            .into_iter()
+            .map(|o| o.expect("every container has an outcome"))
+            .collect()
+    }
+
+    /// The first half of a stop: the stop signal sent.
+    fn begin_stop(&mut self, name: &str, timeout: Option<u32>) -> Result<Begun> {
         let container = self.find(name)?;
         if !container.state.status.is_active() {
-            return Ok(container);
+            return Ok(Begun::NotRunning(container));
         }
         let run: RunConfig = self.run_config(&container.id)?;
         let signal = keel_runtime::container::parse_signal(&oci::stop_signal(
@@ -226,25 +336,7 @@ impl Engine {
             let _ = keel_runtime::container::resume(&self.runtime_root(), &container.id);
         }
         let _ = keel_runtime::container::kill(&self.runtime_root(), &container.id, signal, false);
-        // What ended it, should no monitor be there to see the exit.
-        let mut ended_by = signal;
-        if !self.wait_until_stopped(&container, Duration::from_secs(u64::from(timeout))) {
-            ended_by = libc::SIGKILL;
-            let _ = keel_runtime::container::kill(
-                &self.runtime_root(),
-                &container.id,
-                libc::SIGKILL,
-                true,
-            );
-            if !self.wait_until_stopped(&container, Duration::from_secs(30)) {
-                return Err(Error::msg(format!(
-                    "container {} did not stop after SIGKILL",
-                    container.name
-                )));
-            }
-        }
-        self.event(&container, "stop", &[]);
-        self.reconcile_id(&container.id, Some(128 + ended_by))
+        Ok(Begun::Signalled(container, signal, timeout))
     }
 
     /// Sends `signal` to the container's init.

@@ -231,20 +231,39 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
 
 /// Waits up to `timeout` for `pid` to exit (through a pidfd).
 pub fn wait_exit(pid: i32, timeout: Duration) {
-    // SAFETY: pidfd_open returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return;
+    wait_any_exit(&[pid], timeout);
+}
+
+/// Waits up to `timeout` until one of `pids` exits (through pidfds); at
+/// once if one is already gone.
+pub fn wait_any_exit(pids: &[i32], timeout: Duration) {
+    let mut fds = Vec::with_capacity(pids.len());
+    for &pid in pids {
+        // SAFETY: pidfd_open returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            // Gone already (or not ours to watch): nothing to wait for.
+            return;
+        }
+        // SAFETY: a new fd we own.
+        fds.push(unsafe { OwnedFd::from_raw_fd(fd as i32) });
     }
-    // SAFETY: a new fd we own.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    let mut pfd = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
+    let mut polled: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|fd| libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: poll on valid pollfds we own.
+    unsafe {
+        libc::poll(
+            polled.as_mut_ptr(),
+            polled.len() as libc::nfds_t,
+            timeout.as_millis() as i32,
+        )
     };
-    // SAFETY: poll on one valid pollfd.
-    unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as i32) };
 }
 
 fn random_bytes(buffer: &mut [u8]) -> Result<()> {

@@ -75,8 +75,8 @@ const PARALLEL: usize = 8;
 /// What `up` does with one replica.
 enum Step {
     Keep(Container),
-    Recreate(Container, keel_engine::spec::ContainerSpec),
-    Create(keel_engine::spec::ContainerSpec),
+    Recreate(Container, Box<keel_engine::spec::ContainerSpec>),
+    Create(Box<keel_engine::spec::ContainerSpec>),
 }
 
 /// The project's containers (one-offs too), by the compose labels.
@@ -390,7 +390,7 @@ impl Compose<'_> {
                                 recreated.insert(name.clone());
                                 host.progress("Container", &c.name, "Recreate");
                                 let spec = self.spec_for(service, n, None, true, &image_id)?;
-                                Step::Recreate(c, spec)
+                                Step::Recreate(c, Box::new(spec))
                             } else {
                                 Step::Keep(c)
                             }
@@ -402,7 +402,7 @@ impl Compose<'_> {
                                 spec.name.as_deref().unwrap_or(""),
                                 "Creating",
                             );
-                            Step::Create(spec)
+                            Step::Create(Box::new(spec))
                         }
                     };
                     steps.push(step);
@@ -419,9 +419,9 @@ impl Compose<'_> {
                             let _ = engine.stop(&old.id, timeout);
                         }
                         engine.remove(&old.id, true, false)?;
-                        (engine.create(images, spec)?, Some("Recreated"))
+                        (engine.create(images, *spec)?, Some("Recreated"))
                     }
-                    Step::Create(spec) => (engine.create(images, spec)?, Some("Created")),
+                    Step::Create(spec) => (engine.create(images, *spec)?, Some("Created")),
                 };
                 if start && !container.state.status.is_active() {
                     let started = engine.start(&container.id)?;

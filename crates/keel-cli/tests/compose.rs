@@ -660,6 +660,47 @@ fn failures_say_what_and_leave_nothing_after_down() {
     assert_eq!(keel.ok(&["ps", "-aq"]), "");
     let networks = keel.ok(&["network", "ls", "--format", "{{.Name}}"]);
     assert!(!networks.contains("fail_default"), "{networks}");
+
+    // A port another project holds: the second project says so.
+    let first = keel.temp.subdir("first");
+    let second = keel.temp.subdir("second");
+    let ported = "services:\n  web:\n    image: busybox\n    command: [\"sleep\", \"600\"]\n    ports: [\"127.0.0.1:8099:80\"]\n";
+    write(&first, "compose.yaml", ported);
+    write(&second, "compose.yaml", ported);
+    compose_ok(&keel, &first, &["up", "-d"]);
+    let out = compose(&keel, &second, &["up", "-d"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("Bind for 127.0.0.1:8099 failed: port is already allocated"),
+        "{}",
+        stderr(&out)
+    );
+    compose_ok(&keel, &second, &["down"]);
+    compose_ok(&keel, &first, &["down", "-t", "1"]);
+    assert_eq!(keel.ok(&["ps", "-aq"]), "");
+
+    // --abort-on-container-exit: the first exit's code, and all stopped.
+    write(
+        &dir,
+        "compose.yaml",
+        "services:\n  broken:\n    image: busybox\n    command: [\"sh\", \"-c\", \"echo cannot start; exit 1\"]\n  steady:\n    image: busybox\n    command: [\"sleep\", \"600\"]\n    init: true\n",
+    );
+    let out = compose(&keel, &dir, &["up", "--abort-on-container-exit"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("fail-broken-1 exited with code 1"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(running(&keel), Vec::<String>::new());
+    compose_ok(&keel, &dir, &["down"]);
+    assert_eq!(keel.ok(&["ps", "-aq"]), "");
 }
 
 #[test]

@@ -42,6 +42,48 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+/// A duration as docker compose prints one (Go's form: `1m30s`, `500ms`,
+/// `1.5s`).
+pub fn duration_text(ms: u64) -> String {
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    if ms % 1000 != 0 && ms < 60_000 {
+        return format!("{}s", ms as f64 / 1000.0);
+    }
+    let (h, m, s) = (
+        ms / 3_600_000,
+        ms / 60_000 % 60,
+        (ms % 60_000) as f64 / 1000.0,
+    );
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if h > 0 || m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    out.push_str(&format!("{s}s"));
+    out
+}
+
+fn millis_text<S: serde::Serializer>(
+    ms: &Option<u64>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    match ms {
+        Some(ms) => s.serialize_str(&duration_text(*ms)),
+        None => s.serialize_none(),
+    }
+}
+
+fn seconds_text<S: serde::Serializer>(
+    secs: &Option<u32>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    millis_text(&secs.map(|v| u64::from(v) * 1000), s)
+}
+
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Service {
     #[serde(skip)]
@@ -122,7 +164,10 @@ pub struct Service {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_signal: Option<String>,
     /// Seconds.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "seconds_text"
+    )]
     pub stop_grace_period: Option<u32>,
     #[serde(skip_serializing_if = "is_false")]
     pub tty: bool,
@@ -268,11 +313,23 @@ pub struct Healthcheck {
     /// docker's `Healthcheck.Test`: `["CMD", ...]`, `["CMD-SHELL", cmd]`
     /// or `["NONE"]` (`disable: true`).
     pub test: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "interval",
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "millis_text"
+    )]
     pub interval_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "timeout",
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "millis_text"
+    )]
     pub timeout_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "start_period",
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "millis_text"
+    )]
     pub start_period_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retries: Option<u32>,
@@ -484,6 +541,20 @@ pub fn project(root: &Node, name: &str, files: &[String]) -> Result<Project> {
             }
             _ => {}
         }
+    }
+    // The implicit `default` network, as docker compose adds it.
+    let uses_default = project
+        .services
+        .values()
+        .any(|s| s.networks.contains_key("default"));
+    if uses_default && !project.networks.contains_key("default") {
+        project.networks.insert(
+            "default".into(),
+            Network {
+                name: format!("{}_default", project.name),
+                ..Default::default()
+            },
+        );
     }
     Ok(project)
 }
@@ -1389,5 +1460,28 @@ impl Project {
         let file = object.file.as_deref().unwrap_or(Path::new(""));
         std::fs::read(file)
             .map_err(|e| crate::error::Error::io(format!("read {}", file.display()), e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_print_as_docker_compose_prints_them() {
+        assert_eq!(duration_text(500), "500ms");
+        assert_eq!(duration_text(1000), "1s");
+        assert_eq!(duration_text(1500), "1.5s");
+        assert_eq!(duration_text(90_000), "1m30s");
+        assert_eq!(duration_text(3_600_000), "1h0m0s");
+    }
+
+    #[test]
+    fn project_names_as_docker_compose_makes_them() {
+        assert_eq!(normalize_name("My Shop"), "myshop");
+        assert_eq!(normalize_name("_x.y-Z"), "xy-z");
+        assert!(valid_name("shop_1-a"));
+        assert!(!valid_name("Shop"));
+        assert!(!valid_name("-shop"));
     }
 }

@@ -48,7 +48,7 @@ pub fn duration_text(ms: u64) -> String {
     if ms < 1000 {
         return format!("{ms}ms");
     }
-    if ms % 1000 != 0 && ms < 60_000 {
+    if !ms.is_multiple_of(1000) && ms < 60_000 {
         return format!("{}s", ms as f64 / 1000.0);
     }
     let (h, m, s) = (

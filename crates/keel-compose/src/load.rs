@@ -67,7 +67,56 @@ struct Loader {
     files: Vec<String>,
 }
 
+/// A project's variables: `over` (the environment, or the including
+/// project's variables) over its env files (`.env` in `dir` when none are
+/// named).
+fn variables(dir: &Path, env_files: &[PathBuf], over: &Vars) -> Result<Vars> {
+    let default = dir.join(".env");
+    let files: Vec<PathBuf> = if env_files.is_empty() {
+        if default.is_file() { vec![default] } else { Vec::new() }
+    } else {
+        env_files.to_vec()
+    };
+    let mut vars = Vars::default();
+    for file in &files {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| Error::io(format!("read env file {}", file.display()), e))?;
+        for (k, v) in interpolate::parse_env_file(&text, over)
+            .map_err(|e| Error::project(format!("{}: {e}", file.display())))?
+        {
+            vars.values.insert(k, v);
+        }
+    }
+    vars.values
+        .extend(over.values.iter().map(|(k, v)| (k.clone(), v.clone())));
+    Ok(vars)
+}
+
 impl Loader {
+    /// The files of one project as one tree: each read and interpolated,
+    /// its `extends` resolved, merged in order; relative paths made
+    /// absolute against `dir`; its `include`s added.
+    fn project_tree(&mut self, files: &[PathBuf], dir: &Path, vars: &Vars) -> Result<Node> {
+        let mut merged: Option<Node> = None;
+        for file in files {
+            let mut root = self.read(file, vars)?;
+            let base = file.parent().unwrap_or(dir).to_path_buf();
+            resolve_extends(self, &mut root, &base, vars, &mut Vec::new())?;
+            normalize(&mut root);
+            merged = Some(match merged {
+                None => root,
+                Some(mut base) => {
+                    merge_top(&mut base, root);
+                    base
+                }
+            });
+        }
+        let mut root = merged.unwrap_or_else(|| Node::map(Vec::new()));
+        resolve_paths(&mut root, dir);
+        include(self, &mut root, dir, vars)?;
+        Ok(root)
+    }
+
     fn read(&mut self, path: &Path, vars: &Vars) -> Result<Node> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
@@ -175,59 +224,17 @@ pub fn load(options: &Options) -> Result<Loaded> {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| options.cwd.clone()),
     };
-    // Variables: the environment over the env files.
-    let mut vars = Vars::default();
-    let env_files: Vec<PathBuf> = if options.env_files.is_empty() {
-        let default = dir.join(".env");
-        if default.is_file() {
-            vec![default]
-        } else {
-            Vec::new()
-        }
-    } else {
-        options
-            .env_files
-            .iter()
-            .map(|f| absolute(&options.cwd, f))
-            .collect()
-    };
     let environment = Vars {
         values: options.environment.clone(),
     };
-    for file in &env_files {
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| Error::io(format!("read env file {}", file.display()), e))?;
-        for (k, v) in interpolate::parse_env_file(&text, &environment)
-            .map_err(|e| Error::project(format!("{}: {e}", file.display())))?
-        {
-            vars.values.insert(k, v);
-        }
-    }
-    vars.values.extend(
-        options
-            .environment
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone())),
-    );
-
+    let env_files: Vec<PathBuf> = options
+        .env_files
+        .iter()
+        .map(|f| absolute(&options.cwd, f))
+        .collect();
+    let mut vars = variables(&dir, &env_files, &environment)?;
     let mut loader = Loader { files: Vec::new() };
-    let mut merged: Option<Node> = None;
-    for file in &files {
-        let mut root = loader.read(file, &vars)?;
-        let base = file.parent().unwrap_or(&dir).to_path_buf();
-        resolve_extends(&mut loader, &mut root, &base, &vars, &mut Vec::new())?;
-        normalize(&mut root);
-        merged = Some(match merged {
-            None => root,
-            Some(mut base) => {
-                merge_top(&mut base, root);
-                base
-            }
-        });
-    }
-    let mut root = merged.unwrap_or_else(|| Node::map(Vec::new()));
-    resolve_paths(&mut root, &dir);
-    include(&mut loader, &mut root, &dir, &vars)?;
+    let mut root = loader.project_tree(&files, &dir, &vars)?;
 
     // The name: -p, COMPOSE_PROJECT_NAME, name:, the directory's name.
     let name = if let Some(name) = &options.project_name {
@@ -641,48 +648,12 @@ fn include(loader: &mut Loader, root: &mut Node, dir: &Path, vars: &Vars) -> Res
         };
         // The included project's own variables: its .env (or env_file),
         // under the including project's.
-        let mut sub_vars = Vars::default();
-        let env_paths: Vec<PathBuf> = if env_files.is_empty() {
-            let default = sub_dir.join(".env");
-            if default.is_file() {
-                vec![default]
-            } else {
-                Vec::new()
-            }
-        } else {
-            env_files
-                .iter()
-                .map(|f| absolute(dir, Path::new(f)))
-                .collect()
-        };
-        for file in env_paths {
-            let text = std::fs::read_to_string(&file)
-                .map_err(|e| Error::io(format!("read env file {}", file.display()), e))?;
-            for (k, v) in interpolate::parse_env_file(&text, vars)
-                .map_err(|e| Error::project(format!("{}: {e}", file.display())))?
-            {
-                sub_vars.values.insert(k, v);
-            }
-        }
-        sub_vars
-            .values
-            .extend(vars.values.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let mut sub: Option<Node> = None;
-        for file in &sub_files {
-            let mut node = loader.read(file, &sub_vars)?;
-            resolve_extends(loader, &mut node, &sub_dir, &sub_vars, &mut Vec::new())?;
-            normalize(&mut node);
-            sub = Some(match sub {
-                None => node,
-                Some(mut base) => {
-                    merge_top(&mut base, node);
-                    base
-                }
-            });
-        }
-        let mut sub = sub.unwrap_or_else(|| Node::map(Vec::new()));
-        resolve_paths(&mut sub, &sub_dir);
-        include(loader, &mut sub, &sub_dir, &sub_vars)?;
+        let env_paths: Vec<PathBuf> = env_files
+            .iter()
+            .map(|f| absolute(dir, Path::new(f)))
+            .collect();
+        let sub_vars = variables(&sub_dir, &env_paths, vars)?;
+        let mut sub = loader.project_tree(&sub_files, &sub_dir, &sub_vars)?;
         // What it brings must not clash with what the project has.
         for section in ["services", "networks", "volumes", "secrets", "configs"] {
             let Some(Node {

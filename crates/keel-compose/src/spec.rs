@@ -147,44 +147,24 @@ impl Request<'_> {
                         std::fs::create_dir_all(source)
                             .map_err(|e| Error::io(format!("create {}", v.source), e))?;
                     }
-                    MountSpec {
-                        kind: MountKind::Bind,
-                        source: v.source.clone(),
-                        target: v.target.clone(),
-                        read_only: v.read_only,
-                        tmpfs_size: None,
-                        tmpfs_mode: None,
-                        no_copy: false,
-                        propagation: None,
-                        volume_flag: None,
-                    }
+                    MountSpec::plain(MountKind::Bind, &v.source, &v.target, v.read_only)
                 }
                 "tmpfs" => MountSpec {
-                    kind: MountKind::Tmpfs,
-                    source: String::new(),
-                    target: v.target.clone(),
-                    read_only: v.read_only,
                     tmpfs_size: v.tmpfs_size,
-                    tmpfs_mode: None,
-                    no_copy: false,
-                    propagation: None,
-                    volume_flag: None,
+                    ..MountSpec::plain(MountKind::Tmpfs, "", &v.target, v.read_only)
                 },
                 _ => MountSpec {
-                    kind: MountKind::Volume,
-                    // A project volume's real name; empty: anonymous.
-                    source: p
-                        .volumes
-                        .get(&v.source)
-                        .map(|vol| vol.name.clone())
-                        .unwrap_or_default(),
-                    target: v.target.clone(),
-                    read_only: v.read_only,
-                    tmpfs_size: None,
-                    tmpfs_mode: None,
                     no_copy: v.nocopy,
-                    propagation: None,
-                    volume_flag: None,
+                    // A project volume's real name; empty: anonymous.
+                    ..MountSpec::plain(
+                        MountKind::Volume,
+                        p.volumes
+                            .get(&v.source)
+                            .map(|vol| vol.name.clone())
+                            .unwrap_or_default(),
+                        &v.target,
+                        v.read_only,
+                    )
                 },
             };
             mounts.push(mount);
@@ -225,17 +205,12 @@ impl Request<'_> {
                         source.display()
                     )));
                 }
-                mounts.push(MountSpec {
-                    kind: MountKind::Bind,
-                    source: source.display().to_string(),
-                    target: r.target.clone(),
-                    read_only: true,
-                    tmpfs_size: None,
-                    tmpfs_mode: None,
-                    no_copy: false,
-                    propagation: None,
-                    volume_flag: None,
-                });
+                mounts.push(MountSpec::plain(
+                    MountKind::Bind,
+                    source.display().to_string(),
+                    &r.target,
+                    true,
+                ));
             }
         }
 

@@ -93,6 +93,29 @@ pub struct MountSpec {
     pub volume_flag: Option<String>,
 }
 
+impl MountSpec {
+    /// A mount with a source, a target and a mode, and every option at its
+    /// default.
+    pub fn plain(
+        kind: MountKind,
+        source: impl Into<String>,
+        target: impl Into<String>,
+        read_only: bool,
+    ) -> MountSpec {
+        MountSpec {
+            kind,
+            source: source.into(),
+            target: target.into(),
+            read_only,
+            tmpfs_size: None,
+            tmpfs_mode: None,
+            no_copy: false,
+            propagation: None,
+            volume_flag: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MountKind {

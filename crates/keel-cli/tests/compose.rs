@@ -900,10 +900,15 @@ fn ctrl_c_stops_the_foreground_project() {
 #[test]
 fn build_push_pull_and_the_recreate_flags() {
     let keel = Keel::new();
-    let registry = keel_testutil::peers::Registry::start_in(&keel.temp, "registry", None, Some(&keel.netns));
+    let registry =
+        keel_testutil::peers::Registry::start_in(&keel.temp, "registry", None, Some(&keel.netns));
     let image = format!("{}/keel/app:1", registry.host());
     let dir = keel.temp.subdir("flags");
-    write(&dir, "app/Dockerfile", "FROM busybox\nRUN echo v1 > /version\nCMD [\"sleep\", \"600\"]\n");
+    write(
+        &dir,
+        "app/Dockerfile",
+        "FROM busybox\nRUN echo v1 > /version\nCMD [\"sleep\", \"600\"]\n",
+    );
     let file = format!(
         "services:\n  app:\n    build: ./app\n    image: {image}\n    init: true\n    depends_on: [other]\n  other:\n    image: busybox\n    command: [\"sleep\", \"600\"]\n    init: true\n"
     );
@@ -921,20 +926,36 @@ fn build_push_pull_and_the_recreate_flags() {
     let app = id_of(&keel, "flags-app-1");
     let other = id_of(&keel, "flags-other-1");
     // --force-recreate of one service: that one only.
-    compose_ok(&keel, &dir, &["up", "-d", "--force-recreate", "--no-deps", "other"]);
+    compose_ok(
+        &keel,
+        &dir,
+        &["up", "-d", "--force-recreate", "--no-deps", "other"],
+    );
     assert_ne!(id_of(&keel, "flags-other-1"), other);
     assert_eq!(id_of(&keel, "flags-app-1"), app);
     let other = id_of(&keel, "flags-other-1");
     // --no-recreate: a changed service is left as it is.
-    write(&dir, "compose.yaml", &file.replace("[\"sleep\", \"600\"]", "[\"sleep\", \"601\"]"));
+    write(
+        &dir,
+        "compose.yaml",
+        &file.replace("[\"sleep\", \"600\"]", "[\"sleep\", \"601\"]"),
+    );
     compose_ok(&keel, &dir, &["up", "-d", "--no-recreate"]);
     assert_eq!(id_of(&keel, "flags-other-1"), other);
     // --no-deps: only the service named starts.
     compose_ok(&keel, &dir, &["stop", "-t", "1"]);
-    compose_ok(&keel, &dir, &["up", "-d", "--no-deps", "--no-recreate", "app"]);
+    compose_ok(
+        &keel,
+        &dir,
+        &["up", "-d", "--no-deps", "--no-recreate", "app"],
+    );
     assert_eq!(running(&keel), vec!["flags-app-1"]);
     // --build rebuilds; the changed image recreates the service.
-    write(&dir, "app/Dockerfile", "FROM busybox\nRUN echo v2 > /version\nCMD [\"sleep\", \"600\"]\n");
+    write(
+        &dir,
+        "app/Dockerfile",
+        "FROM busybox\nRUN echo v2 > /version\nCMD [\"sleep\", \"600\"]\n",
+    );
     compose_ok(&keel, &dir, &["up", "-d", "--build", "--no-deps", "app"]);
     assert_ne!(id_of(&keel, "flags-app-1"), app);
     assert_eq!(keel.ok(&["exec", "flags-app-1", "cat", "/version"]), "v2\n");

@@ -73,7 +73,11 @@ struct Loader {
 fn variables(dir: &Path, env_files: &[PathBuf], over: &Vars) -> Result<Vars> {
     let default = dir.join(".env");
     let files: Vec<PathBuf> = if env_files.is_empty() {
-        if default.is_file() { vec![default] } else { Vec::new() }
+        if default.is_file() {
+            vec![default]
+        } else {
+            Vec::new()
+        }
     } else {
         env_files.to_vec()
     };

@@ -90,7 +90,7 @@ pub enum ComposeCommand {
     Events(EventsArgs),
     /// Copy files/folders between a service container and the local filesystem
     Cp(CpArgs),
-    /// Push service images
+    /// Push the images of the services that build one and name it
     Push(ServicesArgs),
     /// Show the keel compose version information
     Version,
@@ -629,7 +629,8 @@ pub fn run(ctx: &Context, args: &ComposeArgs) -> Result<i32> {
             let project = &loaded.project;
             for name in compose.selected(&s.services)? {
                 let service = &project.services[&name];
-                let Some(image) = &service.image else {
+                // What the project builds and names (docker compose's push).
+                let (Some(image), Some(_)) = (&service.image, &service.build) else {
                     continue;
                 };
                 eprintln!(" Image {image}  Pushing");

@@ -962,3 +962,27 @@ fn build_push_pull_and_the_recreate_flags() {
     compose_ok(&keel, &dir, &["down", "-t", "1"]);
     assert_eq!(keel.ok(&["ps", "-aq"]), "");
 }
+
+#[test]
+fn a_restart_carries_to_what_depends_with_restart_true() {
+    let keel = Keel::new();
+    let dir = keel.temp.subdir("chain");
+    write(
+        &dir,
+        "compose.yaml",
+        "services:\n  db:\n    image: busybox\n    command: [\"sleep\", \"600\"]\n    init: true\n  api:\n    image: busybox\n    command: [\"sleep\", \"600\"]\n    init: true\n    depends_on:\n      db:\n        condition: service_started\n        restart: true\n  batch:\n    image: busybox\n    command: [\"sleep\", \"600\"]\n    init: true\n    depends_on: [db]\n",
+    );
+    compose_ok(&keel, &dir, &["up", "-d"]);
+    let started = |name: &str| keel.inspect(name, "{{.State.StartedAt}}");
+    let (api, batch) = (started("chain-api-1"), started("chain-batch-1"));
+    let out = compose(&keel, &dir, &["restart", "db"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Container chain-api-1  Restarting"),
+        "{}",
+        stderr(&out)
+    );
+    assert_ne!(started("chain-api-1"), api);
+    assert_eq!(started("chain-batch-1"), batch);
+    compose_ok(&keel, &dir, &["down", "-t", "1"]);
+}

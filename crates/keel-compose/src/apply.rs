@@ -911,7 +911,23 @@ impl Compose<'_> {
         services: &[String],
         timeout: Option<u32>,
     ) -> Result<()> {
-        for c in self.ordered_containers(services, false)? {
+        // What depends on them with `restart: true` restarts with them.
+        let mut all = self.selected(services)?;
+        let mut grew = true;
+        while grew {
+            grew = false;
+            for (name, service) in &self.project.services {
+                let follows = service
+                    .depends_on
+                    .iter()
+                    .any(|(dep, d)| d.restart && all.contains(dep));
+                if follows && !all.contains(name) {
+                    all.push(name.clone());
+                    grew = true;
+                }
+            }
+        }
+        for c in self.ordered_containers(&all, false)? {
             host.progress("Container", &c.name, "Restarting");
             if c.state.status.is_active() {
                 self.engine.stop(&c.id, timeout)?;

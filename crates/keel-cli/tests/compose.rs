@@ -986,3 +986,32 @@ fn a_restart_carries_to_what_depends_with_restart_true() {
     assert_eq!(started("chain-batch-1"), batch);
     compose_ok(&keel, &dir, &["down", "-t", "1"]);
 }
+
+#[test]
+fn wait_honours_the_image_s_own_healthcheck() {
+    let keel = Keel::new();
+    let dir = keel.temp.subdir("imghc");
+    write(
+        &dir,
+        "img/Dockerfile",
+        "FROM busybox\nHEALTHCHECK --interval=100ms --retries=50 CMD test -f /tmp/ready\nCMD [\"sh\", \"-c\", \"sleep 0.3; touch /tmp/ready; exec sleep 600\"]\n",
+    );
+    write(
+        &dir,
+        "compose.yaml",
+        "services:\n  svc:\n    build: ./img\n    init: true\n  after:\n    image: busybox\n    command: [\"sleep\", \"600\"]\n    init: true\n    depends_on:\n      svc:\n        condition: service_healthy\n",
+    );
+    let out = compose(&keel, &dir, &["up", "-d", "--wait"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Container imghc-svc-1  Healthy"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        keel.inspect("imghc-svc-1", "{{.State.Health.Status}}"),
+        "healthy"
+    );
+    assert_eq!(running(&keel), vec!["imghc-after-1", "imghc-svc-1"]);
+    compose_ok(&keel, &dir, &["down", "-t", "1", "--rmi", "local"]);
+}

@@ -452,12 +452,13 @@ impl Compose<'_> {
         }
         if options.wait && !options.no_start {
             for name in &services {
-                let service = &project.services[name];
-                let condition = if service
-                    .healthcheck
-                    .as_ref()
-                    .is_some_and(|h| h.test.first().map(String::as_str) != Some("NONE"))
-                {
+                // Healthy where there is a healthcheck (the service's or
+                // its image's), else running.
+                let checked = self
+                    .service_containers(name)?
+                    .first()
+                    .is_some_and(|c| self.has_healthcheck(c));
+                let condition = if checked {
                     Condition::ServiceHealthy
                 } else {
                     Condition::ServiceStarted
@@ -477,6 +478,16 @@ impl Compose<'_> {
             }
         }
         Ok(result)
+    }
+
+    /// Whether the container has a healthcheck: its own, or its image's
+    /// (and not turned off).
+    fn has_healthcheck(&self, c: &Container) -> bool {
+        self.engine
+            .run_config(&c.id)
+            .ok()
+            .and_then(|run| keel_engine::health::check_of(&run.image_config, &c.spec))
+            .is_some()
     }
 
     /// Runs `work` on each item, several at once (a pool of up to
@@ -640,7 +651,7 @@ impl Compose<'_> {
                                     c.name
                                 )));
                             }
-                            None if c.spec.health.is_none() && c.state.status.is_active() => {
+                            None if c.state.status.is_active() && !self.has_healthcheck(c) => {
                                 return Err(Error::project(format!(
                                     "container {} has no healthcheck configured",
                                     c.name

@@ -984,6 +984,14 @@ fn a_restart_carries_to_what_depends_with_restart_true() {
     );
     assert_ne!(started("chain-api-1"), api);
     assert_eq!(started("chain-batch-1"), batch);
+    // rm takes stopped containers only; with -s it stops them first.
+    compose_ok(&keel, &dir, &["stop", "batch"]);
+    compose_ok(&keel, &dir, &["rm", "-f"]);
+    assert_eq!(running(&keel), vec!["chain-api-1", "chain-db-1"]);
+    assert_eq!(keel.ok(&["ps", "-aq"]).lines().count(), 2);
+    compose_ok(&keel, &dir, &["rm", "-f", "-s", "api"]);
+    assert_eq!(running(&keel), vec!["chain-db-1"]);
+    assert_eq!(keel.ok(&["ps", "-aq"]).lines().count(), 1);
     compose_ok(&keel, &dir, &["down", "-t", "1"]);
 }
 

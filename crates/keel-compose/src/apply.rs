@@ -828,29 +828,11 @@ impl Compose<'_> {
         services: &[String],
         reverse: bool,
     ) -> Result<Vec<Container>> {
-        let selected = self.selected(services)?;
-        let mut order = order::dependency_order(self.project, &selected)?;
-        order.retain(|s| selected.contains(s));
-        // Services the model does not have (a project known by name only).
-        for name in &selected {
-            if !order.contains(name) {
-                order.push(name.clone());
-            }
-        }
-        if reverse {
-            order.reverse();
-        }
-        let containers = self.containers()?;
-        let mut out = Vec::new();
-        for name in order {
-            out.extend(
-                containers
-                    .iter()
-                    .filter(|c| service_of(c) == name && !is_oneoff(c))
-                    .cloned(),
-            );
-        }
-        Ok(out)
+        Ok(self
+            .container_levels(services, reverse)?
+            .into_iter()
+            .flatten()
+            .collect())
     }
 
     pub fn stop(
@@ -938,13 +920,16 @@ impl Compose<'_> {
                 }
             }
         }
-        for c in self.ordered_containers(&all, false)? {
-            host.progress("Container", &c.name, "Restarting");
-            if c.state.status.is_active() {
-                self.engine.stop(&c.id, timeout)?;
+        // A level stopped together (one timeout), then started.
+        for level in self.container_levels(&all, false)? {
+            for c in &level {
+                host.progress("Container", &c.name, "Restarting");
             }
-            self.engine.start(&c.id)?;
-            host.progress("Container", &c.name, "Started");
+            self.stop_together(host, &level, timeout)?;
+            for c in &level {
+                self.engine.start(&c.id)?;
+                host.progress("Container", &c.name, "Started");
+            }
         }
         Ok(())
     }
@@ -982,19 +967,19 @@ impl Compose<'_> {
         volumes: bool,
     ) -> Result<usize> {
         let mut n = 0;
-        for c in self.ordered_containers(services, true)? {
-            if c.state.status.is_active() {
-                if !stop {
-                    continue;
-                }
-                host.progress("Container", &c.name, "Stopping");
-                self.engine.stop(&c.id, None)?;
-                host.progress("Container", &c.name, "Stopped");
+        for level in self.container_levels(services, true)? {
+            // Running ones only with `stop`, stopped together.
+            let level: Vec<Container> = level
+                .into_iter()
+                .filter(|c| stop || !c.state.status.is_active())
+                .collect();
+            self.stop_together(host, &level, None)?;
+            for c in &level {
+                host.progress("Container", &c.name, "Removing");
+                self.engine.remove(&c.id, true, volumes)?;
+                host.progress("Container", &c.name, "Removed");
+                n += 1;
             }
-            host.progress("Container", &c.name, "Removing");
-            self.engine.remove(&c.id, true, volumes)?;
-            host.progress("Container", &c.name, "Removed");
-            n += 1;
         }
         Ok(n)
     }

@@ -60,25 +60,6 @@ fn visit(
     Ok(())
 }
 
-/// Every service that needs `name`, directly or not.
-pub fn dependents(project: &Project, name: &str) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    let mut changed = true;
-    while changed {
-        changed = false;
-        for (other, service) in &project.services {
-            if out.contains(other) {
-                continue;
-            }
-            if needs(service).iter().any(|n| n == name || out.contains(n)) {
-                out.insert(other.clone());
-                changed = true;
-            }
-        }
-    }
-    out
-}
-
 /// `services` in levels: each service after every level holding what it
 /// needs (so a level's services can start together, and stop together in
 /// the reverse order). Dependencies outside `services` do not count.

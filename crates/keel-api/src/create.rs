@@ -92,6 +92,7 @@ pub struct HostConfig {
     pub tmpfs: Option<BTreeMap<String, String>>,
     pub shm_size: Option<u64>,
     pub sysctls: Option<BTreeMap<String, String>>,
+    pub isolation: Option<String>,
     pub cpu_shares: Option<u64>,
     pub memory: Option<i64>,
     pub memory_swap: Option<i64>,
@@ -425,6 +426,7 @@ pub fn to_spec(body: CreateBody, name: Option<String>) -> ApiResult<(ContainerSp
             .collect::<keel_engine::Result<_>>()
             .map_err(invalid)?,
         sysctls: host.sysctls.unwrap_or_default(),
+        isolation: spec::Isolation::parse(host.isolation.as_deref().unwrap_or(""))?,
         log,
     };
     let _ = body.domainname;

@@ -5,7 +5,7 @@
 use anyhow::{Result, bail};
 use clap::Args;
 
-use crate::containers::{Context, helper_binary};
+use crate::containers::Context;
 
 #[derive(Args, Debug)]
 pub struct ServiceArgs {
@@ -46,15 +46,7 @@ pub fn run(ctx: &Context, args: &ServiceArgs) -> Result<i32> {
         }),
         _ => bail!("TLS needs all three of --tlscert, --tlskey and --tlscacert"),
     };
-    let state = keel_api::State::new(
-        ctx.root.clone(),
-        ctx.runroot.clone(),
-        keel_engine::Options {
-            cgroup_parent: ctx.cgroup_parent.clone(),
-            init_binary: helper_binary("KEEL_INIT", "keel-init"),
-            monitor_binary: helper_binary("KEEL_MONITOR", "keel-monitor"),
-        },
-    );
+    let state = keel_api::State::new(ctx.root.clone(), ctx.runroot.clone(), ctx.engine_options());
     let idle = (args.time > 0).then(|| std::time::Duration::from_secs(args.time));
     keel_api::server::serve(state, keel_api::server::Config { listen, tls, idle })
         .map_err(anyhow::Error::msg)?;

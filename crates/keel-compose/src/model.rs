@@ -163,6 +163,9 @@ pub struct Service {
     pub init: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_signal: Option<String>,
+    /// `vm`: the service's containers are micro-VMs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<String>,
     /// Seconds.
     #[serde(
         skip_serializing_if = "Option::is_none",
@@ -468,6 +471,7 @@ const SERVICE_KEYS: &[&str] = &[
     "hostname",
     "image",
     "init",
+    "isolation",
     "labels",
     "logging",
     "mem_limit",
@@ -658,6 +662,11 @@ fn service(at: At, name: &str) -> Result<Service> {
                 s.pull_policy = Some(policy);
             }
             "read_only" => s.read_only = f.bool()?,
+            "isolation" => {
+                let text = f.string()?;
+                keel_engine::spec::Isolation::parse(&text).map_err(|e| f.err(e.to_string()))?;
+                s.isolation = Some(text);
+            }
             "restart" => {
                 let text = f.string()?;
                 keel_engine::spec::parse_restart(&text).map_err(|e| f.err(e.to_string()))?;

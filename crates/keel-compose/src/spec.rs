@@ -402,6 +402,13 @@ impl Request<'_> {
                 .collect::<keel_engine::Result<_>>()
                 .map_err(bad)?,
             sysctls: s.sysctls.clone(),
+            isolation: s
+                .isolation
+                .as_deref()
+                .map(spec::Isolation::parse)
+                .transpose()
+                .map_err(bad)?
+                .unwrap_or_default(),
             log,
         };
         options::check(&spec).map_err(bad)?;

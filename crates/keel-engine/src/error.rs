@@ -47,19 +47,7 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// docker's exit code for a container that could not start: 127 when the
-/// command is not there, 126 when it cannot be run, else 125.
-pub fn start_exit_code(message: &str) -> i32 {
-    if message.contains("executable file not found")
-        || message.contains("no such file or directory")
-    {
-        127
-    } else if message.contains("permission denied") {
-        126
-    } else {
-        125
-    }
-}
+pub use keel_runtime::error::start_exit_code;
 
 impl Error {
     pub fn invalid(message: impl Into<String>) -> Error {

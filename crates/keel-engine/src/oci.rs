@@ -28,7 +28,7 @@ use keel_runtime::spec::{
 };
 
 use crate::error::{Error, Result};
-use crate::spec::{ContainerSpec, MountKind, NetworkMode, SeccompChoice};
+use crate::spec::{ContainerSpec, Isolation, MountKind, NetworkMode, SeccompChoice};
 use crate::users::ExecUser;
 
 /// docker's PATH when the image sets none.
@@ -138,6 +138,42 @@ pub struct ResolvedMount {
     pub propagation: Option<String>,
 }
 
+/// The helpers of `--isolation vm` (keel-runtime runs the shim; the shim
+/// boots the agent), and where the guest's initramfs is cached.
+#[derive(Debug, Clone)]
+pub struct VmInputs<'a> {
+    pub shim: Option<&'a Path>,
+    pub agent: Option<&'a Path>,
+    pub cache: &'a Path,
+}
+
+/// keel-runtime's annotations for a micro-VM.
+fn vm_annotations(vm: &VmInputs, annotations: &mut BTreeMap<String, String>) -> Result<()> {
+    let (Some(shim), Some(agent)) = (vm.shim, vm.agent) else {
+        return Err(Error::invalid(format!(
+            "--isolation vm: {} was not found (install keel's VM helpers, or set {})",
+            if vm.shim.is_none() {
+                "keel-vm-shim"
+            } else {
+                "keel-guest"
+            },
+            if vm.shim.is_none() {
+                "KEEL_VM_SHIM"
+            } else {
+                "KEEL_GUEST"
+            },
+        )));
+    };
+    annotations.insert(keel_runtime::vm::ISOLATION.into(), "vm".into());
+    annotations.insert(keel_runtime::vm::SHIM.into(), shim.display().to_string());
+    annotations.insert(keel_runtime::vm::AGENT.into(), agent.display().to_string());
+    annotations.insert(
+        keel_runtime::vm::CACHE.into(),
+        vm.cache.display().to_string(),
+    );
+    Ok(())
+}
+
 /// Everything [`build`] needs beyond the image and the request.
 #[derive(Debug, Clone)]
 pub struct Inputs<'a> {
@@ -163,6 +199,8 @@ pub struct Inputs<'a> {
     pub network_namespace: Option<&'a str>,
     /// keel's init on the host, for `--init`.
     pub init_binary: Option<&'a Path>,
+    /// What `--isolation vm` needs.
+    pub vm: VmInputs<'a>,
     /// The capabilities "all" means (the bounding set keel runs with);
     /// None: every capability the kernel knows.
     pub available_capabilities: Option<&'a [String]>,
@@ -582,6 +620,9 @@ pub fn build(inputs: &Inputs<'_>) -> Result<Spec> {
         "org.opencontainers.image.stopSignal".to_string(),
         stop_signal(inputs.image, spec),
     );
+    if spec.isolation == Isolation::Vm {
+        vm_annotations(&inputs.vm, &mut annotations)?;
+    }
     Ok(Spec {
         oci_version: keel_runtime::OCI_VERSION.to_string(),
         process: Some(process),
@@ -732,6 +773,11 @@ mod tests {
             network_namespace: None,
             init_binary: Some(Path::new("/usr/libexec/keel/keel-init")),
             available_capabilities: None,
+            vm: VmInputs {
+                shim: Some(Path::new("/usr/libexec/keel/keel-vm-shim")),
+                agent: Some(Path::new("/usr/libexec/keel/keel-guest")),
+                cache: Path::new("/var/lib/keel/vm-guest"),
+            },
         })
     }
 

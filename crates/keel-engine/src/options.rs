@@ -303,6 +303,24 @@ pub fn check(spec: &spec::ContainerSpec) -> Result<()> {
     if spec.auto_remove && spec.restart != RestartPolicy::No {
         return Err(Error::invalid("Conflicting options: --restart and --rm"));
     }
+    if spec.isolation == spec::Isolation::Vm {
+        // What a micro-VM cannot share with the host.
+        if spec.network == spec::NetworkMode::Host {
+            return Err(Error::invalid(
+                "--isolation vm: a micro-VM has a network of its own (not --network host)",
+            ));
+        }
+        if let spec::NetworkMode::Container(_) = spec.network {
+            return Err(Error::invalid(
+                "--isolation vm: a micro-VM cannot join another container's network",
+            ));
+        }
+        if !spec.devices.is_empty() {
+            return Err(Error::invalid(
+                "--isolation vm: host devices (--device) cannot be passed to a micro-VM",
+            ));
+        }
+    }
     Ok(())
 }
 

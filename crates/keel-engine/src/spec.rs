@@ -67,6 +67,42 @@ pub struct ContainerSpec {
     pub devices: Vec<DeviceSpec>,
     pub sysctls: BTreeMap<String, String>,
     pub log: LogOptions,
+    /// `--isolation`: the host's kernel, or a micro-VM of its own.
+    pub isolation: Isolation,
+}
+
+/// How a container is isolated from the host.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// Namespaces and cgroups on the host's kernel.
+    #[default]
+    Container,
+    /// A micro-VM with a kernel of its own (`--isolation vm`).
+    Vm,
+}
+
+impl Isolation {
+    /// `--isolation VALUE`: `vm`, or docker's `default`/`process` (and
+    /// `container`) for the host's kernel.
+    pub fn parse(value: &str) -> Result<Isolation> {
+        match value {
+            "" | "default" | "process" | "container" => Ok(Isolation::Container),
+            "vm" => Ok(Isolation::Vm),
+            other => Err(Error::invalid(format!(
+                "invalid isolation {other:?}: keel runs containers (default) or micro-VMs (vm)"
+            ))),
+        }
+    }
+
+    /// As `inspect` and `ps --format {{.Isolation}}` show it (docker shows
+    /// `default` for a container on the host's kernel).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::Container => "default",
+            Isolation::Vm => "vm",
+        }
+    }
 }
 
 /// A `-v`, `--mount` or `--tmpfs` entry.

@@ -39,11 +39,22 @@ pub struct CreateOptions {
 }
 
 /// What `create` leaves behind if it fails half-way: nothing.
-struct Cleanup {
-    dir: ContainerDir,
-    cgroup: Option<Cgroup>,
-    pid: Option<i32>,
-    armed: bool,
+pub(crate) struct Cleanup {
+    pub(crate) dir: ContainerDir,
+    pub(crate) cgroup: Option<Cgroup>,
+    pub(crate) pid: Option<i32>,
+    pub(crate) armed: bool,
+}
+
+impl Cleanup {
+    pub(crate) fn new(dir: ContainerDir) -> Cleanup {
+        Cleanup {
+            dir,
+            cgroup: None,
+            pid: None,
+            armed: true,
+        }
+    }
 }
 
 impl Drop for Cleanup {
@@ -196,15 +207,14 @@ fn create_with_console(
         _ => None,
     };
     let proxied = console.is_some() && opts.console_socket.is_none();
+    if crate::vm::wants_vm(&spec.annotations) {
+        return crate::vm::create(root, opts, &spec, &bundle, &rootfs, console)
+            .map(|pid| (pid, proxied));
+    }
     let listener = connect_listener(&spec)?;
 
     let dir = ContainerDir::create(root, &opts.id)?;
-    let mut cleanup = Cleanup {
-        dir: dir.clone(),
-        cgroup: None,
-        pid: None,
-        armed: true,
-    };
+    let mut cleanup = Cleanup::new(dir.clone());
     dir.save_config(&spec)?;
     let mut cgroup = Cgroup::resolve(&opts.id, spec.linux().cgroups_path.as_deref())?;
     // `create` records what it made even when it fails half-way.

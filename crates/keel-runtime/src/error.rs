@@ -65,3 +65,17 @@ impl<T> Context<T> for std::result::Result<T, nix::errno::Errno> {
         self.map_err(|e| Error::sys(what(), e))
     }
 }
+
+/// docker's exit code for a container that could not start: 127 when the
+/// command is not there, 126 when it cannot be run, else 125.
+pub fn start_exit_code(message: &str) -> i32 {
+    if message.contains("executable file not found")
+        || message.contains("no such file or directory")
+    {
+        127
+    } else if message.contains("permission denied") {
+        126
+    } else {
+        125
+    }
+}

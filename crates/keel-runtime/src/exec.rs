@@ -42,6 +42,9 @@ pub fn exec(root: &Path, opts: &ExecOptions) -> Result<i32> {
     if opts.process.args.is_empty() {
         return Err(Error::msg("exec: process args must not be empty"));
     }
+    if crate::vm::is_vm(&state) {
+        return crate::vm::exec(&dir, opts);
+    }
     if opts.process.terminal && opts.console_socket.is_none() && opts.detach {
         return Err(Error::msg(
             "cannot allocate tty if runc will detach without setting console socket",

@@ -25,6 +25,7 @@ pub mod spec;
 pub mod state;
 pub mod sync;
 pub mod util;
+pub mod vm;
 
 pub use error::{Error, Result};
 

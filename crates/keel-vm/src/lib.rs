@@ -20,7 +20,9 @@
 //!   page log, or stop-and-copy), received as a snapshot;
 //! - [`seccomp`]: the filter keel-vmm confines itself with once the VM
 //!   is made;
-//! - [`store`]: VM records under keel's root (what `keel vm ls` reads).
+//! - [`store`]: VM records under keel's root (what `keel vm ls` reads);
+//! - [`guest`]: a container's micro-VM (`keel run --isolation vm`): the
+//!   guest kernel, the initramfs keel writes, and `keel-vm-shim`.
 //!
 //! The VMM process itself is `keel-vmm` (`src/bin/keel-vmm.rs`): one per
 //! VM, started by `keel vm run`, holding the VM after the CLI exits.
@@ -34,6 +36,7 @@ pub mod devices;
 pub mod disk;
 pub mod error;
 pub mod fdpass;
+pub mod guest;
 pub mod linux;
 pub mod memory;
 pub mod migrate;

@@ -111,6 +111,9 @@ pub struct CreateArgs {
     /// Run an init inside the container that forwards signals and reaps processes
     #[arg(long)]
     pub init: bool,
+    /// Isolation: default (the host's kernel) or vm (a micro-VM with a kernel of its own)
+    #[arg(long, value_name = "ISOLATION", default_value = "default")]
+    pub isolation: String,
     /// Restart policy: no, on-failure[:max-retries], always, unless-stopped
     #[arg(long, default_value = "no")]
     pub restart: String,
@@ -363,6 +366,7 @@ impl CreateArgs {
                 .collect::<keel_engine::Result<_>>()?,
             sysctls: options::sysctls(&self.sysctl)?,
             log,
+            isolation: spec::Isolation::parse(&self.isolation)?,
         })
     }
 }

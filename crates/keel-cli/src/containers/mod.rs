@@ -42,13 +42,23 @@ pub struct Context {
 
 impl Context {
     pub fn engine(&self) -> Result<Engine> {
-        let options = Options {
+        Engine::open(
+            Layout::new(&self.root, &self.runroot),
+            self.engine_options(),
+        )
+        .with_context(|| format!("open keel's state at {}", self.root.display()))
+    }
+
+    /// How this keel's engine runs containers: its cgroup parent and the
+    /// helpers found beside it.
+    pub fn engine_options(&self) -> Options {
+        Options {
             cgroup_parent: self.cgroup_parent.clone(),
             init_binary: helper_binary("KEEL_INIT", "keel-init"),
             monitor_binary: helper_binary("KEEL_MONITOR", "keel-monitor"),
-        };
-        Engine::open(Layout::new(&self.root, &self.runroot), options)
-            .with_context(|| format!("open keel's state at {}", self.root.display()))
+            vm_shim: helper_binary("KEEL_VM_SHIM", "keel-vm-shim"),
+            guest_agent: helper_binary("KEEL_GUEST", "keel-guest"),
+        }
     }
 }
 

@@ -53,6 +53,8 @@ impl Engine {
             layers: layers.clone(),
             cgroup_parent: self.options.cgroup_parent.clone(),
             init_binary: self.options.init_binary.clone(),
+            vm_shim: self.options.vm_shim.clone(),
+            guest_agent: self.options.guest_agent.clone(),
         };
         let resolved: Vec<ResolvedMount> = mounts.iter().map(resolved_mount).collect();
         let devices = host_devices(&spec)?;

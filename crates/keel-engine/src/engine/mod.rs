@@ -47,6 +47,10 @@ pub struct Options {
     /// The `keel-monitor` binary; without one, this binary is re-executed
     /// as `keel container-monitor`.
     pub monitor_binary: Option<PathBuf>,
+    /// keel-vm's `keel-vm-shim`, for `--isolation vm`.
+    pub vm_shim: Option<PathBuf>,
+    /// The agent of keel's micro-VMs, `keel-guest` (a static binary).
+    pub guest_agent: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -55,6 +59,8 @@ impl Default for Options {
             cgroup_parent: "/keel".into(),
             init_binary: None,
             monitor_binary: None,
+            vm_shim: None,
+            guest_agent: None,
         }
     }
 }
@@ -70,6 +76,9 @@ pub struct RunConfig {
     pub layers: Vec<PathBuf>,
     pub cgroup_parent: String,
     pub init_binary: Option<PathBuf>,
+    /// For `--isolation vm`: the shim and the agent.
+    pub vm_shim: Option<PathBuf>,
+    pub guest_agent: Option<PathBuf>,
 }
 
 pub struct Engine {

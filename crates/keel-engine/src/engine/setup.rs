@@ -93,6 +93,11 @@ pub fn build_config(
         network_namespace,
         init_binary: run.init_binary.as_deref(),
         available_capabilities: Some(&oci::bounding_capabilities()),
+        vm: oci::VmInputs {
+            shim: run.vm_shim.as_deref(),
+            agent: run.guest_agent.as_deref(),
+            cache: &layout.root.join("vm-guest"),
+        },
     })
 }
 

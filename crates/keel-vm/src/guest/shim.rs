@@ -1,0 +1,588 @@
+//! `keel-vm-shim`: a container's micro-VM, as keel-runtime records it (the
+//! container's init; see keel-runtime's `vm` module for the contract).
+//!
+//! It boots the guest under a VMM (QEMU's `microvm` machine: keel's own
+//! VMM cannot share directories with a guest yet), with the container's
+//! root filesystem and bind mounts shared over virtio-9p and the agent
+//! reached over virtio-vsock (keel's vsock device, served to QEMU over
+//! vhost-user from a thread of this process). Once the agent answers it
+//! tells `create`; on `start` it sends the agent the container's config
+//! as the guest sees it, carries the process's stdio and signals, and
+//! exits with its code once the VM has powered off.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::FromRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use keel_runtime::spec::{Mount, Spec};
+use keel_runtime::vm::proto::{AGENT_PORT, Frame, Request, Share};
+use keel_runtime::vm::{AGENT, CACHE, KERNEL};
+
+use super::Kernel;
+use crate::error::{Error, Result};
+
+/// Where the guest mounts the container's root filesystem.
+const GUEST_ROOTFS: &str = "/run/keel/rootfs";
+/// Where the guest mounts the other shares (`<dir>/<tag>`).
+const GUEST_SHARES: &str = "/run/keel/shares";
+/// The guest's vsock context id (each VM has its own vsock device).
+const GUEST_CID: u64 = 3;
+/// The VM's memory when the container has no memory limit.
+const DEFAULT_MEMORY_MIB: u64 = 512;
+/// The least memory the guest kernel and agent come up in.
+const MIN_MEMORY_MIB: u64 = 128;
+
+/// A host directory the guest mounts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostShare {
+    pub tag: String,
+    pub host: PathBuf,
+    pub guest: String,
+}
+
+/// The container's config as the guest's runtime runs it, and the host
+/// directories it needs: the root and each bind mount's source (a file's
+/// directory for a file) become 9p shares; namespaces the host made
+/// (the network sandbox, a joined one) are the VM's own; hooks are the
+/// host's; host devices stay on the host; the VM's size is the memory
+/// limit.
+pub fn for_guest(spec: &Spec, rootfs: &Path) -> (Spec, Vec<HostShare>) {
+    let mut guest = spec.clone();
+    guest.annotations.remove(keel_runtime::vm::ISOLATION);
+    guest.annotations.remove(keel_runtime::vm::SHIM);
+    guest.hooks = None;
+    if let Some(root) = guest.root.as_mut() {
+        root.path = GUEST_ROOTFS.to_string();
+    }
+    let mut shares = vec![HostShare {
+        tag: "rootfs".into(),
+        host: rootfs.to_path_buf(),
+        guest: GUEST_ROOTFS.into(),
+    }];
+    let mut by_dir: BTreeMap<PathBuf, String> = BTreeMap::new();
+    let mut mounts = Vec::new();
+    for mount in &spec.mounts {
+        let bind = mount.kind.as_deref() == Some("bind")
+            || mount.options.iter().any(|o| o == "bind" || o == "rbind");
+        let Some(source) = mount.source.as_deref().filter(|_| bind) else {
+            mounts.push(mount.clone());
+            continue;
+        };
+        let source = Path::new(source);
+        let meta = std::fs::metadata(source).ok();
+        let is_dir = meta.as_ref().is_some_and(|m| m.is_dir());
+        let is_file = meta.as_ref().is_some_and(|m| m.is_file());
+        let (dir, file) = if is_dir {
+            (source.to_path_buf(), None)
+        } else if is_file && let Some(parent) = source.parent() {
+            (parent.to_path_buf(), source.file_name())
+        } else {
+            // A device node or a socket: the host's, not the guest's.
+            continue;
+        };
+        let next = by_dir.len();
+        let tag = by_dir
+            .entry(dir.clone())
+            .or_insert_with(|| format!("s{next}"))
+            .clone();
+        if !shares.iter().any(|s| s.tag == tag) {
+            shares.push(HostShare {
+                tag: tag.clone(),
+                host: dir,
+                guest: format!("{GUEST_SHARES}/{tag}"),
+            });
+        }
+        let mut guest_source = format!("{GUEST_SHARES}/{tag}");
+        if let Some(file) = file {
+            guest_source = format!("{guest_source}/{}", file.to_string_lossy());
+        }
+        mounts.push(Mount {
+            source: Some(guest_source),
+            ..mount.clone()
+        });
+    }
+    guest.mounts = mounts;
+    if let Some(linux) = guest.linux.as_mut() {
+        linux.namespaces.retain(|n| n.path.is_none());
+        linux.devices.retain(|d| {
+            // The standard devices the runtime makes are kept; others are
+            // the host's.
+            [
+                "/dev/null",
+                "/dev/zero",
+                "/dev/full",
+                "/dev/random",
+                "/dev/urandom",
+                "/dev/tty",
+            ]
+            .contains(&d.path.as_str())
+        });
+        if let Some(resources) = linux.resources.as_mut() {
+            resources.memory = None;
+        }
+    }
+    (guest, shares)
+}
+
+/// The VM's memory (MiB) and vCPUs for a container's limits.
+pub fn size(spec: &Spec) -> (u64, u32) {
+    let resources = spec.linux.as_ref().and_then(|l| l.resources.as_ref());
+    let memory = resources
+        .and_then(|r| r.memory.as_ref())
+        .and_then(|m| m.limit)
+        .filter(|l| *l > 0)
+        .map(|l| (l as u64).div_ceil(1 << 20).max(MIN_MEMORY_MIB))
+        .unwrap_or(DEFAULT_MEMORY_MIB);
+    let cpus = resources
+        .and_then(|r| r.cpu.as_ref())
+        .and_then(|c| Some((c.quota?, c.period?)))
+        .filter(|(q, p)| *q > 0 && *p > 0)
+        .map(|(q, p)| (q as u64).div_ceil(p).max(1) as u32)
+        .unwrap_or(1);
+    (memory, cpus)
+}
+
+/// The shim's arguments (see keel-runtime's `vm::create`).
+pub struct Args {
+    pub bundle: PathBuf,
+    pub state: PathBuf,
+    pub id: String,
+}
+
+/// The shim: returns the exit code to exit with.
+pub fn main(args: Args) -> i32 {
+    // Signals wait for the relay (threads started later inherit the mask;
+    // the VMM, spawned by std, starts with none blocked).
+    let _ = keel_runtime::vm::relay::forwarded().thread_block();
+    // The VMM must not inherit them: `create` waits for fd 5's end.
+    for fd in 3..=5 {
+        // SAFETY: setting FD_CLOEXEC on fds the runtime gave us.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    // SAFETY: fds 3, 4 and 5 are ours by the runtime's contract.
+    let mut ready = Some(unsafe { File::from_raw_fd(5) });
+    let start = unsafe { File::from_raw_fd(3) };
+    let start_writer = unsafe { File::from_raw_fd(4) };
+    let mut vm = match boot(&args) {
+        Ok(vm) => vm,
+        Err(e) => {
+            if let Some(mut ready) = ready.take() {
+                let _ = writeln!(ready, "{e}");
+            }
+            return 125;
+        }
+    };
+    if let Some(mut ready) = ready.take() {
+        let _ = writeln!(ready, "ok");
+    }
+    // `start` writes a byte to the exec FIFO; `delete` kills us instead.
+    let mut byte = [0u8; 1];
+    let started = (&start).read(&mut byte).is_ok_and(|n| n == 1);
+    drop((start, start_writer));
+    let _ = std::fs::remove_file(args.state.join("exec.fifo"));
+    if !started {
+        vm.stop();
+        return 125;
+    }
+    let code = match vm.run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("keel: {e}");
+            255
+        }
+    };
+    vm.stop();
+    code
+}
+
+/// A booted VM whose agent answered.
+struct Vm {
+    qemu: Child,
+    stream: std::os::unix::net::UnixStream,
+    request: Request,
+    terminal: bool,
+    state: PathBuf,
+}
+
+fn boot(args: &Args) -> Result<Vm> {
+    let spec = Spec::load(&args.bundle).map_err(|e| Error::Msg(e.to_string()))?;
+    std::env::set_current_dir(&args.state).map_err(|e| Error::Io {
+        what: format!("enter {}", args.state.display()),
+        source: e,
+    })?;
+    let annotation = |key: &str| spec.annotations.get(key).map(PathBuf::from);
+    let kernel = Kernel::find(
+        annotation(KERNEL)
+            .or_else(|| std::env::var_os("KEEL_GUEST_KERNEL").map(PathBuf::from))
+            .as_deref(),
+    )?;
+    let agent = annotation(AGENT)
+        .or_else(|| {
+            let exe = std::env::current_exe().ok()?;
+            Some(exe.parent()?.join("keel-guest"))
+        })
+        .filter(|p| p.is_file())
+        .ok_or_else(|| {
+            Error::Msg(format!(
+                "no keel-guest agent (set the {AGENT} annotation or install it beside keel-vm-shim)"
+            ))
+        })?;
+    let cache = annotation(CACHE).unwrap_or_else(|| PathBuf::from("/var/cache/keel/vm"));
+    let initramfs = super::initramfs(&kernel, &agent, &cache)?;
+    let rootfs = args
+        .bundle
+        .join(spec.root.as_ref().map(|r| r.path.as_str()).unwrap_or(""));
+    let (guest, shares) = for_guest(&spec, &rootfs);
+    let (memory, cpus) = size(&spec);
+
+    // The vsock device, served to QEMU from a thread of ours.
+    let _ = std::fs::remove_file("vhost.sock");
+    std::thread::Builder::new()
+        .name("vsock".into())
+        .spawn(|| {
+            if let Err(e) = crate::vhost_user::serve_vsock(
+                Path::new("vhost.sock"),
+                Path::new(keel_runtime::vm::VSOCK_SOCKET),
+                GUEST_CID,
+            ) {
+                eprintln!("keel: the VM's vsock device: {e}");
+            }
+        })
+        .map_err(|e| Error::Io {
+            what: "start the vsock thread".into(),
+            source: e,
+        })?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !Path::new("vhost.sock").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+
+    let mut command = Command::new(qemu_binary());
+    command.args(qemu_args(&kernel, &initramfs, memory, cpus, &shares));
+    let log = File::create("vmm.log").map_err(|e| Error::Io {
+        what: "create vmm.log".into(),
+        source: e,
+    })?;
+    command
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| Error::Io {
+            what: "dup vmm.log".into(),
+            source: e,
+        })?)
+        .stderr(log);
+    let mut qemu = command.spawn().map_err(|e| Error::Io {
+        what: format!("start {}", qemu_binary()),
+        source: e,
+    })?;
+    let state = args.state.clone();
+    let timeout = boot_timeout();
+    let deadline = Instant::now() + timeout;
+    let stream = loop {
+        if let Ok(Some(status)) = qemu.try_wait() {
+            return Err(Error::Msg(format!(
+                "the VM ended while booting ({status}){}",
+                console_tail(&state)
+            )));
+        }
+        match keel_runtime::vm::connect(&state, AGENT_PORT, Duration::from_millis(500)) {
+            Ok(stream) => break stream,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => {
+                let _ = qemu.kill();
+                let _ = qemu.wait();
+                return Err(Error::Msg(format!(
+                    "the VM's agent did not answer within {} s ({e}){}",
+                    timeout.as_secs(),
+                    console_tail(&state)
+                )));
+            }
+        }
+    };
+    let request = Request::Run {
+        id: args.id.clone(),
+        config: Box::new(guest),
+        shares: shares
+            .iter()
+            .map(|s| Share {
+                tag: s.tag.clone(),
+                path: s.guest.clone(),
+                readonly: false,
+            })
+            .collect(),
+    };
+    Ok(Vm {
+        qemu,
+        stream,
+        request,
+        terminal: spec.process().terminal,
+        state,
+    })
+}
+
+impl Vm {
+    fn run(&mut self) -> Result<i32> {
+        let mut stream = self.stream.try_clone().map_err(|e| Error::Io {
+            what: "dup the agent's connection".into(),
+            source: e,
+        })?;
+        Frame::Request(serde_json::to_vec(&self.request).expect("requests serialize"))
+            .write_to(&mut stream)
+            .map_err(|e| Error::Io {
+                what: "send the container to the VM's agent".into(),
+                source: e,
+            })?;
+        let qemu = &mut self.qemu;
+        let state = self.state.clone();
+        keel_runtime::vm::relay::relay_stdio(stream, self.terminal, || match qemu.try_wait() {
+            Ok(Some(status)) => Some(format!(
+                "the VM ended before the process did ({status}){}",
+                console_tail(&state)
+            )),
+            _ => None,
+        })
+        .map_err(|e| Error::Msg(e.to_string()))
+    }
+
+    /// Waits a moment for the guest to power off, then ends the VMM.
+    fn stop(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.qemu.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.qemu.kill();
+        let _ = self.qemu.wait();
+        for name in ["vhost.sock", keel_runtime::vm::VSOCK_SOCKET] {
+            let _ = std::fs::remove_file(self.state.join(name));
+        }
+    }
+}
+
+fn qemu_binary() -> String {
+    std::env::var("KEEL_QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into())
+}
+
+fn boot_timeout() -> Duration {
+    std::env::var("KEEL_VM_BOOT_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(120))
+}
+
+/// The end of the guest's console, for an error.
+fn console_tail(state: &Path) -> String {
+    let text =
+        std::fs::read_to_string(state.join(keel_runtime::vm::CONSOLE_LOG)).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    if lines.is_empty() {
+        return "; the guest's console said nothing".into();
+    }
+    let tail = &lines[lines.len().saturating_sub(15)..];
+    format!("; the guest's console ended with:\n{}", tail.join("\n"))
+}
+
+/// The host CPU's rate (kHz) under TCG, where the guest's TSC is the
+/// host's: given to the kernel so that it does not measure it against a
+/// PIT that under an emulator's load sometimes fails it.
+fn tsc_khz() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("cpu MHz"))?;
+    let mhz: f64 = line.split(':').nth(1)?.trim().parse().ok()?;
+    Some((mhz * 1000.0) as u64).filter(|k| *k > 0)
+}
+
+/// Hardware KVM that can boot Linux: /dev/kvm opens and is not PVM
+/// (software KVM, which cannot run an unmodified Linux kernel).
+fn hardware_kvm() -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
+        && !Path::new("/sys/module/kvm_pvm").exists()
+}
+
+fn qemu_args(
+    kernel: &Kernel,
+    initramfs: &Path,
+    memory: u64,
+    cpus: u32,
+    shares: &[HostShare],
+) -> Vec<String> {
+    let kvm = hardware_kvm();
+    let mut append = "console=ttyS0 rdinit=/init panic=-1 quiet loglevel=3".to_string();
+    if !kvm && let Some(khz) = tsc_khz() {
+        // HZ=250 in Debian's kernel: loops per jiffy = kHz * 1000 / 250.
+        append.push_str(&format!(" tsc_early_khz={khz} lpj={}", khz * 4));
+    }
+    let mut args: Vec<String> = vec![
+        "-machine".into(),
+        "microvm,memory-backend=mem".into(),
+        "-global".into(),
+        "virtio-mmio.force-legacy=false".into(),
+        "-cpu".into(),
+        if kvm { "host" } else { "max" }.into(),
+        "-accel".into(),
+        if kvm { "kvm" } else { "tcg,thread=multi" }.into(),
+        "-smp".into(),
+        cpus.to_string(),
+        "-m".into(),
+        format!("{memory}M"),
+        "-object".into(),
+        format!("memory-backend-memfd,id=mem,size={memory}M,share=on"),
+        "-display".into(),
+        "none".into(),
+        "-no-reboot".into(),
+        "-nodefaults".into(),
+        "-serial".into(),
+        format!("file:{}", keel_runtime::vm::CONSOLE_LOG),
+        "-kernel".into(),
+        kernel.vmlinuz.display().to_string(),
+        "-initrd".into(),
+        initramfs.display().to_string(),
+        "-append".into(),
+        append,
+        "-chardev".into(),
+        "socket,id=vsock,path=vhost.sock".into(),
+        "-device".into(),
+        "vhost-user-vsock-device,chardev=vsock".into(),
+    ];
+    for share in shares {
+        args.push("-fsdev".into());
+        args.push(format!(
+            "local,id={},path={},security_model=passthrough,multidevs=remap",
+            share.tag,
+            share.host.display().to_string().replace(',', ",,")
+        ));
+        args.push("-device".into());
+        args.push(format!(
+            "virtio-9p-device,fsdev={0},mount_tag={0}",
+            share.tag
+        ));
+    }
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keel_runtime::spec::{Linux, Namespace, NamespaceType, Root};
+
+    #[test]
+    fn the_guest_sees_shares_where_the_host_had_paths() {
+        let dir = std::env::temp_dir().join(format!("keel-shim-{}", std::process::id()));
+        let data = dir.join("volume");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(dir.join("hosts"), "").unwrap();
+        std::fs::write(dir.join("resolv.conf"), "").unwrap();
+        let bind = |source: &Path, destination: &str| Mount {
+            destination: destination.into(),
+            kind: Some("bind".into()),
+            source: Some(source.display().to_string()),
+            options: vec!["rbind".into(), "rw".into()],
+            ..Mount::default()
+        };
+        let mut spec = Spec {
+            root: Some(Root {
+                path: "rootfs".into(),
+                readonly: false,
+            }),
+            mounts: vec![
+                Mount {
+                    destination: "/proc".into(),
+                    kind: Some("proc".into()),
+                    source: Some("proc".into()),
+                    ..Mount::default()
+                },
+                bind(&data, "/data"),
+                bind(&dir.join("hosts"), "/etc/hosts"),
+                bind(&dir.join("resolv.conf"), "/etc/resolv.conf"),
+                bind(Path::new("/dev/null"), "/dev/nothing"),
+            ],
+            linux: Some(Linux {
+                namespaces: vec![
+                    Namespace {
+                        kind: NamespaceType::Mount,
+                        path: None,
+                    },
+                    Namespace {
+                        kind: NamespaceType::Network,
+                        path: Some("/run/netns/x".into()),
+                    },
+                ],
+                ..Linux::default()
+            }),
+            ..Spec::default()
+        };
+        spec.annotations
+            .insert(keel_runtime::vm::ISOLATION.into(), "vm".into());
+        let (guest, shares) = for_guest(&spec, Path::new("/host/rootfs"));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(guest.root.unwrap().path, GUEST_ROOTFS);
+        assert!(
+            guest.annotations.is_empty(),
+            "the guest's runtime runs no VM"
+        );
+        let sources: Vec<_> = guest
+            .mounts
+            .iter()
+            .map(|m| m.source.clone().unwrap())
+            .collect();
+        assert_eq!(
+            sources,
+            [
+                "proc",
+                "/run/keel/shares/s0",
+                "/run/keel/shares/s1/hosts",
+                "/run/keel/shares/s1/resolv.conf"
+            ]
+        );
+        assert_eq!(
+            shares
+                .iter()
+                .map(|s| (s.tag.as_str(), s.host.clone()))
+                .collect::<Vec<_>>(),
+            [
+                ("rootfs", PathBuf::from("/host/rootfs")),
+                ("s0", data),
+                ("s1", dir.clone()),
+            ]
+        );
+        let namespaces = &guest.linux.unwrap().namespaces;
+        assert_eq!(
+            namespaces.len(),
+            1,
+            "the host's network sandbox is the VM's NIC"
+        );
+    }
+
+    #[test]
+    fn limits_size_the_vm() {
+        let mut spec = Spec::default();
+        assert_eq!(size(&spec), (DEFAULT_MEMORY_MIB, 1));
+        let resources = keel_runtime::spec::Resources {
+            memory: Some(keel_runtime::spec::Memory {
+                limit: Some(300 << 20),
+                ..Default::default()
+            }),
+            cpu: Some(keel_runtime::spec::Cpu {
+                quota: Some(150_000),
+                period: Some(100_000),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        spec.linux = Some(Linux {
+            resources: Some(resources),
+            ..Linux::default()
+        });
+        assert_eq!(size(&spec), (300, 2));
+    }
+}

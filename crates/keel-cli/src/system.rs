@@ -330,7 +330,9 @@ pub struct InfoArgs {
 pub fn info(ctx: &crate::containers::Context, args: &InfoArgs) -> Result<i32> {
     let mut engine = ctx.engine()?;
     let store = crate::images::open(&ctx.root)?;
-    let value = keel_engine::views::system::info(&mut engine, &store)?;
+    let mut value = keel_engine::views::system::info(&mut engine, &store)?;
+    let (guest_kernel, vmm) = keel_vm::guest::describe();
+    value["VMIsolation"] = serde_json::json!({ "GuestKernel": guest_kernel, "VMM": vmm });
     let number = |key: &str| value[key].as_u64().unwrap_or(0);
     let (running, paused, images, memory, free) = (
         number("ContainersRunning"),
@@ -376,6 +378,9 @@ pub fn info(ctx: &crate::containers::Context, args: &InfoArgs) -> Result<i32> {
         keel_runtime::OCI_VERSION
     )?;
     writeln!(out, " Kernel Version: {}", text("KernelVersion"))?;
+    writeln!(out, " Micro-VMs (--isolation vm):")?;
+    writeln!(out, "  Guest Kernel: {guest_kernel}")?;
+    writeln!(out, "  VMM: {vmm}")?;
     writeln!(out, " Operating System: {}", text("OperatingSystem"))?;
     writeln!(out, " OSType: linux")?;
     writeln!(out, " Architecture: {}", text("Architecture"))?;

@@ -12,6 +12,8 @@
 #[cfg(target_os = "linux")]
 mod agent;
 #[cfg(target_os = "linux")]
+mod net;
+#[cfg(target_os = "linux")]
 mod process;
 
 #[cfg(target_os = "linux")]

@@ -29,8 +29,20 @@ pub fn handle(connection: OwnedFd) -> i32 {
         Err(e) => Err(format!("read the request: {e}")),
     };
     let result = request.and_then(|request| match request {
-        Request::Run { id, config, shares } => {
+        Request::Run {
+            id,
+            config,
+            shares,
+            interfaces,
+            gateway,
+        } => {
             mount_shares(&shares)?;
+            if !interfaces.is_empty() {
+                crate::net::configure(&interfaces, gateway.as_deref())?;
+                if let Ok(None) = keel_runtime::process::fork() {
+                    crate::net::serve_dns();
+                }
+            }
             let terminal = config.process().terminal;
             let bundle = PathBuf::from(BUNDLE);
             std::fs::create_dir_all(&bundle).map_err(|e| format!("create {BUNDLE}: {e}"))?;

@@ -414,10 +414,31 @@ pub(crate) fn with_stdout_on_stderr<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
+/// Said once per root: where KVM cannot boot Linux, micro-VMs run under
+/// QEMU's emulator (slow, but the same guest and the same behaviour).
+fn emulation_notice(ctx: &Context) {
+    if keel_vm::guest::shim::hardware_kvm() {
+        return;
+    }
+    let marker = ctx.root.join("vm-guest").join("emulation-notice");
+    if marker.exists() {
+        return;
+    }
+    eprintln!(
+        "keel: this host's KVM cannot boot Linux (no /dev/kvm, or software KVM): micro-VMs run \
+         under QEMU's TCG emulator, slower to boot but otherwise the same (said once)"
+    );
+    let _ = std::fs::create_dir_all(marker.parent().expect("a parent"));
+    let _ = std::fs::write(&marker, "");
+}
+
 pub(super) fn create_container(ctx: &Context, args: &CreateArgs) -> Result<(Engine, Container)> {
     let spec = args.to_spec()?;
     // The whole request is checked before anything is pulled.
     options::check(&spec)?;
+    if spec.isolation == spec::Isolation::Vm {
+        emulation_notice(ctx);
+    }
     ensure_image(ctx, args)?;
     let images = crate::images::open(&ctx.root)?;
     let mut engine = ctx.engine()?;

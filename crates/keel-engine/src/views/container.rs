@@ -84,6 +84,8 @@ pub struct PsRow {
     pub mounts: String,
     pub networks: String,
     pub size: String,
+    /// `default` or `vm`.
+    pub isolation: String,
 }
 
 /// The `ps` row of `container`: `size` is its writable layer's bytes and
@@ -127,6 +129,7 @@ pub fn ps_row(
         labels,
         mounts,
         networks: network_names(container).join(","),
+        isolation: container.spec.isolation.as_str().to_string(),
         size: size
             .map(|(own, image)| {
                 format!("{} (virtual {})", human_size(own), human_size(own + image))

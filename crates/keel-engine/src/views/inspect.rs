@@ -131,6 +131,8 @@ pub struct HostConfigView {
     pub dns: Vec<String>,
     pub ulimits: Vec<UlimitView>,
     pub log_config: LogConfigView,
+    /// `default` (the host's kernel) or `vm`.
+    pub isolation: &'static str,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -275,6 +277,7 @@ pub fn container(engine: &mut Engine, c: &Container, size: bool) -> ContainerIns
             privileged: spec.privileged,
             readonly_rootfs: spec.read_only,
             network_mode: spec.network.name(&spec.networks),
+            isolation: spec.isolation.as_str(),
             port_bindings: port_bindings(spec),
             publish_all_ports: spec.publish_all,
             dns_search: spec.dns_search.clone(),

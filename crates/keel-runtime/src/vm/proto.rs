@@ -140,6 +140,12 @@ pub enum Request {
         id: String,
         config: Box<Spec>,
         shares: Vec<Share>,
+        /// The container's interfaces, which the VM's NICs take over.
+        #[serde(default)]
+        interfaces: Vec<Interface>,
+        /// The IPv4 default gateway.
+        #[serde(default)]
+        gateway: Option<String>,
     },
     /// Another process in the running container (`exec`).
     Exec {
@@ -147,6 +153,23 @@ pub enum Request {
         process: Box<Process>,
         detach: bool,
     },
+}
+
+/// The vsock port on the host (CID 2) where the guest's resolver at
+/// 127.0.0.11 sends its questions (keel's name server for user networks).
+pub const DNS_PORT: u32 = 53;
+
+/// One of the container's network interfaces, as the guest takes it over
+/// (its NIC has the same MAC).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Interface {
+    /// The name the container knew it by (`eth0`).
+    pub name: String,
+    pub mac: String,
+    /// IPv4 addresses with their prefix (`10.88.0.2/16`).
+    pub addresses: Vec<String>,
+    pub mtu: u32,
 }
 
 /// A host directory shared with the guest over virtio-9p.

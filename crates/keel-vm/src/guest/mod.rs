@@ -5,6 +5,7 @@
 //! and `keel-guest`, the agent, as `/init`.
 
 pub mod cpio;
+pub mod net;
 pub mod shim;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -111,6 +112,25 @@ impl Kernel {
         }
         Ok(order)
     }
+}
+
+/// What `--isolation vm` runs on this host, for `keel info`: the guest
+/// kernel (or why there is none) and the VMM with its accelerator.
+pub fn describe() -> (String, String) {
+    let kernel = match Kernel::find(
+        std::env::var_os("KEEL_GUEST_KERNEL")
+            .map(PathBuf::from)
+            .as_deref(),
+    ) {
+        Ok(k) => format!("{} ({})", k.version, k.vmlinuz.display()),
+        Err(e) => format!("none: {e}"),
+    };
+    let vmm = if shim::hardware_kvm() {
+        "QEMU microvm with KVM".to_string()
+    } else {
+        "QEMU microvm under TCG (emulated: this host's KVM cannot boot Linux)".to_string()
+    };
+    (kernel, vmm)
 }
 
 /// `6.1.0-57-amd64` → numbers to compare versions by.

@@ -14,11 +14,12 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::FromRawFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use keel_runtime::spec::{Mount, Spec};
+use keel_runtime::spec::{Mount, NamespaceType, Spec};
 use keel_runtime::vm::proto::{AGENT_PORT, Frame, Request, Share};
 use keel_runtime::vm::{AGENT, CACHE, KERNEL};
 
@@ -214,6 +215,24 @@ fn boot(args: &Args) -> Result<Vm> {
         what: format!("enter {}", args.state.display()),
         source: e,
     })?;
+    // The container's network, taken over before any thread starts (a
+    // thread and the VMM start in the namespace this thread is in).
+    let network_namespace = spec
+        .linux
+        .as_ref()
+        .and_then(|l| {
+            l.namespaces
+                .iter()
+                .find(|n| n.kind == NamespaceType::Network)
+        })
+        .and_then(|n| n.path.clone());
+    let (nics, gateway) = match &network_namespace {
+        Some(path) => super::net::take_over(Path::new(path))?,
+        None => (Vec::new(), None),
+    };
+    if !nics.is_empty() {
+        super::net::serve_dns(Path::new(keel_runtime::vm::VSOCK_SOCKET))?;
+    }
     let annotation = |key: &str| spec.annotations.get(key).map(PathBuf::from);
     let kernel = Kernel::find(
         annotation(KERNEL)
@@ -263,6 +282,20 @@ fn boot(args: &Args) -> Result<Vm> {
 
     let mut command = Command::new(qemu_binary());
     command.args(qemu_args(&kernel, &initramfs, memory, cpus, &shares));
+    command.args(super::net::qemu_args(&nics));
+    let taps = super::net::tap_fds(&nics);
+    // SAFETY: dup2 (async-signal-safe) of fds we hold, in the child
+    // before exec: the taps at the numbers the arguments name.
+    unsafe {
+        command.pre_exec(move || {
+            for (i, fd) in taps.iter().enumerate() {
+                if libc::dup2(*fd, 100 + i as i32) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
     let log = File::create("vmm.log").map_err(|e| Error::Io {
         what: "create vmm.log".into(),
         source: e,
@@ -313,7 +346,10 @@ fn boot(args: &Args) -> Result<Vm> {
                 readonly: false,
             })
             .collect(),
+        interfaces: nics.iter().map(|n| n.interface.clone()).collect(),
+        gateway,
     };
+    drop(nics);
     Ok(Vm {
         qemu,
         stream,
@@ -376,16 +412,24 @@ fn boot_timeout() -> Duration {
         .unwrap_or(Duration::from_secs(120))
 }
 
-/// The end of the guest's console, for an error.
+/// What the VMM said and the end of the guest's console, for an error.
 fn console_tail(state: &Path) -> String {
+    let vmm = std::fs::read_to_string(state.join("vmm.log")).unwrap_or_default();
+    let vmm = match vmm.trim() {
+        "" => String::new(),
+        said => format!("; the VMM said: {said}"),
+    };
     let text =
         std::fs::read_to_string(state.join(keel_runtime::vm::CONSOLE_LOG)).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     if lines.is_empty() {
-        return "; the guest's console said nothing".into();
+        return format!("{vmm}; the guest's console said nothing");
     }
     let tail = &lines[lines.len().saturating_sub(15)..];
-    format!("; the guest's console ended with:\n{}", tail.join("\n"))
+    format!(
+        "{vmm}; the guest's console ended with:\n{}",
+        tail.join("\n")
+    )
 }
 
 /// The host CPU's rate (kHz) under TCG, where the guest's TSC is the
@@ -400,7 +444,7 @@ fn tsc_khz() -> Option<u64> {
 
 /// Hardware KVM that can boot Linux: /dev/kvm opens and is not PVM
 /// (software KVM, which cannot run an unmodified Linux kernel).
-fn hardware_kvm() -> bool {
+pub fn hardware_kvm() -> bool {
     std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -473,7 +517,7 @@ fn qemu_args(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use keel_runtime::spec::{Linux, Namespace, NamespaceType, Root};
+    use keel_runtime::spec::{Linux, Namespace, Root};
 
     #[test]
     fn the_guest_sees_shares_where_the_host_had_paths() {

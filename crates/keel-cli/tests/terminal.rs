@@ -40,7 +40,8 @@ fn spawn_on_pty(keel: &Keel, args: &[&str], rows: u16, cols: u16) -> (Child, std
     (child, std::fs::File::from(pty.master))
 }
 
-/// Reads from the master until `want` shows up (or fails after 20 s).
+/// Reads from the master until `want` shows up (or fails after 60 s: a
+/// micro-VM boots under an emulator here).
 fn read_until(master: &mut std::fs::File, want: &str) -> String {
     let fd = master.as_raw_fd();
     // SAFETY: fcntl on the master fd we own.
@@ -51,7 +52,7 @@ fn read_until(master: &mut std::fs::File, want: &str) -> String {
             libc::fcntl(fd, libc::F_GETFL) | libc::O_NONBLOCK,
         )
     };
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(60);
     let mut seen = Vec::new();
     let mut buffer = [0u8; 4096];
     loop {
@@ -79,6 +80,38 @@ fn wait_exit(child: &mut Child) -> i32 {
         assert!(Instant::now() < deadline, "keel did not exit");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn a_micro_vm_gets_a_terminal_too() {
+    let keel = Keel::new();
+    let (mut child, mut master) = spawn_on_pty(
+        &keel,
+        &["run", "-it", "--rm", "--isolation", "vm", "busybox", "sh"],
+        30,
+        100,
+    );
+    read_until(&mut master, "# ");
+    master
+        .write_all(b"tty; echo term=$TERM; stty size\n")
+        .unwrap();
+    let seen = read_until(&mut master, "30 100");
+    assert!(seen.contains("/dev/pts/0"), "{seen}");
+    assert!(seen.contains("term=xterm"), "{seen}");
+    // The window grows: the guest's terminal follows.
+    let size = libc::winsize {
+        ws_row: 40,
+        ws_col: 120,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ on the master we own, from a winsize.
+    unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) };
+    std::thread::sleep(Duration::from_millis(500));
+    master.write_all(b"stty size\n").unwrap();
+    read_until(&mut master, "40 120");
+    master.write_all(b"exit 5\n").unwrap();
+    assert_eq!(wait_exit(&mut child), 5);
 }
 
 #[test]

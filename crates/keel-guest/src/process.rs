@@ -69,6 +69,7 @@ pub fn handle(connection: OwnedFd) -> i32 {
             process,
             detach,
         } => {
+            wait_for_container(&id);
             let options = ExecOptions {
                 id,
                 process: *process,
@@ -89,6 +90,21 @@ pub fn handle(connection: OwnedFd) -> i32 {
             let _ = Frame::Exit(125).write_to(&mut stream);
             125
         }
+    }
+}
+
+/// An exec may come as soon as the host's `start` returned, before the
+/// guest's runtime has made the container: it waits for it (a while).
+fn wait_for_container(id: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        let ready = keel_runtime::state::ContainerDir::new(Path::new(RUNTIME_ROOT), id)
+            .and_then(|dir| dir.load().map(|state| (dir, state)))
+            .is_ok_and(|(dir, state)| dir.status(&state) != keel_runtime::state::Status::Created);
+        if ready {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 
@@ -270,6 +286,7 @@ fn relay(stream: &mut File, runner: i32, io: Stdio, children: SignalFd) -> i32 {
                 drain_until.is_some_and(|t: std::time::Instant| t <= std::time::Instant::now());
             if drained || late {
                 let _ = Frame::Exit(code).write_to(stream);
+                wait_for_hangup(stream);
                 return code;
             }
         }
@@ -396,6 +413,28 @@ fn relay(stream: &mut File, runner: i32, io: Stdio, children: SignalFd) -> i32 {
         if close_input && pending.is_empty() {
             input = None;
             close_input = false;
+        }
+    }
+}
+
+/// Waits (a little) for the host to hang up after the exit code: until
+/// then the code may still be in the guest's vsock queue, and the VM must
+/// not power off under it.
+fn wait_for_hangup(stream: &mut File) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let mut buffer = [0u8; 4096];
+    while std::time::Instant::now() < deadline {
+        let mut fd = libc::pollfd {
+            fd: stream.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll on one pollfd of ours.
+        if unsafe { libc::poll(&mut fd, 1, 100) } > 0 {
+            match stream.read(&mut buffer) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
         }
     }
 }

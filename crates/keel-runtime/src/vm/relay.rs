@@ -113,7 +113,15 @@ fn pump(
     let mut stdin_open = true;
     let mut incoming = Vec::new();
     let mut buffer = vec![0u8; DATA_CHUNK];
+    // The VMM ended: what the guest sent before may still be on its way
+    // (the exit code among it); it is waited for a moment.
+    let mut ended: Option<(String, std::time::Instant)> = None;
     loop {
+        if let Some((message, deadline)) = &ended
+            && std::time::Instant::now() >= *deadline
+        {
+            return Err(Error::msg(message.clone()));
+        }
         // SAFETY: fd 0 stays open for the life of the process.
         let stdin = unsafe { BorrowedFd::borrow_raw(0) };
         let mut fds = vec![
@@ -135,8 +143,9 @@ fn pump(
                 revents: 0,
             });
         }
+        let timeout = if ended.is_some() { 50 } else { -1 };
         // SAFETY: poll on our array of valid pollfds.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
         if n < 0 {
             let e = std::io::Error::last_os_error();
             if e.kind() == std::io::ErrorKind::Interrupted {
@@ -151,9 +160,10 @@ fn pump(
                 Err(e) => return Err(Error::io("read from the VM's agent", e)),
             };
             if n == 0 {
-                return Err(Error::msg(
-                    "the VM's agent hung up before the process exited",
-                ));
+                return Err(Error::msg(match ended {
+                    Some((message, _)) => message,
+                    None => "the VM's agent hung up before the process exited".into(),
+                }));
             }
             incoming.extend_from_slice(&buffer[..n]);
             while let Some(frame) = Frame::decode(&mut incoming)
@@ -175,8 +185,11 @@ fn pump(
                         send(stream, &Frame::Resize { rows, cols })?;
                     }
                 } else if signal == libc::SIGCHLD {
-                    if let Some(message) = child_exited() {
-                        return Err(Error::msg(message));
+                    if ended.is_none()
+                        && let Some(message) = child_exited()
+                    {
+                        let wait = std::time::Duration::from_secs(2);
+                        ended = Some((message, std::time::Instant::now() + wait));
                     }
                 } else {
                     send(stream, &Frame::Signal(signal))?;

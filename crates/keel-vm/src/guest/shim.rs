@@ -384,7 +384,9 @@ impl Vm {
     }
 
     /// Waits a moment for the guest to power off, then ends the VMM.
+    /// (The agent powers off once we hang up after its exit code.)
     fn stop(&mut self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.qemu.try_wait() {

@@ -10,14 +10,29 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 pub fn main() -> ! {
+    let up = uptime();
     if let Err(e) = system() {
         eprintln!("keel-guest: {e}");
         power_off();
     }
+    // One line on the console: when the kernel ran us and when we were
+    // ready (seconds since the kernel started), for keel's timings.
+    eprintln!("keel-guest: init at {up:.3} s, ready at {:.3} s", uptime());
     if let Err(e) = serve() {
         eprintln!("keel-guest: {e}");
     }
     power_off()
+}
+
+/// Seconds since the kernel started (0 before /proc is mounted).
+fn uptime() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
 }
 
 fn power_off() -> ! {

@@ -17,7 +17,9 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
-/// Where keel's setup installs guest kernels: `<version>/vmlinuz` and
+/// Where keel's setup installs guest kernels: `<version>/vmlinuz`, the
+/// ELF inside it as `<version>/vmlinux` (booted through its PVH entry: an
+/// emulated guest decompresses a bzImage for seconds), and
 /// `<version>/modules/` (the kernel's `lib/modules/<version>`).
 pub const KERNEL_DIR: &str = "/usr/lib/keel/guest";
 
@@ -38,7 +40,8 @@ const INITRAMFS_FORMAT: u32 = 1;
 #[derive(Debug, Clone)]
 pub struct Kernel {
     pub version: String,
-    pub vmlinuz: PathBuf,
+    /// The kernel image booted: vmlinux where there is one, else vmlinuz.
+    pub image: PathBuf,
     pub modules: PathBuf,
 }
 
@@ -47,14 +50,16 @@ impl Kernel {
     /// under [`KERNEL_DIR`].
     pub fn find(dir: Option<&Path>) -> Result<Kernel> {
         let at = |dir: &Path| -> Option<Kernel> {
-            let vmlinuz = dir.join("vmlinuz");
+            let vmlinuz = Some(dir.join("vmlinux"))
+                .filter(|p| p.is_file())
+                .unwrap_or_else(|| dir.join("vmlinuz"));
             let modules = dir.join("modules");
             (vmlinuz.is_file() && modules.join("modules.dep").is_file()).then(|| Kernel {
                 version: dir
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default(),
-                vmlinuz,
+                image: vmlinuz,
                 modules,
             })
         };
@@ -122,7 +127,7 @@ pub fn describe() -> (String, String) {
             .map(PathBuf::from)
             .as_deref(),
     ) {
-        Ok(k) => format!("{} ({})", k.version, k.vmlinuz.display()),
+        Ok(k) => format!("{} ({})", k.version, k.image.display()),
         Err(e) => format!("none: {e}"),
     };
     let vmm = if shim::hardware_kvm() {

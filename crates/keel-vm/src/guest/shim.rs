@@ -156,6 +156,7 @@ pub struct Args {
 
 /// The shim: returns the exit code to exit with.
 pub fn main(args: Args) -> i32 {
+    let begin = Instant::now();
     // Signals wait for the relay (threads started later inherit the mask;
     // the VMM, spawned by std, starts with none blocked).
     let _ = keel_runtime::vm::relay::forwarded().thread_block();
@@ -189,6 +190,7 @@ pub fn main(args: Args) -> i32 {
         vm.stop();
         return 125;
     }
+    let started = Instant::now();
     let code = match vm.run() {
         Ok(code) => code,
         Err(e) => {
@@ -196,12 +198,19 @@ pub fn main(args: Args) -> i32 {
             255
         }
     };
+    let exited = Instant::now();
     vm.stop();
+    if std::env::var_os("KEEL_VM_TIMING").is_some() {
+        eprintln!("{}", vm.timing(begin, started, exited));
+    }
     code
 }
 
 /// A booted VM whose agent answered.
 struct Vm {
+    /// When the VMM was started and when the agent first answered.
+    spawned: Instant,
+    answered: Instant,
     qemu: Child,
     stream: std::os::unix::net::UnixStream,
     request: Request,
@@ -311,6 +320,7 @@ fn boot(args: &Args) -> Result<Vm> {
         what: format!("start {}", qemu_binary()),
         source: e,
     })?;
+    let spawned = Instant::now();
     let state = args.state.clone();
     let timeout = boot_timeout();
     let deadline = Instant::now() + timeout;
@@ -351,6 +361,8 @@ fn boot(args: &Args) -> Result<Vm> {
     };
     drop(nics);
     Ok(Vm {
+        spawned,
+        answered: Instant::now(),
         qemu,
         stream,
         request,
@@ -381,6 +393,26 @@ impl Vm {
             _ => None,
         })
         .map_err(|e| Error::Msg(e.to_string()))
+    }
+
+    /// `KEEL_VM_TIMING`: where the time went, in one line (milliseconds
+    /// from the shim's start; the guest's own times from its console).
+    fn timing(&self, begin: Instant, started: Instant, exited: Instant) -> String {
+        let ms = |t: Instant| t.duration_since(begin).as_millis();
+        let console = std::fs::read_to_string(self.state.join(keel_runtime::vm::CONSOLE_LOG))
+            .unwrap_or_default();
+        let guest = console
+            .lines()
+            .find_map(|l| l.strip_prefix("keel-guest: "))
+            .unwrap_or("no times from the guest");
+        format!(
+            "keel-vm timing: vmm started {} ms, agent answered {} ms, process started {} ms, \
+             exited {} ms (guest: {guest})",
+            ms(self.spawned),
+            ms(self.answered),
+            ms(started),
+            ms(exited),
+        )
     }
 
     /// Waits a moment for the guest to power off, then ends the VMM.
@@ -490,7 +522,7 @@ fn qemu_args(
         "-serial".into(),
         format!("file:{}", keel_runtime::vm::CONSOLE_LOG),
         "-kernel".into(),
-        kernel.vmlinuz.display().to_string(),
+        kernel.image.display().to_string(),
         "-initrd".into(),
         initramfs.display().to_string(),
         "-append".into(),

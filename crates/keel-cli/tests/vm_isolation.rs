@@ -153,6 +153,11 @@ fn a_detached_vm_logs_execs_and_stops() {
         "trap 'echo got TERM; exit 0' TERM; i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done",
     ]);
     assert_eq!(keel.inspect("ticker", "{{.HostConfig.Isolation}}"), "vm");
+    let kernel = keel.inspect("ticker", "{{.MicroVM.Kernel}}");
+    assert!(
+        kernel.ends_with("-amd64"),
+        "inspect names the guest kernel: {kernel}"
+    );
     assert_eq!(
         keel.ok(&["ps", "--format", "{{.Names}} {{.Isolation}}"]),
         "ticker vm\n"

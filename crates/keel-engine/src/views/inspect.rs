@@ -37,6 +37,10 @@ pub struct ContainerInspect {
     /// Bytes in the writable layer, when asked for (`--size`, `size=1`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub size_rw: Option<u64>,
+    /// A micro-VM's guest (`--isolation vm`): kernel, VMM, accelerator and
+    /// size, as its last boot had them.
+    #[serde(rename = "MicroVM", skip_serializing_if = "Option::is_none")]
+    pub micro_vm: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -262,6 +266,17 @@ pub fn container(engine: &mut Engine, c: &Container, size: bool) -> ContainerIns
                     .collect(),
             }),
         },
+        micro_vm: (c.spec.isolation == crate::spec::Isolation::Vm).then(|| {
+            std::fs::read(
+                engine
+                    .layout
+                    .bundle(&c.id)
+                    .join(keel_runtime::vm::GUEST_INFO),
+            )
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or(serde_json::Value::Null)
+        }),
         image: c.image_id.clone(),
         resolv_conf_path: engine.layout.file(&c.id, "resolv.conf"),
         hostname_path: engine.layout.file(&c.id, "hostname"),

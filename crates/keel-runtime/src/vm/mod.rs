@@ -48,6 +48,9 @@ pub const CACHE: &str = "io.keel.vm.cache";
 pub const VSOCK_SOCKET: &str = "vsock.sock";
 /// The guest's serial console, in the container's runtime directory.
 pub const CONSOLE_LOG: &str = "console.log";
+/// What the shim booted (kernel, VMM, accelerator, size), as JSON in the
+/// bundle, kept after the VM ends (`inspect` shows it).
+pub const GUEST_INFO: &str = "guest.json";
 
 /// Whether a config asks for a micro-VM.
 pub fn wants_vm(annotations: &std::collections::BTreeMap<String, String>) -> bool {

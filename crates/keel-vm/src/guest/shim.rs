@@ -321,6 +321,18 @@ fn boot(args: &Args) -> Result<Vm> {
         source: e,
     })?;
     let spawned = Instant::now();
+    let info = serde_json::json!({
+        "Kernel": kernel.version,
+        "KernelImage": kernel.image,
+        "VMM": "qemu-system-x86_64 -M microvm",
+        "Accelerator": if hardware_kvm() { "kvm" } else { "tcg" },
+        "MemoryMiB": memory,
+        "CPUs": cpus,
+    });
+    let _ = keel_runtime::util::write_atomic(
+        &args.bundle.join(keel_runtime::vm::GUEST_INFO),
+        info.to_string().as_bytes(),
+    );
     let state = args.state.clone();
     let timeout = boot_timeout();
     let deadline = Instant::now() + timeout;

@@ -176,6 +176,39 @@ fn a_detached_vm_logs_execs_and_stops() {
     let ps = keel.ok(&["exec", "ticker", "ps"]);
     assert!(ps.contains("while true"), "{ps}");
     assert!(!ps.contains("qemu"), "{ps}");
+    // cp goes into the container's files (never the host's, where the
+    // VM's shim runs), both ways, and the guest sees it.
+    let name = format!("keel-cp-{}", std::process::id());
+    let file = keel.temp.path().join(&name);
+    std::fs::write(&file, "copied in\n").unwrap();
+    keel.ok(&["cp", file.to_str().unwrap(), "ticker:/"]);
+    assert!(
+        !Path::new("/").join(&name).exists(),
+        "cp wrote the host's /"
+    );
+    assert_eq!(
+        keel.ok(&["exec", "ticker", "cat", &format!("/{name}")]),
+        "copied in\n"
+    );
+    keel.ok(&["exec", "ticker", "sh", "-c", "echo made in the vm > /made"]);
+    let out = keel.temp.path().join("made");
+    keel.ok(&["cp", "ticker:/made", out.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "made in the vm\n");
+    // What a VM's network cannot do.
+    let out = keel.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "container:ticker",
+        "busybox",
+        "true",
+    ]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("micro-VM"), "{}", stderr(&out));
+    keel.ok(&["network", "create", "later"]);
+    let out = keel.run(&["network", "connect", "later", "ticker"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("micro-VM"), "{}", stderr(&out));
 
     keel.ok(&["stop", "ticker"]);
     assert_eq!(

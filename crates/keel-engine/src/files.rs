@@ -269,7 +269,11 @@ impl Engine {
         run: &RunConfig,
         f: impl FnOnce() -> std::result::Result<(), String>,
     ) -> Result<Child> {
-        let running = container.state.status.is_active()
+        // A micro-VM's init on the host is its shim, in the host's mount
+        // namespace: its files are reached through the rootfs the monitor
+        // mounted (the one the guest shares), as for a stopped container.
+        let running = container.spec.isolation != crate::spec::Isolation::Vm
+            && container.state.status.is_active()
             && keel_runtime::util::process_alive(container.state.pid, container.state.pid_start);
         let pid = container.state.pid;
         let rootfs = self.layout.rootfs(&container.id);

@@ -1345,6 +1345,14 @@ impl crate::engine::Engine {
         check.networks = vec![attachment.clone()];
         resolve_attachments(&mut self.db, &mut check)?;
         if container.state.status.is_active() && container.state.pid > 0 {
+            if container.spec.isolation == crate::spec::Isolation::Vm {
+                // The VM's NICs are made when it boots.
+                return Err(Error::Conflict(format!(
+                    "{} is a running micro-VM: connect it to {} while it is stopped (it gets \
+                     the interface when it starts)",
+                    container.name, network.name
+                )));
+            }
             sandbox::connect(&self.layout, &mut self.db, &container, &attachment)?;
         }
         self.db.update_state(&container.id, |c| {

@@ -68,6 +68,12 @@ pub fn setup(
                 ))
             })?;
             let s = &other.state;
+            if other.spec.isolation == crate::spec::Isolation::Vm {
+                return Err(Error::invalid(format!(
+                    "cannot join the network of {}: it is a micro-VM (its network is the VM's)",
+                    other.name
+                )));
+            }
             if !(s.status.is_active()
                 && s.pid > 0
                 && keel_runtime::util::process_alive(s.pid, s.pid_start))

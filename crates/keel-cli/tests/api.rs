@@ -1383,3 +1383,63 @@ fn a_keel_compose_project_is_the_docker_tools_project() {
     assert_eq!(keel.ok(&["ps", "-aq"]).trim(), "");
     assert!(!keel.ok(&["network", "ls"]).contains("mixed_default"));
 }
+
+#[test]
+fn docker_runs_a_micro_vm_through_keel() {
+    let keel = Keel::new();
+    let service = Service::start(&keel, &[]);
+    let host_kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    for docker in docker_clients() {
+        let out = client(
+            &docker,
+            &service,
+            &[
+                "run",
+                "--rm",
+                "--isolation",
+                "vm",
+                "busybox",
+                "sh",
+                "-c",
+                "uname -r; exit 4",
+            ],
+            None,
+        );
+        assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+        let guest = stdout(&out);
+        assert!(
+            guest.trim().ends_with("-amd64"),
+            "{}: {guest}",
+            docker.display()
+        );
+        assert_ne!(guest.trim(), host_kernel.trim());
+    }
+    // A compose service with `isolation: vm`, through keel compose.
+    let project = keel.temp.path().join("vmproject");
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::write(
+        project.join("compose.yaml"),
+        "services:\n  guest:\n    image: busybox\n    isolation: vm\n    command: [\"sleep\", \"1000\"]\n",
+    )
+    .unwrap();
+    let mut up = keel.command(&["compose", "up", "-d"]);
+    up.current_dir(&project);
+    let out = keel_testutil::output_via_files(&mut up, Duration::from_secs(120)).unwrap();
+    assert!(out.status.success(), "keel compose up: {}", stderr(&out));
+    let docker = docker_clients().remove(0);
+    let isolation = ok(
+        &docker,
+        &service,
+        &[
+            "inspect",
+            "-f",
+            "{{.HostConfig.Isolation}}",
+            "vmproject-guest-1",
+        ],
+    );
+    assert_eq!(isolation.trim(), "vm");
+    let mut down = keel.command(&["compose", "down", "-t", "1"]);
+    down.current_dir(&project);
+    let out = keel_testutil::output_via_files(&mut down, Duration::from_secs(120)).unwrap();
+    assert!(out.status.success(), "keel compose down: {}", stderr(&out));
+}

@@ -42,31 +42,37 @@ pub struct Kernel {
     pub version: String,
     /// The kernel image booted: vmlinux where there is one, else vmlinuz.
     pub image: PathBuf,
-    pub modules: PathBuf,
+    /// Its modules (`lib/modules/<version>`); none for keel's own minimal
+    /// kernel, which has everything built in and is booted without ACPI
+    /// (its virtio-mmio devices named on its command line).
+    pub modules: Option<PathBuf>,
 }
 
 impl Kernel {
-    /// The kernel in `dir` (a `<version>` directory), or the newest one
-    /// under [`KERNEL_DIR`].
+    /// The kernel in `dir` (a `<version>` directory), or the one to use
+    /// under [`KERNEL_DIR`]: keel's minimal kernel (`<version>-keel`, the
+    /// faster to boot) where setup built one, else the newest.
     pub fn find(dir: Option<&Path>) -> Result<Kernel> {
         let at = |dir: &Path| -> Option<Kernel> {
-            let vmlinuz = Some(dir.join("vmlinux"))
+            let image = Some(dir.join("vmlinux"))
                 .filter(|p| p.is_file())
                 .unwrap_or_else(|| dir.join("vmlinuz"));
-            let modules = dir.join("modules");
-            (vmlinuz.is_file() && modules.join("modules.dep").is_file()).then(|| Kernel {
+            let modules = Some(dir.join("modules")).filter(|m| m.join("modules.dep").is_file());
+            let builtin = dir.join("keel-minimal").is_file();
+            (image.is_file() && (modules.is_some() || builtin)).then(|| Kernel {
                 version: dir
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default(),
-                image: vmlinuz,
+                image,
                 modules,
             })
         };
         if let Some(dir) = dir {
             return at(dir).ok_or_else(|| {
                 Error::Msg(format!(
-                    "no guest kernel in {} (it needs vmlinuz and modules/modules.dep)",
+                    "no guest kernel in {} (it needs vmlinux or vmlinuz, and modules/modules.dep \
+                     or a keel-minimal marker)",
                     dir.display()
                 ))
             });
@@ -77,7 +83,7 @@ impl Kernel {
             .flatten()
             .filter_map(|entry| at(&entry.path()))
             .collect();
-        found.sort_by_key(|k| version_key(&k.version));
+        found.sort_by_key(|k| (k.modules.is_none(), version_key(&k.version)));
         found.pop().ok_or_else(|| {
             Error::Msg(format!(
                 "no guest kernel installed in {KERNEL_DIR}: keel's scripts/setup installs \
@@ -89,9 +95,12 @@ impl Kernel {
     /// The modules to load for [`MODULES`], dependencies first, as paths
     /// under [`Kernel::modules`]; built-in ones are left out.
     pub fn module_order(&self) -> Result<Vec<String>> {
+        let Some(modules) = &self.modules else {
+            return Ok(Vec::new());
+        };
         let read = |name: &str| {
-            std::fs::read_to_string(self.modules.join(name)).map_err(|e| Error::Io {
-                what: format!("read {}", self.modules.join(name).display()),
+            std::fs::read_to_string(modules.join(name)).map_err(|e| Error::Io {
+                what: format!("read {}", modules.join(name).display()),
                 source: e,
             })
         };
@@ -187,7 +196,7 @@ pub fn initramfs(kernel: &Kernel, agent: &Path, cache: &Path) -> Result<PathBuf>
     let mut key = Sha256::new();
     key.update(format!(
         "{INITRAMFS_FORMAT}\0{}\0{}\0{}\0{}\0{}",
-        kernel.modules.display(),
+        kernel.image.display(),
         kernel.version,
         agent.display(),
         meta.len(),
@@ -208,7 +217,11 @@ pub fn initramfs(kernel: &Kernel, agent: &Path, cache: &Path) -> Result<PathBuf>
     archive.char_device("dev/null", 0o666, 1, 3)?;
     let mut list = String::new();
     for (n, module) in order.iter().enumerate() {
-        let from = kernel.modules.join(module);
+        let from = kernel
+            .modules
+            .as_deref()
+            .unwrap_or(Path::new("/"))
+            .join(module);
         let data = std::fs::read(&from).map_err(io(format!("read {}", from.display())))?;
         let name = format!("{n:02}-{}", module.rsplit('/').next().unwrap_or(module));
         archive.file(&format!("modules/{name}"), 0o644, &data)?;

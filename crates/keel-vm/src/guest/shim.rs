@@ -512,9 +512,16 @@ fn qemu_args(
         // HZ=250 in Debian's kernel: loops per jiffy = kHz * 1000 / 250.
         append.push_str(&format!(" tsc_early_khz={khz} lpj={}", khz * 4));
     }
+    // Debian's kernel finds the virtio-mmio devices in ACPI's DSDT; keel's
+    // minimal one has no ACPI, and QEMU names them on its command line.
+    let machine = if kernel.modules.is_some() {
+        "microvm,memory-backend=mem"
+    } else {
+        "microvm,acpi=off,memory-backend=mem"
+    };
     let mut args: Vec<String> = vec![
         "-machine".into(),
-        "microvm,memory-backend=mem".into(),
+        machine.into(),
         "-global".into(),
         "virtio-mmio.force-legacy=false".into(),
         "-cpu".into(),

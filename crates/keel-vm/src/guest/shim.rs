@@ -507,7 +507,11 @@ fn qemu_args(
     shares: &[HostShare],
 ) -> Vec<String> {
     let kvm = hardware_kvm();
-    let mut append = "console=ttyS0 rdinit=/init panic=-1 quiet loglevel=3".to_string();
+    // reboot=t: the agent ends the VM with a reset, and a triple fault is
+    // the one way every kernel resets at once (without ACPI the kernel
+    // first pokes a keyboard controller microvm does not have, for seconds
+    // under an emulator); QEMU runs with -no-reboot, so it exits.
+    let mut append = "console=ttyS0 rdinit=/init panic=-1 reboot=t quiet loglevel=3".to_string();
     if !kvm && let Some(khz) = tsc_khz() {
         // HZ=250 in Debian's kernel: loops per jiffy = kHz * 1000 / 250.
         append.push_str(&format!(" tsc_early_khz={khz} lpj={}", khz * 4));

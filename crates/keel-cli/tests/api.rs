@@ -1340,17 +1340,13 @@ fn the_detach_keys_leave_the_container_running() {
 fn a_keel_compose_project_is_the_docker_tools_project() {
     let keel = Keel::new();
     let service = Service::start(&keel, &[]);
-    let project = keel.temp.path().join("mixed");
-    std::fs::create_dir_all(&project).unwrap();
-    std::fs::write(
-        project.join("docker-compose.yml"),
+    let project = compose_project(
+        &keel,
+        "mixed",
+        "docker-compose.yml",
         "version: \"3.8\"\nservices:\n  web:\n    image: busybox\n    command: [\"sleep\", \"1000\"]\n  db:\n    image: busybox\n    command: [\"sleep\", \"1000\"]\n",
-    )
-    .unwrap();
-    let mut up = keel.command(&["compose", "up", "-d"]);
-    up.current_dir(&project);
-    let out = keel_testutil::output_via_files(&mut up, Duration::from_secs(120)).unwrap();
-    assert!(out.status.success(), "keel compose up: {}", stderr(&out));
+    );
+    keel_compose(&keel, &project, &["up", "-d"]);
 
     let docker = docker_clients().remove(0);
     let names = ok(
@@ -1415,17 +1411,13 @@ fn docker_runs_a_micro_vm_through_keel() {
         assert_ne!(guest.trim(), host_kernel.trim());
     }
     // A compose service with `isolation: vm`, through keel compose.
-    let project = keel.temp.path().join("vmproject");
-    std::fs::create_dir_all(&project).unwrap();
-    std::fs::write(
-        project.join("compose.yaml"),
+    let project = compose_project(
+        &keel,
+        "vmproject",
+        "compose.yaml",
         "services:\n  guest:\n    image: busybox\n    isolation: vm\n    command: [\"sleep\", \"1000\"]\n",
-    )
-    .unwrap();
-    let mut up = keel.command(&["compose", "up", "-d"]);
-    up.current_dir(&project);
-    let out = keel_testutil::output_via_files(&mut up, Duration::from_secs(120)).unwrap();
-    assert!(out.status.success(), "keel compose up: {}", stderr(&out));
+    );
+    keel_compose(&keel, &project, &["up", "-d"]);
     let docker = docker_clients().remove(0);
     let isolation = ok(
         &docker,
@@ -1438,8 +1430,25 @@ fn docker_runs_a_micro_vm_through_keel() {
         ],
     );
     assert_eq!(isolation.trim(), "vm");
-    let mut down = keel.command(&["compose", "down", "-t", "1"]);
-    down.current_dir(&project);
-    let out = keel_testutil::output_via_files(&mut down, Duration::from_secs(120)).unwrap();
-    assert!(out.status.success(), "keel compose down: {}", stderr(&out));
+    keel_compose(&keel, &project, &["down", "-t", "1"]);
+}
+
+/// A directory `name` under the test's temp dir holding `file`.
+fn compose_project(keel: &Keel, name: &str, file: &str, text: &str) -> PathBuf {
+    let project = keel.temp.path().join(name);
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::write(project.join(file), text).unwrap();
+    project
+}
+
+/// `keel compose ARGS` in `project`, which must succeed.
+fn keel_compose(keel: &Keel, project: &Path, args: &[&str]) {
+    let mut command = keel.command(&[&["compose"], args].concat());
+    command.current_dir(project);
+    let out = keel_testutil::output_via_files(&mut command, Duration::from_secs(120)).unwrap();
+    assert!(
+        out.status.success(),
+        "keel compose {args:?}: {}",
+        stderr(&out)
+    );
 }

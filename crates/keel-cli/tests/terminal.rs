@@ -71,6 +71,18 @@ fn read_until(master: &mut std::fs::File, want: &str) -> String {
     }
 }
 
+/// The shell's prompt, then what it says of its terminal: a tty of its
+/// own, TERM=xterm, the 30x100 window keel was started in.
+fn shell_on_its_terminal(master: &mut std::fs::File) {
+    read_until(master, "# ");
+    master
+        .write_all(b"tty; echo term=$TERM; stty size\n")
+        .unwrap();
+    let seen = read_until(master, "30 100");
+    assert!(seen.contains("/dev/pts/0"), "{seen}");
+    assert!(seen.contains("term=xterm"), "{seen}");
+}
+
 fn wait_exit(child: &mut Child) -> i32 {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -91,13 +103,7 @@ fn a_micro_vm_gets_a_terminal_too() {
         30,
         100,
     );
-    read_until(&mut master, "# ");
-    master
-        .write_all(b"tty; echo term=$TERM; stty size\n")
-        .unwrap();
-    let seen = read_until(&mut master, "30 100");
-    assert!(seen.contains("/dev/pts/0"), "{seen}");
-    assert!(seen.contains("term=xterm"), "{seen}");
+    shell_on_its_terminal(&mut master);
     // The window grows: the guest's terminal follows.
     let size = libc::winsize {
         ws_row: 40,
@@ -123,13 +129,7 @@ fn interactive_terminal_detach_and_attach() {
         30,
         100,
     );
-    read_until(&mut master, "# ");
-    master
-        .write_all(b"tty; echo term=$TERM; stty size\n")
-        .unwrap();
-    let seen = read_until(&mut master, "30 100");
-    assert!(seen.contains("/dev/pts/0"), "{seen}");
-    assert!(seen.contains("term=xterm"), "{seen}");
+    shell_on_its_terminal(&mut master);
     // Typed input comes back through the container's tty (its echo).
     master.write_all(b"echo typed-$((6*7))\n").unwrap();
     read_until(&mut master, "typed-42");

@@ -19,6 +19,8 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 const RUNTIME_ROOT: &str = "/run/keel/runtime";
 /// The container's bundle in the guest (its root is a share).
 const BUNDLE: &str = "/run/keel/bundle";
+/// Made once the container's process has ended.
+const EXITED: &str = "/run/keel/exited";
 
 pub fn handle(connection: OwnedFd) -> i32 {
     let mut stream = File::from(connection);
@@ -60,9 +62,11 @@ pub fn handle(connection: OwnedFd) -> i32 {
                 no_pivot: true,
                 ..CreateOptions::default()
             };
-            Ok(run(&mut stream, terminal, false, move || {
+            let code = run(&mut stream, terminal, false, move || {
                 keel_runtime::container::run(Path::new(RUNTIME_ROOT), &options, false, false, true)
-            }))
+            });
+            let _ = std::fs::write(EXITED, "");
+            Ok(code)
         }
         Request::Exec {
             id,
@@ -97,7 +101,7 @@ pub fn handle(connection: OwnedFd) -> i32 {
 /// guest's runtime has made the container: it waits for it (a while).
 fn wait_for_container(id: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while std::time::Instant::now() < deadline {
+    while std::time::Instant::now() < deadline && !Path::new(EXITED).exists() {
         let ready = keel_runtime::state::ContainerDir::new(Path::new(RUNTIME_ROOT), id)
             .and_then(|dir| dir.load().map(|state| (dir, state)))
             .is_ok_and(|(dir, state)| dir.status(&state) != keel_runtime::state::Status::Created);

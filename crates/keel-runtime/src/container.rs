@@ -953,6 +953,27 @@ pub fn run(
     status
 }
 
+/// The signals a foreground runtime (or a VM's shim) passes on to the
+/// process: all but those that mean a bug in this process, and the two
+/// nobody can catch.
+pub fn forwardable_signals() -> nix::sys::signal::SigSet {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::all();
+    for s in [
+        Signal::SIGKILL,
+        Signal::SIGSTOP,
+        Signal::SIGSEGV,
+        Signal::SIGBUS,
+        Signal::SIGILL,
+        Signal::SIGFPE,
+        Signal::SIGTRAP,
+        Signal::SIGABRT,
+    ] {
+        set.remove(s);
+    }
+    set
+}
+
 /// Foreground `run`/`exec`: signals sent to the runtime go to the container
 /// process; SIGCHLD reaps (we are a subreaper) until the main process exits.
 pub struct SignalForwarder {
@@ -963,20 +984,7 @@ impl SignalForwarder {
     /// Blocks the forwardable signals in the runtime (before fork, so no
     /// signal is lost); the container process unblocks them before exec.
     pub fn block() -> Result<SignalForwarder> {
-        use nix::sys::signal::{SigSet, Signal};
-        let mut set = SigSet::all();
-        for s in [
-            Signal::SIGKILL,
-            Signal::SIGSTOP,
-            Signal::SIGSEGV,
-            Signal::SIGBUS,
-            Signal::SIGILL,
-            Signal::SIGFPE,
-            Signal::SIGTRAP,
-            Signal::SIGABRT,
-        ] {
-            set.remove(s);
-        }
+        let set = forwardable_signals();
         set.thread_block().context(|| "block signals".to_string())?;
         Ok(SignalForwarder { set })
     }

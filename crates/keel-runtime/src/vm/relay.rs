@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 
-use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signal::{SigSet, SigmaskHow};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::termios;
 
@@ -52,25 +52,12 @@ pub fn terminal_size() -> Option<(u16, u16)> {
     }
 }
 
-/// The signals forwarded to the process: all but those that mean a bug
-/// in this process (and the two nobody can catch). A process with threads
+/// The signals forwarded to the process (see
+/// [`crate::container::forwardable_signals`]). A process with threads
 /// blocks them in every thread (before it starts any) so that they wait
 /// for the relay's signalfd instead of ending it.
 pub fn forwarded() -> SigSet {
-    let mut set = SigSet::all();
-    for s in [
-        Signal::SIGKILL,
-        Signal::SIGSTOP,
-        Signal::SIGSEGV,
-        Signal::SIGBUS,
-        Signal::SIGILL,
-        Signal::SIGFPE,
-        Signal::SIGTRAP,
-        Signal::SIGABRT,
-    ] {
-        set.remove(s);
-    }
-    set
+    crate::container::forwardable_signals()
 }
 
 /// Carries the process's stdio over `stream` until its exit code arrives.

@@ -200,6 +200,9 @@ fn a_detached_vm_logs_execs_and_stops() {
     let name = format!("keel-cp-{}", std::process::id());
     let file = keel.temp.path().join(&name);
     std::fs::write(&file, "copied in\n").unwrap();
+    // Looked for first: the guest must not keep "not there" in mind.
+    let out = keel.run(&["exec", "ticker", "cat", &format!("/{name}")]);
+    assert_ne!(out.status.code(), Some(0));
     keel.ok(&["cp", file.to_str().unwrap(), "ticker:/"]);
     assert!(
         !Path::new("/").join(&name).exists(),

@@ -286,12 +286,16 @@ fn bad_files_are_refused_with_the_file_line_and_key() {
     );
 }
 
+/// Every service has keel's init (`init: true`), which passes SIGTERM on:
+/// `sleep` or `httpd` as PID 1 would ignore it, and every stop, scale-down
+/// and recreate would wait the full stop timeout.
 const APP: &str = r#"
 name: shop
 services:
   web:
     image: busybox
     command: ["sh", "-c", "echo page > /www/index.html && exec httpd -f -v -p 80 -h /www"]
+    init: true
     volumes:
       - site:/www
     ports:
@@ -299,6 +303,7 @@ services:
   db:
     image: busybox
     command: ["sh", "-c", "sleep 0.3 && touch /data/ready && exec sleep 600"]
+    init: true
     volumes:
       - data:/data
     healthcheck:
@@ -308,6 +313,7 @@ services:
   app:
     image: busybox
     command: ["sleep", "600"]
+    init: true
     environment:
       DB: db
     depends_on:
@@ -318,6 +324,7 @@ services:
   worker:
     image: busybox
     command: ["sleep", "600"]
+    init: true
     deploy:
       replicas: 2
 volumes:
@@ -460,7 +467,7 @@ fn an_application_comes_up_changes_scales_and_goes_down() {
     assert!(running(&keel).contains(&"shop-worker-1".to_string()));
 
     // Orphans: a service taken out of the file.
-    write(&dir, "compose.yaml", &APP.replace("  worker:\n    image: busybox\n    command: [\"sleep\", \"600\"]\n    deploy:\n      replicas: 2\n", ""));
+    write(&dir, "compose.yaml", &APP.replace("  worker:\n    image: busybox\n    command: [\"sleep\", \"600\"]\n    init: true\n    deploy:\n      replicas: 2\n", ""));
     let out = compose(&keel, &dir, &["up", "-d"]);
     assert!(
         stderr(&out).contains("orphan containers (shop-worker-1)"),

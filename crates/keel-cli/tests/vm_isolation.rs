@@ -357,4 +357,36 @@ fn no_guest_kernel_is_a_clear_error_and_leaves_nothing_running() {
     assert!(stderr(&out).contains("no guest kernel"), "{}", stderr(&out));
     assert_ne!(keel.inspect("nokernel", "{{.State.Status}}"), "running");
     assert_eq!(processes_left(&keel), Vec::<String>::new());
+
+    // No VMM to run it.
+    let out = keel
+        .command(&["run", "--rm", "--isolation", "vm", "busybox", "true"])
+        .env("KEEL_QEMU", "/nonexistent/qemu-system-x86_64")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("/nonexistent/qemu"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A guest that does not come up in time: the error shows its console.
+    let out = keel
+        .command(&["run", "--rm", "--isolation", "vm", "busybox", "true"])
+        .env("KEEL_VM_BOOT_TIMEOUT", "0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("did not answer within 0 s") && stderr(&out).contains("console"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(processes_left(&keel), Vec::<String>::new());
+    // The --rm ones are gone; the one without --rm is there, not running.
+    assert_eq!(
+        keel.ok(&["ps", "-a", "--format", "{{.Names}}"]),
+        "nokernel\n"
+    );
 }

@@ -254,7 +254,16 @@ fn a_detached_vm_logs_execs_and_stops() {
 #[test]
 fn a_vm_and_a_container_reach_each_other_by_name() {
     let keel = Keel::new();
-    keel.ok(&["network", "create", "mixed"]);
+    keel.ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        "10.77.0.0/24",
+        "--subnet",
+        "fd77::/64",
+        "mixed",
+    ]);
     keel.ok(&[
         "run",
         "-d",
@@ -311,6 +320,28 @@ fn a_vm_and_a_container_reach_each_other_by_name() {
         inside.contains(&format!("{address}/")),
         "{address} vs {inside}"
     );
+    // IPv6 too: its address, and the container reached over it.
+    let address6 = keel.inspect(
+        "vmweb",
+        "{{.NetworkSettings.Networks.mixed.GlobalIPv6Address}}",
+    );
+    let inside = keel.ok(&["exec", "vmweb", "ip", "-6", "-o", "addr", "show", "eth0"]);
+    assert!(
+        inside.contains(&format!("{address6}/64")),
+        "{address6} vs {inside}"
+    );
+    let web6 = keel.inspect(
+        "web",
+        "{{.NetworkSettings.Networks.mixed.GlobalIPv6Address}}",
+    );
+    let out = keel.ok(&[
+        "exec",
+        "vmweb",
+        "wget",
+        "-qO-",
+        &format!("http://[{web6}]/"),
+    ]);
+    assert_eq!(out, "from-container\n");
     // Its published port, from keel's side.
     let out = keel
         .netns

@@ -4,7 +4,7 @@
 //! server over vsock.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use keel_runtime::vm::proto::{DNS_PORT, Interface};
@@ -67,8 +67,13 @@ fn device_with_mac(mac: &str) -> Option<String> {
         })
 }
 
-pub fn configure(interfaces: &[Interface], gateway: Option<&str>) -> Result<(), String> {
+pub fn configure(
+    interfaces: &[Interface],
+    gateway: Option<&str>,
+    gateway6: Option<&str>,
+) -> Result<(), String> {
     let fd = socket()?;
+    let mut v6_device = None;
     for interface in interfaces {
         let mut name = device_with_mac(&interface.mac)
             .ok_or_else(|| format!("no NIC with the MAC {} in the VM", interface.mac))?;
@@ -103,11 +108,24 @@ pub fn configure(interfaces: &[Interface], gateway: Option<&str>) -> Result<(), 
             r.ifr_ifru.ifru_netmask = sockaddr(Ipv4Addr::from(mask));
             ioctl(&fd, libc::SIOCSIFNETMASK, &mut r, "set the netmask")?;
         }
+        // The container's addresses were checked for duplicates on the
+        // host already: no wait for IPv6's duplicate address detection.
+        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/accept_dad"), "0");
         let mut r = request(&name);
         ioctl(&fd, libc::SIOCGIFFLAGS, &mut r, "read the NIC's flags")?;
         // SAFETY: reading the flags the kernel just wrote.
         unsafe { r.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short };
         ioctl(&fd, libc::SIOCSIFFLAGS, &mut r, "bring the NIC up")?;
+        if !interface.addresses6.is_empty() {
+            let index = index_of(&fd, &name)?;
+            for address in &interface.addresses6 {
+                add_ipv6(index, address)?;
+            }
+            v6_device.get_or_insert(index);
+        }
+    }
+    if let (Some(gateway), Some(index)) = (gateway6, v6_device) {
+        add_ipv6_default_route(index, gateway)?;
     }
     if let Some(gateway) = gateway {
         let gateway: Ipv4Addr = gateway
@@ -127,6 +145,97 @@ pub fn configure(interfaces: &[Interface], gateway: Option<&str>) -> Result<(), 
                 ));
             }
         }
+    }
+    Ok(())
+}
+
+fn index_of(fd: &OwnedFd, name: &str) -> Result<i32, String> {
+    let mut r = request(name);
+    ioctl(fd, libc::SIOCGIFINDEX, &mut r, "find the NIC's index")?;
+    // SAFETY: the index the kernel just wrote.
+    Ok(unsafe { r.ifr_ifru.ifru_ifindex })
+}
+
+fn socket6() -> Result<OwnedFd, String> {
+    // SAFETY: socket returns a new fd or -1.
+    let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(format!("socket: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: a new fd we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn in6_addr(address: Ipv6Addr) -> libc::in6_addr {
+    libc::in6_addr {
+        s6_addr: address.octets(),
+    }
+}
+
+/// `ADDRESS/PREFIX` on the NIC with `index`.
+fn add_ipv6(index: i32, address: &str) -> Result<(), String> {
+    let (ip, prefix) = address
+        .split_once('/')
+        .ok_or_else(|| format!("{address}: not ADDRESS/PREFIX"))?;
+    let ip: Ipv6Addr = ip
+        .parse()
+        .map_err(|_| format!("{ip}: not an IPv6 address"))?;
+    let request = libc::in6_ifreq {
+        ifr6_addr: in6_addr(ip),
+        ifr6_prefixlen: prefix
+            .parse()
+            .map_err(|_| format!("{prefix}: not a prefix"))?,
+        ifr6_ifindex: index,
+    };
+    let fd = socket6()?;
+    // SAFETY: SIOCSIFADDR on an IPv6 socket reads one in6_ifreq.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCSIFADDR, &request) } != 0 {
+        return Err(format!(
+            "add {address}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// linux/ipv6_route.h's `in6_rtmsg` (libc's has private fields).
+#[repr(C)]
+struct In6Rtmsg {
+    dst: libc::in6_addr,
+    src: libc::in6_addr,
+    gateway: libc::in6_addr,
+    kind: u32,
+    dst_len: u16,
+    src_len: u16,
+    metric: u32,
+    info: libc::c_ulong,
+    flags: u32,
+    ifindex: libc::c_int,
+}
+
+fn add_ipv6_default_route(index: i32, gateway: &str) -> Result<(), String> {
+    let gateway: Ipv6Addr = gateway
+        .parse()
+        .map_err(|_| format!("{gateway}: not an IPv6 gateway"))?;
+    let route = In6Rtmsg {
+        dst: in6_addr(Ipv6Addr::UNSPECIFIED),
+        src: in6_addr(Ipv6Addr::UNSPECIFIED),
+        gateway: in6_addr(gateway),
+        kind: 0,
+        dst_len: 0,
+        src_len: 0,
+        metric: 1,
+        info: 0,
+        flags: (libc::RTF_UP | libc::RTF_GATEWAY) as u32,
+        ifindex: index,
+    };
+    let fd = socket6()?;
+    // SAFETY: SIOCADDRT on an IPv6 socket reads one in6_rtmsg.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCADDRT, &route) } != 0 {
+        return Err(format!(
+            "add the IPv6 default route via {gateway}: {}",
+            std::io::Error::last_os_error()
+        ));
     }
     Ok(())
 }

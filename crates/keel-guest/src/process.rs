@@ -37,10 +37,11 @@ pub fn handle(connection: OwnedFd) -> i32 {
             shares,
             interfaces,
             gateway,
+            gateway6,
         } => {
             mount_shares(&shares)?;
             if !interfaces.is_empty() {
-                crate::net::configure(&interfaces, gateway.as_deref())?;
+                crate::net::configure(&interfaces, gateway.as_deref(), gateway6.as_deref())?;
                 if let Ok(None) = keel_runtime::process::fork() {
                     crate::net::serve_dns();
                 }

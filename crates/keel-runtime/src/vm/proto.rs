@@ -146,6 +146,9 @@ pub enum Request {
         /// The IPv4 default gateway.
         #[serde(default)]
         gateway: Option<String>,
+        /// The IPv6 default gateway.
+        #[serde(default)]
+        gateway6: Option<String>,
     },
     /// Another process in the running container (`exec`).
     Exec {
@@ -169,6 +172,9 @@ pub struct Interface {
     pub mac: String,
     /// IPv4 addresses with their prefix (`10.88.0.2/16`).
     pub addresses: Vec<String>,
+    /// Global IPv6 addresses with their prefix (`fd00::2/64`).
+    #[serde(default)]
+    pub addresses6: Vec<String>,
     pub mtu: u32,
 }
 

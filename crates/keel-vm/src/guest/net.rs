@@ -31,7 +31,7 @@ pub struct Nic {
 
 /// Enters the network namespace at `path` (this thread, and what it
 /// starts later) and bridges each of its interfaces to a new tap.
-pub fn take_over(path: &Path) -> Result<(Vec<Nic>, Option<String>)> {
+pub fn take_over(path: &Path) -> Result<(Vec<Nic>, Option<String>, Option<String>)> {
     let namespace = std::fs::File::open(path).map_err(|e| Error::Io {
         what: format!("open the network namespace {}", path.display()),
         source: e,
@@ -49,23 +49,27 @@ pub fn take_over(path: &Path) -> Result<(Vec<Nic>, Option<String>)> {
         if name == "lo" || link["link_type"].as_str() != Some("ether") || name.starts_with("tap") {
             continue;
         }
-        let addresses = link["addr_info"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|a| a["family"].as_str() == Some("inet"))
-            .filter_map(|a| {
-                Some(format!(
-                    "{}/{}",
-                    a["local"].as_str()?,
-                    a["prefixlen"].as_u64()?
-                ))
-            })
-            .collect();
+        let addresses = |family: &str| -> Vec<String> {
+            link["addr_info"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|a| a["family"].as_str() == Some(family))
+                .filter(|a| a["scope"].as_str() != Some("link"))
+                .filter_map(|a| {
+                    Some(format!(
+                        "{}/{}",
+                        a["local"].as_str()?,
+                        a["prefixlen"].as_u64()?
+                    ))
+                })
+                .collect()
+        };
         let interface = Interface {
             mac: link["address"].as_str().unwrap_or_default().to_string(),
             mtu: link["mtu"].as_u64().unwrap_or(1500) as u32,
-            addresses,
+            addresses: addresses("inet"),
+            addresses6: addresses("inet6"),
             name,
         };
         let tap_name = format!("tap{}", nics.len());
@@ -93,13 +97,15 @@ pub fn take_over(path: &Path) -> Result<(Vec<Nic>, Option<String>)> {
         }
         nics.push(Nic { interface, tap });
     }
-    let routes: serde_json::Value = ip(&["-j", "-4", "route", "show", "default"])?;
-    let gateway = routes
-        .as_array()
-        .and_then(|r| r.first())
-        .and_then(|r| r["gateway"].as_str())
-        .map(str::to_string);
-    Ok((nics, gateway))
+    let gateway = |family: &str| -> Result<Option<String>> {
+        let routes: serde_json::Value = ip(&["-j", family, "route", "show", "default"])?;
+        Ok(routes
+            .as_array()
+            .and_then(|r| r.first())
+            .and_then(|r| r["gateway"].as_str())
+            .map(str::to_string))
+    };
+    Ok((nics, gateway("-4")?, gateway("-6")?))
 }
 
 fn run(program: &str, args: &[&str]) -> Result<()> {

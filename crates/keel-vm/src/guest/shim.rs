@@ -235,9 +235,9 @@ fn boot(args: &Args) -> Result<Vm> {
                 .find(|n| n.kind == NamespaceType::Network)
         })
         .and_then(|n| n.path.clone());
-    let (nics, gateway) = match &network_namespace {
+    let (nics, gateway, gateway6) = match &network_namespace {
         Some(path) => super::net::take_over(Path::new(path))?,
-        None => (Vec::new(), None),
+        None => (Vec::new(), None, None),
     };
     if !nics.is_empty() {
         super::net::serve_dns(Path::new(keel_runtime::vm::VSOCK_SOCKET))?;
@@ -370,6 +370,7 @@ fn boot(args: &Args) -> Result<Vm> {
             .collect(),
         interfaces: nics.iter().map(|n| n.interface.clone()).collect(),
         gateway,
+        gateway6,
     };
     drop(nics);
     Ok(Vm {

@@ -9,10 +9,10 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use keel_runtime::vm::proto::{DNS_PORT, Interface};
 
-/// An ioctl socket.
-fn socket() -> Result<OwnedFd, String> {
+/// An ioctl socket of `family` (AF_INET, AF_INET6).
+fn socket(family: libc::c_int) -> Result<OwnedFd, String> {
     // SAFETY: socket returns a new fd or -1.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    let fd = unsafe { libc::socket(family, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
         return Err(format!("socket: {}", std::io::Error::last_os_error()));
     }
@@ -72,7 +72,7 @@ pub fn configure(
     gateway: Option<&str>,
     gateway6: Option<&str>,
 ) -> Result<(), String> {
-    let fd = socket()?;
+    let fd = socket(libc::AF_INET)?;
     let mut v6_device = None;
     for interface in interfaces {
         let mut name = device_with_mac(&interface.mac)
@@ -156,16 +156,6 @@ fn index_of(fd: &OwnedFd, name: &str) -> Result<i32, String> {
     Ok(unsafe { r.ifr_ifru.ifru_ifindex })
 }
 
-fn socket6() -> Result<OwnedFd, String> {
-    // SAFETY: socket returns a new fd or -1.
-    let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(format!("socket: {}", std::io::Error::last_os_error()));
-    }
-    // SAFETY: a new fd we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
 fn in6_addr(address: Ipv6Addr) -> libc::in6_addr {
     libc::in6_addr {
         s6_addr: address.octets(),
@@ -187,7 +177,7 @@ fn add_ipv6(index: i32, address: &str) -> Result<(), String> {
             .map_err(|_| format!("{prefix}: not a prefix"))?,
         ifr6_ifindex: index,
     };
-    let fd = socket6()?;
+    let fd = socket(libc::AF_INET6)?;
     // SAFETY: SIOCSIFADDR on an IPv6 socket reads one in6_ifreq.
     if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCSIFADDR, &request) } != 0 {
         return Err(format!(
@@ -229,7 +219,7 @@ fn add_ipv6_default_route(index: i32, gateway: &str) -> Result<(), String> {
         flags: (libc::RTF_UP | libc::RTF_GATEWAY) as u32,
         ifindex: index,
     };
-    let fd = socket6()?;
+    let fd = socket(libc::AF_INET6)?;
     // SAFETY: SIOCADDRT on an IPv6 socket reads one in6_rtmsg.
     if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCADDRT, &route) } != 0 {
         return Err(format!(

@@ -421,3 +421,124 @@ fn no_guest_kernel_is_a_clear_error_and_leaves_nothing_running() {
         "nokernel\n"
     );
 }
+
+/// `keel runtime ARGS` on this keel's runtime state, which must succeed.
+fn runtime_ok(keel: &Keel, args: &[&str]) {
+    let mut command = keel.command(&[&["runtime"], args].concat());
+    command.env("KEEL_RUNTIME_ROOT", keel.runroot().join("runtime"));
+    let out =
+        keel_testutil::output_via_files(&mut command, std::time::Duration::from_secs(60)).unwrap();
+    assert!(
+        out.status.success(),
+        "keel runtime {args:?}: {}",
+        stderr(&out)
+    );
+}
+
+/// Whether `pid` runs (and is not a zombie waiting for its parent).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.to_string()))
+        .is_some_and(|rest| !rest.starts_with('Z'))
+}
+
+/// containerd drives keel-runtime's exec with `--detach --pid-file` (and
+/// `--console-socket` for a terminal): the pid file must name a process
+/// that lives as long as the one in the guest.
+#[test]
+fn containerd_s_exec_contract_holds_for_a_vm() {
+    use std::io::{IoSliceMut, Read};
+    use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+
+    let keel = Keel::new();
+    keel.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "held",
+        "--isolation",
+        "vm",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    let id = keel.inspect("held", "{{.Id}}");
+    let pid_file = keel.temp.path().join("exec.pid");
+    runtime_ok(
+        &keel,
+        &[
+            "exec",
+            "--detach",
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+            &id,
+            "sh",
+            "-c",
+            "sleep 2; echo done > /made-by-exec",
+        ],
+    );
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        alive(pid),
+        "the pid file's process runs while the guest's does"
+    );
+    keel.eventually("the exec's process to end", || !alive(pid));
+    assert_eq!(keel.ok(&["exec", "held", "cat", "/made-by-exec"]), "done\n");
+
+    // A terminal: its master comes over the console socket.
+    let socket = keel.temp.path().join("console.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    runtime_ok(
+        &keel,
+        &[
+            "exec",
+            "--detach",
+            "--tty",
+            "--console-socket",
+            socket.to_str().unwrap(),
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+            &id,
+            "sh",
+            "-c",
+            "tty; sleep 1",
+        ],
+    );
+    let (stream, _) = listener.accept().unwrap();
+    let mut payload = [0u8; 256];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let mut iov = [IoSliceMut::new(&mut payload)];
+    let message = nix::sys::socket::recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        nix::sys::socket::MsgFlags::empty(),
+    )
+    .unwrap();
+    let master = message
+        .cmsgs()
+        .unwrap()
+        .find_map(|c| match c {
+            nix::sys::socket::ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+            _ => None,
+        })
+        .expect("a pty master on the console socket");
+    // SAFETY: the fd just received is ours.
+    let mut master = unsafe { std::fs::File::from_raw_fd(master) };
+    let mut seen = Vec::new();
+    let mut buffer = [0u8; 1024];
+    while !String::from_utf8_lossy(&seen).contains("/dev/pts/") {
+        match master.read(&mut buffer) {
+            Ok(n) if n > 0 => seen.extend_from_slice(&buffer[..n]),
+            _ => panic!(
+                "the terminal ended with {:?}",
+                String::from_utf8_lossy(&seen)
+            ),
+        }
+    }
+}

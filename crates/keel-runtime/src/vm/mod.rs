@@ -307,11 +307,11 @@ pub fn connect(state_dir: &Path, port: u32, timeout: std::time::Duration) -> Res
 /// carried to it (foreground) or the call returns once it started
 /// (detached).
 pub(crate) fn exec(dir: &ContainerDir, opts: &crate::exec::ExecOptions) -> Result<i32> {
-    if opts.console_socket.is_some() {
-        return Err(Error::msg(
-            "exec with a console socket is not supported in a VM container yet",
-        ));
-    }
+    // containerd's contract (`exec --detach --pid-file`, `--console-socket`):
+    // the pid file names a process that lives as long as the one in the
+    // guest, with its stdio or a terminal whose master went to the socket.
+    // A relay of ours is that process.
+    let held = opts.console_socket.is_some() || (opts.detach && opts.pid_file.is_some());
     let mut stream = connect(
         &dir.path,
         proto::AGENT_PORT,
@@ -320,11 +320,14 @@ pub(crate) fn exec(dir: &ContainerDir, opts: &crate::exec::ExecOptions) -> Resul
     let request = proto::Request::Exec {
         id: opts.id.clone(),
         process: Box::new(opts.process.clone()),
-        detach: opts.detach,
+        detach: opts.detach && !held,
     };
     proto::Frame::Request(serde_json::to_vec(&request).expect("requests serialize"))
         .write_to(&mut stream)
         .context(|| "send the exec to the VM's agent".to_string())?;
+    if held {
+        return exec_held(stream, opts);
+    }
     if let Some(pid_file) = &opts.pid_file {
         util::write_atomic(pid_file, std::process::id().to_string().as_bytes())?;
     }
@@ -343,6 +346,59 @@ pub(crate) fn exec(dir: &ContainerDir, opts: &crate::exec::ExecOptions) -> Resul
         }
     }
     relay::relay_stdio(stream, opts.process.terminal, || None)
+}
+
+/// An exec whose guest process a relay process of ours stands for.
+fn exec_held(stream: UnixStream, opts: &crate::exec::ExecOptions) -> Result<i32> {
+    let terminal = opts.process.terminal;
+    let slave = match &opts.console_socket {
+        Some(path) if terminal => {
+            let socket = crate::console::connect(path)?;
+            let pty = nix::pty::openpty(None, None).context(|| "open a pty".to_string())?;
+            if let Some(size) = opts.process.console_size {
+                let ws = libc::winsize {
+                    ws_row: size.height,
+                    ws_col: size.width,
+                    ws_xpixel: 0,
+                    ws_ypixel: 0,
+                };
+                // SAFETY: TIOCSWINSZ reads one winsize.
+                unsafe { libc::ioctl(pty.master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+            }
+            crate::console::send_fd(&socket, "vm-exec", pty.master.as_raw_fd())?;
+            Some(pty.slave)
+        }
+        _ => None,
+    };
+    let Some(relay) = crate::process::fork()? else {
+        // SAFETY: our own session, the pty slave (if any) as stdio and
+        // controlling terminal, in the forked child.
+        unsafe {
+            libc::setsid();
+            if let Some(slave) = &slave {
+                libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0);
+                for n in 0..3 {
+                    libc::dup2(slave.as_raw_fd(), n);
+                }
+            }
+        }
+        drop(slave);
+        let code = relay::relay_stdio(stream, terminal, || None).unwrap_or_else(|e| {
+            eprintln!("{e}");
+            255
+        });
+        crate::process::exit_child(code);
+    };
+    drop((slave, stream));
+    if let Some(pid_file) = &opts.pid_file {
+        util::write_atomic(pid_file, relay.to_string().as_bytes())?;
+    }
+    if opts.detach {
+        return Ok(0);
+    }
+    Ok(crate::process::exit_code(crate::process::wait_child(
+        relay,
+    )?))
 }
 
 /// Whether a recorded container is a VM.

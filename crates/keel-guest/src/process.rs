@@ -198,16 +198,15 @@ fn run(
         Ok(Some(pid)) => pid,
         Ok(None) => {
             let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&chld), None);
+            let terminal = match &io {
+                Stdio::Terminal { slave, .. } => Some(slave),
+                _ => None,
+            };
+            keel_runtime::vm::session_on(terminal);
             // SAFETY: our own fds placed as the runner's stdio.
             unsafe {
-                libc::setsid();
                 match &io {
-                    Stdio::Terminal { slave, .. } => {
-                        libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0);
-                        for n in 0..3 {
-                            libc::dup2(slave.as_raw_fd(), n);
-                        }
-                    }
+                    Stdio::Terminal { .. } => {}
                     Stdio::Pipes { theirs, .. } => {
                         for (n, fd) in theirs.iter().enumerate() {
                             libc::dup2(fd.as_raw_fd(), n as RawFd);

@@ -91,6 +91,45 @@ fn host_resources(spec: &Spec) -> Resources {
     }
 }
 
+/// A pty for a process carried to a guest: its master (sized) sent over
+/// `socket` as a container's would be; its slave, raw (the guest's own
+/// terminal does the line discipline), returned for the relay.
+fn terminal_for(socket: &OwnedFd, size: Option<crate::spec::ConsoleSize>) -> Result<OwnedFd> {
+    let pty = nix::pty::openpty(None, None).context(|| "open a pty".to_string())?;
+    let mut raw = nix::sys::termios::tcgetattr(&pty.slave)
+        .context(|| "read the pty's settings".to_string())?;
+    nix::sys::termios::cfmakeraw(&mut raw);
+    let _ = nix::sys::termios::tcsetattr(&pty.slave, nix::sys::termios::SetArg::TCSANOW, &raw);
+    if let Some(size) = size {
+        let ws = libc::winsize {
+            ws_row: size.height,
+            ws_col: size.width,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads one winsize.
+        unsafe { libc::ioctl(pty.master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    }
+    crate::console::send_fd(socket, "vm", pty.master.as_raw_fd())?;
+    Ok(pty.slave)
+}
+
+/// In a forked child: a session of its own, and with `terminal` that
+/// terminal as its controlling one and its stdio (so the terminal's
+/// resizes reach it as SIGWINCH).
+pub fn session_on(terminal: Option<&OwnedFd>) {
+    // SAFETY: setsid, and ioctl/dup2 on an fd the caller holds.
+    unsafe {
+        libc::setsid();
+        if let Some(fd) = terminal {
+            libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 0);
+            for n in 0..3 {
+                libc::dup2(fd.as_raw_fd(), n);
+            }
+        }
+    }
+}
+
 /// An fd moved above the low numbers the child places its fds at.
 fn high(fd: &OwnedFd) -> Result<OwnedFd> {
     // SAFETY: F_DUPFD_CLOEXEC returns a new fd or -1.
@@ -147,26 +186,7 @@ pub(crate) fn create(
 
     let terminal = spec.process().terminal;
     let slave = match (&console, terminal) {
-        (Some(socket), true) => {
-            let pty = nix::pty::openpty(None, None).context(|| "open a pty".to_string())?;
-            let mut raw = nix::sys::termios::tcgetattr(&pty.slave)
-                .context(|| "read the pty's settings".to_string())?;
-            nix::sys::termios::cfmakeraw(&mut raw);
-            let _ =
-                nix::sys::termios::tcsetattr(&pty.slave, nix::sys::termios::SetArg::TCSANOW, &raw);
-            if let Some(size) = spec.process().console_size {
-                let ws = libc::winsize {
-                    ws_row: size.height,
-                    ws_col: size.width,
-                    ws_xpixel: 0,
-                    ws_ypixel: 0,
-                };
-                // SAFETY: TIOCSWINSZ reads one winsize.
-                unsafe { libc::ioctl(pty.master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
-            }
-            crate::console::send_fd(socket, "vm", pty.master.as_raw_fd())?;
-            Some(high(&pty.slave)?)
-        }
+        (Some(socket), true) => Some(high(&terminal_for(socket, spec.process().console_size)?)?),
         _ => None,
     };
     drop(console);
@@ -186,15 +206,9 @@ pub(crate) fn create(
     let Some(pid) = crate::process::fork()? else {
         // The child: its own session (and terminal), the fds in place, in
         // the container's cgroup, then the shim.
+        session_on(slave.as_ref());
         // SAFETY: plain calls on fds we hold; the child exits on failure.
         unsafe {
-            libc::setsid();
-            if let Some(slave) = &slave {
-                libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0);
-                for n in 0..3 {
-                    libc::dup2(slave.as_raw_fd(), n);
-                }
-            }
             libc::dup2(fifo_read.as_raw_fd(), 3);
             libc::dup2(fifo_write.as_raw_fd(), 4);
             libc::dup2(ready_write.as_raw_fd(), 5);
@@ -352,36 +366,14 @@ pub(crate) fn exec(dir: &ContainerDir, opts: &crate::exec::ExecOptions) -> Resul
 fn exec_held(stream: UnixStream, opts: &crate::exec::ExecOptions) -> Result<i32> {
     let terminal = opts.process.terminal;
     let slave = match &opts.console_socket {
-        Some(path) if terminal => {
-            let socket = crate::console::connect(path)?;
-            let pty = nix::pty::openpty(None, None).context(|| "open a pty".to_string())?;
-            if let Some(size) = opts.process.console_size {
-                let ws = libc::winsize {
-                    ws_row: size.height,
-                    ws_col: size.width,
-                    ws_xpixel: 0,
-                    ws_ypixel: 0,
-                };
-                // SAFETY: TIOCSWINSZ reads one winsize.
-                unsafe { libc::ioctl(pty.master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
-            }
-            crate::console::send_fd(&socket, "vm-exec", pty.master.as_raw_fd())?;
-            Some(pty.slave)
-        }
+        Some(path) if terminal => Some(terminal_for(
+            &crate::console::connect(path)?,
+            opts.process.console_size,
+        )?),
         _ => None,
     };
     let Some(relay) = crate::process::fork()? else {
-        // SAFETY: our own session, the pty slave (if any) as stdio and
-        // controlling terminal, in the forked child.
-        unsafe {
-            libc::setsid();
-            if let Some(slave) = &slave {
-                libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0);
-                for n in 0..3 {
-                    libc::dup2(slave.as_raw_fd(), n);
-                }
-            }
-        }
+        session_on(slave.as_ref());
         drop(slave);
         let code = relay::relay_stdio(stream, terminal, || None).unwrap_or_else(|e| {
             eprintln!("{e}");

@@ -92,9 +92,10 @@ impl Kernel {
         })
     }
 
-    /// The modules to load for [`MODULES`], dependencies first, as paths
-    /// under [`Kernel::modules`]; built-in ones are left out.
-    pub fn module_order(&self) -> Result<Vec<String>> {
+    /// The modules to load for [`MODULES`], dependencies first, as files
+    /// in [`Kernel::modules`]; built-in ones are left out (all of them for
+    /// a kernel without modules).
+    pub fn module_order(&self) -> Result<Vec<PathBuf>> {
         let Some(modules) = &self.modules else {
             return Ok(Vec::new());
         };
@@ -124,7 +125,7 @@ impl Kernel {
             })?;
             add_with_deps(path, &deps, &mut order);
         }
-        Ok(order)
+        Ok(order.iter().map(|m| modules.join(m)).collect())
     }
 }
 
@@ -216,14 +217,10 @@ pub fn initramfs(kernel: &Kernel, agent: &Path, cache: &Path) -> Result<PathBuf>
     archive.char_device("dev/console", 0o600, 5, 1)?;
     archive.char_device("dev/null", 0o666, 1, 3)?;
     let mut list = String::new();
-    for (n, module) in order.iter().enumerate() {
-        let from = kernel
-            .modules
-            .as_deref()
-            .unwrap_or(Path::new("/"))
-            .join(module);
-        let data = std::fs::read(&from).map_err(io(format!("read {}", from.display())))?;
-        let name = format!("{n:02}-{}", module.rsplit('/').next().unwrap_or(module));
+    for (n, from) in order.iter().enumerate() {
+        let data = std::fs::read(from).map_err(io(format!("read {}", from.display())))?;
+        let file = from.file_name().unwrap_or_default().to_string_lossy();
+        let name = format!("{n:02}-{file}");
         archive.file(&format!("modules/{name}"), 0o644, &data)?;
         list.push_str(&name);
         list.push('\n');

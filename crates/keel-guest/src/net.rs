@@ -231,7 +231,7 @@ fn add_ipv6_default_route(index: i32, gateway: &str) -> Result<(), String> {
 }
 
 /// A connection to the host's vsock port `port`.
-fn vsock_connect(port: u32) -> Option<std::fs::File> {
+pub fn vsock_connect(port: u32) -> Option<std::fs::File> {
     // SAFETY: socket/connect on a sockaddr_vm we fill.
     unsafe {
         let fd = libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);

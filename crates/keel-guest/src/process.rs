@@ -121,14 +121,33 @@ fn mount_shares(shares: &[Share]) -> Result<(), String> {
         if share.readonly {
             flags |= MsFlags::MS_RDONLY;
         }
+        // Over vsock: the kernel takes its own hold of the connection.
+        let (connection, transport) = match share.port {
+            Some(port) => {
+                let connection = crate::net::vsock_connect(port).ok_or_else(|| {
+                    format!(
+                        "connect to the host's 9p server for {} (vsock port {port}): {}",
+                        share.tag,
+                        std::io::Error::last_os_error()
+                    )
+                })?;
+                let fd = connection.as_raw_fd();
+                (Some(connection), format!("trans=fd,rfdno={fd},wfdno={fd}"))
+            }
+            None => (None, "trans=virtio".to_string()),
+        };
         mount(
             Some(share.tag.as_str()),
             share.path.as_str(),
             Some("9p"),
             flags,
-            Some("trans=virtio,version=9p2000.L,msize=524288,cache=mmap,access=client"),
+            Some(
+                format!("{transport},version=9p2000.L,msize=524288,cache=mmap,access=client")
+                    .as_str(),
+            ),
         )
         .map_err(|e| format!("mount the host's {} on {}: {e}", share.tag, share.path))?;
+        drop(connection);
     }
     Ok(())
 }

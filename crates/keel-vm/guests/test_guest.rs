@@ -362,6 +362,7 @@ extern "C" fn guest_main(cpu: u64, info: *const BootInfo) -> ! {
         b"blk" => blk(info),
         b"balloon" => balloon(info),
         b"rng" => rng(info),
+        b"p9" => p9(info),
         b"net" => net::run(info, cmdline),
         b"vsock" => vsock::run(info, cmdline),
         b"irq" => irq(info),
@@ -824,6 +825,154 @@ fn rng(info: &BootInfo) -> ! {
         }
     }
     print(b"rng: 32 bytes, not all zero, twice different\n");
+    power_off()
+}
+
+// --- virtio-9p: a few 9P2000.L requests, polled ---
+
+static mut P9_REQUEST: [u8; 512] = [0; 512];
+static mut P9_REPLY: [u8; 4096] = [0; 4096];
+
+/// A 9P message being written into P9_REQUEST.
+struct Message {
+    at: usize,
+}
+
+impl Message {
+    fn new(kind: u8) -> Message {
+        let mut m = Message { at: 0 };
+        m.u32(0);
+        m.u8(kind);
+        m.u16(1);
+        m
+    }
+    fn u8(&mut self, v: u8) {
+        // SAFETY: our request buffer, used by one vCPU.
+        unsafe { (*core::ptr::addr_of_mut!(P9_REQUEST))[self.at] = v };
+        self.at += 1;
+    }
+    fn u16(&mut self, v: u16) {
+        for b in v.to_le_bytes() {
+            self.u8(b);
+        }
+    }
+    fn u32(&mut self, v: u32) {
+        for b in v.to_le_bytes() {
+            self.u8(b);
+        }
+    }
+    fn u64(&mut self, v: u64) {
+        for b in v.to_le_bytes() {
+            self.u8(b);
+        }
+    }
+    fn s(&mut self, v: &[u8]) {
+        self.u16(v.len() as u16);
+        for &b in v {
+            self.u8(b);
+        }
+    }
+    /// Sends it; the answer's type and body.
+    fn send(mut self, base: u64) -> (u8, &'static [u8]) {
+        let size = self.at as u32;
+        self.at = 0;
+        self.u32(size);
+        describe(0, core::ptr::addr_of!(P9_REQUEST) as u64, size, 1, 1);
+        describe(1, core::ptr::addr_of!(P9_REPLY) as u64, 4096, 2, 0);
+        submit(base);
+        // SAFETY: the reply the device wrote.
+        let reply = unsafe { &*core::ptr::addr_of!(P9_REPLY) };
+        let n = u32::from_le_bytes([reply[0], reply[1], reply[2], reply[3]]) as usize;
+        (reply[4], &reply[7..n.clamp(7, 4096)])
+    }
+}
+
+fn p9(info: &BootInfo) -> ! {
+    let Some((base, _)) = virtio_setup(info, 9, 1) else {
+        power_off();
+    };
+    let length = mmio_read(base, 0x100) & 0xffff;
+    print(b"tag ");
+    for i in 0..length.min(32) as u64 {
+        // SAFETY: the config space, read a byte at a time.
+        let byte = unsafe { core::ptr::read_volatile((base + 0x102 + i) as *const u8) };
+        print(&[byte]);
+    }
+    print(b"\n");
+    let mut m = Message::new(100);
+    m.u32(8192);
+    m.s(b"9P2000.L");
+    let (_, body) = m.send(base);
+    print(b"version ");
+    print(&body[6..]);
+    print(b"\n");
+    let mut m = Message::new(104);
+    m.u32(0);
+    m.u32(u32::MAX);
+    m.s(b"");
+    m.s(b"");
+    m.u32(0);
+    m.send(base);
+    let mut m = Message::new(110);
+    m.u32(0);
+    m.u32(1);
+    m.u16(1);
+    m.s(b"hello.txt");
+    m.send(base);
+    let mut m = Message::new(12);
+    m.u32(1);
+    m.u32(0);
+    m.send(base);
+    let mut m = Message::new(116);
+    m.u32(1);
+    m.u64(0);
+    m.u32(100);
+    let (_, body) = m.send(base);
+    let n = u32::from_le_bytes([body[0], body[1], body[2], body[3]]) as usize;
+    print(b"read: ");
+    print(&body[4..4 + n.min(body.len() - 4)]);
+    // A file of the guest's, in the walked-to directory (fid 2 becomes it).
+    let mut m = Message::new(110);
+    m.u32(0);
+    m.u32(2);
+    m.u16(0);
+    m.send(base);
+    let mut m = Message::new(14);
+    m.u32(2);
+    m.s(b"from-guest");
+    m.u32(1);
+    m.u32(0o644);
+    m.u32(0);
+    m.send(base);
+    let text = b"written over virtio-9p\n";
+    let mut m = Message::new(118);
+    m.u32(2);
+    m.u64(0);
+    m.u32(text.len() as u32);
+    for &b in text {
+        m.u8(b);
+    }
+    let (kind, body) = m.send(base);
+    if kind == 119 {
+        print(b"wrote ");
+        print_number(u64::from(u32::from_le_bytes([body[0], body[1], body[2], body[3]])));
+        print(b" bytes\n");
+    }
+    // Through a link to the host's /etc: the walk stops at the link.
+    let mut m = Message::new(110);
+    m.u32(0);
+    m.u32(3);
+    m.u16(2);
+    m.s(b"escape");
+    m.s(b"passwd");
+    let (kind, body) = m.send(base);
+    print(b"walk through a link: ");
+    if kind == 111 {
+        print_number(u64::from(u16::from_le_bytes([body[0], body[1]])));
+        print(b" of 2 names\n");
+    } else {
+        print(b"error\n");
+    }
     power_off()
 }
 

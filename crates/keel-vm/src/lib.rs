@@ -40,6 +40,7 @@ pub mod guest;
 pub mod linux;
 pub mod memory;
 pub mod migrate;
+pub mod p9;
 pub mod seccomp;
 pub mod snapshot;
 pub mod store;

@@ -32,12 +32,22 @@ pub struct Config {
     pub balloon: bool,
     /// A virtio-rng device (after the balloon).
     pub rng: bool,
-    /// A NIC (virtio-net, after the disks) on a tap device.
-    pub net: Option<Nic>,
+    /// NICs (virtio-net, after the disks), each on a tap device.
+    pub nets: Vec<Nic>,
     /// A virtio-vsock device (after the NIC).
     pub vsock: Option<VsockConfig>,
     /// An initrd, for a Linux kernel.
     pub initrd: Option<PathBuf>,
+    /// Host directories shared with the guest (virtio-9p, after the rest;
+    /// a VM with one cannot be snapshotted).
+    pub shares: Vec<Share>,
+}
+
+/// A host directory a guest mounts with `mount -t 9p -o trans=virtio TAG`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Share {
+    pub tag: String,
+    pub path: PathBuf,
 }
 
 /// A VM's vsock: its context id, and the unix socket host programs use
@@ -537,7 +547,7 @@ impl Vm {
             })
             .collect::<Result<Vec<_>>>()?;
         let mut devices = disks;
-        if let Some(nic) = &config.net {
+        for nic in &config.nets {
             let tap = nic
                 .tap
                 .try_clone()
@@ -562,6 +572,12 @@ impl Vm {
         }
         if config.rng {
             devices.push(Box::new(crate::devices::virtio::rng::Rng));
+        }
+        for share in &config.shares {
+            devices.push(Box::new(crate::devices::virtio::p9::P9::new(
+                &share.tag,
+                &share.path,
+            )?));
         }
         let linux = crate::linux::is_linux(&image);
         check_size(config.vcpus, config.memory, linux, &kvm)?;
@@ -612,7 +628,7 @@ impl Vm {
                 path: d.path.clone(),
                 read_only: d.read_only,
             })
-            .chain(config.net.as_ref().map(|n| snapshot::DeviceSpec::Net {
+            .chain(config.nets.iter().map(|n| snapshot::DeviceSpec::Net {
                 network: n.network.clone(),
                 ipv4: n.ipv4,
                 mac: n.mac,
@@ -817,7 +833,18 @@ impl Vm {
             let memory = self.memory.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("vcpu{index}"))
-                .spawn(move || run_vcpu(index, vcpu, &memory, &devices, &shared))
+                .spawn(move || {
+                    // An embedding process may block signals for its own
+                    // threads; the kick must reach this one.
+                    // SAFETY: pthread_sigmask with a set we made.
+                    unsafe {
+                        let mut kick: libc::sigset_t = std::mem::zeroed();
+                        libc::sigemptyset(&mut kick);
+                        libc::sigaddset(&mut kick, kick_signal());
+                        libc::pthread_sigmask(libc::SIG_UNBLOCK, &kick, std::ptr::null_mut());
+                    }
+                    run_vcpu(index, vcpu, &memory, &devices, &shared)
+                })
                 .map_err(|e| Error::Io {
                     what: format!("start vCPU {index}'s thread"),
                     source: e,

@@ -41,7 +41,8 @@ fn config(vcpus: u32, memory: u64, cmdline: &str) -> Config {
         disks: Vec::new(),
         balloon: false,
         rng: false,
-        net: None,
+        nets: Vec::new(),
+        shares: Vec::new(),
         vsock: None,
         initrd: None,
     }
@@ -456,4 +457,27 @@ fn the_guest_draws_entropy_from_virtio_rng() {
     let (ending, out) = run(&config);
     assert_eq!(ending, Ending::PowerOff, "{out}");
     assert_eq!(out, "rng: 32 bytes, not all zero, twice different\n");
+}
+
+#[test]
+fn the_guest_reads_and_writes_a_shared_directory_over_virtio_9p() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hello.txt"), "from the host\n").unwrap();
+    std::os::unix::fs::symlink("/etc", dir.path().join("escape")).unwrap();
+    let mut config = config(1, 64 << 20, "p9");
+    config.shares = vec![keel_vm::vm::Share {
+        tag: "keelshare".into(),
+        path: dir.path().to_path_buf(),
+    }];
+    let (ending, out) = run(&config);
+    assert_eq!(ending, Ending::PowerOff, "{out}");
+    assert_eq!(
+        out,
+        "tag keelshare\nversion 9P2000.L\nread: from the host\nwrote 23 bytes\n\
+         walk through a link: 1 of 2 names\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("from-guest")).unwrap(),
+        "written over virtio-9p\n"
+    );
 }

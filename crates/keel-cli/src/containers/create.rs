@@ -417,7 +417,7 @@ pub(crate) fn with_stdout_on_stderr<T>(f: impl FnOnce() -> T) -> T {
 /// Said once per root: where KVM cannot boot Linux, micro-VMs run under
 /// QEMU's emulator (slow, but the same guest and the same behaviour).
 fn emulation_notice(ctx: &Context) {
-    if keel_vm::guest::shim::hardware_kvm() {
+    if keel_vm::guest::vmm::choose().is_ok_and(|vmm| vmm.accelerator() == "kvm") {
         return;
     }
     let marker = ctx.root.join("vm-guest").join("emulation-notice");

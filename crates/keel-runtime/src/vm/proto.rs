@@ -188,6 +188,10 @@ pub struct Share {
     pub path: String,
     #[serde(default)]
     pub readonly: bool,
+    /// Served by keel's 9p server on this host vsock port (mounted with
+    /// `trans=fd` over the connection), not by a virtio-9p device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u32>,
 }
 
 #[cfg(test)]

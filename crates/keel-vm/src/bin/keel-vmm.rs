@@ -224,7 +224,8 @@ fn run(
                     .collect(),
                 balloon: spec.balloon,
                 rng: spec.rng,
-                net: nic.clone(),
+                nets: nic.iter().cloned().collect(),
+                shares: Vec::new(),
                 initrd: spec.initrd.clone(),
                 vsock: spec.vsock.as_ref().map(|v| keel_vm::vm::VsockConfig {
                     cid: v.cid,

@@ -7,6 +7,7 @@
 pub mod cpio;
 pub mod net;
 pub mod shim;
+pub mod vmm;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -28,13 +29,14 @@ pub const KERNEL_DIR: &str = "/usr/lib/keel/guest";
 const MODULES: &[&str] = &[
     "virtio_mmio",
     "9pnet_virtio",
+    "9pnet_fd",
     "9p",
     "vmw_vsock_virtio_transport",
     "virtio_net",
 ];
 
 /// Bumped when the initramfs's layout changes (cached ones are rebuilt).
-const INITRAMFS_FORMAT: u32 = 1;
+const INITRAMFS_FORMAT: u32 = 2;
 
 /// One installed guest kernel.
 #[derive(Debug, Clone)]
@@ -140,12 +142,7 @@ pub fn describe() -> (String, String) {
         Ok(k) => format!("{} ({})", k.version, k.image.display()),
         Err(e) => format!("none: {e}"),
     };
-    let vmm = if shim::hardware_kvm() {
-        "QEMU microvm with KVM".to_string()
-    } else {
-        "QEMU microvm under TCG (emulated: this host's KVM cannot boot Linux)".to_string()
-    };
-    (kernel, vmm)
+    (kernel, vmm::describe())
 }
 
 /// `6.1.0-57-amd64` → numbers to compare versions by.

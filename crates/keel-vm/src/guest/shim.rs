@@ -1,11 +1,10 @@
 //! `keel-vm-shim`: a container's micro-VM, as keel-runtime records it (the
 //! container's init; see keel-runtime's `vm` module for the contract).
 //!
-//! It boots the guest under a VMM (QEMU's `microvm` machine: keel's own
-//! VMM cannot share directories with a guest yet), with the container's
-//! root filesystem and bind mounts shared over virtio-9p and the agent
-//! reached over virtio-vsock (keel's vsock device, served to QEMU over
-//! vhost-user from a thread of this process). Once the agent answers it
+//! It boots the guest under the VMM [`super::vmm::choose`] picks (keel's
+//! own where KVM can boot Linux, QEMU's `microvm` elsewhere), with the
+//! container's root filesystem and bind mounts shared over 9p and the
+//! agent reached over virtio-vsock (keel's vsock device either way). Once the agent answers it
 //! tells `create`; on `start` it sends the agent the container's config
 //! as the guest sees it, carries the process's stdio and signals, and
 //! exits with its code once the VM has powered off.
@@ -14,9 +13,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::FromRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use keel_runtime::spec::{Mount, NamespaceType, Spec};
@@ -30,8 +27,6 @@ use crate::error::{Error, Result};
 const GUEST_ROOTFS: &str = "/run/keel/rootfs";
 /// Where the guest mounts the other shares (`<dir>/<tag>`).
 const GUEST_SHARES: &str = "/run/keel/shares";
-/// The guest's vsock context id (each VM has its own vsock device).
-const GUEST_CID: u64 = 3;
 /// The VM's memory when the container has no memory limit.
 const DEFAULT_MEMORY_MIB: u64 = 512;
 /// The least memory the guest kernel and agent come up in.
@@ -211,7 +206,7 @@ struct Vm {
     /// When the VMM was started and when the agent first answered.
     spawned: Instant,
     answered: Instant,
-    qemu: Child,
+    machine: Box<dyn super::vmm::Machine>,
     stream: std::os::unix::net::UnixStream,
     request: Request,
     terminal: bool,
@@ -267,65 +262,25 @@ fn boot(args: &Args) -> Result<Vm> {
     let (guest, shares) = for_guest(&spec, &rootfs);
     let (memory, cpus) = size(&spec);
 
-    // The vsock device, served to QEMU from a thread of ours.
-    let _ = std::fs::remove_file("vhost.sock");
-    std::thread::Builder::new()
-        .name("vsock".into())
-        .spawn(|| {
-            if let Err(e) = crate::vhost_user::serve_vsock(
-                Path::new("vhost.sock"),
-                Path::new(keel_runtime::vm::VSOCK_SOCKET),
-                GUEST_CID,
-            ) {
-                eprintln!("keel: the VM's vsock device: {e}");
-            }
-        })
-        .map_err(|e| Error::Io {
-            what: "start the vsock thread".into(),
-            source: e,
-        })?;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !Path::new("vhost.sock").exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(2));
-    }
-
-    let mut command = Command::new(qemu_binary());
-    command.args(qemu_args(&kernel, &initramfs, memory, cpus, &shares));
-    command.args(super::net::qemu_args(&nics));
-    let taps = super::net::tap_fds(&nics);
-    // SAFETY: dup2 (async-signal-safe) of fds we hold, in the child
-    // before exec: the taps at the numbers the arguments name.
-    unsafe {
-        command.pre_exec(move || {
-            for (i, fd) in taps.iter().enumerate() {
-                if libc::dup2(*fd, 100 + i as i32) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
-    let log = File::create("vmm.log").map_err(|e| Error::Io {
-        what: "create vmm.log".into(),
-        source: e,
+    let vmm = super::vmm::choose()?;
+    let launched = vmm.launch(&super::vmm::Plan {
+        kernel: &kernel,
+        initramfs: &initramfs,
+        memory_mib: memory,
+        cpus,
+        shares: &shares,
+        nics: &nics,
+        vsock: Path::new(keel_runtime::vm::VSOCK_SOCKET),
+        console: Path::new(keel_runtime::vm::CONSOLE_LOG),
+        log: Path::new("vmm.log"),
     })?;
-    command
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().map_err(|e| Error::Io {
-            what: "dup vmm.log".into(),
-            source: e,
-        })?)
-        .stderr(log);
-    let mut qemu = command.spawn().map_err(|e| Error::Io {
-        what: format!("start {}", qemu_binary()),
-        source: e,
-    })?;
+    let mut machine = launched.machine;
     let spawned = Instant::now();
     let info = serde_json::json!({
         "Kernel": kernel.version,
         "KernelImage": kernel.image,
-        "VMM": "qemu-system-x86_64 -M microvm",
-        "Accelerator": if hardware_kvm() { "kvm" } else { "tcg" },
+        "VMM": vmm.name(),
+        "Accelerator": vmm.accelerator(),
         "MemoryMiB": memory,
         "CPUs": cpus,
     });
@@ -337,9 +292,9 @@ fn boot(args: &Args) -> Result<Vm> {
     let timeout = boot_timeout();
     let deadline = Instant::now() + timeout;
     let stream = loop {
-        if let Ok(Some(status)) = qemu.try_wait() {
+        if let Some(how) = machine.ended() {
             return Err(Error::Msg(format!(
-                "the VM ended while booting ({status}){}",
+                "the VM ended while booting ({how}){}",
                 console_tail(&state)
             )));
         }
@@ -347,8 +302,7 @@ fn boot(args: &Args) -> Result<Vm> {
             Ok(stream) => break stream,
             Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
             Err(e) => {
-                let _ = qemu.kill();
-                let _ = qemu.wait();
+                machine.stop(Duration::ZERO);
                 return Err(Error::Msg(format!(
                     "the VM's agent did not answer within {} s ({e}){}",
                     timeout.as_secs(),
@@ -362,10 +316,12 @@ fn boot(args: &Args) -> Result<Vm> {
         config: Box::new(guest),
         shares: shares
             .iter()
-            .map(|s| Share {
+            .zip(&launched.ports)
+            .map(|(s, port)| Share {
                 tag: s.tag.clone(),
                 path: s.guest.clone(),
                 readonly: false,
+                port: *port,
             })
             .collect(),
         interfaces: nics.iter().map(|n| n.interface.clone()).collect(),
@@ -376,7 +332,7 @@ fn boot(args: &Args) -> Result<Vm> {
     Ok(Vm {
         spawned,
         answered: Instant::now(),
-        qemu,
+        machine,
         stream,
         request,
         terminal: spec.process().terminal,
@@ -396,14 +352,15 @@ impl Vm {
                 what: "send the container to the VM's agent".into(),
                 source: e,
             })?;
-        let qemu = &mut self.qemu;
+        let machine = &mut self.machine;
         let state = self.state.clone();
-        keel_runtime::vm::relay::relay_stdio(stream, self.terminal, || match qemu.try_wait() {
-            Ok(Some(status)) => Some(format!(
-                "the VM ended before the process did ({status}){}",
-                console_tail(&state)
-            )),
-            _ => None,
+        keel_runtime::vm::relay::relay_stdio(stream, self.terminal, || {
+            machine.ended().map(|how| {
+                format!(
+                    "the VM ended before the process did ({how}){}",
+                    console_tail(&state)
+                )
+            })
         })
         .map_err(|e| Error::Msg(e.to_string()))
     }
@@ -432,23 +389,11 @@ impl Vm {
     /// (The agent powers off once we hang up after its exit code.)
     fn stop(&mut self) {
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.qemu.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.qemu.kill();
-        let _ = self.qemu.wait();
+        self.machine.stop(Duration::from_secs(5));
         for name in ["vhost.sock", keel_runtime::vm::VSOCK_SOCKET] {
             let _ = std::fs::remove_file(self.state.join(name));
         }
     }
-}
-
-fn qemu_binary() -> String {
-    std::env::var("KEEL_QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into())
 }
 
 fn boot_timeout() -> Duration {
@@ -477,99 +422,6 @@ fn console_tail(state: &Path) -> String {
         "{vmm}; the guest's console ended with:\n{}",
         tail.join("\n")
     )
-}
-
-/// The host CPU's rate (kHz) under TCG, where the guest's TSC is the
-/// host's: given to the kernel so that it does not measure it against a
-/// PIT that under an emulator's load sometimes fails it.
-fn tsc_khz() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/cpuinfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("cpu MHz"))?;
-    let mhz: f64 = line.split(':').nth(1)?.trim().parse().ok()?;
-    Some((mhz * 1000.0) as u64).filter(|k| *k > 0)
-}
-
-/// Hardware KVM that can boot Linux: /dev/kvm opens and is not PVM
-/// (software KVM, which cannot run an unmodified Linux kernel).
-pub fn hardware_kvm() -> bool {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok()
-        && !Path::new("/sys/module/kvm_pvm").exists()
-}
-
-fn qemu_args(
-    kernel: &Kernel,
-    initramfs: &Path,
-    memory: u64,
-    cpus: u32,
-    shares: &[HostShare],
-) -> Vec<String> {
-    let kvm = hardware_kvm();
-    // reboot=t: the agent ends the VM with a reset, and a triple fault is
-    // the one way every kernel resets at once (without ACPI the kernel
-    // first pokes a keyboard controller microvm does not have, for seconds
-    // under an emulator); QEMU runs with -no-reboot, so it exits.
-    let mut append = "console=ttyS0 rdinit=/init panic=-1 reboot=t quiet loglevel=3".to_string();
-    if !kvm && let Some(khz) = tsc_khz() {
-        // HZ=250 in Debian's kernel: loops per jiffy = kHz * 1000 / 250.
-        append.push_str(&format!(" tsc_early_khz={khz} lpj={}", khz * 4));
-    }
-    // Debian's kernel finds the virtio-mmio devices in ACPI's DSDT; keel's
-    // minimal one has no ACPI, and QEMU names them on its command line.
-    let machine = if kernel.modules.is_some() {
-        "microvm,memory-backend=mem"
-    } else {
-        "microvm,acpi=off,memory-backend=mem"
-    };
-    let mut args: Vec<String> = vec![
-        "-machine".into(),
-        machine.into(),
-        "-global".into(),
-        "virtio-mmio.force-legacy=false".into(),
-        "-cpu".into(),
-        if kvm { "host" } else { "max" }.into(),
-        "-accel".into(),
-        if kvm { "kvm" } else { "tcg,thread=multi" }.into(),
-        "-smp".into(),
-        cpus.to_string(),
-        "-m".into(),
-        format!("{memory}M"),
-        "-object".into(),
-        format!("memory-backend-memfd,id=mem,size={memory}M,share=on"),
-        "-display".into(),
-        "none".into(),
-        "-no-reboot".into(),
-        "-nodefaults".into(),
-        "-serial".into(),
-        format!("file:{}", keel_runtime::vm::CONSOLE_LOG),
-        "-kernel".into(),
-        kernel.image.display().to_string(),
-        "-initrd".into(),
-        initramfs.display().to_string(),
-        "-append".into(),
-        append,
-        "-chardev".into(),
-        "socket,id=vsock,path=vhost.sock".into(),
-        "-device".into(),
-        "vhost-user-vsock-device,chardev=vsock".into(),
-    ];
-    for share in shares {
-        args.push("-fsdev".into());
-        args.push(format!(
-            "local,id={},path={},security_model=passthrough,multidevs=remap",
-            share.tag,
-            share.host.display().to_string().replace(',', ",,")
-        ));
-        args.push("-device".into());
-        args.push(format!(
-            "virtio-9p-device,fsdev={0},mount_tag={0}",
-            share.tag
-        ));
-    }
-    args
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ pub mod balloon;
 pub mod blk;
 pub mod mmio;
 pub mod net;
+pub mod p9;
 pub mod rng;
 pub mod vsock;
 

@@ -241,6 +241,10 @@ pub struct RunArgs {
     /// Attach a raw disk image (virtio-blk), read-write or with ",ro" read-only; repeatable
     #[arg(long = "disk", value_name = "PATH[,ro]")]
     pub disks: Vec<String>,
+    /// Share a host directory with the guest over virtio-9p (keel's 9P2000.L server); Linux
+    /// mounts it with `mount -t 9p -o trans=virtio,version=9p2000.L TAG DIR`; repeatable
+    #[arg(long = "share", value_name = "TAG=DIR")]
+    pub shares: Vec<String>,
     /// Give the VM a virtio-balloon device (keel vm update --memory-target)
     #[arg(long)]
     pub balloon: bool,
@@ -445,6 +449,7 @@ pub fn run(ctx: &Context, command: &VmCommand) -> Result<i32> {
                 rng: false,
                 network: None,
                 vsock: None,
+                shares: Vec::new(),
             };
             start(ctx, &store, &args.start, spec, None)
         }
@@ -623,6 +628,32 @@ fn run_vm(ctx: &Context, store: &Store, args: &RunArgs) -> Result<i32> {
             Ok(keel_vm::store::DiskSpec { path, read_only })
         })
         .collect::<Result<Vec<_>>>()?;
+    let shares = args
+        .shares
+        .iter()
+        .map(|text| {
+            let (tag, dir) = text
+                .split_once('=')
+                .filter(|(tag, dir)| !tag.is_empty() && !dir.is_empty())
+                .with_context(|| format!("--share {text}: expected TAG=DIR"))?;
+            let path = std::fs::canonicalize(dir).with_context(|| format!("--share {text}"))?;
+            if !path.is_dir() {
+                bail!("--share {text}: {} is not a directory", path.display());
+            }
+            Ok(keel_vm::store::ShareSpec {
+                tag: tag.to_string(),
+                path,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if let Some(tag) = shares
+        .iter()
+        .enumerate()
+        .find(|(i, s)| shares[..*i].iter().any(|o| o.tag == s.tag))
+        .map(|(_, s)| &s.tag)
+    {
+        bail!("--share: the tag {tag} is given twice");
+    }
     let spec = VmSpec {
         id: String::new(),
         name: String::new(),
@@ -661,6 +692,7 @@ fn run_vm(ctx: &Context, store: &Store, args: &RunArgs) -> Result<i32> {
                 })
             })
             .transpose()?,
+        shares,
     };
     let network = Some(args.network.as_str())
         .filter(|n| *n != "none")
@@ -708,6 +740,7 @@ fn restore(ctx: &Context, store: &Store, args: &RestoreArgs) -> Result<i32> {
         rng: false,
         network: None,
         vsock: None,
+        shares: Vec::new(),
     };
     spec.take_devices(&meta.devices);
     // Back on its network, at the address its guest has.
@@ -1228,6 +1261,7 @@ fn value(vm: &Vm) -> serde_json::Value {
         "Console": vm.spec.console,
         "RestoredFrom": vm.spec.restored_from,
         "Disks": vm.spec.disks,
+        "Shares": vm.spec.shares,
         "Balloon": vm.spec.balloon,
         "Rng": vm.spec.rng,
         "NetworkSettings": network_settings(vm),

@@ -910,6 +910,62 @@ fn a_disk_made_by_keel_is_read_and_written_by_the_guest() {
 }
 
 #[test]
+fn a_shared_directory_is_read_and_written_by_the_guest() {
+    let keel = Keel::new();
+    let dir = keel.temp.path().join("shared");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("hello.txt"), "from the host\n").unwrap();
+    std::os::unix::fs::symlink("/etc", dir.join("escape")).unwrap();
+    let share = format!("keelshare={}", dir.display());
+    // Through keel-vmm under its seccomp filter, as a user runs it.
+    let out = keel.ok(&[
+        "vm",
+        "run",
+        "--name",
+        "sharer",
+        "--share",
+        &share,
+        "--kernel",
+        GUEST,
+        "--cmdline",
+        "p9",
+    ]);
+    assert_eq!(
+        out,
+        "tag keelshare\nversion 9P2000.L\nread: from the host\nwrote 23 bytes\n\
+         walk through a link: 1 of 2 names\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("from-guest")).unwrap(),
+        "written over virtio-9p\n"
+    );
+    let shares = keel.ok(&["vm", "inspect", "-f", "{{json .Shares}}", "sharer"]);
+    assert_eq!(
+        shares.trim(),
+        format!(r#"[{{"path":"{}","tag":"keelshare"}}]"#, dir.display())
+    );
+    keel.ok(&["vm", "rm", "sharer"]);
+    for (arg, why) in [
+        ("nodir".to_string(), "expected TAG=DIR"),
+        ("t=/nonexistent".to_string(), "--share t=/nonexistent"),
+        ("t=/etc/hostname".to_string(), "is not a directory"),
+    ] {
+        let error = keel.fails(&["vm", "run", "--share", &arg, "--kernel", GUEST], 125);
+        assert!(error.contains(why), "{error}");
+    }
+    let error = keel.fails(
+        &[
+            "vm", "run", "--share", &share, "--share", &share, "--kernel", GUEST,
+        ],
+        125,
+    );
+    assert!(
+        error.contains("the tag keelshare is given twice"),
+        "{error}"
+    );
+}
+
+#[test]
 fn update_memory_target_shrinks_what_the_host_holds() {
     let keel = Keel::new();
     keel.ok(&[

@@ -16,6 +16,9 @@
 //! - [`vm`]: a VM with one thread per vCPU, run until the guest ends;
 //! - [`snapshot`]: a VM's memory and vCPU state written to a directory,
 //!   and restored from one (memory mapped lazily, copy-on-write);
+//! - [`mptable`]: the MP table, for a Linux kernel without ACPI;
+//! - [`p9`]: keel's 9P2000.L file server (virtio-9p's, and over any
+//!   stream);
 //! - [`migrate`]: live migration over TCP (pre-copy with KVM's dirty
 //!   page log, or stop-and-copy), received as a snapshot;
 //! - [`seccomp`]: the filter keel-vmm confines itself with once the VM
@@ -40,6 +43,7 @@ pub mod guest;
 pub mod linux;
 pub mod memory;
 pub mod migrate;
+pub mod mptable;
 pub mod p9;
 pub mod seccomp;
 pub mod snapshot;

@@ -8,7 +8,8 @@
 //! - the zero page at [`ZERO_PAGE`]: the bzImage's setup header (or one
 //!   made for an ELF), the command line and initrd, the e820 map (RAM
 //!   below the EBDA, from 1 MiB to the MMIO hole, above 4 GiB), the RSDP;
-//! - ACPI tables describing the vCPUs and devices ([`crate::acpi`]);
+//! - ACPI tables describing the vCPUs and devices ([`crate::acpi`]), and
+//!   an MP table for a kernel without ACPI ([`crate::mptable`]);
 //! - vCPU 0 in long mode on keel's identity page tables with `rsi` the
 //!   zero page; the others wait for the INIT/SIPI Linux sends them.
 //!
@@ -200,6 +201,7 @@ pub fn load(
     }
     params.e820_entries = map.len() as u8;
     params.acpi_rsdp_addr = crate::acpi::write(memory, vcpus, devices)?;
+    crate::mptable::write(memory, vcpus)?;
     memory
         .write_obj(params, GuestAddress(ZERO_PAGE))
         .map_err(|e| Error::Msg(format!("write the zero page: {e}")))?;

@@ -102,15 +102,36 @@ const ALLOWED: &[&str] = &[
     "ppoll",
 ];
 
+/// What the 9p server of a VM's shared directories calls besides
+/// ([`crate::p9`]), allowed only for a VM with shares.
+const SHARES: &[&str] = &[
+    "fchownat",
+    "fchmodat",
+    "chmod",
+    "symlinkat",
+    "linkat",
+    "mknodat",
+    "readlinkat",
+    "fstatfs",
+    "statfs",
+    "truncate",
+    "utimensat",
+    "getxattr",
+    "listxattr",
+    "setxattr",
+];
+
 fn error(what: &str) -> impl FnOnce(libseccomp::error::SeccompError) -> Error + '_ {
     move |e| Error::Msg(format!("the VMM's seccomp filter: {what}: {e}"))
 }
 
-/// Loads the filter on this thread (and so on the threads it starts).
-pub fn confine() -> Result<()> {
+/// Loads the filter on this thread (and so on the threads it starts);
+/// `shares`: the VM shares directories with its guest.
+pub fn confine(shares: bool) -> Result<()> {
     let mut context =
         ScmpFilterContext::new(ScmpAction::Errno(libc::EPERM)).map_err(error("make it"))?;
-    for name in ALLOWED {
+    let extra = if shares { SHARES } else { &[] };
+    for name in ALLOWED.iter().chain(extra) {
         let syscall = ScmpSyscall::from_name(name).map_err(error(name))?;
         context
             .add_rule(ScmpAction::Allow, syscall)

@@ -96,6 +96,16 @@ pub struct VmSpec {
     /// Its vsock (`--vsock`): the guest's CID and the host's unix socket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vsock: Option<VsockSpec>,
+    /// Host directories shared with the guest (`--share`, virtio-9p).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shares: Vec<ShareSpec>,
+}
+
+/// A host directory the guest mounts by its tag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareSpec {
+    pub tag: String,
+    pub path: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -449,6 +459,7 @@ mod tests {
             incoming: None,
             network: None,
             vsock: None,
+            shares: Vec::new(),
             initrd: None,
             disks: Vec::new(),
             balloon: false,

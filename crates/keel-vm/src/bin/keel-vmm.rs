@@ -225,7 +225,14 @@ fn run(
                 balloon: spec.balloon,
                 rng: spec.rng,
                 nets: nic.iter().cloned().collect(),
-                shares: Vec::new(),
+                shares: spec
+                    .shares
+                    .iter()
+                    .map(|s| keel_vm::vm::Share {
+                        tag: s.tag.clone(),
+                        path: s.path.clone(),
+                    })
+                    .collect(),
                 initrd: spec.initrd.clone(),
                 vsock: spec.vsock.as_ref().map(|v| keel_vm::vm::VsockConfig {
                     cid: v.cid,
@@ -274,7 +281,7 @@ fn run(
     // From here on, only the system calls the VMM needs (its other
     // threads inherit the filter).
     if std::env::var_os("KEEL_VMM_NO_SECCOMP").is_none()
-        && let Err(e) = keel_vm::seccomp::confine()
+        && let Err(e) = keel_vm::seccomp::confine(!spec.shares.is_empty())
     {
         return fail(e.to_string());
     }

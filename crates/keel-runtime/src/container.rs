@@ -128,10 +128,11 @@ fn default_device_rules(spec: &Spec) -> Vec<DeviceCgroup> {
         rule("c", Some(10), Some(200), "rwm"),
     ];
     for device in &spec.linux().devices {
-        let kind = if device.kind == "u" {
-            "c"
-        } else {
-            device.kind.as_str()
+        let kind = match device.kind.as_str() {
+            "u" => "c",
+            // A FIFO is no device to the device controller.
+            "p" => continue,
+            kind => kind,
         };
         rules.push(rule(kind, Some(device.major), Some(device.minor), "rwm"));
     }
@@ -190,11 +191,9 @@ fn create_with_console(
             "cannot use console socket if runc will not detach or allocate tty",
         ));
     }
-    if spec.hostname.is_some()
-        && spec
-            .namespace(NamespaceType::Uts)
-            .is_none_or(|n| n.path.is_some())
-    {
+    // As runc: a UTS namespace of the container's, made or joined by path
+    // (a pod's containers join the sandbox's), takes the hostname.
+    if spec.hostname.is_some() && spec.namespace(NamespaceType::Uts).is_none() {
         return Err(Error::msg(
             "unable to set hostname without a private UTS namespace",
         ));
@@ -507,7 +506,7 @@ impl Init<'_> {
                 rootfs::make_root_readonly()?;
             }
         }
-        if self.plan.creates(NamespaceType::Uts) {
+        if self.plan.creates(NamespaceType::Uts) || self.plan.joins(NamespaceType::Uts) {
             if let Some(hostname) = &spec.hostname {
                 nix::unistd::sethostname(hostname)
                     .context(|| format!("sethostname {hostname:?}"))?;

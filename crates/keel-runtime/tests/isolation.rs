@@ -271,6 +271,62 @@ fn uts_namespace_has_hostname_and_domainname_from_config() {
     assert_eq!(nix::unistd::gethostname().unwrap(), host_name);
 }
 
+/// A pod's containers join the sandbox's UTS namespace by path and name
+/// the pod's hostname: it is set in the joined namespace (runc's way).
+#[test]
+fn a_joined_uts_namespace_takes_the_hostname() {
+    let ctx = Ctx::new();
+    let host_name = nix::unistd::gethostname().unwrap();
+    let mut holder = std::process::Command::new("unshare")
+        .args(["--uts", "sleep", "600"])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let path = format!("/proc/{}/ns/uts", holder.id());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fs::read_link(&path).is_ok_and(|l| l.to_string_lossy() == host_ns("uts"))
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut config = ctx.config();
+    config["hostname"] = json!("pod-host");
+    for ns in config["linux"]["namespaces"].as_array_mut().unwrap() {
+        if ns["type"] == "uts" {
+            ns["path"] = json!(path);
+        }
+    }
+    let out = ctx.run_ok(&config, "hostname; readlink /proc/self/ns/uts");
+    let inside = fs::read_link(&path).unwrap();
+    assert_eq!(
+        out,
+        format!("pod-host\n{}\n", inside.to_string_lossy()),
+        "output: {out}"
+    );
+    let holder_sees = std::process::Command::new("nsenter")
+        .args(["--uts", "-t", &holder.id().to_string(), "hostname"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&holder_sees.stdout), "pod-host\n");
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(nix::unistd::gethostname().unwrap(), host_name);
+    // Without a UTS namespace of its own, a hostname is still refused.
+    let mut config = ctx.config();
+    config["hostname"] = json!("pod-host");
+    config["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|ns| ns["type"] != "uts");
+    let out = ctx.run(&config, "hostname");
+    assert!(!out.status.success());
+    assert!(
+        show(&out).contains("unable to set hostname without a private UTS namespace"),
+        "{}",
+        show(&out)
+    );
+}
+
 /// A SysV shared memory segment removed on drop.
 struct Shm(i32);
 
@@ -849,6 +905,20 @@ fn linux_devices_are_created_with_mode_and_owner() {
         "stat -c '%F %a %u %g %t:%T' /dev/fuse; exec 3<>/dev/fuse && echo opened",
     );
     assert_eq!(out, "character special file 600 1000 1000 a:e5\nopened\n");
+}
+
+#[test]
+fn fifo_devices_are_made_as_runc_makes_them() {
+    let ctx = Ctx::new();
+    let mut config = ctx.config();
+    config["linux"]["devices"] = json!([{
+        "path": "/dev/queue", "type": "p", "major": 0, "minor": 0, "fileMode": 0o620
+    }]);
+    let out = ctx.run_ok(
+        &config,
+        "stat -c '%F %a' /dev/queue; (echo through > /dev/queue &); cat /dev/queue",
+    );
+    assert_eq!(out, "fifo 620\nthrough\n");
 }
 
 #[test]

@@ -8,6 +8,12 @@
 //!
 //!     keel-init [--] COMMAND [ARG]...
 //!
+//! Run as `pause` (a link or copy of that name, as a Kubernetes pod's
+//! pause image has it) or with `--pause`, it is a pod's pause process:
+//! PID 1 of the sandbox that holds the pod's namespaces, which sleeps,
+//! reaps the orphans of a shared PID namespace and exits 0 on SIGTERM or
+//! SIGINT (as Kubernetes' own pause does).
+//!
 //! Built static so that it runs in any image.
 
 use std::ffi::{CString, OsString};
@@ -17,7 +23,15 @@ use std::os::unix::ffi::OsStringExt;
 const TERMINAL_STOPS: [libc::c_int; 3] = [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU];
 
 fn main() {
+    let invoked_as = std::env::args_os().next().unwrap_or_default();
     let mut args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    if std::path::Path::new(&invoked_as)
+        .file_name()
+        .is_some_and(|n| n == "pause")
+        || args.first().is_some_and(|a| a == "--pause")
+    {
+        std::process::exit(pause());
+    }
     if args.first().is_some_and(|a| a == "--") {
         args.remove(0);
     }
@@ -78,6 +92,29 @@ fn run(argv: &[CString]) -> i32 {
         } else if !TERMINAL_STOPS.contains(&signal) {
             // SAFETY: passing the signal on to our own child.
             unsafe { libc::kill(child, signal) };
+        }
+    }
+}
+
+/// A pod's pause process: reaps what ends, exits 0 on SIGTERM or SIGINT.
+fn pause() -> i32 {
+    // SAFETY: signal-mask calls on our own thread with a set we own.
+    let all = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::sigprocmask(libc::SIG_SETMASK, &all, std::ptr::null_mut());
+        all
+    };
+    loop {
+        // SAFETY: siginfo is plain data that sigwaitinfo fills.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waiting for one of the blocked signals.
+        match unsafe { libc::sigwaitinfo(&all, &mut info) } {
+            libc::SIGTERM | libc::SIGINT => return 0,
+            libc::SIGCHLD => {
+                reap(0);
+            }
+            _ => {}
         }
     }
 }

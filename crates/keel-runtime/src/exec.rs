@@ -95,6 +95,14 @@ pub fn exec(root: &Path, opts: &ExecOptions) -> Result<i32> {
                     process::wait_child(intermediate)?;
                     pid = Some(p);
                     state.cgroup.add_pid(p)?;
+                    // As runc: the container's score, not the caller's
+                    // (a shim runs at its daemon's score + 1).
+                    if let Some(adj) = spec.process().oom_score_adj {
+                        util::write_file(
+                            format!("/proc/{p}/oom_score_adj").as_ref(),
+                            &adj.to_string(),
+                        )?;
+                    }
                     let mut process_state = state.clone();
                     process_state.pid = p;
                     parent.send(&Message::Continue(crate::container::oci_state_json(

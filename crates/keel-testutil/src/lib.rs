@@ -63,6 +63,25 @@ pub fn unique_name() -> String {
     format!("{PREFIX}-{}-{n}-{micros}", std::process::id())
 }
 
+/// A static helper binary scripts/setup builds for tests (`keel-init`,
+/// `keel-test-echo`, ...): `<target>/<arch>-unknown-linux-gnu/debug/NAME`,
+/// the target dir being `$CARGO_TARGET_DIR` or the one this test binary
+/// was built in.
+pub fn static_helper(name: &str) -> Option<PathBuf> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .or_else(|| {
+            // <target>/debug/deps/<test binary>
+            let exe = std::env::current_exe().ok()?;
+            Some(exe.parent()?.parent()?.parent()?.to_path_buf())
+        })?;
+    let path = target
+        .join(format!("{}-unknown-linux-gnu", std::env::consts::ARCH))
+        .join("debug")
+        .join(name);
+    path.is_file().then_some(path)
+}
+
 /// The runtime binary tests should drive: `$KEEL_RUNTIME_BIN` if set, else `default`
 /// (inside keel-runtime's own tests: `env!("CARGO_BIN_EXE_keel-runtime")`).
 pub fn runtime_bin(default: impl AsRef<Path>) -> PathBuf {

@@ -96,25 +96,43 @@ fn try_image_archive(dir: &Path) -> io::Result<PathBuf> {
     }
     fs::write(layer.join("etc/passwd"), PASSWD)?;
     fs::write(layer.join("etc/group"), GROUP)?;
+    image_archive(
+        dir,
+        "busybox",
+        BUSYBOX_IMAGE,
+        &layer,
+        json!({
+            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+            "Cmd": ["sh"],
+            "WorkingDir": "/"
+        }),
+    )
+}
 
-    let image = dir.join("image");
+/// `dir/<stem>-image.tar`: an image named `name` of one uncompressed layer
+/// (the files of `layer`) and `config` as its config's `config`, in the
+/// layout [`busybox_image_archive`] writes (OCI and docker's indexes both).
+pub fn image_archive(
+    dir: &Path,
+    stem: &str,
+    name: &str,
+    layer: &Path,
+    config: serde_json::Value,
+) -> io::Result<PathBuf> {
+    let image = dir.join(format!("{stem}-image"));
     let blobs = image.join("blobs/sha256");
     fs::create_dir_all(&blobs)?;
-    let layer_tar = dir.join("layer.tar");
-    tar(&layer, &layer_tar)?;
+    let layer_tar = dir.join(format!("{stem}-layer.tar"));
+    tar(layer, &layer_tar)?;
     let (layer_digest, layer_size) = add_blob(&blobs, &layer_tar)?;
 
     let config = json!({
         "architecture": "amd64",
         "os": "linux",
         "created": "1970-01-01T00:00:00Z",
-        "config": {
-            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-            "Cmd": ["sh"],
-            "WorkingDir": "/"
-        },
+        "config": config,
         "rootfs": { "type": "layers", "diff_ids": [layer_digest] },
-        "history": [ { "created": "1970-01-01T00:00:00Z", "created_by": "keel-testutil: busybox-static" } ]
+        "history": [ { "created": "1970-01-01T00:00:00Z", "created_by": format!("keel-testutil: {stem}") } ]
     });
     let (config_digest, config_size) = add_json_blob(&blobs, dir, &config)?;
     let manifest = json!({
@@ -141,8 +159,8 @@ fn try_image_archive(dir: &Path) -> io::Result<PathBuf> {
             "size": manifest_size,
             "platform": { "architecture": "amd64", "os": "linux" },
             "annotations": {
-                "io.containerd.image.name": BUSYBOX_IMAGE,
-                "org.opencontainers.image.ref.name": "latest"
+                "io.containerd.image.name": name,
+                "org.opencontainers.image.ref.name": name.rsplit_once(':').map_or("latest", |(_, tag)| tag)
             }
         } ]
     });
@@ -155,12 +173,12 @@ fn try_image_archive(dir: &Path) -> io::Result<PathBuf> {
     let hex = |digest: &str| digest.trim_start_matches("sha256:").to_string();
     let docker_manifest = json!([ {
         "Config": format!("blobs/sha256/{}", hex(&config_digest)),
-        "RepoTags": [BUSYBOX_IMAGE.trim_start_matches("docker.io/")],
+        "RepoTags": [name.trim_start_matches("docker.io/")],
         "Layers": [format!("blobs/sha256/{}", hex(&layer_digest))]
     } ]);
     fs::write(image.join("manifest.json"), docker_manifest.to_string())?;
 
-    let archive = dir.join("busybox-image.tar");
+    let archive = dir.join(format!("{stem}-image.tar"));
     tar(&image, &archive)?;
     Ok(archive)
 }

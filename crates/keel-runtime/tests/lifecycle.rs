@@ -1020,6 +1020,31 @@ fn exec_args_with_env_cwd_and_user() {
     assert_eq!(out, "sleep\x001000\x00");
 }
 
+/// An exec'd process gets the container's OOM score, not its caller's (a
+/// containerd shim runs at its daemon's + 1), as runc gives it.
+#[test]
+fn exec_takes_the_container_s_oom_score() {
+    let f = Fixture::new();
+    let mut config = f.config_with_args(&["sleep", "1000"]);
+    config["process"]["oomScoreAdj"] = json!(7);
+    f.bundle.write_config(&config);
+    f.create_and_start();
+    let mut exec = std::process::Command::new(bin());
+    exec.args(["--root"])
+        .arg(f.runtime.root())
+        .args(["exec", f.id(), "cat", "/proc/self/oom_score_adj"]);
+    // The caller's own score is 9 (only ever raised: no capability needed).
+    // SAFETY: in the child before exec, writing our own /proc file.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut exec, || {
+            std::fs::write("/proc/self/oom_score_adj", "9")
+        });
+    }
+    let out = exec.output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(stdout(&out), "7\n");
+}
+
 #[test]
 fn exec_with_a_process_json() {
     let f = Fixture::new();

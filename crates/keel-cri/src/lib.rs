@@ -630,3 +630,106 @@ pub fn pause_image_archive(dir: &Path) -> PathBuf {
     )
     .expect("make the pause image archive")
 }
+
+/// The streaming URL containerd gives (`http://…`) as a websocket's.
+pub fn websocket_url(url: &str) -> String {
+    match url.strip_prefix("http://") {
+        Some(rest) => format!("ws://{rest}"),
+        None => url.to_string(),
+    }
+}
+
+/// What a streaming exec or attach gave back.
+#[derive(Debug, Default)]
+pub struct Streamed {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// The error channel's status (kubelet's `metav1.Status` as JSON), if
+    /// one came: `Success`, or `Failure` with the exit code in its details.
+    pub status: Option<serde_json::Value>,
+}
+
+impl Streamed {
+    /// The exit code the status carries (0 for `Success`).
+    pub fn exit_code(&self) -> Option<i32> {
+        let status = self.status.as_ref()?;
+        if status["status"] == "Success" {
+            return Some(0);
+        }
+        status["details"]["causes"]
+            .as_array()?
+            .iter()
+            .find(|c| c["reason"] == "ExitCode")?["message"]
+            .as_str()?
+            .parse()
+            .ok()
+    }
+}
+
+/// Speaks kubectl's streaming protocol to a CRI streaming URL (containerd's
+/// streaming server, kubelet's `remotecommand` over a websocket with the
+/// `v4.channel.k8s.io` subprotocol: each message is a channel byte — 0
+/// stdin, 1 stdout, 2 stderr, 3 error — then data). Sends `stdin` first,
+/// then reads until the server closes. Call it inside the node's network
+/// namespace (the server listens on its loopback).
+pub fn stream(url: &str, stdin: Option<&[u8]>) -> Result<Streamed, String> {
+    use tungstenite::Message;
+    use tungstenite::client::IntoClientRequest;
+    let mut request = websocket_url(url)
+        .into_client_request()
+        .map_err(|e| format!("{url}: {e}"))?;
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        tungstenite::http::HeaderValue::from_static("v4.channel.k8s.io"),
+    );
+    let address = {
+        let uri = request.uri();
+        format!(
+            "{}:{}",
+            uri.host().unwrap_or("127.0.0.1"),
+            uri.port_u16().unwrap_or(80)
+        )
+    };
+    let tcp = std::net::TcpStream::connect(&address).map_err(|e| format!("{address}: {e}"))?;
+    tcp.set_read_timeout(Some(CALL_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    let (mut socket, response) =
+        tungstenite::client::client(request, tcp).map_err(|e| format!("{url}: {e}"))?;
+    let protocol = response
+        .headers()
+        .get("Sec-WebSocket-Protocol")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if protocol != "v4.channel.k8s.io" {
+        return Err(format!("{url}: the server chose protocol {protocol:?}"));
+    }
+    if let Some(input) = stdin {
+        let mut message = vec![0u8];
+        message.extend_from_slice(input);
+        socket
+            .send(Message::binary(message))
+            .map_err(|e| format!("send stdin: {e}"))?;
+    }
+    let mut streamed = Streamed::default();
+    loop {
+        match socket.read() {
+            Ok(Message::Binary(data)) => match data.split_first() {
+                Some((1, rest)) => streamed.stdout.extend_from_slice(rest),
+                Some((2, rest)) => streamed.stderr.extend_from_slice(rest),
+                Some((3, rest)) if !rest.is_empty() => {
+                    streamed.status = serde_json::from_slice(rest).ok();
+                }
+                _ => {}
+            },
+            Ok(Message::Close(_))
+            | Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                return Ok(streamed);
+            }
+            Ok(_) => {}
+            Err(tungstenite::Error::Protocol(
+                tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+            )) => return Ok(streamed),
+            Err(e) => return Err(format!("read the stream: {e}")),
+        }
+    }
+}

@@ -440,3 +440,183 @@ fn pods_survive_a_containerd_restart() {
         remove_pod(node, pod);
     }
 }
+
+/// What a pod is besides its containers: a cgroup of its own under the
+/// parent kubelet names, one PID namespace for all when asked, and its
+/// ports published on the node.
+#[test]
+fn pods_have_their_cgroup_a_shared_pid_namespace_on_request_and_host_ports() {
+    let t = node();
+    let node = &t.node;
+    for (i, handler) in HANDLERS.into_iter().enumerate() {
+        let name = format!("shared-{handler}");
+        let mut config = node.pod_config(&name);
+        let shared = cri::NamespaceOption {
+            pid: cri::NamespaceMode::Pod as i32,
+            ..keel_cri::kubelet_namespaces()
+        };
+        let host_port = 18080 + i as i32;
+        config.port_mappings = vec![cri::PortMapping {
+            protocol: cri::Protocol::Tcp as i32,
+            container_port: 8080,
+            host_port,
+            host_ip: String::new(),
+        }];
+        let linux = config.linux.as_mut().unwrap();
+        linux.security_context.as_mut().unwrap().namespace_options = Some(shared.clone());
+        let parent = linux.cgroup_parent.clone();
+        let pod = node.client.run_pod(&config, handler).unwrap();
+        let mut web = node.container_config(
+            "web",
+            &[
+                "sh",
+                "-c",
+                "mkdir -p /www && echo served by the pod > /www/index.html && exec httpd -f -p 8080 -h /www",
+            ],
+        );
+        web.linux
+            .as_mut()
+            .unwrap()
+            .security_context
+            .as_mut()
+            .unwrap()
+            .namespace_options = Some(shared);
+        let id = node.client.create_container(&pod, &web, &config).unwrap();
+        node.client.start_container(&id).unwrap();
+
+        // One PID namespace: the pause process is its PID 1.
+        assert_eq!(
+            sh_ok(node, &id, "cat /proc/1/cmdline | tr '\\0' ' '"),
+            "/pause ",
+            "{handler}"
+        );
+        // The container's cgroup is below the pod's.
+        let cgroups = sh_ok(node, &id, "cat /proc/self/cgroup");
+        assert!(
+            cgroups.lines().any(|l| l.contains(&format!("{parent}/"))),
+            "{handler}: {parent} not in {cgroups}"
+        );
+        // The published port, from the node (its side of the bridge).
+        let answer = node.netns.within(|| {
+            use std::io::{Read, Write};
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            loop {
+                let attempt = std::net::TcpStream::connect(("10.89.0.1", host_port as u16))
+                    .and_then(|mut s| {
+                        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+                        s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")?;
+                        let mut answer = String::new();
+                        s.read_to_string(&mut answer)?;
+                        Ok(answer)
+                    });
+                match attempt {
+                    Ok(answer) => break answer,
+                    Err(e) if std::time::Instant::now() > deadline => {
+                        panic!("{handler}: port {host_port}: {e}")
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+                }
+            }
+        });
+        assert!(answer.ends_with("served by the pod\n"), "{handler}: {answer}");
+        remove_pod(node, &pod);
+    }
+}
+
+/// `kubectl exec` and `kubectl attach`: the URL containerd's streaming
+/// server returns, spoken to over a websocket as kubectl does.
+#[test]
+fn streaming_exec_and_attach_through_containerd_s_streaming_server() {
+    let t = node();
+    let node = &t.node;
+    for handler in HANDLERS {
+        let mut reader = node.container_config(
+            "reader",
+            &["sh", "-c", "read line; echo got $line; echo bye >&2; sleep 1000"],
+        );
+        reader.stdin = true;
+        let (pod, id, _) = pod_with(node, handler, &format!("stream-{handler}"), reader);
+
+        let url = node
+            .client
+            .exec(cri::ExecRequest {
+                container_id: id.clone(),
+                cmd: vec![
+                    "sh".into(),
+                    "-c".into(),
+                    "head -n 1; echo to-stderr >&2; exit 3".into(),
+                ],
+                stdin: true,
+                stdout: true,
+                stderr: true,
+                tty: false,
+            })
+            .unwrap();
+        let out = node
+            .netns
+            .within(|| keel_cri::stream(&url, Some(b"typed line\n")))
+            .unwrap_or_else(|e| panic!("{handler}: exec: {e}"));
+        assert_eq!(
+            (text(&out.stdout), text(&out.stderr), out.exit_code()),
+            ("typed line\n".into(), "to-stderr\n".into(), Some(3)),
+            "{handler}: {out:?}"
+        );
+
+        let url = node
+            .client
+            .attach(cri::AttachRequest {
+                container_id: id.clone(),
+                stdin: true,
+                stdout: true,
+                stderr: true,
+                tty: false,
+            })
+            .unwrap();
+        // The attach ends when the stream does: read until both lines came.
+        let out = node.netns.within(|| {
+            attach_until(&url, b"hello\n", |o| {
+                text(&o.stdout).contains("got hello") && text(&o.stderr).contains("bye")
+            })
+        });
+        assert!(text(&out.stdout).contains("got hello\n"), "{handler}: {out:?}");
+        assert!(text(&out.stderr).contains("bye\n"), "{handler}: {out:?}");
+        remove_pod(node, &pod);
+    }
+}
+
+/// An attach: sends `input`, reads until `done` holds (or 30 s).
+fn attach_until(
+    url: &str,
+    input: &[u8],
+    done: impl Fn(&keel_cri::Streamed) -> bool,
+) -> keel_cri::Streamed {
+    use tungstenite::Message;
+    use tungstenite::client::IntoClientRequest;
+    let mut request = keel_cri::websocket_url(url).into_client_request().unwrap();
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        tungstenite::http::HeaderValue::from_static("v4.channel.k8s.io"),
+    );
+    let uri = request.uri().clone();
+    let tcp = std::net::TcpStream::connect((uri.host().unwrap(), uri.port_u16().unwrap())).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let (mut socket, _) = tungstenite::client::client(request, tcp).unwrap();
+    let mut message = vec![0u8];
+    message.extend_from_slice(input);
+    socket.send(Message::binary(message)).unwrap();
+    let mut out = keel_cri::Streamed::default();
+    while !done(&out) {
+        match socket.read() {
+            Ok(Message::Binary(data)) => match data.split_first() {
+                Some((1, rest)) => out.stdout.extend_from_slice(rest),
+                Some((2, rest)) => out.stderr.extend_from_slice(rest),
+                _ => {}
+            },
+            Ok(_) => {}
+            Err(e) => panic!("attach: {e}; so far {out:?}"),
+        }
+    }
+    let _ = socket.close(None);
+    out
+}

@@ -148,6 +148,27 @@ impl Client {
         .and_then(|r| r.status.ok_or_else(|| Status::internal("no status")))
     }
 
+    /// The pid of a pod's sandbox (its pause process), from the verbose
+    /// status containerd gives.
+    pub fn pod_pid(&self, id: &str) -> Result<i32, Status> {
+        let status = rpc!(
+            self,
+            runtime,
+            pod_sandbox_status,
+            cri::PodSandboxStatusRequest {
+                pod_sandbox_id: id.to_string(),
+                verbose: true,
+            }
+        )?;
+        status
+            .info
+            .get("info")
+            .and_then(|info| serde_json::from_str::<serde_json::Value>(info).ok())
+            .and_then(|info| info["pid"].as_i64())
+            .map(|pid| pid as i32)
+            .ok_or_else(|| Status::internal("no pid in the sandbox's verbose status"))
+    }
+
     pub fn list_pods(&self) -> Result<Vec<cri::PodSandbox>, Status> {
         rpc!(
             self,

@@ -74,8 +74,12 @@ fn pod_with(
 }
 
 fn remove_pod(node: &Node, pod: &str) {
-    node.client.stop_pod(pod).unwrap();
-    node.client.remove_pod(pod).unwrap();
+    node.client
+        .stop_pod(pod)
+        .unwrap_or_else(|e| panic!("StopPodSandbox: {e}\n{}", node.log_tail()));
+    node.client
+        .remove_pod(pod)
+        .unwrap_or_else(|e| panic!("RemovePodSandbox: {e}\n{}", node.log_tail()));
 }
 
 fn state(node: &Node, id: &str) -> i32 {
@@ -518,7 +522,10 @@ fn pods_have_their_cgroup_a_shared_pid_namespace_on_request_and_host_ports() {
                 }
             }
         });
-        assert!(answer.ends_with("served by the pod\n"), "{handler}: {answer}");
+        assert!(
+            answer.ends_with("served by the pod\n"),
+            "{handler}: {answer}"
+        );
         remove_pod(node, &pod);
     }
 }
@@ -532,7 +539,11 @@ fn streaming_exec_and_attach_through_containerd_s_streaming_server() {
     for handler in HANDLERS {
         let mut reader = node.container_config(
             "reader",
-            &["sh", "-c", "read line; echo got $line; echo bye >&2; sleep 1000"],
+            &[
+                "sh",
+                "-c",
+                "read line; echo got $line; echo bye >&2; sleep 1000",
+            ],
         );
         reader.stdin = true;
         let (pod, id, _) = pod_with(node, handler, &format!("stream-{handler}"), reader);
@@ -578,7 +589,10 @@ fn streaming_exec_and_attach_through_containerd_s_streaming_server() {
                 text(&o.stdout).contains("got hello") && text(&o.stderr).contains("bye")
             })
         });
-        assert!(text(&out.stdout).contains("got hello\n"), "{handler}: {out:?}");
+        assert!(
+            text(&out.stdout).contains("got hello\n"),
+            "{handler}: {out:?}"
+        );
         assert!(text(&out.stderr).contains("bye\n"), "{handler}: {out:?}");
         remove_pod(node, &pod);
     }
@@ -619,4 +633,87 @@ fn attach_until(
     }
     let _ = socket.close(None);
     out
+}
+
+/// What the node holds for a pod (shims, mounts, network namespaces),
+/// found by its sandbox id.
+fn held_for(node: &Node, pod: &str) -> Vec<String> {
+    let mut held: Vec<String> = keel_testutil::peers::pids_mentioning(pod)
+        .into_iter()
+        .map(|pid| format!("process {pid}"))
+        .collect();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    held.extend(
+        mounts
+            .lines()
+            .filter(|l| l.contains(pod) || (l.contains("/run/netns/cni-") && l.contains(pod)))
+            .map(|l| format!("mount {l}")),
+    );
+    let _ = node;
+    held
+}
+
+/// A sandbox whose pause process was killed under it, and a container
+/// whose runtime state was wiped while containerd ran: kubelet sees what
+/// happened and can remove both pods, and nothing of theirs is left.
+#[test]
+fn a_killed_sandbox_and_wiped_runtime_state_are_told_and_cleaned_up() {
+    let t = node();
+    let node = &t.node;
+    for handler in HANDLERS {
+        let sleeper = || node.container_config("app", &["sleep", "1000"]);
+        // The sandbox's pause process killed.
+        let (pod, id, _) = pod_with(node, handler, &format!("killed-{handler}"), sleeper());
+        let pause = node.client.pod_pid(&pod).unwrap();
+        // SAFETY: killing the pause process this test's pod runs.
+        assert_eq!(unsafe { libc::kill(pause, libc::SIGKILL) }, 0);
+        node.eventually("the sandbox is not ready", || {
+            node.client.pod_status(&pod).unwrap().state
+                == cri::PodSandboxState::SandboxNotready as i32
+        });
+        // Its app container lived in namespaces the pause held; kubelet
+        // stops it and the pod.
+        eprintln!("{handler}: stopping the app of the killed sandbox");
+        node.client.stop_container(&id, 2).unwrap();
+        eprintln!("{handler}: removing the killed sandbox");
+        remove_pod(node, &pod);
+        node.eventually("nothing held for the killed pod", || {
+            held_for(node, &pod).is_empty()
+        });
+
+        // The runtime's state directory wiped while the container runs.
+        // runc cannot stop such a container (its kill finds no state, the
+        // shim says "not found" and containerd waits for an exit that never
+        // comes: StopContainer hangs), so only keel-runtime is held to it:
+        // it finds the container's cgroup from the bundle's config.json.
+        if handler == "runc" {
+            continue;
+        }
+        let (pod, id, _) = pod_with(node, handler, &format!("wiped-{handler}"), sleeper());
+        let state = node.dir().join(format!("{handler}-state/k8s.io/{id}"));
+        assert!(state.is_dir(), "{handler}: no {}", state.display());
+        std::fs::remove_dir_all(&state).unwrap();
+        // The status still answers; stopping and removing still work.
+        node.client.container_status(&id).unwrap();
+        node.client
+            .stop_container(&id, 2)
+            .unwrap_or_else(|e| panic!("{handler}: StopContainer: {e}\n{}", node.log_tail()));
+        let status = node.client.container_status(&id).unwrap();
+        assert_eq!(
+            status.state,
+            cri::ContainerState::ContainerExited as i32,
+            "{handler}: {status:?}"
+        );
+        remove_pod(node, &pod);
+        node.eventually("nothing held for the wiped pod", || {
+            held_for(node, &pod).is_empty() && held_for(node, &id).is_empty()
+        });
+        // Its cgroup went with it (keel found it from the bundle).
+        let cgroup = format!("{}/pod-wiped-{handler}/{id}", node.cgroup_parent);
+        for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+            let dir = hierarchy.path().join(cgroup.trim_start_matches('/'));
+            assert!(!dir.exists(), "{handler}: {} is left", dir.display());
+        }
+    }
+    assert!(node.client.list_pods().unwrap().is_empty());
 }

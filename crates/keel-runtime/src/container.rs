@@ -644,7 +644,24 @@ pub fn state(root: &Path, id: &str) -> Result<OciState> {
 /// `kill`: a signal to init, or with `all` to every process of the container.
 pub fn kill(root: &Path, id: &str, signal: i32, all: bool) -> Result<()> {
     let dir = ContainerDir::new(root, id)?;
-    let state = dir.load()?;
+    let state = match dir.load() {
+        Err(Error::NotExist) if !dir.path.exists() => {
+            // The state is gone but the container may not be: see
+            // `lost_cgroup`. Without its init's pid, every process of its
+            // cgroup gets the signal.
+            let Some(cgroup) = lost_cgroup(id).filter(|c| c.pids().is_ok_and(|p| !p.is_empty()))
+            else {
+                return Err(Error::NotExist);
+            };
+            eprintln!(
+                "keel-runtime: the state of container {id} is gone; signalling the processes \
+                 of its cgroup {} (named by the bundle's config.json)",
+                cgroup.path
+            );
+            return cgroup.signal_all(signal);
+        }
+        other => other?,
+    };
     let status = dir.status(&state);
     if status == Status::Stopped {
         return Err(Error::NotRunning);
@@ -738,6 +755,21 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
                 dir.remove()?;
                 return Ok(());
             }
+            // State wiped under a container (see `lost_cgroup`): its
+            // cgroup goes (its processes first, with --force); the answer
+            // stays runc's, which callers such as containerd's shim expect.
+            if let Some(cgroup) = lost_cgroup(id) {
+                if force {
+                    let _ = cgroup.signal_all(libc::SIGKILL);
+                }
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+                while cgroup.pids().is_ok_and(|p| !p.is_empty())
+                    && std::time::Instant::now() < deadline
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                let _ = cgroup.remove();
+            }
             return if force { Ok(()) } else { Err(Error::NotExist) };
         }
         Err(e) => return Err(e),
@@ -759,6 +791,27 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
         }
     }
     destroy(&dir, &state)
+}
+
+/// A container whose state directory was wiped while it ran (a cleaner
+/// that went too far, a tmpfs remounted): the runtime's caller still knows
+/// it. containerd's shim runs the runtime in a bundle — the container's,
+/// or, for a pod's containers (one shim per pod), the sandbox's, beside
+/// which containerd keeps the container's as `../<id>` — and that
+/// `config.json` names the container's cgroup. It is taken only when the
+/// path's last name is the container's id (as containerd's CRI names
+/// them), so a stray config never points keel at another cgroup. runc
+/// cannot stop such a container; keel can.
+fn lost_cgroup(id: &str) -> Option<Cgroup> {
+    [PathBuf::from("."), Path::new("..").join(id)]
+        .iter()
+        .find_map(|bundle| {
+            let spec = Spec::load(bundle).ok()?;
+            let path = spec.linux.as_ref()?.cgroups_path.clone()?;
+            (path.rsplit('/').next() == Some(id)).then_some(path)
+        })
+        .and_then(|path| Cgroup::resolve(id, Some(&path)).ok())
+        .filter(|cgroup| cgroup.pids().is_ok())
 }
 
 fn kill_and_wait(state: &State, status: Status) {

@@ -1030,9 +1030,12 @@ fn exec_takes_the_container_s_oom_score() {
     f.bundle.write_config(&config);
     f.create_and_start();
     let mut exec = std::process::Command::new(bin());
-    exec.args(["--root"])
-        .arg(f.runtime.root())
-        .args(["exec", f.id(), "cat", "/proc/self/oom_score_adj"]);
+    exec.args(["--root"]).arg(f.runtime.root()).args([
+        "exec",
+        f.id(),
+        "cat",
+        "/proc/self/oom_score_adj",
+    ]);
     // The caller's own score is 9 (only ever raised: no capability needed).
     // SAFETY: in the child before exec, writing our own /proc file.
     unsafe {
@@ -1043,6 +1046,46 @@ fn exec_takes_the_container_s_oom_score() {
     let out = exec.output().unwrap();
     assert!(out.status.success(), "{}", show(&out));
     assert_eq!(stdout(&out), "7\n");
+}
+
+/// Its state directory wiped while it runs: called from its bundle (as
+/// containerd's shim calls the runtime), keel still kills the container
+/// through the cgroup config.json names, and `delete` removes that cgroup
+/// while answering runc's "container does not exist".
+#[test]
+fn a_container_whose_state_was_wiped_is_still_killed_from_its_bundle() {
+    let f = Fixture::new();
+    let pid = running_sleeper(&f);
+    fs::remove_dir_all(f.runtime.root().join(f.id())).unwrap();
+    let rt = |args: &[&str], dir: &Path| {
+        std::process::Command::new(bin())
+            .arg("--root")
+            .arg(f.runtime.root())
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap()
+    };
+    // From anywhere else there is nothing to go by.
+    let out = rt(&["kill", f.id(), "KILL"], f.temp.path());
+    assert!(!out.status.success());
+    assert!(
+        show(&out).contains("container does not exist"),
+        "{}",
+        show(&out)
+    );
+    assert!(alive(pid));
+    let out = rt(&["kill", f.id(), "KILL"], f.bundle.dir());
+    assert!(out.status.success(), "{}", show(&out));
+    wait_until("the container's process is gone", || !alive(pid));
+    let out = rt(&["delete", f.id()], f.bundle.dir());
+    assert!(
+        show(&out).contains("container does not exist"),
+        "{}",
+        show(&out)
+    );
+    let controller = if cgroup_v2_only() { "" } else { "freezer" };
+    assert!(!f.cgroup_dir(controller).exists());
 }
 
 #[test]

@@ -1098,7 +1098,10 @@ pub mod leaks {
         }
     }
 
-    /// Network namespaces from `ip netns list` whose name starts with `keel-test`.
+    /// Network namespaces from `ip netns list` whose name starts with
+    /// `keel-test`, and the `cni-*` ones containerd's CRI plugin makes for
+    /// pods (the CRI tests' pods; this machine runs no Kubernetes of its
+    /// own).
     pub fn netns() -> Vec<Leak> {
         let Ok(output) = Command::new("ip")
             .args(["netns", "list"])
@@ -1110,7 +1113,7 @@ pub mod leaks {
         String::from_utf8_lossy(&output.stdout)
             .lines()
             .filter_map(|line| line.split_whitespace().next())
-            .filter(|name| name.starts_with(PREFIX))
+            .filter(|name| name.starts_with(PREFIX) || name.starts_with("cni-"))
             .map(|name| Leak {
                 kind: "netns",
                 what: name.to_string(),

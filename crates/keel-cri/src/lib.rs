@@ -33,6 +33,8 @@ pub const PAUSE_IMAGE: &str = "docker.io/keel-test/pause:1";
 /// The app image.
 pub const BUSYBOX_IMAGE: &str = peers::BUSYBOX_IMAGE;
 /// The runtime handlers every test runs: keel-runtime, and runc beside it.
+/// (The node also has `crun`, for bench/cri: crun refuses this machine's
+/// hybrid cgroup layout unless a v1 hugetlb hierarchy is mounted.)
 pub const HANDLERS: [&str; 2] = ["keel", "runc"];
 /// The pods' network (the bridge `kcri0` in the node's namespace).
 pub const POD_SUBNET: &str = "10.89.0.0/24";
@@ -606,7 +608,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         dir = dir.display(),
         pause = PAUSE_IMAGE,
         keel = runtime("keel", &keel_runtime.display().to_string()),
-        runc = runtime("runc", "/usr/sbin/runc"),
+        runc = runtime("runc", "/usr/sbin/runc") + &runtime("crun", "/usr/bin/crun"),
     )
 }
 

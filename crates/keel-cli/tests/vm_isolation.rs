@@ -17,6 +17,17 @@ fn host_kernel() -> String {
         .to_string()
 }
 
+/// Debian's generic guest kernel, which setup installs beside keel's
+/// minimal one (the default).
+fn debian_kernel() -> std::path::PathBuf {
+    std::fs::read_dir("/usr/lib/keel/guest")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.join("modules").is_dir())
+        .expect("setup installs Debian's guest kernel")
+}
+
 /// The processes left in this keel's cgroups (a VM's shim and VMM live in
 /// the container's).
 fn processes_left(keel: &Keel) -> Vec<String> {
@@ -76,12 +87,7 @@ fn a_vm_runs_the_image_on_a_kernel_of_its_own() {
 
     // Debian's generic kernel (modules, ACPI) works too, where keel's
     // minimal one is the default.
-    let debian = std::fs::read_dir("/usr/lib/keel/guest")
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.join("modules").is_dir())
-        .expect("setup installs Debian's guest kernel");
+    let debian = debian_kernel();
     let out = keel
         .command(&["run", "--rm", "--isolation", "vm", "busybox", "uname", "-r"])
         .env("KEEL_GUEST_KERNEL", &debian)
@@ -677,12 +683,7 @@ echo done";
     keel.ok(&["rm", "shares"]);
 
     // Debian's kernel too (its 9p fd transport is a module).
-    let debian = std::fs::read_dir("/usr/lib/keel/guest")
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.join("modules").is_dir())
-        .expect("setup installs Debian's guest kernel");
+    let debian = debian_kernel();
     let out = keel
         .command(&[
             "run",

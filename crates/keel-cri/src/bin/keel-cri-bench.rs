@@ -55,7 +55,10 @@ fn main() {
             let name = next("start");
             let begin = Instant::now();
             start_pod(&node, &node.client, handler, &name);
-            println!("start {handler} {:.1}", begin.elapsed().as_secs_f64() * 1000.0);
+            println!(
+                "start {handler} {:.1}",
+                begin.elapsed().as_secs_f64() * 1000.0
+            );
             remove_all(&node.client);
         }
     }
@@ -79,7 +82,12 @@ fn main() {
     }
     for handler in &handlers {
         for i in 0..resident {
-            start_pod(&node, &node.client, handler, &format!("resident-{handler}-{i}"));
+            start_pod(
+                &node,
+                &node.client,
+                handler,
+                &format!("resident-{handler}-{i}"),
+            );
         }
         std::thread::sleep(std::time::Duration::from_secs(2));
         let kb: u64 = keel_testutil::peers::pids_mentioning(&node.dir().to_string_lossy())
@@ -109,7 +117,11 @@ fn start_pod(node: &Node, client: &Client, handler: &str, name: &str) -> String 
         .run_pod(&config, handler)
         .unwrap_or_else(|e| panic!("{handler}: RunPodSandbox: {e}"));
     let id = client
-        .create_container(&pod, &node.container_config("app", &["sleep", "100000"]), &config)
+        .create_container(
+            &pod,
+            &node.container_config("app", &["sleep", "100000"]),
+            &config,
+        )
         .unwrap_or_else(|e| panic!("{handler}: CreateContainer: {e}"));
     client
         .start_container(&id)

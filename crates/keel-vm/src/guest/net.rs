@@ -13,7 +13,7 @@
 
 use std::io::{Read, Write};
 use std::net::UdpSocket;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::process::Command;
@@ -136,26 +136,6 @@ fn ip(args: &[&str]) -> Result<serde_json::Value> {
         })?;
     serde_json::from_slice(&out.stdout)
         .map_err(|e| Error::Msg(format!("ip {}: {e}", args.join(" "))))
-}
-
-/// QEMU's arguments for the NICs (their taps at fds 100, 101, ...).
-pub fn qemu_args(nics: &[Nic]) -> Vec<String> {
-    let mut args = Vec::new();
-    for (i, nic) in nics.iter().enumerate() {
-        args.push("-netdev".into());
-        args.push(format!("tap,id=n{i},fd={}", 100 + i));
-        args.push("-device".into());
-        args.push(format!(
-            "virtio-net-device,netdev=n{i},mac={}",
-            nic.interface.mac
-        ));
-    }
-    args
-}
-
-/// The fds QEMU inherits for [`qemu_args`].
-pub fn tap_fds(nics: &[Nic]) -> Vec<i32> {
-    nics.iter().map(|n| n.tap.as_raw_fd()).collect()
 }
 
 /// Relays the guest's name questions (vsock port [`DNS_PORT`]: a 2-byte

@@ -356,14 +356,7 @@ fn relay(stream: &mut File, runner: i32, io: Stdio, children: SignalFd) -> i32 {
                                 Frame::StdinEof if master.is_none() => close_input = true,
                                 Frame::Resize { rows, cols } => {
                                     if let Some(master) = master {
-                                        let ws = libc::winsize {
-                                            ws_row: rows,
-                                            ws_col: cols,
-                                            ws_xpixel: 0,
-                                            ws_ypixel: 0,
-                                        };
-                                        // SAFETY: TIOCSWINSZ reads one winsize.
-                                        unsafe { libc::ioctl(master, libc::TIOCSWINSZ, &ws) };
+                                        keel_runtime::console::set_size(master, rows, cols);
                                     }
                                 }
                                 // SAFETY: a signal to our own child.

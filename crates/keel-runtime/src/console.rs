@@ -75,14 +75,7 @@ pub fn setup(socket: &OwnedFd, size: Option<ConsoleSize>, bind_console: bool) ->
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "/dev/ptmx".to_string());
     if let Some(size) = size {
-        let ws = libc::winsize {
-            ws_row: size.height,
-            ws_col: size.width,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        // SAFETY: TIOCSWINSZ reads a winsize.
-        unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+        set_size(master.as_raw_fd(), size.height, size.width);
     }
     if bind_console {
         if !Path::new("/dev/console").exists() {
@@ -206,6 +199,18 @@ pub fn attach(master: OwnedFd) -> Result<Attached> {
     });
     attached.output = Some(output);
     Ok(attached)
+}
+
+/// Sets a terminal's window size (`rows` x `cols`) on its fd.
+pub fn set_size(fd: std::os::fd::RawFd, rows: u16, cols: u16) {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize we own.
+    unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) };
 }
 
 impl Attached {

@@ -43,6 +43,19 @@ pub struct Config {
     pub shares: Vec<Share>,
 }
 
+impl Config {
+    /// How many virtio-mmio devices the VM gets (one window each, from
+    /// [`crate::devices::virtio::MMIO_BASE`]).
+    pub fn device_count(&self) -> usize {
+        self.disks.len()
+            + self.nets.len()
+            + usize::from(self.vsock.is_some())
+            + usize::from(self.balloon)
+            + usize::from(self.rng)
+            + self.shares.len()
+    }
+}
+
 /// A host directory a guest mounts with `mount -t 9p -o trans=virtio TAG`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Share {

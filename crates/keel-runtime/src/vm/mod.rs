@@ -101,14 +101,7 @@ fn terminal_for(socket: &OwnedFd, size: Option<crate::spec::ConsoleSize>) -> Res
     nix::sys::termios::cfmakeraw(&mut raw);
     let _ = nix::sys::termios::tcsetattr(&pty.slave, nix::sys::termios::SetArg::TCSANOW, &raw);
     if let Some(size) = size {
-        let ws = libc::winsize {
-            ws_row: size.height,
-            ws_col: size.width,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        // SAFETY: TIOCSWINSZ reads one winsize.
-        unsafe { libc::ioctl(pty.master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+        crate::console::set_size(pty.master.as_raw_fd(), size.height, size.width);
     }
     crate::console::send_fd(socket, "vm", pty.master.as_raw_fd())?;
     Ok(pty.slave)

@@ -378,24 +378,11 @@ impl Keel {
                 path: s.host.clone(),
             })
             .collect();
-        let mut cmdline = cmdline(true);
-        if plan.kernel.modules.is_none() {
-            // keel's minimal kernel has no ACPI: its virtio-mmio devices
-            // are named on its command line (each window is probed).
-            let devices = nets.len() + 1 + 1 + shares.len();
-            for i in 0..devices as u64 {
-                cmdline.push_str(&format!(
-                    " virtio_mmio.device=4K@{:#x}:{}",
-                    crate::devices::virtio::MMIO_BASE + i * crate::devices::virtio::MMIO_SIZE,
-                    crate::devices::VIRTIO_GSI + i as u32
-                ));
-            }
-        }
-        Ok(crate::vm::Config {
+        let mut config = crate::vm::Config {
             vcpus: plan.cpus,
             memory: plan.memory_mib << 20,
             kernel: plan.kernel.image.clone(),
-            cmdline,
+            cmdline: cmdline(true),
             disks: Vec::new(),
             balloon: false,
             rng: true,
@@ -406,7 +393,19 @@ impl Keel {
             }),
             initrd: Some(plan.initramfs.to_path_buf()),
             shares,
-        })
+        };
+        if plan.kernel.modules.is_none() {
+            // keel's minimal kernel has no ACPI: its virtio-mmio devices
+            // are named on its command line (each window is probed).
+            for i in 0..config.device_count() as u64 {
+                config.cmdline.push_str(&format!(
+                    " virtio_mmio.device=4K@{:#x}:{}",
+                    crate::devices::virtio::MMIO_BASE + i * crate::devices::virtio::MMIO_SIZE,
+                    crate::devices::VIRTIO_GSI + i as u32
+                ));
+            }
+        }
+        Ok(config)
     }
 }
 
@@ -480,6 +479,63 @@ impl Machine for KeelMachine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// keel's minimal kernel (no ACPI) finds every device keel-vm gives
+    /// it on its command line; Debian's reads them from ACPI instead.
+    #[test]
+    fn a_kernel_without_acpi_is_told_every_device_window() {
+        let share = |tag: &str| HostShare {
+            tag: tag.into(),
+            host: PathBuf::from("/tmp"),
+            guest: format!("/{tag}"),
+        };
+        let shares = [share("root"), share("data")];
+        let kernel = Kernel {
+            version: "6.1-keel".into(),
+            image: PathBuf::from("/vmlinux"),
+            modules: None,
+        };
+        let plan = |kernel| Plan {
+            kernel,
+            initramfs: Path::new("/initramfs"),
+            memory_mib: 256,
+            cpus: 2,
+            shares: &shares,
+            nics: &[],
+            vsock: Path::new("vsock.sock"),
+            console: Path::new("console.log"),
+            log: Path::new("vmm.log"),
+        };
+        let config = Keel.config(&plan(&kernel)).unwrap();
+        // vsock, rng and the two shares.
+        assert_eq!(config.device_count(), 4);
+        let windows: Vec<&str> = config
+            .cmdline
+            .split(' ')
+            .filter(|w| w.starts_with("virtio_mmio.device="))
+            .collect();
+        assert_eq!(
+            windows,
+            [
+                "virtio_mmio.device=4K@0xd0000000:5",
+                "virtio_mmio.device=4K@0xd0001000:6",
+                "virtio_mmio.device=4K@0xd0002000:7",
+                "virtio_mmio.device=4K@0xd0003000:8",
+            ]
+        );
+        assert_eq!((config.vcpus, config.memory), (2, 256 << 20));
+        let debian = Kernel {
+            modules: Some(PathBuf::from("/modules")),
+            ..kernel.clone()
+        };
+        assert!(
+            !Keel
+                .config(&plan(&debian))
+                .unwrap()
+                .cmdline
+                .contains("virtio_mmio")
+        );
+    }
 
     #[test]
     fn macs_are_read() {
